@@ -1,0 +1,1 @@
+"""The ``ricl`` command: thin wrappers over the package."""

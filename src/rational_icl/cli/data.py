@@ -1,0 +1,53 @@
+"""``ricl data``: evaluation sequences, strategy predictions, losses and complexities per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rational_icl.data import load_specs
+from rational_icl.errors import RiclError
+from rational_icl.io import write_netcdf
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="write each run's strategy predictions file (no transformer yet)",
+        description="For every num_tasks value of a spec or preset, write a predictions file "
+        "(SCHEMA.md) with the fixed evaluation sequences, the Bayesian strategies' predictions, "
+        "losses and complexities, and the training tasks.",
+    )
+    parser.add_argument("spec", metavar="SPEC_OR_PRESET", help="a TOML spec file or a preset name")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.add_argument("--device", default="cpu", help="torch device for the loss estimates")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rational_icl.training.predictions import strategy_dataset  # torch loads only here
+
+    runs = [r for spec in load_specs(args.spec) for r in spec.runs()]
+    _check_out_folder(args.out)
+    paths = {r: args.out / f"{r.name}.nc" for r in runs}
+    todo = [r for r in runs if args.force or not paths[r].exists()]
+    for r in runs:
+        if r not in todo:
+            print(f"exists, kept (use --force to overwrite): {paths[r]}")
+    with tqdm(todo, desc="ricl data", unit="run", dynamic_ncols=True, disable=None) as bar:
+        for r in bar:
+            dataset = strategy_dataset(r, device=args.device, progress=bar.set_postfix_str)
+            write_netcdf(dataset, paths[r])
+    print(f"wrote {len(todo)} file(s) to {args.out}")
+    return 0
+
+
+def _check_out_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RiclError(f"--out {str(out)!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RiclError(f"cannot create output folder {str(out)!r}: {err.strerror}") from None

@@ -1,0 +1,113 @@
+"""Built-in experiment presets: small ones for a laptop, the paper's grids for a cluster."""
+
+from __future__ import annotations
+
+from rational_icl.data.spec import ExperimentSpec, spec_from_dict
+
+_POWERS_OF_TWO = [2**i for i in range(2, 13)]  # 4 ... 4096
+
+_TINY = {
+    "tiny-categorical": {
+        "setting": "categorical-sequence",
+        "num_dims": 8,
+        "context_length": 64,
+        "num_tasks": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+        "model": {
+            "num_layers": 1,
+            "hidden_size": 32,
+            "num_heads": 1,
+            "mlp_expansion_factor": 4,
+            "position_encoding": "learned",
+        },
+        "training": {
+            "batch_size": 32,
+            "learning_rate": 3e-3,
+            "warmup_steps": 100,
+            "max_steps": 4000,
+            "num_checkpoints": 40,
+        },
+        "evaluation": {"num_sequences": 64, "num_loss_sequences": 4000},
+    },
+    "tiny-regression": {
+        "setting": "linear-regression",
+        "num_dims": 4,
+        "context_length": 16,
+        "num_tasks": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+        "model": {
+            "num_layers": 2,
+            "hidden_size": 32,
+            "num_heads": 2,
+            "mlp_expansion_factor": 4,
+            "position_encoding": "learned",
+        },
+        "training": {
+            "batch_size": 32,
+            "learning_rate": 1e-3,
+            "warmup_steps": 100,
+            "max_steps": 4000,
+            "num_checkpoints": 40,
+        },
+        "evaluation": {"num_sequences": 64, "num_loss_sequences": 4000},
+    },
+    "tiny-classification": {
+        "setting": "classification",
+        "num_dims": 8,
+        "context_length": 16,
+        "num_tasks": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+        "model": {
+            "num_layers": 1,
+            "hidden_size": 32,
+            "num_heads": 1,
+            "mlp_expansion_factor": 4,
+            "position_encoding": "learned",
+        },
+        "training": {
+            "batch_size": 32,
+            "learning_rate": 3e-3,
+            "warmup_steps": 100,
+            "max_steps": 4000,
+            "num_checkpoints": 40,
+        },
+        "evaluation": {"num_sequences": 64, "num_loss_sequences": 4000},
+    },
+}
+
+_PAPER = {
+    "paper-categorical": {
+        "setting": "categorical-sequence",
+        "num_dims": [8, 12, 16],
+        "context_length": [128, 256, 320],
+        "num_tasks": _POWERS_OF_TWO,
+        "model": {"num_layers": 1, "mlp_expansion_factor": [0.5, 4, 8]},
+        "training": {"batch_size": 64, "warmup_steps": 5000, "max_steps": 100_000},
+    },
+    "paper-regression": {
+        "setting": "linear-regression",
+        "num_dims": [8, 12, 16],
+        "context_length": [16, 32, 64],
+        "num_tasks": _POWERS_OF_TWO,
+        "model": {"num_layers": 8, "mlp_expansion_factor": [0.5, 4, 8]},
+        "training": {"batch_size": 128, "warmup_steps": 5000, "max_steps": 100_000},
+    },
+    "paper-classification": {
+        "setting": "classification",
+        "num_dims": 8,
+        "context_length": [128, 256, 384],
+        "num_tasks": _POWERS_OF_TWO,
+        "model": {"num_layers": 1, "mlp_expansion_factor": [0.5, 4, 8]},
+        "training": {"batch_size": 64, "warmup_steps": 0, "max_steps": 100_000},
+    },
+}
+
+# A preset names one spec or bundles several.
+PRESETS: dict[str, list[str]] = {
+    **{name: [name] for name in [*_TINY, *_PAPER]},
+    "tiny": list(_TINY),
+    "paper": list(_PAPER),
+}
+
+
+def preset_specs(name: str) -> list[ExperimentSpec]:
+    """The validated specs a preset names."""
+    tables = {**_TINY, **_PAPER}
+    return [spec_from_dict({**tables[member], "name": member}) for member in PRESETS[name]]

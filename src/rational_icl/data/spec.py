@@ -1,0 +1,317 @@
+"""Experiment specs: TOML files or built-in presets, validated early, expanded into runs.
+
+A spec describes one experiment (SCHEMA.md section 0). Lists in ``[model]`` and lists for
+``context_length``, ``num_dims`` or ``seed`` expand into a grid of scalar specs; each scalar
+spec then has one run per ``num_tasks`` value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rational_icl.errors import SpecError
+
+SETTINGS = ("categorical-sequence", "linear-regression", "classification")
+POSITION_ENCODINGS = ("rotary", "learned")
+LR_SCHEDULES = ("constant", "cosine", "inverse-sqrt")
+PRECISIONS = ("float32", "bf16")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_layers: int = 1
+    hidden_size: int = 64
+    num_heads: int = 1
+    mlp_expansion_factor: float = 4.0
+    position_encoding: str = "rotary"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    max_steps: int = 100_000
+    num_checkpoints: int = 100
+    grad_clip: float = 1.0
+    precision: str = "float32"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    num_sequences: int = 64
+    num_loss_sequences: int | None = None  # None: the setting's default (10 000; 50 000)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """One experiment. Scalar fields except ``num_tasks`` (one run per value) after expand()."""
+
+    setting: str
+    num_dims: int = 8
+    context_length: int = 64
+    num_tasks: tuple[int, ...] = (4, 16, 64, 256)
+    seed: int = 1
+    noise_variance: float | None = None  # regression; None: num_dims / 256
+    within_class_variance: float = 0.5  # classification: epsilon
+    prior: tuple[float, ...] | None = None  # categorical Dirichlet concentration; None: ones
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    name: str = ""
+
+    @property
+    def effective_noise_variance(self) -> float:
+        if self.noise_variance is not None:
+            return self.noise_variance
+        return self.num_dims / 256
+
+    @property
+    def effective_num_loss_sequences(self) -> int:
+        if self.evaluation.num_loss_sequences is not None:
+            return self.evaluation.num_loss_sequences
+        return 50_000 if self.setting == "classification" else 10_000
+
+    def expand(self) -> list[ExperimentSpec]:
+        """The grid of scalar specs: one per combination of the list-valued fields."""
+        return list(_expand(self))
+
+    def runs(self) -> list[Run]:
+        """Every run of the expanded grid, one per num_tasks value."""
+        return [Run(spec, d) for spec in self.expand() for d in spec.num_tasks]
+
+    def to_toml(self) -> str:
+        """The spec as TOML text; ``spec_from_dict(tomllib.loads(text))`` gives it back."""
+        return _to_toml(to_dict(self))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One transformer (or ensemble member) trained on one task set of size num_tasks."""
+
+    spec: ExperimentSpec
+    num_tasks: int
+
+    @property
+    def name(self) -> str:
+        s = self.spec
+        return (
+            f"{s.setting}_K{s.num_dims}_T{s.context_length}_D{self.num_tasks}"
+            f"_mlp{s.model.mlp_expansion_factor:g}_seed{s.seed}"
+        )
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_specs(spec_or_preset: str | Path) -> list[ExperimentSpec]:
+    """Specs from a TOML file path or a preset name (a preset may bundle several specs)."""
+    from rational_icl.data.presets import PRESETS, preset_specs
+
+    text = str(spec_or_preset)
+    path = Path(text)
+    if text in PRESETS:
+        return preset_specs(text)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SpecError(f"spec file {text!r} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise SpecError(f"spec file {text!r} is not valid TOML: {err}") from None
+        raw.setdefault("name", path.stem)
+        return [spec_from_dict(raw)]
+    raise SpecError(f"{text!r} is neither a spec file nor a preset; presets: {', '.join(PRESETS)}")
+
+
+def spec_from_dict(raw: dict) -> ExperimentSpec:
+    """Validate a TOML-like dict into an ExperimentSpec; unknown keys are errors."""
+    raw = dict(raw)
+    sections = {"model": ModelConfig, "training": TrainingConfig, "evaluation": EvaluationConfig}
+    kwargs = {}
+    for section, cls in sections.items():
+        table = raw.pop(section, {})
+        if not isinstance(table, dict):
+            raise SpecError(f"spec key {section!r}: expected a table [{section}], got {table!r}")
+        kwargs[section] = cls(**_validate_fields(cls, table, prefix=f"{section}."))
+    if "setting" not in raw:
+        raise SpecError(f"spec key 'setting' is missing; allowed: {', '.join(SETTINGS)}")
+    top = _validate_fields(ExperimentSpec, raw, prefix="", skip=set(sections))
+    spec = ExperimentSpec(**top, **kwargs)
+    _check_cross_fields(spec)
+    return spec
+
+
+def to_dict(spec: ExperimentSpec) -> dict:
+    """The spec as a plain dict of TOML-able values (None values left out)."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+        elif value is not None:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# ---------------------------------------------------------------------------- validation
+
+# Each field: (allowed types, check, description of what is allowed). Fields whose value may
+# be a list that expands into a grid are marked in _GRID_FIELDS.
+_INT, _FLOAT, _STR = (int,), (int, float), (str,)
+_RULES = {
+    "setting": (_STR, lambda v: v in SETTINGS, f"one of {', '.join(SETTINGS)}"),
+    "name": (_STR, lambda v: True, "a string"),
+    "num_dims": (_INT, lambda v: v >= 2, "integers >= 2"),
+    "context_length": (_INT, lambda v: v >= 2, "integers >= 2"),
+    "num_tasks": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "seed": (_INT, lambda v: v >= 0, "integers >= 0"),
+    "noise_variance": (_FLOAT, lambda v: v > 0, "numbers > 0"),
+    "within_class_variance": (_FLOAT, lambda v: v > 0, "numbers > 0"),
+    "prior": (_FLOAT, lambda v: v > 0, "numbers > 0 (Dirichlet concentration)"),
+    "num_layers": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "hidden_size": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "num_heads": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "mlp_expansion_factor": (_FLOAT, lambda v: v > 0, "numbers > 0"),
+    "position_encoding": (_STR, lambda v: v in POSITION_ENCODINGS, " or ".join(POSITION_ENCODINGS)),
+    "batch_size": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "learning_rate": (_FLOAT, lambda v: v > 0, "numbers > 0"),
+    "weight_decay": (_FLOAT, lambda v: v >= 0, "numbers >= 0"),
+    "warmup_steps": (_INT, lambda v: v >= 0, "integers >= 0"),
+    "lr_schedule": (_STR, lambda v: v in LR_SCHEDULES, ", ".join(LR_SCHEDULES)),
+    "max_steps": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "num_checkpoints": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "grad_clip": (_FLOAT, lambda v: v > 0, "numbers > 0"),
+    "precision": (_STR, lambda v: v in PRECISIONS, " or ".join(PRECISIONS)),
+    "num_sequences": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "num_loss_sequences": (_INT, lambda v: v >= 2, "integers >= 2"),
+}
+# Fields that are always lists (num_tasks, prior) or may be lists that expand into a grid.
+_LIST_FIELDS = {"num_tasks", "prior"}
+_GRID_FIELDS = {
+    "num_dims",
+    "context_length",
+    "seed",
+    "num_layers",
+    "hidden_size",
+    "num_heads",
+    "mlp_expansion_factor",
+    "position_encoding",
+}
+
+
+def _validate_fields(cls, table: dict, prefix: str, skip: frozenset | set = frozenset()) -> dict:
+    allowed = {f.name for f in dataclasses.fields(cls)} - set(skip)
+    out = {}
+    for key, value in table.items():
+        if key not in allowed:
+            raise SpecError(
+                f"spec key {prefix + key!r} is unknown; allowed keys"
+                f"{' in [' + prefix[:-1] + ']' if prefix else ''}: {', '.join(sorted(allowed))}"
+            )
+        out[key] = _validate_value(prefix + key, key, value)
+    return out
+
+
+def _validate_value(full_key: str, key: str, value):
+    types, check, allowed = _RULES[key]
+    is_list = isinstance(value, list)
+    if key in _LIST_FIELDS and not is_list:
+        value, is_list = [value], True
+    if is_list and key not in _LIST_FIELDS | _GRID_FIELDS:
+        raise SpecError(f"spec key {full_key!r}: value {value!r} is a list; allowed: {allowed}")
+    items = value if is_list else [value]
+    if is_list and not items:
+        raise SpecError(f"spec key {full_key!r}: the list is empty; allowed: {allowed}")
+    for item in items:
+        # bool is an int in Python but never a valid count or rate here
+        if isinstance(item, bool) or not isinstance(item, types):
+            kind = "integers" if types == _INT else "numbers" if types == _FLOAT else "strings"
+            raise SpecError(
+                f"spec key {full_key!r}: value {item!r} has the wrong type; allowed: {kind}"
+                f"{'' if allowed.startswith(kind) else ' (' + allowed + ')'}"
+            )
+        if not check(item):
+            raise SpecError(
+                f"spec key {full_key!r}: value {item!r} is out of range; allowed: {allowed}"
+            )
+    if types == _FLOAT:
+        items = [float(v) for v in items]
+    return tuple(items) if is_list else items[0]
+
+
+def _check_cross_fields(spec: ExperimentSpec) -> None:
+    for s in spec.expand():
+        if s.model.hidden_size % s.model.num_heads:
+            raise SpecError(
+                f"spec key 'model.num_heads': value {s.model.num_heads} does not divide "
+                f"hidden_size {s.model.hidden_size}; allowed: divisors of hidden_size"
+            )
+        if s.model.position_encoding == "rotary" and (s.model.hidden_size // s.model.num_heads) % 2:
+            raise SpecError(
+                f"spec key 'model.position_encoding': 'rotary' needs an even head size, got "
+                f"hidden_size / num_heads = {s.model.hidden_size // s.model.num_heads}; "
+                "allowed: 'learned', or an even head size"
+            )
+        if s.prior is not None and s.setting != "categorical-sequence":
+            raise SpecError(
+                f"spec key 'prior' is for the categorical-sequence setting only, not {s.setting!r}"
+            )
+        if s.prior is not None and len(s.prior) not in (1, s.num_dims):
+            raise SpecError(
+                f"spec key 'prior': {len(s.prior)} values for num_dims {s.num_dims}; "
+                "allowed: one value or num_dims values"
+            )
+        if s.setting == "classification" and s.context_length < 3:
+            raise SpecError(
+                f"spec key 'context_length': value {s.context_length} is out of range for "
+                "classification; allowed: integers >= 3 (context pairs plus the query)"
+            )
+
+
+# ---------------------------------------------------------------------------- grid
+
+
+def _expand(spec: ExperimentSpec):
+    top = {k: getattr(spec, k) for k in ("num_dims", "context_length", "seed")}
+    model = dataclasses.asdict(spec.model)
+    axes = {**top, **{f"model.{k}": v for k, v in model.items()}}
+    keys = list(axes)
+    values = [v if isinstance(v, tuple) else (v,) for v in axes.values()]
+    for combo in itertools.product(*values):
+        chosen = dict(zip(keys, combo, strict=True))
+        model_kwargs = {k[6:]: v for k, v in chosen.items() if k.startswith("model.")}
+        yield dataclasses.replace(
+            spec,
+            num_dims=chosen["num_dims"],
+            context_length=chosen["context_length"],
+            seed=chosen["seed"],
+            model=ModelConfig(**model_kwargs),
+        )
+
+
+# ---------------------------------------------------------------------------- TOML out
+
+
+def _to_toml(data: dict) -> str:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

@@ -1,0 +1,40 @@
+"""Atomic file writes: a reader (or a killed writer) never sees a half-written file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import xarray as xr
+
+from rational_icl.errors import RiclError
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise RiclError(f"cannot write to folder {str(path.parent)!r}: {err.strerror}") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_netcdf(dataset: xr.Dataset, path: str | Path) -> Path:
+    """Write a dataset to netCDF-4 atomically (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        dataset.to_netcdf(tmp)
+    return Path(path)

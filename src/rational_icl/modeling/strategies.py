@@ -1,0 +1,204 @@
+"""The three Bayesian strategies of DESIGN.md, for every setting.
+
+Every function returns, for every sequence and position, the prediction made from the context
+before that position: probabilities (B, P, O) for categorical and classification, the
+predicted mean of y (B, P) for regression. They are vectorised over batch and position with
+cumulative sufficient statistics and computed in log space, in the dtype of their inputs.
+
+- memorizing: prior uniform over the D training tasks; exact posterior predictive.
+- generalizing: prior = the true continuous prior of the setting.
+- constant: the prior predictive, ignoring the context.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+STRATEGIES = ("memorizing", "generalizing", "constant")
+
+
+def _exclusive_cumsum(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Sum over positions strictly before each position: the context before t."""
+    total = x.cumsum(dim)
+    return torch.cat(
+        [torch.zeros_like(total.narrow(dim, 0, 1)), total.narrow(dim, 0, x.shape[dim] - 1)], dim
+    )
+
+
+# ---------------------------------------------------------------------------- categorical
+
+
+def categorical_memorizing(tokens: torch.Tensor, task_probs: torch.Tensor) -> torch.Tensor:
+    """Posterior-weighted mixture of the D task vectors, given the symbols before t.
+
+    tokens: (B, T) int; task_probs: (D, K). Returns (B, T, K).
+    """
+    num_outcomes = task_probs.shape[-1]
+    log_probs = task_probs.clamp_min(torch.finfo(task_probs.dtype).tiny).log()  # (D, K)
+    counts = _exclusive_cumsum(_one_hot(tokens, num_outcomes, task_probs.dtype))  # (B, T, K)
+    log_likelihood = counts @ log_probs.T  # (B, T, D)
+    posterior = torch.softmax(log_likelihood, dim=-1)  # (B, T, D)
+    return posterior @ task_probs  # (B, T, K)
+
+
+def categorical_generalizing(tokens: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
+    """Dirichlet posterior mean (counts + alpha) / (t + sum alpha). Returns (B, T, K)."""
+    counts = _exclusive_cumsum(_one_hot(tokens, concentration.shape[-1], concentration.dtype))
+    posterior = counts + concentration  # (B, T, K)
+    return posterior / posterior.sum(-1, keepdim=True)
+
+
+def categorical_constant(tokens: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
+    """Prior predictive: the Dirichlet mean at every position. Returns (B, T, K)."""
+    mean = concentration / concentration.sum()
+    return mean.expand(*tokens.shape, -1)
+
+
+def _one_hot(tokens: torch.Tensor, num_outcomes: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.nn.functional.one_hot(tokens, num_outcomes).to(dtype)
+
+
+# ---------------------------------------------------------------------------- regression
+
+
+def regression_memorizing(
+    x: torch.Tensor, y: torch.Tensor, task_weights: torch.Tensor, noise_variance: float
+) -> torch.Tensor:
+    """dMMSE: posterior-weighted prediction over the D weight vectors.
+
+    x: (B, T, d); y: (B, T); task_weights: (D, d). Returns (B, T).
+    """
+    task_outputs = x @ task_weights.T  # (B, T, D)
+    squared_error = (y[..., None] - task_outputs) ** 2  # (B, T, D)
+    log_likelihood = -_exclusive_cumsum(squared_error) / (2 * noise_variance)  # (B, T, D)
+    posterior = torch.softmax(log_likelihood, dim=-1)
+    return (posterior * task_outputs).sum(-1)  # (B, T)
+
+
+def regression_generalizing(
+    x: torch.Tensor, y: torch.Tensor, noise_variance: float, prior_variance: float = 1.0
+) -> torch.Tensor:
+    """Bayesian ridge (posterior mean of w under N(0, prior_variance I)), lambda = sigma^2 / prior.
+
+    Returns (B, T): x_t . w_t with w_t fitted on the observations before t.
+    """
+    num_dims = x.shape[-1]
+    gram = _exclusive_cumsum(x[..., :, None] * x[..., None, :])  # (B, T, d, d)
+    moment = _exclusive_cumsum(x * y[..., None])  # (B, T, d)
+    ridge = noise_variance / prior_variance * torch.eye(num_dims, dtype=x.dtype, device=x.device)
+    cholesky = torch.linalg.cholesky(gram + ridge)  # (B, T, d, d)
+    weights = torch.cholesky_solve(moment[..., None], cholesky)[..., 0]  # (B, T, d)
+    return (x * weights).sum(-1)
+
+
+def regression_constant(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Prior predictive mean of y: zero. Returns (B, T)."""
+    return torch.zeros_like(y)
+
+
+# ---------------------------------------------------------------------------- classification
+
+
+def classification_memorizing(
+    query_item: torch.Tensor,
+    task_items: torch.Tensor,
+    task_labels: torch.Tensor,
+    within_class_variance: float,
+) -> torch.Tensor:
+    """Which stored item is the query a noisy copy of? Its label, posterior-weighted.
+
+    The query's task is a priori uniform over the D stored pairs (the context is not used: the
+    memorizing strategy reads the answer from its weights). x = (mu + sqrt(eps) eta)/sqrt(1+eps)
+    gives x | mu ~ N(mu / sqrt(1+eps), eps / ((1+eps) d) I).
+    query_item: (B, d); task_items: (D, d); task_labels: (D,). Returns (B, 1, 2).
+    """
+    eps, num_dims = within_class_variance, query_item.shape[-1]
+    means = task_items / math.sqrt(1 + eps)  # (D, d)
+    variance = eps / ((1 + eps) * num_dims)
+    log_likelihood = -_squared_distance(query_item, means) / (2 * variance)  # (B, D)
+    posterior = torch.softmax(log_likelihood, dim=-1)  # (B, D)
+    labels = _one_hot(task_labels, 2, posterior.dtype)  # (D, 2)
+    return (posterior @ labels)[:, None, :]
+
+
+def classification_generalizing(
+    context_items: torch.Tensor,
+    context_labels: torch.Tensor,
+    query_item: torch.Tensor,
+    within_class_variance: float,
+) -> torch.Tensor:
+    """Copy the label of the context item the query most likely is a noisy copy of.
+
+    Under the continuous prior mu ~ N(0, I/d), two noisy copies of one item are jointly
+    Gaussian with correlation rho = 1 / (1 + eps), so x_q | x_j ~ N(rho x_j, (1 - rho^2)/d I).
+    The query's item is a priori uniform over the context positions.
+    context_items: (B, C, d); context_labels: (B, C); query_item: (B, d). Returns (B, 1, 2).
+    """
+    rho, num_dims = 1 / (1 + within_class_variance), query_item.shape[-1]
+    variance = (1 - rho**2) / num_dims
+    distance = ((query_item[:, None, :] - rho * context_items) ** 2).sum(-1)  # (B, C)
+    posterior = torch.softmax(-distance / (2 * variance), dim=-1)  # (B, C)
+    labels = _one_hot(context_labels, 2, posterior.dtype)  # (B, C, 2)
+    return torch.einsum("bc,bco->bo", posterior, labels)[:, None, :]
+
+
+def classification_constant(query_item: torch.Tensor) -> torch.Tensor:
+    """Prior predictive: labels are uniform. Returns (B, 1, 2)."""
+    return torch.full(
+        (query_item.shape[0], 1, 2), 0.5, dtype=query_item.dtype, device=query_item.device
+    )
+
+
+def _squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a_i - b_j||^2 for (B, d) and (D, d) -> (B, D), through one matmul."""
+    return (a**2).sum(-1, keepdim=True) - 2 * a @ b.T + (b**2).sum(-1)
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+
+def strategy_prediction(setting, batch, tasks, strategy: str) -> torch.Tensor:
+    """One strategy's prediction on a batch: (B, P, O), O = 1 (the mean of y) for regression.
+
+    Computed in the dtype of the task parameters (float64 for exact references).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    dtype = tasks.tasks.dtype
+    table = tasks.tasks.to(_device(batch))
+    if setting.name == "categorical-sequence":
+        concentration = setting.concentration.to(table)
+        if strategy == "memorizing":
+            return categorical_memorizing(batch.tokens, table)
+        if strategy == "generalizing":
+            return categorical_generalizing(batch.tokens, concentration)
+        return categorical_constant(batch.tokens, concentration)
+    if setting.name == "linear-regression":
+        x, y = batch.x.to(dtype), batch.y.to(dtype)
+        if strategy == "memorizing":
+            mean = regression_memorizing(x, y, table, setting.noise_variance)
+        elif strategy == "generalizing":
+            mean = regression_generalizing(x, y, setting.noise_variance)
+        else:
+            mean = regression_constant(x, y)
+        return mean[..., None]
+    eps = setting.within_class_variance
+    query = batch.query_item.to(dtype)
+    if strategy == "memorizing":
+        return classification_memorizing(query, table, tasks.labels.to(table.device), eps)
+    if strategy == "generalizing":
+        return classification_generalizing(
+            batch.context_items.to(dtype), batch.context_labels, query, eps
+        )
+    return classification_constant(query)
+
+
+def all_strategy_predictions(setting, batch, tasks) -> torch.Tensor:
+    """Every strategy's prediction stacked in STRATEGIES order: (Q, B, P, O)."""
+    return torch.stack([strategy_prediction(setting, batch, tasks, q) for q in STRATEGIES])
+
+
+def _device(batch) -> torch.device:
+    return batch.task_index.device

@@ -1,0 +1,226 @@
+"""The predictions dataset of one run (SCHEMA.md section 1), before any transformer variables.
+
+It holds the fixed evaluation sequences of every split, what each Bayesian strategy predicts on
+them, the strategies' losses and complexities and the training tasks. Training later appends
+the transformer's predictions at each checkpoint to the same dataset.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+import xarray as xr
+
+from rational_icl import __version__
+from rational_icl.data import Run, TaskSet, generator, make_setting
+from rational_icl.modeling import STRATEGIES, all_strategy_predictions
+from rational_icl.modeling.complexity import strategy_complexity
+from rational_icl.modeling.losses import strategy_loss
+
+
+def training_tasks(run: Run) -> TaskSet:
+    """The D training tasks of a run: the same for every stage that asks (seeded by run)."""
+    setting = make_setting(run.spec)
+    return setting.sample_tasks(run.num_tasks, generator(run.spec.seed, "tasks", run.num_tasks))
+
+
+def evaluation_batches(run: Run, tasks: TaskSet) -> dict:
+    """The fixed evaluation sequences of every split, on the CPU, keyed by split name.
+
+    ``id`` draws from the D training tasks; ``ood`` from fresh tasks of the true prior (one per
+    sequence; a fresh pool of D pairs for classification), the same for every D of a spec;
+    ``iwl`` (classification) keeps the query's pair out of the context.
+    """
+    spec, setting = run.spec, make_setting(run.spec)
+    num_sequences = spec.evaluation.num_sequences
+    seed = spec.seed
+    batches = {
+        "id": setting.sample_batch(tasks, num_sequences, generator(seed, "id", run.num_tasks))
+    }
+    ood_gen = generator(seed, "ood")
+    if setting.name == "classification":
+        pool = setting.sample_tasks(
+            max(run.num_tasks, 2), generator(seed, "ood-pool", run.num_tasks)
+        )
+        batches["ood"] = (setting.sample_batch(pool, num_sequences, ood_gen), pool)
+        if run.num_tasks >= 2:
+            iwl_gen = generator(seed, "iwl", run.num_tasks)
+            batches["iwl"] = setting.sample_batch(tasks, num_sequences, iwl_gen, in_weights=True)
+    else:
+        fresh = setting.sample_tasks(num_sequences, ood_gen)
+        index = torch.arange(num_sequences)
+        batches["ood"] = (
+            setting.sample_batch(fresh, num_sequences, ood_gen, task_index=index),
+            fresh,
+        )
+    return {k: v if isinstance(v, tuple) else (v, tasks) for k, v in batches.items()}
+
+
+def strategy_dataset(run: Run, device="cpu", progress=None) -> xr.Dataset:
+    """Everything of a run's predictions file but the transformer variables.
+
+    ``progress``, if given, is called with a short text before each slow step.
+    """
+    spec, setting = run.spec, make_setting(run.spec)
+    tasks = training_tasks(run)
+    batches = evaluation_batches(run, tasks)
+    splits = list(batches)
+    predictions = np.stack(
+        [all_strategy_predictions(setting, b, tasks).numpy() for b, _ in batches.values()], axis=1
+    )  # (Q, split, S, P, O)
+    data = {
+        "strategy_prediction": (
+            ("strategy", "split", "sequence", "position", "outcome"),
+            predictions,
+            _attrs(
+                "strategy prediction",
+                "probability" if setting.num_outcomes > 1 else "y",
+                "each Bayesian strategy's prediction at each position from the context before it",
+            ),
+        ),
+        "target": (
+            ("split", "sequence", "position"),
+            np.stack([b.target.numpy() for b, _ in batches.values()]),
+            _attrs("target", "", "the observation actually drawn (symbol, y, or query label)"),
+        ),
+        **_inputs(setting, batches),
+        **_losses(run, setting, tasks, device, progress),
+        **_tasks(setting, tasks),
+    }
+    coords = {
+        "split": splits,
+        "sequence": np.arange(spec.evaluation.num_sequences),
+        "position": np.arange(predictions.shape[3]),
+        "outcome": ["y"] if setting.num_outcomes == 1 else np.arange(setting.num_outcomes),
+        "strategy": list(STRATEGIES),
+        "task": np.arange(run.num_tasks),
+    }
+    if setting.name != "categorical-sequence":
+        coords["feature"] = np.arange(spec.num_dims)
+    return xr.Dataset(data, coords=coords, attrs=run_attributes(run))
+
+
+def run_attributes(run: Run) -> dict:
+    """Global attributes of a run's file (SCHEMA.md): no None, no dicts."""
+    spec, model, training = run.spec, run.spec.model, run.spec.training
+    attrs = {
+        "setting": spec.setting,
+        "num_dims": spec.num_dims,
+        "num_tasks": run.num_tasks,
+        "context_length": spec.context_length,
+        "num_layers": model.num_layers,
+        "hidden_size": model.hidden_size,
+        "num_heads": model.num_heads,
+        "mlp_expansion_factor": float(model.mlp_expansion_factor),
+        "position_encoding": model.position_encoding,
+        "batch_size": training.batch_size,
+        "learning_rate": training.learning_rate,
+        "weight_decay": training.weight_decay,
+        "warmup_steps": training.warmup_steps,
+        "max_steps": training.max_steps,
+        "num_checkpoints": training.num_checkpoints,
+        "seed": spec.seed,
+        "run_name": run.name,
+        "package_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "spec": spec.to_toml(),
+    }
+    if spec.setting == "linear-regression":
+        attrs["noise_variance"] = spec.effective_noise_variance
+    if spec.setting == "classification":
+        attrs["within_class_variance"] = spec.within_class_variance
+    if spec.setting == "categorical-sequence":
+        attrs["prior"] = make_setting(spec).concentration.numpy()
+    return attrs
+
+
+def _attrs(long_name: str, units: str, description: str) -> dict:
+    return {"long_name": long_name, "units": units, "description": description}
+
+
+def _stack(batches: dict, field: str) -> np.ndarray:
+    return np.stack([getattr(b, field).numpy() for b, _ in batches.values()])
+
+
+def _inputs(setting, batches: dict) -> dict:
+    """The evaluation inputs, enough to recompute every strategy prediction from the file."""
+    if setting.name == "categorical-sequence":
+        out = {"tokens": (("split", "sequence", "position"), _stack(batches, "tokens"))}
+    elif setting.name == "linear-regression":
+        out = {
+            "x": (("split", "sequence", "position", "feature"), _stack(batches, "x")),
+            "y": (("split", "sequence", "position"), _stack(batches, "y")),
+        }
+    else:
+        return {
+            "context_items": (
+                ("split", "sequence", "context", "feature"),
+                _stack(batches, "context_items"),
+            ),
+            "context_labels": (("split", "sequence", "context"), _stack(batches, "context_labels")),
+            "query_item": (("split", "sequence", "feature"), _stack(batches, "query_item")),
+        }
+    # The true task of each evaluation sequence, for losses against the truth (e.g. KL).
+    task_dim = "outcome" if setting.name == "categorical-sequence" else "feature"
+    sequence_task = np.stack([t.tasks[b.task_index].numpy() for b, t in batches.values()])
+    out["sequence_task"] = (
+        ("split", "sequence", task_dim),
+        sequence_task,
+        _attrs("task of each sequence", "", "the true task parameters that generated the sequence"),
+    )
+    return out
+
+
+def _losses(run: Run, setting, tasks: TaskSet, device, progress) -> dict:
+    num_sequences = run.spec.effective_num_loss_sequences
+    estimates = []
+    for strategy in STRATEGIES:
+        if progress:
+            progress(f"{run.name}: loss of {strategy}")
+        gen = generator(run.spec.seed, "loss", run.num_tasks, strategy)
+        estimates.append(strategy_loss(setting, tasks, strategy, num_sequences, gen, device))
+    complexity = [strategy_complexity(setting, tasks, q) for q in STRATEGIES]
+    how = f"Monte Carlo over {num_sequences} sequences from the training tasks"
+    return {
+        "strategy_loss": (
+            "strategy",
+            [e.mean for e in estimates],
+            _attrs("L_Q", "nats", f"expected per-prediction loss; {how}"),
+        ),
+        "strategy_loss_se": (
+            "strategy",
+            [e.standard_error for e in estimates],
+            _attrs("standard error of L_Q", "nats", how),
+        ),
+        "strategy_loss_mom": (
+            "strategy",
+            [e.median_of_means for e in estimates],
+            _attrs("median-of-means L_Q", "nats", f"median of 10 group means; {how}"),
+        ),
+        "strategy_complexity": (
+            "strategy",
+            complexity,
+            _attrs(
+                "K_Q",
+                "bits",
+                "upper bound on Kolmogorov complexity: best lzma/bz2/zlib size of the stripped "
+                "source plus that of the parameters",
+            ),
+        ),
+    }
+
+
+def _tasks(setting, tasks: TaskSet) -> dict:
+    task_dim = "outcome" if setting.name == "categorical-sequence" else "feature"
+    out = {
+        "training_tasks": (
+            ("task", task_dim),
+            tasks.tasks.numpy(),
+            _attrs("training tasks", "", "the D task parameters the run trains on"),
+        )
+    }
+    if tasks.labels is not None:
+        out["training_task_labels"] = ("task", tasks.labels.numpy(), _attrs("task labels", "", ""))
+    return out
