@@ -109,7 +109,7 @@ class CategoricalSequence:
         if task_index is None:
             task_index = torch.randint(len(tasks), (batch_size,), generator=gen)  # (B,)
         cdf = tasks.tasks[task_index].cumsum(-1)  # (B, K)
-        uniform = torch.rand(batch_size, self.context_length, generator=gen, dtype=torch.float64)
+        uniform = torch.rand(batch_size, self.context_length, generator=gen, dtype=cdf.dtype)
         tokens = torch.searchsorted(cdf, uniform * cdf[:, -1:]).clamp_max(self.num_dims - 1)
         return CategoricalBatch(tokens, task_index).to(device)
 
@@ -133,9 +133,9 @@ class LinearRegression:
     ) -> RegressionBatch:
         if task_index is None:
             task_index = torch.randint(len(tasks), (batch_size,), generator=gen)  # (B,)
-        shape = (batch_size, self.context_length)
-        x = torch.randn(*shape, self.num_dims, generator=gen, dtype=torch.float64)  # (B, T, d)
-        noise = torch.randn(*shape, generator=gen, dtype=torch.float64)  # (B, T)
+        shape, dtype = (batch_size, self.context_length), tasks.tasks.dtype
+        x = torch.randn(*shape, self.num_dims, generator=gen, dtype=dtype)  # (B, T, d)
+        noise = torch.randn(*shape, generator=gen, dtype=dtype)  # (B, T)
         y = torch.einsum("btd,bd->bt", x, tasks.tasks[task_index])
         y = y + math.sqrt(self.noise_variance) * noise
         return RegressionBatch(x, y, task_index).to(device)

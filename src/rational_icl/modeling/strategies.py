@@ -19,12 +19,28 @@ import torch
 STRATEGIES = ("memorizing", "generalizing", "constant")
 
 
-def _exclusive_cumsum(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Sum over positions strictly before each position: the context before t."""
-    total = x.cumsum(dim)
-    return torch.cat(
-        [torch.zeros_like(total.narrow(dim, 0, 1)), total.narrow(dim, 0, x.shape[dim] - 1)], dim
-    )
+def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over positions (dim 1) strictly before each position: the context before t.
+
+    A matmul with a strictly lower-triangular matrix of ones: several times faster than
+    ``cumsum`` along a middle dimension on CPU, and as exact (no subtraction).
+    """
+    batch, length = x.shape[:2]
+    flat = x.reshape(batch, length, -1)  # (B, T, F)
+    before = torch.ones(length, length, dtype=x.dtype, device=x.device).tril_(-1)  # (T, T)
+    return (before @ flat).reshape(x.shape)
+
+
+def _posterior_mean(log_likelihood: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Posterior mean of per-task values under a uniform prior over the D tasks.
+
+    log_likelihood: (..., D); values: (D, V). Returns (..., V). The normaliser rides along
+    as a column of ones, so the (..., D) weights are read once and never divided.
+    """
+    weights = (log_likelihood - log_likelihood.amax(-1, keepdim=True)).exp_()  # (..., D)
+    ones = torch.ones_like(values[:, :1])
+    weighted = weights @ torch.cat([values, ones], dim=1)  # (..., V + 1)
+    return weighted[..., :-1] / weighted[..., -1:]
 
 
 # ---------------------------------------------------------------------------- categorical
@@ -39,8 +55,7 @@ def categorical_memorizing(tokens: torch.Tensor, task_probs: torch.Tensor) -> to
     log_probs = task_probs.clamp_min(torch.finfo(task_probs.dtype).tiny).log()  # (D, K)
     counts = _exclusive_cumsum(_one_hot(tokens, num_outcomes, task_probs.dtype))  # (B, T, K)
     log_likelihood = counts @ log_probs.T  # (B, T, D)
-    posterior = torch.softmax(log_likelihood, dim=-1)  # (B, T, D)
-    return posterior @ task_probs  # (B, T, K)
+    return _posterior_mean(log_likelihood, task_probs)  # (B, T, K)
 
 
 def categorical_generalizing(tokens: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
@@ -70,11 +85,10 @@ def regression_memorizing(
 
     x: (B, T, d); y: (B, T); task_weights: (D, d). Returns (B, T).
     """
-    task_outputs = x @ task_weights.T  # (B, T, D)
-    squared_error = (y[..., None] - task_outputs) ** 2  # (B, T, D)
-    log_likelihood = -_exclusive_cumsum(squared_error) / (2 * noise_variance)  # (B, T, D)
-    posterior = torch.softmax(log_likelihood, dim=-1)
-    return (posterior * task_outputs).sum(-1)  # (B, T)
+    squared_error = (y[..., None] - x @ task_weights.T).square_()  # (B, T, D)
+    log_likelihood = _exclusive_cumsum(squared_error).mul_(-1 / (2 * noise_variance))
+    mean_weights = _posterior_mean(log_likelihood, task_weights)  # (B, T, d)
+    return (x * mean_weights).sum(-1)  # (B, T)
 
 
 def regression_generalizing(
@@ -118,9 +132,8 @@ def classification_memorizing(
     means = task_items / math.sqrt(1 + eps)  # (D, d)
     variance = eps / ((1 + eps) * num_dims)
     log_likelihood = -_squared_distance(query_item, means) / (2 * variance)  # (B, D)
-    posterior = torch.softmax(log_likelihood, dim=-1)  # (B, D)
-    labels = _one_hot(task_labels, 2, posterior.dtype)  # (D, 2)
-    return (posterior @ labels)[:, None, :]
+    labels = _one_hot(task_labels, 2, log_likelihood.dtype)  # (D, 2)
+    return _posterior_mean(log_likelihood, labels)[:, None, :]
 
 
 def classification_generalizing(

@@ -1,0 +1,87 @@
+"""Spec loading, validation (one-line errors) and grid expansion."""
+
+import tomllib
+
+import pytest
+
+from rational_icl.data import PRESETS, load_specs, spec_from_dict
+from rational_icl.errors import SpecError
+
+
+def test_defaults_follow_the_paper():
+    spec = spec_from_dict({"setting": "categorical-sequence"})
+    assert spec.model.hidden_size == 64 and spec.model.num_heads == 1
+    assert spec.training.learning_rate == 5e-4 and spec.training.weight_decay == 0.0
+    assert spec.training.grad_clip == 1.0 and spec.training.num_checkpoints == 100
+    assert spec.effective_num_loss_sequences == 10_000
+    assert spec_from_dict({"setting": "classification"}).effective_num_loss_sequences == 50_000
+    regression = spec_from_dict({"setting": "linear-regression", "num_dims": 16})
+    assert regression.effective_noise_variance == 16 / 256
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"setting": "urns"}, "spec key 'setting': value 'urns' is out of range; allowed: one of"),
+        ({"setting": "classification", "colour": 1}, "spec key 'colour' is unknown"),
+        (
+            {"setting": "classification", "num_tasks": [4, 0]},
+            "'num_tasks': value 0 is out of range",
+        ),
+        ({"setting": "classification", "num_dims": 1}, "'num_dims': value 1 is out of range"),
+        ({"setting": "classification", "context_length": 1}, "'context_length': value 1"),
+        (
+            {"setting": "classification", "num_dims": "8"},
+            "'num_dims': value '8' has the wrong type",
+        ),
+        ({"setting": "classification", "seed": True}, "'seed': value True has the wrong type"),
+        ({"setting": "classification", "model": {"depth": 2}}, "'model.depth' is unknown"),
+        ({"setting": "classification", "training": {"learning_rate": -1}}, "out of range"),
+        ({"setting": "classification", "training": {"max_steps": [1, 2]}}, "is a list"),
+        ({"setting": "classification", "model": {"num_heads": 3}}, "does not divide"),
+        ({"setting": "linear-regression", "prior": [1.0]}, "categorical-sequence setting only"),
+        ({"num_dims": 8}, "spec key 'setting' is missing"),
+    ],
+)
+def test_invalid_specs_give_one_line(raw, message):
+    with pytest.raises(SpecError, match=message) as info:
+        spec_from_dict(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_grid_expansion_and_runs():
+    specs = load_specs("paper-categorical")
+    (spec,) = specs
+    grid = spec.expand()
+    assert len(grid) == 27  # num_dims x context_length x mlp_expansion_factor
+    assert {s.model.mlp_expansion_factor for s in grid} == {0.5, 4.0, 8.0}
+    assert len(spec.runs()) == 27 * 11
+    assert spec.runs()[0].name == "categorical-sequence_K8_T128_D4_mlp0.5_seed1"
+    assert {s.num_tasks for s in grid} == {tuple(2**i for i in range(2, 13))}
+
+
+def test_presets_load_and_tiny_bundles_three_settings():
+    assert [s.setting for s in load_specs("tiny")] == [
+        "categorical-sequence",
+        "linear-regression",
+        "classification",
+    ]
+    for name in PRESETS:
+        assert load_specs(name)
+    regression = load_specs("paper-regression")[0]
+    assert regression.model.num_layers == 8 and regression.training.batch_size == 128
+    assert load_specs("paper-classification")[0].training.warmup_steps == 0
+
+
+def test_toml_round_trip_and_files(tmp_path):
+    spec = load_specs("tiny-categorical")[0]
+    assert spec_from_dict(tomllib.loads(spec.to_toml())) == spec
+    path = tmp_path / "mine.toml"
+    path.write_text('setting = "linear-regression"\nnum_tasks = [2, 8]\n[model]\nnum_layers = 2\n')
+    (loaded,) = load_specs(path)
+    assert loaded.num_tasks == (2, 8) and loaded.model.num_layers == 2 and loaded.name == "mine"
+    path.write_text("setting = ")
+    with pytest.raises(SpecError, match="is not valid TOML"):
+        load_specs(path)
+    with pytest.raises(SpecError, match="neither a spec file nor a preset"):
+        load_specs("tiny-cat")

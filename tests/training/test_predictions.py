@@ -1,0 +1,82 @@
+"""The strategy part of a run's predictions file: schema, and recomputation from the file."""
+
+import numpy as np
+import torch
+
+from rational_icl.data import (
+    CategoricalBatch,
+    ClassificationBatch,
+    RegressionBatch,
+    TaskSet,
+    make_setting,
+    spec_from_dict,
+)
+from rational_icl.modeling import STRATEGIES, all_strategy_predictions
+from rational_icl.training import strategy_dataset
+
+SMALL = {"num_tasks": [4], "evaluation": {"num_sequences": 5, "num_loss_sequences": 50}}
+
+
+def _dataset(setting, **extra):
+    spec = spec_from_dict(
+        {"setting": setting, "num_dims": 4, "context_length": 6, **SMALL, **extra}
+    )
+    return spec, strategy_dataset(spec.runs()[0])
+
+
+def test_categorical_file_has_the_schema_and_recomputes():
+    spec, ds = _dataset("categorical-sequence")
+    assert ds.strategy_prediction.dims == ("strategy", "split", "sequence", "position", "outcome")
+    assert list(ds.strategy.values) == list(STRATEGIES) and list(ds.split.values) == ["id", "ood"]
+    assert ds.sizes["position"] == 6 and ds.sizes["outcome"] == 4 and ds.sizes["task"] == 4
+    for key in ("setting", "num_dims", "num_tasks", "context_length", "spec", "created", "seed"):
+        assert key in ds.attrs
+    assert not any(v is None or isinstance(v, dict) for v in ds.attrs.values())
+    assert (ds.strategy_complexity.sel(strategy="memorizing") > 0).all()
+    # Recompute every strategy prediction from the file alone.
+    setting = make_setting(spec)
+    tasks = TaskSet(torch.from_numpy(ds.training_tasks.values))
+    tokens = torch.from_numpy(ds.tokens.sel(split="id").values)
+    batch = CategoricalBatch(tokens, torch.zeros(5, dtype=torch.long))
+    again = all_strategy_predictions(setting, batch, tasks).numpy()
+    np.testing.assert_allclose(again, ds.strategy_prediction.sel(split="id").values, atol=1e-12)
+    np.testing.assert_array_equal(ds.target.values, ds.tokens.values)
+
+
+def test_regression_file_recomputes_and_targets_are_y():
+    spec, ds = _dataset("linear-regression")
+    assert list(ds.outcome.values) == ["y"] and ds.attrs["noise_variance"] == 4 / 256
+    setting = make_setting(spec)
+    tasks = TaskSet(torch.from_numpy(ds.training_tasks.values))
+    x, y = (torch.from_numpy(ds[v].sel(split="ood").values) for v in ("x", "y"))
+    again = all_strategy_predictions(setting, RegressionBatch(x, y, torch.zeros(5)), tasks)
+    np.testing.assert_allclose(again.numpy(), ds.strategy_prediction.sel(split="ood"), atol=1e-12)
+    # ood sequences come from fresh tasks, not the training tasks
+    fresh = ds.sequence_task.sel(split="ood").values
+    assert not np.isin(fresh, ds.training_tasks.values).any()
+
+
+def test_classification_file_has_three_splits_and_recomputes():
+    spec, ds = _dataset("classification")
+    assert list(ds.split.values) == ["id", "ood", "iwl"] and ds.sizes["position"] == 1
+    setting = make_setting(spec)
+    tasks = TaskSet(
+        torch.from_numpy(ds.training_tasks.values), torch.from_numpy(ds.training_task_labels.values)
+    )
+    split = ds.sel(split="iwl")
+    batch = ClassificationBatch(
+        torch.from_numpy(split.context_items.values),
+        torch.from_numpy(split.context_labels.values),
+        torch.from_numpy(split.query_item.values),
+        torch.from_numpy(split.target.values[:, 0]),
+        torch.zeros(5, 5, dtype=torch.long),
+        torch.zeros(5, dtype=torch.long),
+    )
+    again = all_strategy_predictions(setting, batch, tasks)
+    np.testing.assert_allclose(again.numpy(), split.strategy_prediction.values, atol=1e-12)
+
+
+def test_same_spec_same_file_contents():
+    _, first = _dataset("categorical-sequence")
+    _, second = _dataset("categorical-sequence")
+    assert first.drop_attrs().identical(second.drop_attrs())
