@@ -53,7 +53,9 @@ def strategy_loss(
     of per-sequence mean losses, which are independent across sequences.
     """
     per_sequence = []
-    chunk = max(1, _CHUNK_ELEMENTS // (setting.context_length * max(len(tasks), setting.num_dims)))
+    # Only memorizing holds a (sequence, position, task) array; the others scale with num_dims.
+    width = max(len(tasks) if strategy == "memorizing" else 1, setting.num_dims)
+    chunk = max(1, _CHUNK_ELEMENTS // (setting.context_length * width))
     remaining = num_sequences
     while remaining > 0:
         size = min(chunk, remaining)
