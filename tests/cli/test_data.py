@@ -70,3 +70,17 @@ def test_version_and_help():
         [sys.executable, "-m", "rational_icl.cli.main", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("ricl ")
+
+
+def test_files_get_the_umask_mode(tmp_path):
+    import os
+
+    spec = tmp_path / "small.toml"
+    spec.write_text(SPEC)
+    old = os.umask(0o022)
+    try:
+        assert main(["data", str(spec), "--out", str(tmp_path / "runs")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "runs").glob("*.nc")}
+    assert modes == {0o644}
