@@ -1,0 +1,73 @@
+"""``ricl train``: train every run of a spec and record its checkpoint predictions."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from rational_icl.data import load_specs
+from rational_icl.errors import RiclError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the transformers of a spec, recording predictions at checkpoints",
+        description="Train every num_tasks value of a spec or preset (one ensemble per model "
+        "configuration) and leave one complete predictions file per run (SCHEMA.md). An "
+        "interrupted command resumes from its last checkpoint when rerun; finished runs are "
+        "kept unless --force.",
+    )
+    parser.add_argument("spec", metavar="SPEC_OR_PRESET", help="a TOML spec file or a preset name")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="retrain and overwrite finished or partial runs"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch  # loads only when the command runs
+
+    from rational_icl.training.loop import is_finished, run_path, train
+
+    specs = load_specs(args.spec)
+    device = _device(args.device, torch)
+    _check_out_folder(args.out)
+    for spec in specs:
+        for r in spec.runs():
+            if not args.force and is_finished(r, args.out):
+                print(f"finished, kept (use --force to retrain): {run_path(r, args.out)}")
+    written = []
+    for spec in specs:
+        written += train(spec, args.out, device=device, force=args.force)
+    print(f"trained {len(written)} run(s) into {args.out}")
+    return 0
+
+
+def _device(name: str | None, torch) -> str:
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RiclError(
+            f"--device {name!r} is not a torch device; allowed: cpu, cuda, cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RiclError(f"--device {name!r}: CUDA is not available on this machine; use cpu")
+    return name
+
+
+def _check_out_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RiclError(f"--out {str(out)!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise RiclError(f"cannot write to output folder {str(out)!r}: {err.strerror}") from None

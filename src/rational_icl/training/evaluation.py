@@ -1,0 +1,95 @@
+"""Evaluate ensemble members on the fixed evaluation sequences stored in their files.
+
+The sequences are read back from each run's predictions dataset, so the transformer is
+scored on exactly the sequences the strategies were scored on, with the same loss
+(rational_icl.modeling.losses.prediction_loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+
+from rational_icl.data import CategoricalBatch, ClassificationBatch, RegressionBatch, TaskSet
+from rational_icl.modeling.losses import prediction_loss
+from rational_icl.modeling.model import stack_batches
+
+
+@dataclass
+class SplitInputs:
+    """One split's evaluation sequences for every member (members lacking it get a filler)."""
+
+    split: str
+    batch: object  # stacked over members: leading dim E
+    members: list[int]  # the members whose dataset has this split
+    member_batches: list  # per member: its own batch (None where it lacks the split)
+    member_tasks: list  # per member: TaskSet of each sequence's true task (or None)
+
+
+def evaluation_inputs(datasets: list[xr.Dataset]) -> list[SplitInputs]:
+    """Per split (in the order of the first dataset that has it), the stacked batches."""
+    splits = list(dict.fromkeys(s for ds in datasets for s in ds["split"].values.tolist()))
+    out = []
+    for split in splits:
+        members = [e for e, ds in enumerate(datasets) if split in ds["split"].values]
+        member_batches = [
+            _batch(ds.sel(split=split)) if e in members else None for e, ds in enumerate(datasets)
+        ]
+        member_tasks = [
+            TaskSet(torch.from_numpy(ds["sequence_task"].sel(split=split).values))
+            if e in members and "sequence_task" in ds
+            else None
+            for e, ds in enumerate(datasets)
+        ]
+        filler = member_batches[members[0]]
+        stacked = stack_batches([b if b is not None else filler for b in member_batches])
+        out.append(SplitInputs(split, stacked, members, member_batches, member_tasks))
+    return out
+
+
+def evaluate(trainer, inputs: list[SplitInputs]) -> list[dict]:
+    """Every member's predictions (split -> (S, P, O) float32) and losses (split -> float)."""
+    results = [{"prediction": {}, "loss": {}} for _ in range(trainer.num_members)]
+    for split_inputs in inputs:
+        prediction = trainer.predict(split_inputs.batch).cpu()  # (E, S, P, O)
+        for e in split_inputs.members:
+            member_prediction = prediction[e]
+            loss = prediction_loss(
+                trainer.setting,
+                member_prediction.double(),
+                split_inputs.member_batches[e],
+                split_inputs.member_tasks[e],
+            )
+            results[e]["prediction"][split_inputs.split] = member_prediction.numpy()
+            results[e]["loss"][split_inputs.split] = loss.mean().item()
+    return results
+
+
+def _batch(ds: xr.Dataset):
+    """The batch of one split, rebuilt from a predictions dataset; task_index = sequence."""
+    num_sequences = ds.sizes["sequence"]
+    index = torch.arange(num_sequences)
+    if "tokens" in ds:
+        return CategoricalBatch(_tensor(ds["tokens"]), index)
+    if "x" in ds:
+        return RegressionBatch(_tensor(ds["x"]), _tensor(ds["y"]), index)
+    query_label = _tensor(ds["target"]).reshape(num_sequences)
+    context_labels = _tensor(ds["context_labels"])
+    return ClassificationBatch(
+        _tensor(ds["context_items"]),
+        context_labels,
+        _tensor(ds["query_item"]),
+        query_label,
+        torch.zeros_like(context_labels),  # the context's tasks are not needed to evaluate
+        index,
+    )
+
+
+def _tensor(variable: xr.DataArray) -> torch.Tensor:
+    values = variable.values
+    if np.issubdtype(values.dtype, np.integer):
+        return torch.from_numpy(values.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(values))
