@@ -1,0 +1,148 @@
+"""Speed of the rational-model fits on the paper-sized grid; prints a table.
+
+Grid: 11 num_tasks values x 100 checkpoints x 2 splits, simulated from the model with
+alpha = 0.5, beta = 0.3, gamma = 3 (K_M = 1500 + 64·D·8 bits, K_G = 1200 bits).
+
+- NUTS, 4 chains x 1000 warm-up x 1000 draws, relative-distance model (target < 60 s)
+- MAP (+ Laplace draws), relative-distance model (target < 5 s)
+- MAP of the ``outputs`` model with 64 sequences x 128 positions x 8 outcomes per cell
+  (target < 60 s; the transformer's predictions are the mixture plus logit noise)
+
+Times are wall-clock for the whole ``rational_icl.fits.inference.fit`` call, JIT
+compilation included. Usage::
+
+    python benchmarks/fits.py [--skip-outputs] [--sequences 64 --positions 128 --outcomes 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpyro
+
+numpyro.set_host_device_count(4)  # one CPU device per chain, before JAX starts
+
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from rational_icl.fits import inference  # noqa: E402
+from rational_icl.fits.simulate import rational_weight  # noqa: E402
+
+TRUTH = {"alpha": 0.5, "beta": 0.3, "gamma": 3.0}
+NUM_TASKS = 2 ** np.arange(1, 12)
+STEPS = np.unique(np.geomspace(20, 1e5, 100).round()).astype(np.int64)
+
+
+def _grid():
+    d = NUM_TASKS.astype(float)
+    loss = np.stack([0.2 - 0.15 * (2 / d) ** 0.8, np.full_like(d, 0.2), np.full_like(d, 0.6)])
+    complexity = np.stack([1500 + 64 * 8 * d, np.full_like(d, 1200.0), np.full_like(d, 600.0)])
+    weights = rational_weight(  # (N, D, Q=2)
+        STEPS[:, None], loss[:2].T, complexity[:2].T, TRUTH["alpha"], TRUTH["beta"], TRUTH["gamma"]
+    )
+    return loss, complexity, weights[..., 0].T  # w_M (D, N)
+
+
+def behaviour(seed: int = 0) -> xr.Dataset:
+    loss, complexity, weight = _grid()
+    rng = np.random.default_rng(seed)
+    noise = 0.05 * rng.standard_normal((*weight.shape, 2))
+    observed = np.clip(weight[..., None] + noise, 0.0, 1.0)
+    return xr.Dataset(
+        {
+            "relative_distance": (("num_tasks", "checkpoint", "split"), observed),
+            "strategy_loss": (("strategy", "num_tasks"), loss),
+            "strategy_complexity": (("strategy", "num_tasks"), complexity),
+        },
+        coords={
+            "num_tasks": NUM_TASKS,
+            "checkpoint": STEPS,
+            "split": ["id", "ood"],
+            "strategy": ["memorizing", "generalizing", "constant"],
+        },
+        attrs={"setting": "categorical-sequence"},
+    )
+
+
+def runs(num_sequences: int, num_positions: int, num_outcomes: int, seed: int = 0) -> xr.Dataset:
+    """In-memory predictions: strategies (Dirichlet draws), transformer = mixture + noise."""
+    _, _, weight = _grid()
+    rng = np.random.default_rng(seed)
+    shape = (len(NUM_TASKS), 2, num_sequences, num_positions)
+    strategy = rng.dirichlet(np.ones(num_outcomes), size=(2, *shape)).astype(np.float32)
+    transformer = np.empty((len(NUM_TASKS), len(STEPS), *shape[1:], num_outcomes), np.float32)
+    for d in range(len(NUM_TASKS)):  # one num_tasks at a time keeps the temporaries small
+        w = weight[d][:, None, None, None, None].astype(np.float32)
+        mixture = w * strategy[0, d] + (1 - w) * strategy[1, d]  # (N, S, B, P, O)
+        logits = np.log(mixture) + 0.1 * rng.standard_normal(mixture.shape, dtype=np.float32)
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        transformer[d] = probabilities / probabilities.sum(-1, keepdims=True)
+    order = ("split", "sequence", "position", "outcome")
+    constant = np.full((1, *shape, num_outcomes), 1 / num_outcomes, np.float32)
+    return xr.Dataset(
+        {
+            "strategy_prediction": (
+                ("strategy", "num_tasks", *order),
+                np.concatenate([strategy, constant]),
+            ),
+            "transformer_prediction": (("num_tasks", "checkpoint", *order), transformer),
+        },
+        coords={
+            "strategy": ["memorizing", "generalizing", "constant"],
+            "num_tasks": NUM_TASKS,
+            "checkpoint": STEPS,
+            "split": ["id", "ood"],
+        },
+        attrs={"setting": "categorical-sequence"},
+    )
+
+
+def _timed(label, data, settings, **kwargs):
+    start = time.perf_counter()
+    tree = inference.fit(data, settings, **kwargs)
+    seconds = time.perf_counter() - start
+    estimate = tree.posterior.ds[["alpha", "beta", "gamma"]].median(("chain", "draw"))
+    found = ", ".join(f"{k}={float(v):.3g}" for k, v in estimate.items())
+    return label, seconds, found, tree
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-outputs", action="store_true")
+    parser.add_argument("--sequences", type=int, default=64)
+    parser.add_argument("--positions", type=int, default=128)
+    parser.add_argument("--outcomes", type=int, default=8)
+    args = parser.parse_args()
+
+    data = behaviour()
+    rows = []
+    label, seconds, found, tree = _timed(
+        "NUTS 4x1000+1000, relative-distance", data, inference.FitSettings()
+    )
+    divergences = int(tree.sample_stats.diverging.sum())
+    rows.append((label, seconds, 60, f"{found}; {divergences} divergences"))
+    label, seconds, found, _ = _timed(
+        "MAP + Laplace, relative-distance", data, inference.FitSettings(method="map")
+    )
+    rows.append((label, seconds, 5, found))
+    if not args.skip_outputs:
+        predictions = runs(args.sequences, args.positions, args.outcomes)
+        size = f"{args.sequences}x{args.positions}x{args.outcomes}"
+        settings = inference.FitSettings(observation="outputs", method="map", chains=1, draws=100)
+        label, seconds, found, _ = _timed(
+            f"MAP, outputs ({size} per cell)", data, settings, runs=predictions
+        )
+        rows.append((label, seconds, 60, found))
+
+    print(f"grid: {len(NUM_TASKS)} num_tasks x {len(STEPS)} checkpoints x 2 splits")
+    print(f"truth: {', '.join(f'{k}={v}' for k, v in TRUTH.items())}")
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'fit':<45} {'seconds':>8} {'target':>7}  estimate")
+    for label, seconds, target, found in rows:
+        print(f"{label:<45} {seconds:8.1f} {'< ' + str(target):>7}  {found}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""``ricl compare``: rank fits (full model, ablations) by their PSIS-LOO ELPD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rational_icl.errors import RiclError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="rank fit files by expected log predictive density (PSIS-LOO)",
+        description="Rank fits of the same runs (for instance the full model and its "
+        "ablations) by ELPD from PSIS-LOO over the fitted cells (arviz_stats.compare). "
+        "Fits are named by their file stem.",
+    )
+    parser.add_argument("fits", metavar="FIT", nargs="+", type=Path, help="fit files (.nc)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rational_icl.fits import inference
+
+    names = [path.stem for path in args.fits]
+    if len(set(names)) != len(names):
+        raise RiclError("two fit files have the same name; give each fit a distinct file name")
+    fits = {name: inference.read_fit(path) for name, path in zip(names, args.fits, strict=True)}
+    _check_same_cells(fits, args.fits)
+    table = inference.compare(fits)
+    for name, tree in fits.items():
+        table.loc[name, "ablation"] = tree.attrs.get("ablation", "")
+        table.loc[name, "method"] = tree.attrs.get("inference_method", "")
+    print(table.to_string())
+    return 0
+
+
+def _check_same_cells(fits, paths) -> None:
+    """Fits compared by ELPD must score the same fitted cells."""
+    reference = None
+    for tree, path in zip(fits.values(), paths, strict=True):
+        if "log_likelihood" not in tree.children:
+            raise RiclError(
+                f"{path}: no log_likelihood group (fit with --observation relative-distance)"
+            )
+        size = tree.log_likelihood.sizes.get("fitted_cell")
+        if reference is None:
+            reference = (path, size)
+        elif size != reference[1]:
+            raise RiclError(
+                f"{path}: {size} fitted cells, but {reference[0]} has {reference[1]}: "
+                "compare fits of the same runs and held-out split"
+            )

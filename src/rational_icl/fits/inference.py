@@ -1,0 +1,906 @@
+"""Fitting the rational model: NUTS, MAP (with a Laplace approximation) or SVI, a held-out
+split, the ArviZ DataTree of SCHEMA.md section 3, diagnostics, PSIS-LOO and comparison.
+
+The entry point is ``fit(behaviour, ...)``; it returns an ``xarray.DataTree`` with the groups
+``posterior``, ``posterior_predictive``, ``log_likelihood``, ``observed_data``,
+``constant_data`` and ``sample_stats``, which ``write_fit`` stores atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import arviz_stats as azs
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import scipy.optimize
+import scipy.special
+import scipy.stats
+import xarray as xr
+from jax.flatten_util import ravel_pytree
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
+from numpyro.infer.autoguide import AutoMultivariateNormal
+from numpyro.infer.util import log_density
+
+from rational_icl import __version__
+from rational_icl.errors import RiclError
+from rational_icl.fits import model as rational
+from rational_icl.io import atomic_path
+
+numpyro.enable_x64()  # K ** beta and N ** (1 - alpha) span many orders of magnitude
+
+CONFIGURATION_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
+OBSERVATIONS = ("relative-distance", "outputs")
+METHODS = ("nuts", "map", "svi")
+SAMPLE_DIMS = ("chain", "draw")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What to fit and how. Defaults follow the paper and issue 4."""
+
+    observation: str = "relative-distance"
+    ablation: str = "none"
+    pooling: str = "complete"
+    strategies: tuple[str, ...] = ("memorizing", "generalizing")
+    context_dependent: bool = False
+    method: str = "nuts"
+    chains: int = 4
+    warmup: int = 1000
+    draws: int = 1000
+    seed: int = 0
+    held_out_fraction: float = 0.8
+    drop_early: bool = False
+    svi_steps: int = 5000
+    progress_bar: bool = False
+    priors: rational.Priors = rational.Priors()
+
+    def __post_init__(self):
+        for name, allowed in [
+            ("observation", OBSERVATIONS),
+            ("ablation", rational.ABLATIONS),
+            ("pooling", rational.POOLINGS),
+            ("method", METHODS),
+        ]:
+            if getattr(self, name) not in allowed:
+                raise RiclError(
+                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        if tuple(self.strategies[:2]) != ("memorizing", "generalizing") or not set(
+            self.strategies[2:]
+        ) <= {"constant"}:
+            raise RiclError(
+                "strategies must be memorizing,generalizing or memorizing,generalizing,constant;"
+                f" got {','.join(self.strategies)!r}"
+            )
+        if len(self.strategies) == 3 and self.observation == "relative-distance":
+            raise RiclError(
+                "the constant strategy needs --observation outputs: the relative distance "
+                "measures memorizing against generalizing only"
+            )
+        for name in ("chains", "draws", "svi_steps"):
+            if getattr(self, name) < 1:
+                raise RiclError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise RiclError(f"warmup must be at least 0; got {self.warmup}")
+        if not 0.0 < self.held_out_fraction <= 1.0:
+            raise RiclError(f"held_out_fraction must be in (0, 1]; got {self.held_out_fraction}")
+
+
+# ---------------------------------------------------------------------------------------
+# held-out split and early checkpoints
+
+
+def held_out_cells(num_tasks, checkpoint, fraction: float = 0.8) -> xr.DataArray:
+    """True for the cells not used to fit: all but the first ``fraction`` of the checkpoints
+    and the first ``fraction`` of the num_tasks values (both sorted increasing).
+
+    The number fitted along each axis is ``round(fraction * n)``, at least 1 and, when
+    ``fraction < 1``, at most n - 1, so some cells are always held out.
+    """
+    num_tasks, checkpoint = np.asarray(num_tasks), np.asarray(checkpoint)
+    fitted_tasks = np.argsort(np.argsort(num_tasks)) < _num_fitted(len(num_tasks), fraction)
+    fitted_steps = np.argsort(np.argsort(checkpoint)) < _num_fitted(len(checkpoint), fraction)
+    held_out = ~(fitted_tasks[:, None] & fitted_steps[None, :])
+    return xr.DataArray(
+        held_out,
+        dims=("num_tasks", "checkpoint"),
+        coords={"num_tasks": num_tasks, "checkpoint": checkpoint},
+        name="held_out",
+        attrs={"long_name": "cell not used to fit", "fraction_fitted": fraction},
+    )
+
+
+def early_cells(interpolation_distance: xr.DataArray, within: float = 0.2) -> xr.DataArray:
+    """True for the checkpoints before the transformer first comes within ``within`` (of its
+    range over checkpoints) of its best memorizing-generalizing mixture, per cell.
+
+    The paper fits only later checkpoints: early on the transformer is far from any mixture.
+    """
+    distance = interpolation_distance
+    low, high = distance.min("checkpoint"), distance.max("checkpoint")
+    close = distance <= low + within * (high - low)
+    return (close.cumsum("checkpoint") == 0).rename("dropped")
+
+
+def _num_fitted(n: int, fraction: float) -> int:
+    if fraction >= 1.0:
+        return n
+    return int(min(max(round(fraction * n), 1), n - 1))
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass
+class _Inputs:
+    """Arrays for the model functions, with the configuration axis C flattened."""
+
+    kwargs: dict  # model keyword arguments (observations included)
+    observed_key: str
+    relative_distance: xr.DataArray  # (config..., num_tasks, checkpoint, split)
+    fit_mask: xr.DataArray  # same dims, bool
+    held_out: xr.DataArray
+    dropped: xr.DataArray | None
+    config_dims: tuple[str, ...]
+    config_shape: tuple[int, ...]
+    chains_draws: tuple[int, int] = (0, 0)
+
+
+def _model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> _Inputs:
+    for name in ("relative_distance", "strategy_loss", "strategy_complexity"):
+        if name not in behaviour:
+            raise RiclError(f"behaviour dataset has no variable {name!r}")
+    config_dims = tuple(d for d in CONFIGURATION_DIMS if d in behaviour.dims)
+    if settings.pooling != "complete" and not config_dims:
+        raise RiclError(
+            f"pooling {settings.pooling!r} needs several configurations "
+            f"({', '.join(CONFIGURATION_DIMS)}); the runs have one, use --pooling complete"
+        )
+    missing = [s for s in settings.strategies if s not in behaviour.strategy.values]
+    if missing:
+        raise RiclError(f"behaviour dataset has no strategy {missing[0]!r}")
+    for dim in ("num_tasks", "checkpoint"):
+        if behaviour.sizes.get(dim, 0) < 2:
+            raise RiclError(
+                f"the fit needs at least 2 {dim} values; got {behaviour.sizes.get(dim, 0)}"
+            )
+    observed = behaviour.relative_distance.transpose(
+        *config_dims, "num_tasks", "checkpoint", "split"
+    )
+    strategies = list(settings.strategies)
+    cell_dims = (*config_dims, "num_tasks")
+    loss = behaviour.strategy_loss.sel(strategy=strategies)
+    complexity = behaviour.strategy_complexity.sel(strategy=strategies)
+    template = observed.isel(checkpoint=0, split=0, drop=True)
+    loss, complexity = (
+        a.broadcast_like(template).transpose("strategy", *cell_dims) for a in (loss, complexity)
+    )
+    if not (np.isfinite(loss.values).all() and (complexity.values > 0).all()):
+        raise RiclError("strategy_loss must be finite and strategy_complexity positive")
+    held_out = held_out_cells(
+        behaviour.num_tasks.values, behaviour.checkpoint.values, settings.held_out_fraction
+    )
+    fit_mask = (~held_out) & observed.notnull()
+    dropped = None
+    if settings.drop_early:
+        if "interpolation_distance" not in behaviour:
+            raise RiclError("dropping early checkpoints needs interpolation_distance")
+        dropped = early_cells(behaviour.interpolation_distance).transpose(*observed.dims)
+        fit_mask = fit_mask & ~dropped
+    fit_mask = fit_mask.transpose(*observed.dims)
+    config_shape = tuple(behaviour.sizes[d] for d in config_dims)
+    num_config = int(np.prod(config_shape)) if config_dims else 1
+
+    def flat(values, leading=0):  # (lead..., config..., rest) -> (lead..., C, rest)
+        values = np.asarray(values)
+        return values.reshape(
+            values.shape[:leading] + (num_config,) + values.shape[leading + len(config_dims) :]
+        )
+
+    kwargs = dict(
+        strategy_loss=jnp.asarray(flat(loss.values, 1)),
+        strategy_complexity=jnp.asarray(flat(complexity.values, 1)),
+        checkpoint=jnp.asarray(behaviour.checkpoint.values, dtype=jnp.float64),
+        fit_mask=jnp.asarray(flat(fit_mask.values)),
+        ablation=settings.ablation,
+        pooling=settings.pooling,
+        priors=settings.priors,
+    )
+    if settings.observation == "relative-distance":
+        kwargs["relative_distance"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
+        key = "relative_distance"
+        if settings.context_dependent:
+            losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)
+            kwargs["context_loss"] = jnp.asarray(flat(losses.mean("sequence").values, 1))
+            kwargs["context_size"] = jnp.asarray(size)
+    else:
+        key = "transformer_prediction"
+        kwargs.update(_outputs_inputs(runs, strategies, cell_dims, config_dims, flat, settings))
+    return _Inputs(kwargs, key, observed, fit_mask, held_out, dropped, config_dims, config_shape)
+
+
+def context_loss(runs: xr.Dataset) -> xr.DataArray:
+    """Mean loss of each strategy over the first t observations of every evaluation sequence.
+
+    Categorical: log loss of the observed symbol; regression: squared error / (2 sigma^2)
+    with sigma^2 the run's ``noise_variance``. Zero at t = 0 (no observations yet).
+
+    Returns
+    -------
+    xr.DataArray (strategy, ..., split, sequence, position)
+    """
+    setting = runs.attrs.get("setting")
+    prediction = runs.strategy_prediction
+    if setting == "categorical-sequence":
+        chosen = prediction.isel(outcome=runs.target.astype(int).compute())
+        per_step = -np.log(np.clip(chosen, 1e-12, None))
+    elif setting == "linear-regression":
+        noise = float(runs.attrs.get("noise_variance", 1.0))
+        per_step = (prediction.squeeze("outcome", drop=True) - runs.target) ** 2 / (2 * noise)
+    else:
+        raise RiclError(
+            f"context-dependent weights need a setting with a context of predictions "
+            f"(categorical-sequence, linear-regression); got {setting!r}"
+        )
+    previous = per_step.cumsum("position").shift(position=1, fill_value=0.0)
+    size = xr.DataArray(np.arange(runs.sizes["position"]), dims="position")
+    return (previous / np.maximum(size, 1)).rename("context_loss")
+
+
+def _context_inputs(runs, strategies, cell_dims, config_dims):
+    if runs is None:
+        raise RiclError("context-dependent weights need the predictions files, not only behaviour")
+    if "context_length" in config_dims:
+        raise RiclError("context-dependent weights need one context_length across the runs")
+    losses = context_loss(runs).sel(strategy=strategies)
+    losses = losses.transpose("strategy", *cell_dims, "split", "sequence", "position")
+    return losses, np.arange(runs.sizes["position"], dtype=float)
+
+
+def _outputs_inputs(runs, strategies, cell_dims, config_dims, flat, settings):
+    if runs is None:
+        raise RiclError("--observation outputs needs the predictions files, not only behaviour")
+    if "transformer_prediction" not in runs:
+        raise RiclError("--observation outputs needs transformer_prediction in the runs")
+    order = ("split", "sequence", "position", "outcome")
+    strategy = runs.strategy_prediction.sel(strategy=strategies)
+    strategy = strategy.transpose("strategy", *cell_dims, *order)
+    transformer = runs.transformer_prediction.transpose(*cell_dims, "checkpoint", *order)
+    kind = "regression" if runs.attrs.get("setting") == "linear-regression" else "probabilities"
+    inputs = dict(
+        strategy_prediction=jnp.asarray(flat(strategy.values, 1), dtype=jnp.float32),
+        transformer_prediction=jnp.asarray(flat(transformer.values), dtype=jnp.float32),
+        outcome_kind=kind,
+    )
+    if settings.context_dependent:
+        losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)
+        inputs["context_loss"] = jnp.asarray(flat(losses.values, 1))
+        inputs["context_size"] = jnp.asarray(size)
+    return inputs
+
+
+# ---------------------------------------------------------------------------------------
+# inference
+
+
+def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None) -> xr.DataTree:
+    """Fit the rational model to a behaviour dataset (SCHEMA.md section 2).
+
+    Parameters
+    ----------
+    behaviour : xr.Dataset
+        ``relative_distance`` (num_tasks, checkpoint, split), ``strategy_loss`` and
+        ``strategy_complexity`` (strategy, num_tasks), optional configuration dims.
+    settings : FitSettings
+    runs : xr.Dataset, optional
+        The combined predictions files: needed by the ``outputs`` observation model and by
+        context-dependent weights.
+
+    Returns
+    -------
+    xr.DataTree
+        The fit of SCHEMA.md section 3.
+    """
+    inputs = _model_inputs(behaviour, settings, runs)
+    model = (
+        rational.relative_distance_model
+        if settings.observation == "relative-distance"
+        else rational.outputs_model
+    )
+    problem = _Problem(model, inputs.kwargs, inputs.observed_key)
+    key = jax.random.PRNGKey(settings.seed)
+    key_init, key_fit, key_predict = jax.random.split(key, 3)
+    if settings.observation == "outputs":  # each candidate costs a pass over every sequence
+        start = problem.best_prior_draw(
+            key_init, 2, fixed=_relative_distance_map(behaviour, settings)
+        )
+    else:
+        start = problem.best_prior_draw(key_init, 256)
+    if settings.method == "nuts":
+        latent, sample_stats = _nuts(problem, start, key_fit, settings)
+    elif settings.method == "map":
+        latent, sample_stats = _map_laplace(problem, start, key_fit, settings)
+    else:
+        latent, sample_stats = _svi(problem, start, key_fit, settings)
+    return _datatree(problem, inputs, latent, sample_stats, key_predict, settings, behaviour)
+
+
+def _relative_distance_map(behaviour, settings: FitSettings) -> dict:
+    """MAP of the cheap relative-distance model: the start of the outputs model, whose
+    likelihood over every sequence is costly and has poor local optima far from it."""
+    cheap = dataclasses.replace(
+        settings,
+        observation="relative-distance",
+        strategies=settings.strategies[:2],
+        context_dependent=False,
+        drop_early=False,
+    )
+    inputs = _model_inputs(behaviour, cheap)
+    problem = _Problem(rational.relative_distance_model, inputs.kwargs, "relative_distance")
+    optimum, _ = problem.map_estimate(
+        problem.best_prior_draw(jax.random.PRNGKey(settings.seed), 256)
+    )
+    values = problem.constrain(problem.unravel(optimum))
+    return {k: v for k, v in values.items() if k != "sigma"}
+
+
+class _Problem:
+    """A model with its data: latent sites, their transforms and the log joint density."""
+
+    def __init__(self, model, kwargs, observed_key):
+        # Arrays go into compiled functions as arguments (not as constants XLA would fold);
+        # strings and settings are bound to the model.
+        self.data = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
+        self.model = functools.partial(
+            model, **{k: v for k, v in kwargs.items() if k not in self.data}
+        )
+        self.kwargs, self.observed_key = kwargs, observed_key
+        sites = {}
+
+        def record_sites(data):  # traced abstractly: learns the sites without running the model
+            trace = numpyro.handlers.trace(numpyro.handlers.seed(self.model, 0)).get_trace(**data)
+            for name, site in trace.items():
+                if site["type"] == "sample" and not site["is_observed"]:
+                    sites[name] = (biject_to(site["fn"].support), site["value"].shape)
+            return 0.0
+
+        jax.make_jaxpr(record_sites)(self.data)
+        self.latent = {name: transform for name, (transform, _) in sites.items()}
+        self.shapes = {name: shape for name, (_, shape) in sites.items()}
+        example = {name: jnp.zeros(shape) for name, shape in self.shapes.items()}
+        _, self.unravel = ravel_pytree(example)
+        self._objective = jax.jit(self._negative_log_joint)
+        self._prior_draws = {}
+        self._value_and_grad = jax.jit(jax.value_and_grad(self._negative_log_joint))
+
+    def _negative_log_joint(self, x, data):
+        values = self.constrain(self.unravel(x))
+        return -log_density(self.model, (), data, values)[0]
+
+    def objective(self, x):
+        return self._objective(x, self.data)
+
+    def value_and_grad(self, x):
+        return self._value_and_grad(x, self.data)
+
+    def constrain(self, unconstrained: dict) -> dict:
+        return {name: t(unconstrained[name]) for name, t in self.latent.items()}
+
+    def unconstrain(self, values: dict) -> dict:
+        return {name: t.inv(values[name]) for name, t in self.latent.items()}
+
+    def best_prior_draw(self, key, num_draws: int, fixed: dict | None = None):
+        """The prior draw (flat, unconstrained) with the highest log joint: a start away
+        from flat regions where every weight is 0 or 1 and the gradient vanishes.
+
+        ``fixed`` sites (constrained values) replace those of every draw.
+        """
+        if num_draws not in self._prior_draws:  # compiled once per problem and size
+            predictive = Predictive(
+                self.model, num_samples=num_draws, return_sites=list(self.latent)
+            )
+            self._prior_draws[num_draws] = jax.jit(lambda k, data: predictive(k, **data))
+        prior_data = {k: v for k, v in self.data.items() if k != self.observed_key}
+        draws = self._prior_draws[num_draws](key, prior_data)
+        for name, value in (fixed or {}).items():
+            if name in draws:
+                draws[name] = jnp.broadcast_to(value, draws[name].shape)
+        flat = jax.vmap(lambda d: ravel_pytree(self.unconstrain(d))[0])(draws)
+        scores = np.array([float(self.objective(x)) for x in flat])
+        return flat[int(np.nanargmin(np.where(np.isfinite(scores), scores, np.inf)))]
+
+    def map_estimate(self, start):
+        """Minimise the negative log joint with L-BFGS on the unconstrained scale (no
+        Jacobian term: the mode of the posterior density in the maths' units).
+
+        Returns the optimum (flat unconstrained vector) and scipy's result.
+        """
+
+        def scipy_objective(x):
+            value, grad = self.value_and_grad(jnp.asarray(x))
+            if not np.isfinite(value):  # an overshooting line search step: make it backtrack
+                return 1e300, np.zeros_like(x)
+            return float(value), np.asarray(grad, dtype=np.float64)
+
+        result = scipy.optimize.minimize(
+            scipy_objective,
+            np.asarray(start, dtype=np.float64),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-8},
+        )
+        return jnp.asarray(result.x), result
+
+    def hessian(self, x, step: float = 1e-5):
+        """Hessian of the objective by forward differences of the (compiled) gradient."""
+        x = np.asarray(x, dtype=np.float64)
+        centre = np.asarray(self.value_and_grad(jnp.asarray(x))[1])
+        columns = []
+        for i in range(x.size):
+            shifted = x.copy()
+            shifted[i] += step
+            gradient = np.asarray(self.value_and_grad(jnp.asarray(shifted))[1])
+            columns.append((gradient - centre) / step)
+        hessian = np.stack(columns, axis=1)
+        return 0.5 * (hessian + hessian.T)
+
+
+def _nuts(problem: _Problem, start, key, settings: FitSettings):
+    optimum, _ = problem.map_estimate(start)
+    key_jitter, key_run = jax.random.split(key)
+    noise = jax.random.normal(key_jitter, (settings.chains, optimum.size)) * 0.1
+    init = jax.vmap(problem.unravel)(optimum + noise)
+    if settings.chains == 1:  # numpyro takes one chain's start without the chain axis
+        init = jax.tree.map(lambda v: v[0], init)
+    chain_method = "parallel" if jax.local_device_count() >= settings.chains else "sequential"
+    kernel = NUTS(problem.model, dense_mass=True, target_accept_prob=0.9)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=settings.warmup,
+        num_samples=settings.draws,
+        num_chains=settings.chains,
+        chain_method=chain_method,
+        progress_bar=settings.progress_bar,
+        jit_model_args=True,
+    )
+    mcmc.run(
+        key_run,
+        init_params=init,
+        extra_fields=("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size"),
+        **problem.data,
+    )
+    samples = mcmc.get_samples(group_by_chain=True)
+    latent = {name: np.asarray(samples[name]) for name in problem.latent}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = xr.Dataset(
+        {
+            "diverging": (SAMPLE_DIMS, np.asarray(extra["diverging"])),
+            "energy": (SAMPLE_DIMS, np.asarray(extra["energy"])),
+            "n_steps": (SAMPLE_DIMS, np.asarray(extra["num_steps"])),
+            "acceptance_rate": (SAMPLE_DIMS, np.asarray(extra["accept_prob"])),
+            "step_size": (SAMPLE_DIMS, np.asarray(extra["adapt_state.step_size"])),
+        },
+        attrs={"inference": "NUTS", "num_warmup": settings.warmup, "chain_method": chain_method},
+    )
+    return latent, stats
+
+
+def _map_laplace(problem: _Problem, start, key, settings: FitSettings):
+    """MAP, then draws from the Laplace approximation on the unconstrained scale."""
+    optimum, result = problem.map_estimate(start)
+    eigenvalues, eigenvectors = np.linalg.eigh(problem.hessian(optimum))
+    # a flat or non-convex direction gets unit variance rather than an infinite one
+    scale = np.where(eigenvalues > 1e-8, 1.0 / np.sqrt(np.abs(eigenvalues)), 1.0)
+    rng = np.random.default_rng([settings.seed, 1])
+    noise = rng.standard_normal((settings.chains * settings.draws, optimum.size))
+    flat = np.asarray(optimum) + (noise * scale) @ eigenvectors.T
+    flat[0] = optimum  # the first draw is the MAP itself
+    draws = jax.jit(jax.vmap(lambda x: problem.constrain(problem.unravel(x))))(flat)
+    latent = {
+        name: np.asarray(value).reshape(settings.chains, settings.draws, *value.shape[1:])
+        for name, value in draws.items()
+    }
+    stats = xr.Dataset(
+        {
+            "optimizer_success": ((), bool(result.success)),
+            "optimizer_iterations": ((), int(result.nit)),
+            "map_log_density": ((), float(-result.fun)),
+        },
+        attrs={"inference": "MAP with Laplace approximation"},
+    )
+    return latent, stats
+
+
+def _svi(problem: _Problem, start, key, settings: FitSettings):
+    start = problem.constrain(problem.unravel(start))
+    guide = AutoMultivariateNormal(
+        problem.model, init_loc_fn=numpyro.infer.init_to_value(values=start)
+    )
+    svi = SVI(problem.model, guide, numpyro.optim.Adam(0.01), Trace_ELBO())
+    key_run, key_draw = jax.random.split(key)
+    result = svi.run(
+        key_run, settings.svi_steps, progress_bar=settings.progress_bar, **problem.data
+    )
+    draws = guide.sample_posterior(
+        key_draw, result.params, sample_shape=(settings.chains * settings.draws,)
+    )
+    latent = {
+        name: np.asarray(draws[name]).reshape(
+            settings.chains, settings.draws, *problem.shapes[name]
+        )
+        for name in problem.latent
+    }
+    stats = xr.Dataset(
+        {"elbo_loss": (("svi_step",), np.asarray(result.losses))},
+        attrs={"inference": "SVI, AutoMultivariateNormal guide, Adam(0.01)"},
+    )
+    return latent, stats
+
+
+# ---------------------------------------------------------------------------------------
+# the DataTree
+
+
+def _datatree(problem, inputs: _Inputs, latent, sample_stats, key, settings, behaviour):
+    chains, draws = next(iter(latent.values())).shape[:2]
+    inputs.chains_draws = (chains, draws)
+    flat_latent = {k: v.reshape(chains * draws, *v.shape[2:]) for k, v in latent.items()}
+    derived = _derived(problem, flat_latent, settings)
+    observed = inputs.relative_distance
+    coords = {d: observed[d].values for d in observed.dims}
+    coords |= {"chain": np.arange(chains), "draw": np.arange(draws)}
+
+    def draws_array(name, values, dims=()):
+        values = np.asarray(values).reshape(chains, draws, *np.shape(values)[1:])
+        return _as_dataarray(name, values, (chains, draws), SAMPLE_DIMS, inputs, dims)
+
+    grid = ("num_tasks", "checkpoint")
+    posterior = {
+        name: draws_array(name, value)
+        for name, value in (flat_latent | derived["parameters"]).items()
+    }
+    posterior["weight_memorizing"] = draws_array("", derived["weight_memorizing"], grid)
+    posterior["log_posterior_odds"] = draws_array("", derived["log_posterior_odds"], grid)
+    posterior["expected_relative_distance"] = draws_array("", derived["expected"], (*grid, "split"))
+    posterior = _describe(xr.Dataset(posterior, coords=coords))
+    predictive = _posterior_predictive(derived, settings, key)
+    groups = {
+        "posterior": posterior,
+        "posterior_predictive": xr.Dataset(
+            {"relative_distance": draws_array("", predictive, (*grid, "split"))}, coords=coords
+        ),
+        "observed_data": xr.Dataset({"relative_distance": observed}),
+        "constant_data": _constant_data(behaviour, inputs, settings),
+        "sample_stats": sample_stats.assign_coords(
+            {d: coords[d] for d in SAMPLE_DIMS if d in sample_stats.dims}
+        ),
+    }
+    log_lik = _log_likelihood(derived, inputs, settings)
+    if log_lik is not None:
+        groups["log_likelihood"] = log_lik.assign_coords(chain=coords["chain"], draw=coords["draw"])
+    if settings.method == "map":  # the optimum itself (the first Laplace draw)
+        groups["point_estimate"] = posterior[parameter_names_of(posterior)].isel(
+            chain=0, draw=0, drop=True
+        )
+    tree = xr.DataTree.from_dict(groups)
+    tree.attrs = {
+        "observation_model": settings.observation,
+        "ablation": settings.ablation,
+        "pooling": settings.pooling,
+        "strategies": ",".join(settings.strategies),
+        "context_dependent": int(settings.context_dependent),
+        "inference_method": settings.method,
+        "seed": settings.seed,
+        "setting": str(behaviour.attrs.get("setting", "")),
+        "package_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    tree.attrs |= fit_metrics(tree)
+    return tree
+
+
+def _as_dataarray(name, values, leading_shape, leading_dims, inputs: _Inputs, dims=()):
+    """Label one site's values: (leading..., [C,] dims...) with C unflattened into the
+    configuration dims (dropped when there is one configuration)."""
+    site_shape = values.shape[len(leading_shape) :]
+    if name == "sigma":
+        return xr.DataArray(values, dims=(*leading_dims, "split"))
+    if not site_shape:
+        return xr.DataArray(values, dims=leading_dims)
+    rest = site_shape[1:]  # after the configuration axis
+    values = values.reshape(*leading_shape, *inputs.config_shape, *rest)
+    extra = dims if dims else tuple(f"{name}_dim_{i}" for i in range(len(rest)))
+    return xr.DataArray(values, dims=(*leading_dims, *inputs.config_dims, *extra))
+
+
+def _derived(problem, latent, settings):
+    """alpha, beta, gamma (also where deterministic), weights, log odds, expected weights."""
+    kwargs = problem.kwargs
+    with_context = "context_loss" in kwargs and settings.observation == "relative-distance"
+    num_splits = kwargs["fit_mask"].shape[-1]
+    parameters_model = functools.partial(
+        _parameters_only,
+        kwargs["ablation"],
+        kwargs["pooling"],
+        kwargs["strategy_loss"].shape[1],
+        kwargs["priors"],
+    )
+
+    def one(draw, data):
+        parameters = numpyro.handlers.substitute(parameters_model, data=draw)
+        trace = numpyro.handlers.trace(numpyro.handlers.seed(parameters, 0)).get_trace()
+        alpha, beta, gamma = (trace[n]["value"] for n in ("alpha", "beta", "gamma"))
+        log_post = rational.log_posterior(
+            data["strategy_loss"],
+            data["strategy_complexity"],
+            data["checkpoint"],
+            alpha,
+            beta,
+            gamma,
+            linear_complexity=settings.ablation == "linear-complexity",
+        )
+        weights = jax.nn.softmax(log_post, axis=0)
+        if with_context:
+            extra = rational.context_evidence(
+                data["context_loss"], data["context_size"], alpha, gamma
+            )
+            log_w = log_post[..., None, None] + extra[:, :, :, None]
+            expected = jax.nn.softmax(log_w, axis=0)[0].mean(-1)
+        else:
+            expected = jnp.broadcast_to(weights[0][..., None], (*weights.shape[1:], num_splits))
+        return (alpha, beta, gamma), weights[0], log_post[0] - log_post[1], expected
+
+    names = ["strategy_loss", "strategy_complexity", "checkpoint", "context_loss", "context_size"]
+    data = {k: problem.data[k] for k in names if k in problem.data}
+    compute = jax.jit(lambda draws, data: jax.lax.map(lambda d: one(d, data), draws, batch_size=64))
+    (alpha, beta, gamma), weight, odds, expected = compute(latent, data)
+    return {
+        "parameters": {"alpha": alpha, "beta": beta, "gamma": gamma},
+        "weight_memorizing": np.asarray(weight),
+        "log_posterior_odds": np.asarray(odds),
+        "expected": np.asarray(expected),
+        "latent": latent,
+    }
+
+
+def _parameters_only(ablation, pooling, num_configurations, priors):
+    rational.rational_parameters(
+        ablation=ablation, pooling=pooling, num_configurations=num_configurations, priors=priors
+    )
+
+
+def _posterior_predictive(derived, settings, key):
+    """Observed-weight draws for every cell, fitted and held out."""
+    expected = derived["expected"]  # (draws, C, D, N, S)
+    if settings.observation == "outputs":
+        return expected  # the noise-free mixture's observed weight is its w_M
+    sigma = np.asarray(derived["latent"]["sigma"])[:, None, None, None, :]
+    rng = np.random.default_rng([settings.seed, 2])
+    return np.clip(expected + sigma * rng.standard_normal(expected.shape), 0.0, 1.0)
+
+
+def _clipped_normal_log_prob(value, loc, scale):
+    """numpy twin of ``ClippedNormal.log_prob`` (no compilation for a one-off evaluation)."""
+    inside = scipy.stats.norm.logpdf(value, loc, scale)
+    below = scipy.special.log_ndtr(-loc / scale)
+    above = scipy.special.log_ndtr((loc - 1.0) / scale)
+    return np.where(value <= 0.0, below, np.where(value >= 1.0, above, inside))
+
+
+def _log_likelihood(derived, inputs, settings):
+    """Pointwise log likelihood of the fitted cells (dim ``fitted_cell``), for PSIS-LOO."""
+    if settings.observation == "outputs":
+        return None  # one full pass over every sequence per draw: too slow to be worth it
+    mask = np.asarray(inputs.kwargs["fit_mask"])
+    sigma = np.asarray(derived["latent"]["sigma"])[:, None, None, None, :]
+    sigma = np.broadcast_to(sigma, derived["expected"].shape)[:, mask]
+    loc = derived["expected"][:, mask]
+    value = np.asarray(inputs.kwargs["relative_distance"])[mask]
+    chains, draws = inputs.chains_draws
+    values = _clipped_normal_log_prob(value, loc, sigma).reshape(chains, draws, -1)
+    where = dict(
+        zip(inputs.relative_distance.dims, np.nonzero(inputs.fit_mask.values), strict=True)
+    )
+    cells = {
+        f"fitted_{dim}": ("fitted_cell", inputs.relative_distance[dim].values[index])
+        for dim, index in where.items()
+    }
+    return xr.Dataset({"relative_distance": ((*SAMPLE_DIMS, "fitted_cell"), values)}, coords=cells)
+
+
+def _constant_data(behaviour, inputs, settings):
+    strategies = list(settings.strategies)
+    data = xr.Dataset(
+        {
+            "strategy_loss": behaviour.strategy_loss.sel(strategy=strategies),
+            "strategy_complexity": behaviour.strategy_complexity.sel(strategy=strategies),
+            "held_out": inputs.held_out,
+            "fit_mask": inputs.fit_mask,
+        }
+    )
+    if inputs.dropped is not None:
+        data["dropped"] = inputs.dropped
+    return data
+
+
+def _describe(posterior: xr.Dataset) -> xr.Dataset:
+    descriptions = {
+        "alpha": "sublinear sample efficiency: evidence grows as N ** (1 - alpha)",
+        "beta": "complexity exponent: log prior = -ln2 * K ** beta",
+        "gamma": "evidence scale: log likelihood = -gamma * N ** (1 - alpha) * L",
+        "sigma": "noise of the observed weight on memorizing (censored normal), per split",
+        "weight_memorizing": "posterior weight of the memorizing strategy after N steps",
+        "log_posterior_odds": "log w_memorizing - log w_generalizing",
+        "expected_relative_distance": "predicted observed weight on memorizing per cell",
+    }
+    for name, text in descriptions.items():
+        if name in posterior:
+            posterior[name].attrs["description"] = text
+    return posterior
+
+
+# ---------------------------------------------------------------------------------------
+# metrics, diagnostics, LOO
+
+
+def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
+    """Pearson and Spearman correlation, mean TVD and R^2 between the predicted (posterior
+    mean) and observed weight on memorizing, on held-out and fitted cells, per split."""
+    predicted = tree.posterior.expected_relative_distance.mean(SAMPLE_DIMS)
+    observed = tree.observed_data.relative_distance
+    held_out = tree.constant_data.held_out
+    fitted = tree.constant_data.fit_mask
+    usable = observed.notnull()
+    if "dropped" in tree.constant_data:
+        usable = usable & ~tree.constant_data.dropped
+    metrics = {}
+    for subset, mask in [("heldout", held_out & usable), ("fitted", fitted)]:
+        for split in observed.split.values:
+            m = mask.broadcast_like(observed).sel(split=split).values
+            p = predicted.sel(split=split).values[m]
+            o = observed.sel(split=split).values[m]
+            name = f"{subset}_{{}}_{split}"
+            if p.size < 3 or np.std(p) == 0 or np.std(o) == 0:
+                values = dict.fromkeys(("correlation", "spearman"), math.nan)
+            else:
+                values = {
+                    "correlation": scipy.stats.pearsonr(p, o).statistic,
+                    "spearman": scipy.stats.spearmanr(p, o).statistic,
+                }
+            values["tvd"] = float(np.mean(np.abs(p - o))) if p.size else math.nan
+            total = np.sum((o - o.mean()) ** 2) if p.size else 0.0
+            values["r2"] = 1.0 - np.sum((o - p) ** 2) / total if total > 0 else math.nan
+            metrics.update({name.format(k): float(v) for k, v in values.items()})
+    return metrics
+
+
+def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
+    """Write a fit to netCDF atomically (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        tree.to_netcdf(tmp)
+    return Path(path)
+
+
+def read_fit(path: str | Path) -> xr.DataTree:
+    """Read a fit written by ``write_fit``."""
+    path = Path(path)
+    if not path.is_file():
+        raise RiclError(f"fit file {str(path)!r} does not exist")
+    try:
+        tree = xr.open_datatree(path)
+    except (OSError, ValueError) as err:
+        raise RiclError(f"{path}: not a fit file ({err})") from None
+    if "posterior" not in tree.children:
+        raise RiclError(f"{path}: not a fit file (no posterior group)")
+    return tree.load()
+
+
+# ---------------------------------------------------------------------------------------
+# diagnostics, LOO and comparison (arviz-stats)
+
+DERIVED = ("weight_memorizing", "log_posterior_odds", "expected_relative_distance")
+RHAT_MAX = 1.01
+ESS_MIN = 400
+BFMI_MIN = 0.3
+
+
+def parameter_names(tree: xr.DataTree) -> list[str]:
+    """Posterior variables that are parameters (not per-cell derived quantities)."""
+    return parameter_names_of(tree.posterior.ds)
+
+
+def parameter_names_of(posterior: xr.Dataset) -> list[str]:
+    return [name for name in posterior.data_vars if name not in DERIVED]
+
+
+def summary(tree: xr.DataTree):
+    """Summary table of the parameters (pandas DataFrame from ``arviz_stats.summary``):
+    mean, sd, 94% interval and, for NUTS, R-hat, bulk/tail ESS and MCSE."""
+    kind = "all" if tree.attrs.get("inference_method") == "nuts" else "stats"
+    return azs.summary(tree, var_names=parameter_names(tree), kind=kind)
+
+
+def diagnostics(tree: xr.DataTree) -> xr.Dataset:
+    """R-hat, bulk and tail ESS per parameter, divergences and E-BFMI per chain (NUTS)."""
+    names = parameter_names(tree)
+    result = xr.Dataset()
+    for name in names:
+        result[f"{name}_r_hat"] = azs.rhat(tree, var_names=[name])[name]
+        result[f"{name}_ess_bulk"] = azs.ess(tree, var_names=[name], method="bulk")[name]
+        result[f"{name}_ess_tail"] = azs.ess(tree, var_names=[name], method="tail")[name]
+    stats = tree.sample_stats
+    if "diverging" in stats:
+        result["divergences"] = stats.diverging.sum("draw")
+    if "energy" in stats:
+        result["e_bfmi"] = azs.bfmi(tree)["energy"].variable  # per chain
+    return result
+
+
+def diagnostic_warnings(tree: xr.DataTree) -> list[str]:
+    """One line per problem: R-hat > 1.01, ESS < 400, any divergence, E-BFMI < 0.3.
+
+    Only for NUTS (MAP: whether the optimiser converged; SVI: nothing).
+    """
+    if tree.attrs.get("inference_method") == "map":
+        if not bool(tree.sample_stats.optimizer_success):
+            return ["warning: the optimiser did not report convergence; try --method nuts"]
+        return []
+    if tree.attrs.get("inference_method") != "nuts":
+        return []
+    found = diagnostics(tree)
+    lines = []
+    for name in parameter_names(tree):
+        worst_rhat = float(found[f"{name}_r_hat"].max())
+        if worst_rhat > RHAT_MAX:
+            lines.append(f"warning: {name}: R-hat {worst_rhat:.3f} > {RHAT_MAX}")
+        for kind in ("bulk", "tail"):
+            ess = float(found[f"{name}_ess_{kind}"].min())
+            if ess < ESS_MIN:
+                lines.append(f"warning: {name}: {kind} ESS {ess:.0f} < {ESS_MIN}")
+    divergences = int(found["divergences"].sum()) if "divergences" in found else 0
+    if divergences:
+        lines.append(f"warning: {divergences} divergent transition(s) after warm-up")
+    if "e_bfmi" in found and float(found.e_bfmi.min()) < BFMI_MIN:
+        lines.append(f"warning: E-BFMI {float(found.e_bfmi.min()):.2f} < {BFMI_MIN} in a chain")
+    return lines
+
+
+def loo(tree: xr.DataTree):
+    """PSIS-LOO over the fitted cells (``arviz_stats.loo``, pointwise, with Pareto k).
+
+    Cells whose log likelihood is (nearly) the same in every draw (a saturated weight
+    observed at exactly 0 or 1) have uniform importance weights; arviz-stats refuses
+    constant tails, so those cells get a 1e-10 jitter, which changes ELPD by ~1e-10.
+    """
+    if "log_likelihood" not in tree.children:
+        raise RiclError(
+            f"the fit has no log_likelihood group (observation model "
+            f"{tree.attrs.get('observation_model')!r}): LOO needs --observation relative-distance"
+        )
+    log_lik = tree.log_likelihood.ds.copy()
+    values = log_lik.relative_distance
+    constant = (values.max(SAMPLE_DIMS) - values.min(SAMPLE_DIMS)) < 1e-8
+    if bool(constant.any()):
+        rng = np.random.default_rng(0)
+        jitter = values.copy(data=1e-10 * rng.standard_normal(values.shape))
+        log_lik["relative_distance"] = values + jitter.where(constant, 0.0)
+    tree = tree.copy()
+    tree["log_likelihood"] = xr.DataTree(log_lik)
+    return azs.loo(tree, pointwise=True)
+
+
+def compare(fits: dict[str, xr.DataTree]):
+    """Rank fits by ELPD (PSIS-LOO), best first (``arviz_stats.compare``, a DataFrame)."""
+    if len(fits) < 2:
+        raise RiclError("compare needs at least two fits")
+    return azs.compare({name: loo(tree) for name, tree in fits.items()})

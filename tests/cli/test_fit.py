@@ -1,0 +1,154 @@
+"""``ricl fit`` and ``ricl compare``: fits written and ranked, one-line errors."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from rational_icl.cli import fit as fit_command
+from rational_icl.cli.main import main
+from rational_icl.fits import inference
+from rational_icl.fits import model as rational
+from rational_icl.fits.simulate import simulate_runs
+
+NUM_TASKS = [2, 4, 8, 16, 32, 64, 128, 256]
+
+
+def _data_file(num_tasks: int, rng) -> xr.Dataset:
+    """A small `ricl data`-like categorical file (random strategy predictions)."""
+    strategy = rng.dirichlet(np.ones(4), size=(3, 2, 4, 8))  # (strategy, split, seq, pos, K)
+    return xr.Dataset(
+        {
+            "strategy_prediction": (
+                ("strategy", "split", "sequence", "position", "outcome"),
+                strategy,
+            ),
+            "target": (("split", "sequence", "position"), rng.integers(4, size=(2, 4, 8))),
+            "sequence_task": (("split", "sequence", "outcome"), rng.dirichlet(np.ones(4), (2, 4))),
+            "strategy_loss": ("strategy", [0.2 - 0.15 * (2 / num_tasks) ** 0.8, 0.2, 0.5]),
+            "strategy_complexity": ("strategy", [1500.0 + 256 * num_tasks, 1200.0, 600.0]),
+        },
+        coords={"strategy": ["memorizing", "generalizing", "constant"], "split": ["id", "ood"]},
+        attrs={
+            "setting": "categorical-sequence",
+            "num_dims": 4,
+            "num_tasks": num_tasks,
+            "context_length": 8,
+            "mlp_expansion_factor": 4.0,
+            "batch_size": 32,
+            "learning_rate": 1e-3,
+            "warmup_steps": 0,
+            "max_steps": 4000,
+            "seed": 1,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for num_tasks in NUM_TASKS:
+        _data_file(num_tasks, rng).to_netcdf(data / f"categorical-sequence_D{num_tasks}.nc")
+    runs = tmp_path_factory.mktemp("runs")
+    simulate_runs(data, runs, 0.5, 0.3, 3.0, checkpoints=20, noise=0.05, seed=1)
+    return data, runs
+
+
+def _ricl(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_choices_match_the_fits_module():
+    assert fit_command.ABLATIONS == rational.ABLATIONS
+    assert fit_command.POOLINGS == rational.POOLINGS
+    assert fit_command.OBSERVATIONS == inference.OBSERVATIONS
+    assert fit_command.METHODS == inference.METHODS
+
+
+def test_fit_writes_a_fit_and_compare_ranks_fits(folders, tmp_path, capsys):
+    _, runs = folders
+    full, ablated = tmp_path / "full.nc", tmp_path / "unit-gamma.nc"
+    common = ["--method", "map", "--chains", "1", "--draws", "200"]
+    code, out, err = _ricl(capsys, "fit", runs, "-o", full, *common)
+    assert code == 0, err
+    assert "held out" in out and "alpha" in out and f"wrote {full}" in out
+    tree = inference.read_fit(full)
+    assert tree.attrs["ablation"] == "none"
+    assert abs(float(tree.point_estimate.beta) - 0.3) < 0.03
+    code, out, err = _ricl(capsys, "fit", runs, "-o", ablated, "--ablation", "unit-gamma", *common)
+    assert code == 0, err
+    code, out, err = _ricl(capsys, "compare", ablated, full)
+    assert code == 0, err
+    rows = [line.split()[0] for line in out.splitlines()[1:]]
+    assert rows == ["full", "unit-gamma"]
+
+
+def test_nuts_prints_diagnostic_warnings(folders, tmp_path, capsys):
+    _, runs = folders
+    out_file = tmp_path / "fit.nc"
+    argv = ["--chains", "1", "--warmup", "100", "--draws", "100", "--seed", "2"]
+    code, out, err = _ricl(capsys, "fit", runs, "-o", out_file, *argv)
+    assert code == 0, err
+    assert "r_hat" in out and "ess_bulk" in out  # the summary table
+    assert "bulk ESS" in out and "< 400" in out  # 100 draws cannot reach 400
+    assert "PSIS-LOO" in out
+    assert inference.read_fit(out_file).sample_stats.diverging.dims == ("chain", "draw")
+
+
+def _single_num_tasks(folders, tmp_path):
+    _, runs = folders
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.nc").write_bytes(sorted(runs.glob("*.nc"))[0].read_bytes())
+    return one
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda f, t: [t / "absent", "-o", t / "fit.nc"], "does not exist"),
+        (lambda f, t: [f[0], "-o", t / "fit.nc"], "categorical-sequence_D"),  # untrained file
+        (lambda f, t: [_single_num_tasks(f, t), "-o", t / "fit.nc"], "num_tasks"),
+        (
+            lambda f, t: [f[1], "-o", t / "fit.nc", "--strategies", "memorizing,constant"],
+            "strategies must be",
+        ),
+        (
+            lambda f, t: [
+                f[1],
+                "-o",
+                t / "fit.nc",
+                "--strategies",
+                "memorizing,generalizing,constant",
+            ],
+            "needs --observation outputs",
+        ),
+        (lambda f, t: [f[1], "-o", t / "fit.txt"], "must end in .nc"),
+        (lambda f, t: [f[1], "-o", t], "is a folder"),
+        (lambda f, t: [f[1], "-o", t / "fit.nc", "--chains", "0"], "--chains must be at least 1"),
+        (lambda f, t: [f[1], "-o", t / "fit.nc", "--pooling", "partial"], "several configurations"),
+    ],
+)
+def test_errors_are_one_line(folders, tmp_path, capsys, make_args, message):
+    code, out, err = _ricl(capsys, "fit", *make_args(folders, tmp_path))
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ricl fit: error: ")
+    assert message in lines[0]
+    assert not (tmp_path / "fit.nc").exists()
+
+
+def test_existing_fit_is_kept_without_force(folders, tmp_path, capsys):
+    out_file = tmp_path / "fit.nc"
+    out_file.write_text("keep me")
+    code, _, err = _ricl(capsys, "fit", folders[1], "-o", out_file, "--method", "map")
+    assert code == 1 and "--force" in err
+    assert out_file.read_text() == "keep me"
+
+
+def test_compare_errors_are_one_line(tmp_path, capsys):
+    code, _, err = _ricl(capsys, "compare", tmp_path / "a.nc", tmp_path / "b.nc")
+    assert code == 1
+    assert err.strip() == f"ricl compare: error: fit file {str(tmp_path / 'a.nc')!r} does not exist"

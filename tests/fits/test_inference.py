@@ -1,0 +1,317 @@
+"""Inference: parameter recovery, MAP vs posterior, held-out split, DataTree, LOO, compare."""
+
+import math
+
+import numpy as np
+import numpyro
+import pytest
+import xarray as xr
+
+from rational_icl.errors import RiclError
+from rational_icl.fits import inference
+from rational_icl.fits import model as rational
+from rational_icl.fits.behaviour import load_behaviour
+from rational_icl.fits.runs import open_runs
+
+TRUTH = {"alpha": 0.5, "beta": 0.3, "gamma": 3.0}
+NUM_TASKS = 2 ** np.arange(1, 12)  # 2 ... 2048, 11 values as in the paper's grids
+PARAMETERS = ("alpha", "beta", "gamma")
+
+
+def simulated_behaviour(
+    *, num_checkpoints=30, sigma=0.05, seed=0, mlp=None, truth=TRUTH
+) -> xr.Dataset:
+    """A behaviour dataset whose relative distance is drawn from the model itself.
+
+    Losses and complexities are realistic: K_M = 1500 + 64·D·8 bits, K_G = 1200 bits,
+    L_G − L_M from 0.15 nats (D = 2) shrinking as D grows.
+    """
+    steps = np.unique(np.geomspace(20, 1e5, num_checkpoints).round()).astype(np.int64)
+    d = NUM_TASKS.astype(float)
+    loss = np.stack([0.2 - 0.15 * (2 / d) ** 0.8, np.full_like(d, 0.2)])
+    complexity = np.stack([1500 + 64 * 8 * d, np.full_like(d, 1200.0)])
+    num_configs = 1 if mlp is None else len(mlp)
+    values = {k: np.full(num_configs, v) if mlp else v for k, v in truth.items()}
+    values["sigma"] = np.full(2, sigma)
+    model = numpyro.handlers.condition(rational.relative_distance_model, data=values)
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(model, seed)).get_trace(
+        strategy_loss=np.repeat(loss[:, None], num_configs, 1),
+        strategy_complexity=np.repeat(complexity[:, None], num_configs, 1),
+        checkpoint=steps.astype(float),
+        num_splits=2,
+        pooling="complete" if mlp is None else "none",
+    )
+    observed = np.asarray(trace["relative_distance"]["value"])  # (C, D, N, S)
+    grid = ("num_tasks", "checkpoint", "split")
+    coords = {"num_tasks": NUM_TASKS, "checkpoint": steps, "split": ["id", "ood"]}
+    coords["strategy"] = ["memorizing", "generalizing"]
+    if mlp is None:
+        data = {"relative_distance": (grid, observed[0])}
+    else:
+        data = {"relative_distance": (("mlp_expansion_factor", *grid), observed)}
+        coords["mlp_expansion_factor"] = mlp
+    data["strategy_loss"] = (("strategy", "num_tasks"), loss)
+    data["strategy_complexity"] = (("strategy", "num_tasks"), complexity)
+    return xr.Dataset(data, coords=coords, attrs={"setting": "categorical-sequence"})
+
+
+@pytest.fixture(scope="module")
+def behaviour():
+    # One fixed data set. A 90% interval misses the truth 10% of the time by design; the
+    # calibration over many data sets is checked by benchmarks/calibration.py.
+    return simulated_behaviour(seed=4)
+
+
+@pytest.fixture(scope="module")
+def nuts_fit(behaviour):
+    settings = inference.FitSettings(chains=2, warmup=300, draws=300, seed=1)
+    return inference.fit(behaviour, settings)
+
+
+@pytest.fixture(scope="module")
+def map_fit(behaviour):
+    return inference.fit(behaviour, inference.FitSettings(method="map", chains=1, draws=400))
+
+
+def test_nuts_recovers_the_parameters(nuts_fit):
+    posterior = nuts_fit.posterior
+    for name, truth in TRUTH.items():
+        draws = posterior[name]
+        low, high = draws.quantile([0.05, 0.95], ("chain", "draw")).values
+        assert low <= truth <= high, f"{name}: 90% interval ({low:.3g}, {high:.3g})"
+        assert float(draws.mean()) == pytest.approx(truth, rel=0.10)
+    found = inference.diagnostics(nuts_fit)
+    for name in PARAMETERS:
+        assert float(found[f"{name}_r_hat"]) < 1.01
+    assert int(found.divergences.sum()) == 0
+    assert nuts_fit.attrs["heldout_correlation_id"] > 0.95
+    assert nuts_fit.attrs["heldout_correlation_ood"] > 0.95
+
+
+def test_map_agrees_with_the_posterior_mode(map_fit, nuts_fit):
+    point = map_fit.point_estimate
+    for name in PARAMETERS:
+        draws = nuts_fit.posterior[name]
+        # posterior nearly normal here: its mode is within a fraction of an sd of its median
+        assert abs(float(point[name]) - float(draws.median())) < 0.5 * float(draws.std())
+    assert bool(map_fit.sample_stats.optimizer_success)
+
+
+def test_fit_tree_names_round_trip_through_netcdf(nuts_fit, tmp_path):
+    path = inference.write_fit(nuts_fit, tmp_path / "fit.nc")
+    tree = inference.read_fit(path)
+    for group in (
+        "posterior",
+        "posterior_predictive",
+        "log_likelihood",
+        "observed_data",
+        "constant_data",
+        "sample_stats",
+    ):
+        assert group in tree.children
+    for name in (*PARAMETERS, "sigma", "weight_memorizing", "log_posterior_odds"):
+        assert name in tree.posterior
+    assert tree.posterior.weight_memorizing.dims == ("chain", "draw", "num_tasks", "checkpoint")
+    assert tree.posterior_predictive.relative_distance.dims == (
+        "chain",
+        "draw",
+        "num_tasks",
+        "checkpoint",
+        "split",
+    )
+    assert tree.observed_data.relative_distance.dims == ("num_tasks", "checkpoint", "split")
+    constant = tree.constant_data
+    for name in ("num_tasks", "checkpoint", "strategy_loss", "strategy_complexity", "held_out"):
+        assert name in constant
+    assert constant.held_out.dtype == bool
+    for key in (
+        "observation_model",
+        "ablation",
+        "pooling",
+        "heldout_correlation_id",
+        "heldout_correlation_ood",
+        "package_version",
+        "created",
+    ):
+        assert key in tree.attrs
+    assert tree.attrs["observation_model"] == "relative-distance"
+    np.testing.assert_array_equal(tree.posterior.alpha.values, nuts_fit.posterior.alpha.values)
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_held_out_mask_is_the_last_20_percent():
+    held_out = inference.held_out_cells(NUM_TASKS, np.arange(1, 101) * 10)
+    assert held_out.dims == ("num_tasks", "checkpoint")
+    fitted = ~held_out.values
+    assert fitted[:9, :80].all()  # round(0.8 * 11) = 9 num_tasks, 80 checkpoints
+    assert not fitted[9:].any() and not fitted[:, 80:].any()
+    shuffled = inference.held_out_cells([8, 2, 4, 16, 32], [30, 10, 20, 40, 50])
+    # ranks, not positions: the largest values are held out
+    assert shuffled.sel(num_tasks=32).all() and not shuffled.sel(num_tasks=2, checkpoint=10)
+    assert shuffled.sel(checkpoint=50).all()
+
+
+def test_held_out_cells_are_not_fitted(map_fit):
+    constant = map_fit.constant_data
+    assert not (constant.fit_mask & constant.held_out).any()
+    fitted = map_fit.log_likelihood.sizes["fitted_cell"]
+    assert fitted == int((~constant.held_out).sum()) * 2  # both splits
+
+
+def test_early_checkpoints_are_dropped():
+    distance = xr.DataArray(
+        [[5.0, 4.0, 1.5, 1.0, 1.2], [1.0, 1.0, 1.0, 1.0, 1.0]],
+        dims=("num_tasks", "checkpoint"),
+        coords={"num_tasks": [2, 4], "checkpoint": [10, 20, 30, 40, 50]},
+    )
+    dropped = inference.early_cells(distance, within=0.2)
+    # range 1..5: within 0.2 * 4 = 0.8 of the minimum from step 30 on
+    np.testing.assert_array_equal(dropped.sel(num_tasks=2), [True, True, False, False, False])
+    assert not dropped.sel(num_tasks=4).any()
+
+
+@pytest.mark.parametrize(
+    ("ablation", "fixed", "value"),
+    [
+        ("linear-likelihood", "alpha", 0.0),
+        ("fixed-complexity", "beta", 1.0),
+        ("unit-gamma", "gamma", 1.0),
+    ],
+)
+def test_ablations_fix_the_right_parameter(behaviour, ablation, fixed, value):
+    settings = inference.FitSettings(method="map", ablation=ablation, chains=1, draws=50)
+    tree = inference.fit(behaviour, settings)
+    assert (tree.posterior[fixed] == value).all()
+    assert tree.attrs["ablation"] == ablation
+    free = [p for p in PARAMETERS if p != fixed]
+    assert all(float(tree.posterior[p].std()) > 0 for p in free)
+
+
+def test_compare_ranks_the_true_model_first(behaviour, map_fit):
+    ablated = inference.fit(
+        behaviour, inference.FitSettings(method="map", ablation="unit-gamma", chains=1, draws=400)
+    )
+    table = inference.compare({"full": map_fit, "unit-gamma": ablated})
+    assert list(table.index) == ["full", "unit-gamma"]
+    result = inference.loo(map_fit)
+    assert (
+        np.isfinite(result.elpd)
+        and result.pareto_k.size == map_fit.log_likelihood.sizes["fitted_cell"]
+    )
+
+
+@pytest.fixture(scope="module")
+def two_configurations():
+    return simulated_behaviour(num_checkpoints=16, mlp=[1.0, 4.0], seed=4)
+
+
+def test_no_pooling_recovers_each_configuration(two_configurations):
+    settings = inference.FitSettings(method="map", pooling="none", chains=1, draws=50)
+    tree = inference.fit(two_configurations, settings)
+    assert tree.posterior.alpha.dims == ("chain", "draw", "mlp_expansion_factor")
+    assert tree.posterior.weight_memorizing.dims == (
+        "chain",
+        "draw",
+        "mlp_expansion_factor",
+        "num_tasks",
+        "checkpoint",
+    )
+    for name, truth in TRUTH.items():
+        np.testing.assert_allclose(tree.point_estimate[name], truth, rtol=0.1)
+
+
+def test_partial_pooling_is_non_centred(two_configurations):
+    # Structure only (a short SVI run): MAP of a hierarchical model shrinks the population
+    # scale towards 0, and NUTS is the method for real partial-pooling fits.
+    settings = inference.FitSettings(
+        method="svi", pooling="partial", chains=1, draws=20, svi_steps=100
+    )
+    tree = inference.fit(two_configurations, settings)
+    for name in PARAMETERS:
+        assert tree.posterior[f"{name}_offset"].dims[-1] == "mlp_expansion_factor"
+        assert tree.posterior[f"{name}_loc"].dims == ("chain", "draw")
+        assert tree.posterior[name].dims == ("chain", "draw", "mlp_expansion_factor")
+
+
+def test_svi_runs_and_is_close(behaviour):
+    settings = inference.FitSettings(method="svi", chains=1, draws=200, svi_steps=1500)
+    tree = inference.fit(behaviour, settings)
+    for name, truth in TRUTH.items():
+        assert float(tree.posterior[name].mean()) == pytest.approx(truth, rel=0.1)
+
+
+def test_seeds_make_fits_repeatable(behaviour, map_fit):
+    again = inference.fit(behaviour, inference.FitSettings(method="map", chains=1, draws=400))
+    np.testing.assert_array_equal(again.posterior.gamma, map_fit.posterior.gamma)
+    np.testing.assert_array_equal(
+        again.posterior_predictive.relative_distance, map_fit.posterior_predictive.relative_distance
+    )
+
+
+def test_settings_are_validated():
+    with pytest.raises(RiclError, match="ablation must be one of"):
+        inference.FitSettings(ablation="half")
+    with pytest.raises(RiclError, match="constant strategy needs --observation outputs"):
+        inference.FitSettings(strategies=("memorizing", "generalizing", "constant"))
+    with pytest.raises(RiclError, match="needs several configurations"):
+        inference.fit(simulated_behaviour(num_checkpoints=5), inference.FitSettings(pooling="none"))
+
+
+def test_simulated_runs_recover_roughly(synthetic_runs):
+    """The full pipeline on the behaviour of simulated predictions files (MAP).
+
+    The relative distance of a noisy mixture is not exactly its weight, so only the 10%
+    bound is asserted here; exact recovery is tested on model-simulated behaviour above.
+    """
+    measured = load_behaviour(synthetic_runs.folder)
+    tree = inference.fit(measured, inference.FitSettings(method="map", chains=1, draws=50))
+    for name in PARAMETERS:
+        truth = getattr(synthetic_runs, name)
+        assert float(tree.point_estimate[name]) == pytest.approx(truth, rel=0.1)
+
+
+def test_outputs_and_context_dependent_models_fit(synthetic_runs):
+    runs = open_runs(synthetic_runs.folder)
+    measured = load_behaviour(synthetic_runs.folder)
+    outputs = inference.fit(
+        measured,
+        inference.FitSettings(observation="outputs", method="map", chains=1, draws=20),
+        runs=runs,
+    )
+    assert "concentration" in outputs.posterior
+    assert "log_likelihood" not in outputs.children
+    for name in PARAMETERS:
+        truth = getattr(synthetic_runs, name)
+        assert float(outputs.point_estimate[name]) == pytest.approx(truth, rel=0.1)
+    three = inference.fit(  # the constant strategy in the softmax (its weight is ~0 here)
+        measured,
+        inference.FitSettings(
+            observation="outputs",
+            method="map",
+            chains=1,
+            draws=20,
+            strategies=("memorizing", "generalizing", "constant"),
+        ),
+        runs=runs,
+    )
+    assert list(three.constant_data.strategy.values) == ["memorizing", "generalizing", "constant"]
+    context = inference.fit(
+        measured,
+        inference.FitSettings(method="map", chains=1, draws=20, context_dependent=True),
+        runs=runs,
+    )
+    expected = context.posterior.expected_relative_distance
+    assert not math.isclose(  # the context moves id and ood apart
+        float(expected.sel(split="id").mean()), float(expected.sel(split="ood").mean())
+    )
+
+
+def test_early_checkpoints_can_be_left_out_of_the_fit(synthetic_runs):
+    measured = load_behaviour(synthetic_runs.folder)
+    settings = inference.FitSettings(method="map", chains=1, draws=20, drop_early=True)
+    tree = inference.fit(measured, settings)
+    constant = tree.constant_data
+    expected = inference.early_cells(measured.interpolation_distance)
+    np.testing.assert_array_equal(constant.dropped.values, expected.values)
+    assert not (constant.fit_mask & constant.dropped).any()
+    assert tree.log_likelihood.sizes["fitted_cell"] == int(constant.fit_mask.sum())

@@ -1,0 +1,219 @@
+"""The rational model's NumPyro functions: maths, sites, ablations, pooling, likelihoods."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import pytest
+import scipy.integrate
+import scipy.stats
+
+from rational_icl.fits import model as rational
+
+numpyro.enable_x64()
+
+LOSS = np.array([[[0.05, 0.10, 0.15]], [[0.20, 0.20, 0.20]]])  # (Q=2, C=1, D=3)
+COMPLEXITY = np.array([[[2500.0, 5000.0, 9000.0]], [[1200.0, 1200.0, 1200.0]]])
+STEPS = np.array([20.0, 200.0, 2000.0, 20000.0])
+
+
+def _trace(model, seed=0, **kwargs):
+    return numpyro.handlers.trace(numpyro.handlers.seed(model, seed)).get_trace(**kwargs)
+
+
+def test_log_posterior_is_the_formula():
+    got = rational.log_posterior(LOSS, COMPLEXITY, STEPS, 0.4, 0.3, 2.0)
+    expected = (
+        -math.log(2) * COMPLEXITY[..., None] ** 0.3 - 2.0 * STEPS ** (1 - 0.4) * LOSS[..., None]
+    )
+    assert got.shape == (2, 1, 3, 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_log_posterior_per_configuration_and_linear_complexity():
+    loss = np.concatenate([LOSS, 2 * LOSS], axis=1)  # C = 2
+    complexity = np.concatenate([COMPLEXITY, COMPLEXITY], axis=1)
+    alpha, beta, gamma = np.array([0.2, 0.6]), np.array([1e-3, 2e-3]), np.array([1.0, 3.0])
+    got = rational.log_posterior(
+        loss, complexity, STEPS, alpha, beta, gamma, linear_complexity=True
+    )
+    for c in range(2):
+        expected = (
+            -math.log(2) * beta[c] * complexity[:, c, :, None]
+            - gamma[c] * STEPS ** (1 - alpha[c]) * loss[:, c, :, None]
+        )
+        np.testing.assert_allclose(got[:, c], expected, rtol=1e-12)
+
+
+def test_context_evidence_is_the_formula():
+    context_loss = np.random.default_rng(0).random((2, 1, 3, 2, 5))  # (Q, C, D, S, P)
+    size = np.arange(5.0)
+    got = rational.context_evidence(context_loss, size, 0.3, 2.0)
+    np.testing.assert_allclose(got, -2.0 * size**0.7 * context_loss, rtol=1e-12)
+
+
+def test_clipped_normal_is_a_distribution_on_the_unit_interval():
+    d = rational.ClippedNormal(0.3, 0.4)
+    inside, _ = scipy.integrate.quad(lambda y: math.exp(float(d.log_prob(y))), 0, 1)
+    mass = inside + math.exp(float(d.log_prob(0.0))) + math.exp(float(d.log_prob(1.0)))
+    assert mass == pytest.approx(1.0, abs=1e-6)
+    assert float(d.log_prob(0.0)) == pytest.approx(scipy.stats.norm.logcdf(0, 0.3, 0.4))
+    assert float(d.log_prob(0.5)) == pytest.approx(scipy.stats.norm.logpdf(0.5, 0.3, 0.4))
+    draws = np.asarray(d.sample(jax.random.PRNGKey(0), (20000,)))
+    assert draws.min() == 0.0 and draws.max() == 1.0
+    assert np.mean(draws == 0.0) == pytest.approx(scipy.stats.norm.cdf(0, 0.3, 0.4), abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("ablation", "fixed", "value"),
+    [
+        ("linear-likelihood", "alpha", 0.0),
+        ("fixed-complexity", "beta", 1.0),
+        ("unit-gamma", "gamma", 1.0),
+        ("linear-complexity", None, None),
+        ("none", None, None),
+    ],
+)
+def test_ablations_fix_the_right_parameter(ablation, fixed, value):
+    trace = _trace(rational.relative_distance_model, **_small_kwargs(ablation=ablation))
+    for name in ("alpha", "beta", "gamma"):
+        if name == fixed:
+            assert trace[name]["type"] == "deterministic"
+            assert float(trace[name]["value"]) == value
+        else:
+            assert trace[name]["type"] == "sample"
+
+
+def test_linear_complexity_prices_bits_linearly():
+    kwargs = _small_kwargs(ablation="linear-complexity")
+    values = {"alpha": 0.5, "beta": 2e-3, "gamma": 1.5, "sigma": jnp.array([0.1, 0.1])}
+    model = numpyro.handlers.substitute(rational.relative_distance_model, data=values)
+    trace = _trace(model, **kwargs)
+    expected = (
+        -math.log(2) * 2e-3 * (COMPLEXITY[0] - COMPLEXITY[1])[..., None]
+        + 1.5 * STEPS**0.5 * (LOSS[1] - LOSS[0])[..., None]
+    )
+    np.testing.assert_allclose(trace["log_posterior_odds"]["value"], expected, rtol=1e-10)
+
+
+def test_sites_and_shapes_when_simulating():
+    trace = _trace(rational.relative_distance_model, **_small_kwargs())
+    assert trace["weight_memorizing"]["value"].shape == (1, 3, 4)
+    assert trace["log_posterior_odds"]["value"].shape == (1, 3, 4)
+    observed = trace["relative_distance"]["value"]
+    assert observed.shape == (1, 3, 4, 2)
+    assert (observed >= 0).all() and (observed <= 1).all()
+    odds = trace["log_posterior_odds"]["value"]
+    np.testing.assert_allclose(trace["weight_memorizing"]["value"], jax.nn.sigmoid(odds))
+
+
+@pytest.mark.parametrize("pooling", ["none", "partial"])
+def test_pooling_gives_one_parameter_per_configuration(pooling):
+    kwargs = _small_kwargs(pooling=pooling)
+    kwargs["strategy_loss"] = np.concatenate([LOSS, LOSS], axis=1)
+    kwargs["strategy_complexity"] = np.concatenate([COMPLEXITY, COMPLEXITY], axis=1)
+    trace = _trace(rational.relative_distance_model, **kwargs)
+    for name in ("alpha", "beta", "gamma"):
+        assert trace[name]["value"].shape == (2,)
+    if pooling == "partial":  # non-centred: standard-normal offsets, deterministic values
+        assert trace["alpha"]["type"] == "deterministic"
+        offset = trace["alpha_offset"]["fn"]
+        assert offset.event_shape == (2,)
+        assert float(offset.log_prob(jnp.zeros(2))) == pytest.approx(
+            2 * -0.5 * math.log(2 * math.pi)
+        )
+        assert trace["gamma_scale"]["type"] == "sample"
+    assert trace["weight_memorizing"]["value"].shape == (2, 3, 4)
+
+
+def test_held_out_cells_do_not_enter_the_likelihood():
+    kwargs = _small_kwargs()
+    observed = np.full((1, 3, 4, 2), 0.5)
+    mask = np.ones_like(observed, dtype=bool)
+    mask[:, 2] = False
+    values = {"alpha": 0.5, "beta": 0.3, "gamma": 2.0, "sigma": jnp.array([0.1, 0.2])}
+
+    def density(obs):
+        model_kwargs = {**kwargs, "relative_distance": obs, "fit_mask": mask}
+        return float(
+            numpyro.infer.util.log_density(
+                rational.relative_distance_model, (), model_kwargs, values
+            )[0]
+        )
+
+    changed = observed.copy()
+    changed[:, 2] = np.nan  # held-out cells may even be missing
+    assert density(changed) == pytest.approx(density(observed))
+    changed[:, 0, 0, 0] = 0.9
+    assert density(changed) != pytest.approx(density(observed))
+
+
+def test_relative_distance_likelihood_brute_force():
+    kwargs = _small_kwargs()
+    observed = np.random.default_rng(1).random((1, 3, 4, 2))
+    observed[0, 0, 0, 0] = 0.0
+    values = {"alpha": 0.5, "beta": 0.3, "gamma": 2.0, "sigma": jnp.array([0.1, 0.2])}
+    model_kwargs = {**kwargs, "relative_distance": observed}
+    log_lik = numpyro.infer.util.log_likelihood(
+        rational.relative_distance_model,
+        {k: jnp.asarray(v)[None] for k, v in values.items()},
+        **model_kwargs,
+    )["relative_distance"][0]
+    log_post = np.asarray(rational.log_posterior(LOSS, COMPLEXITY, STEPS, 0.5, 0.3, 2.0))
+    weight = 1 / (1 + np.exp(log_post[1] - log_post[0]))  # (C, D, N)
+    sigma = np.array([0.1, 0.2])
+    expected = scipy.stats.norm.logpdf(observed, weight[..., None], sigma)
+    expected[0, 0, 0, 0] = scipy.stats.norm.logcdf(0.0, weight[0, 0, 0], 0.1)
+    np.testing.assert_allclose(log_lik, expected, rtol=1e-8)
+
+
+def test_outputs_model_dirichlet_around_the_mixture():
+    rng = np.random.default_rng(2)
+    strategy = rng.dirichlet(np.ones(4), size=(2, 1, 3, 2, 5, 6))  # (Q, C, D, S, B, P, O)
+    transformer = rng.dirichlet(np.ones(4), size=(1, 3, 4, 2, 5, 6))  # (C, D, N, S, B, P, O)
+    values = {"alpha": 0.5, "beta": 0.3, "gamma": 2.0, "concentration": 50.0}
+    kwargs = dict(
+        strategy_loss=LOSS,
+        strategy_complexity=COMPLEXITY,
+        checkpoint=STEPS,
+        strategy_prediction=strategy,
+        transformer_prediction=transformer,
+    )
+    log_lik = numpyro.infer.util.log_likelihood(
+        rational.outputs_model, {k: jnp.asarray(v)[None] for k, v in values.items()}, **kwargs
+    )["transformer_prediction"][0]
+    log_post = rational.log_posterior(LOSS, COMPLEXITY, STEPS, 0.5, 0.3, 2.0)
+    weight = np.asarray(jax.nn.softmax(log_post, axis=0))
+    assert log_lik.shape == (1, 3, 4, 2)  # one term per cell: sequences and positions summed
+    c, d, n, s = 0, 2, 1, 1
+    mixture = np.einsum("q,qbpo->bpo", weight[:, c, d, n], strategy[:, c, d, s])
+    cell = sum(
+        scipy.stats.dirichlet.logpdf(transformer[c, d, n, s, b, p], 50.0 * mixture[b, p])
+        for b in range(5)
+        for p in range(6)
+    )
+    assert float(log_lik[c, d, n, s]) == pytest.approx(cell, rel=1e-5)
+
+
+def test_outputs_model_regression_is_normal():
+    rng = np.random.default_rng(3)
+    strategy = rng.standard_normal((2, 1, 3, 2, 5, 6, 1))
+    simulated = _trace(
+        rational.outputs_model,
+        strategy_loss=LOSS,
+        strategy_complexity=COMPLEXITY,
+        checkpoint=STEPS,
+        strategy_prediction=strategy,
+        outcome_kind="regression",
+    )
+    assert simulated["transformer_prediction"]["value"].shape == (1, 3, 4, 2, 5, 6, 1)
+    assert simulated["output_sigma"]["type"] == "sample"
+
+
+def _small_kwargs(**overrides):
+    return (
+        dict(strategy_loss=LOSS, strategy_complexity=COMPLEXITY, checkpoint=STEPS, num_splits=2)
+        | overrides
+    )
