@@ -1,0 +1,144 @@
+"""``ricl run``: the main job, data -> train -> behaviour -> fit -> report, resumable.
+
+Each stage writes its files into the output folder and a rerun skips the stages whose
+output is already there and newer than its inputs (training resumes from its last
+checkpoint). The stages are the ordinary commands, so ``ricl run`` prints them as it goes:
+what it does can be repeated, or redone with other options, one command at a time.
+
+Layout of ``DIR`` (one spec; a preset bundling several specs gets one such folder per
+spec, ``DIR/<spec name>/``)::
+
+    runs/           one predictions file per num_tasks (ricl data, then ricl train)
+    behaviour.nc    the behaviour dataset (SCHEMA.md section 2)
+    fit.nc          the fit (SCHEMA.md section 3)
+    report/         index.html, figures/*.png, tables/*.csv
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rational_icl.data import load_specs
+from rational_icl.errors import RiclError
+
+DEFAULT_PRESET = "tiny-categorical"
+STAGES = ("data", "train", "behaviour", "fit", "report")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="the main job: data, train, behaviour, fit and report in one resumable command",
+        description="Run every stage for a preset or spec file: write the strategy "
+        "predictions (ricl data), train (ricl train), measure the behaviour, fit the rational "
+        "model (ricl fit) and write the report (ricl report). A rerun skips finished stages "
+        "and resumes an interrupted training. Prints the report's path at the end.",
+    )
+    parser.add_argument(
+        "spec",
+        metavar="PRESET",
+        nargs="?",
+        default=DEFAULT_PRESET,
+        help=f"a preset name or TOML spec file (default {DEFAULT_PRESET})",
+    )
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--device", default=None, help="torch device for training")
+    parser.add_argument("--method", choices=("nuts", "map", "svi"), default="nuts")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise RiclError(f"-o {str(args.out)!r} is a file, not a folder")
+    specs = load_specs(args.spec)
+    pages = []
+    for spec in specs:
+        folder = args.out / spec.name if len(specs) > 1 else args.out
+        pages.append(run_spec(spec, folder, args))
+    for page in pages:
+        print(f"report: {page}")
+    return 0
+
+
+def run_spec(spec, folder: Path, args) -> Path:
+    """Every stage for one spec into ``folder``; returns the report's index.html."""
+    runs_dir, behaviour_file = folder / "runs", folder / "behaviour.nc"
+    fit_file, report_dir = folder / "fit.nc", folder / "report"
+    spec_file = folder / "spec.toml"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
+        spec_file.write_text(spec.to_toml())  # the commands below read the spec from here
+    force = ["--force"] if args.force else []
+    device = ["--device", args.device] if args.device else []
+    run_files = [runs_dir / f"{r.name}.nc" for r in spec.runs()]
+
+    if args.force or not all(p.exists() for p in run_files):
+        _command(["data", str(spec_file), "--out", str(runs_dir), *force])
+    else:
+        _skip("data", runs_dir)
+    if args.force or not _trained(spec, runs_dir):
+        _command(["train", str(spec_file), "--out", str(runs_dir), *device, *force])
+    else:
+        _skip("train", runs_dir)
+    if args.force or not _newer(behaviour_file, run_files):
+        _behaviour(runs_dir, behaviour_file)
+    else:
+        _skip("behaviour", behaviour_file)
+    if args.force or not _newer(fit_file, run_files):
+        fit_options = ["--method", args.method, "--chains", str(args.chains)]
+        fit_options += ["--draws", str(args.draws), "--warmup", str(args.warmup)]
+        _command(["fit", str(runs_dir), "-o", str(fit_file), "--force", *fit_options])
+    else:
+        _skip("fit", fit_file)
+    page = report_dir / "index.html"
+    if args.force or not _newer(page, [fit_file, behaviour_file]):
+        _command(["report", str(behaviour_file), str(fit_file), "-o", str(report_dir)])
+    else:
+        _skip("report", page)
+    return page
+
+
+def _trained(spec, runs_dir: Path) -> bool:
+    from rational_icl.training.loop import is_finished  # torch loads only here
+
+    return all(is_finished(r, runs_dir) for r in spec.runs())
+
+
+def _newer(output: Path, inputs: list[Path]) -> bool:
+    """Whether ``output`` exists and is at least as new as every input."""
+    if not output.exists():
+        return False
+    return all(output.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.exists())
+
+
+def _skip(stage: str, output: Path) -> None:
+    print(f"== {stage}: done, kept {output} (rerun with --force to redo)")
+
+
+def _command(argv: list[str]) -> None:
+    """Run one ``ricl`` subcommand in this process; its RiclError ends ``ricl run``."""
+    from rational_icl.cli.main import build_parser
+
+    print(f"== ricl {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    code = args.func(args) or 0
+    if code != 0:
+        raise RiclError(f"stage `ricl {argv[0]}` failed with exit status {code}")
+    print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def _behaviour(runs_dir: Path, out: Path) -> None:
+    from rational_icl.fits import load_behaviour
+    from rational_icl.io import write_netcdf
+
+    print(f"== behaviour: {runs_dir} -> {out}", flush=True)
+    start = time.perf_counter()
+    measured = load_behaviour(runs_dir)
+    write_netcdf(measured, out)
+    print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)

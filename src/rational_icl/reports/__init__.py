@@ -1,0 +1,17 @@
+"""Reports: figures and the self-contained HTML report from predictions and fits.
+
+Nothing here fits anything: it reads the behaviour dataset (SCHEMA.md §2) and fits
+(SCHEMA.md §3) and draws them.
+"""
+
+from rational_icl.reports.figures import FigureUnavailable, configurations
+from rational_icl.reports.html import FIGURES, render_figures, report_tables, write_report
+
+__all__ = [
+    "FIGURES",
+    "FigureUnavailable",
+    "configurations",
+    "render_figures",
+    "report_tables",
+    "write_report",
+]

@@ -1,0 +1,638 @@
+"""The report's figures: one function per figure, xarray objects in, a matplotlib Figure out.
+
+Inputs are the behaviour dataset of a sweep (SCHEMA.md §2, from
+:func:`rational_icl.fits.load_behaviour`) and a fit (SCHEMA.md §3, an ``xarray.DataTree``).
+A figure that needs something the caller does not have raises :class:`FigureUnavailable`
+with the reason, so a report made from runs alone can say which figures it left out.
+
+Conventions: num_tasks is drawn on a log2 axis, training steps on a log axis, every colour
+bar has a title, and the ``id`` and ``ood`` splits sit side by side. Where a sweep varies
+a configuration (MLP width, context length, num_dims), per-cell figures show the one
+selected by ``config`` (default: the first).
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+SAMPLE_DIMS = ("chain", "draw")
+CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
+INTERVAL = (0.05, 0.95)  # the 90% intervals and bands of every figure
+LN2 = math.log(2.0)
+_WEIGHT_LABEL = "weight on memorizing (1)"
+_STEP_LABEL = "training step N (log scale)"
+_TASKS_LABEL = "num_tasks D (log2 scale)"
+_STRATEGY_STYLE = {
+    "memorizing": {"color": "tab:red", "marker": "o"},
+    "generalizing": {"color": "tab:blue", "marker": "s"},
+    "constant": {"color": "tab:gray", "marker": "^"},
+}
+
+
+class FigureUnavailable(Exception):
+    """The inputs given cannot make this figure; the message says what is missing."""
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def configurations(data: xr.Dataset | xr.DataArray) -> list[dict]:
+    """Every combination of the configuration dims ``data`` varies along ([{}] if none)."""
+    dims = [d for d in CONFIG_DIMS if d in data.dims]
+    if not dims:
+        return [{}]
+    grid = np.meshgrid(*(data[d].values for d in dims), indexing="ij")
+    return [
+        {d: g.item() for d, g in zip(dims, values, strict=True)}
+        for values in zip(*(g.ravel() for g in grid), strict=True)
+    ]
+
+
+def _select(data, config: dict | None):
+    """``data`` at one configuration; the first one where ``config`` leaves a dim open."""
+    config = config or {}
+    index = {d: config[d] for d in CONFIG_DIMS if d in data.dims and d in config}
+    data = data.sel(index)
+    rest = {d: 0 for d in CONFIG_DIMS if d in data.dims}
+    return data.isel(rest)
+
+
+def _observed(behaviour: xr.Dataset | None, fit: xr.DataTree | None) -> xr.DataArray:
+    """The observed weight on memorizing, from the behaviour dataset or else the fit."""
+    if behaviour is not None:
+        return behaviour["relative_distance"]
+    if fit is not None:
+        return fit["observed_data"]["relative_distance"]
+    raise FigureUnavailable("needs the runs (behaviour) or a fit")
+
+
+def _need_fit(fit: xr.DataTree | None) -> xr.DataTree:
+    if fit is None:
+        raise FigureUnavailable("needs a fit (fit.nc); only runs were given")
+    return fit
+
+
+def _posterior(fit: xr.DataTree, name: str, config) -> xr.DataArray:
+    return _select(fit["posterior"][name], config)
+
+
+def _held_out(fit: xr.DataTree, config) -> xr.DataArray:
+    return _select(fit["constant_data"]["held_out"], config)
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around increasing centres: midpoints, with half cells at the ends."""
+    centres = np.asarray(centres, dtype=np.float64)
+    if centres.size == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    middle = (centres[1:] + centres[:-1]) / 2
+    return np.concatenate(
+        [[centres[0] - (middle[0] - centres[0])], middle, [centres[-1] + centres[-1] - middle[-1]]]
+    )
+
+
+def _tasks_norm(num_tasks) -> mcolors.Normalize:
+    log2 = np.log2(np.asarray(num_tasks, dtype=np.float64))
+    return mcolors.Normalize(vmin=log2.min(), vmax=max(log2.max(), log2.min() + 1))
+
+
+def _tasks_colorbar(fig: Figure, axes, norm, cmap="viridis") -> None:
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes)
+    bar.set_label("log2 num_tasks")
+
+
+def _log2_axis(ax, axis: str = "x") -> None:
+    if axis == "x":
+        ax.set_xscale("log", base=2)
+    else:
+        ax.set_yscale("log", base=2)
+
+
+def _splits(data) -> list[str]:
+    return [str(s) for s in data["split"].values]
+
+
+def _cell_map(ax, values: xr.DataArray, norm, cmap) -> plt.cm.ScalarMappable:
+    """A (num_tasks, checkpoint) map: log steps across, log2 num_tasks up."""
+    values = values.transpose("num_tasks", "checkpoint")
+    x = np.exp(_edges(np.log(values["checkpoint"].values.astype(np.float64))))
+    y = 2.0 ** _edges(np.log2(values["num_tasks"].values.astype(np.float64)))
+    mesh = ax.pcolormesh(x, y, values.values, norm=norm, cmap=cmap, shading="flat")
+    ax.set_xscale("log")
+    _log2_axis(ax, "y")
+    ax.set_xlabel(_STEP_LABEL)
+    ax.set_ylabel(_TASKS_LABEL)
+    return mesh
+
+
+def _mark_held_out(ax, held_out: xr.DataArray) -> None:
+    held_out = held_out.transpose("num_tasks", "checkpoint")
+    d, n = np.nonzero(held_out.values)
+    ax.scatter(
+        held_out["checkpoint"].values[n],
+        held_out["num_tasks"].values[d],
+        marker="x",
+        s=10,
+        linewidths=0.6,
+        color="tab:cyan",
+        label="held out",
+    )
+
+
+# ---------------------------------------------------------------------------- 1
+
+
+def weight_map(
+    behaviour: xr.Dataset | None = None, fit: xr.DataTree | None = None, config=None
+) -> Figure:
+    """Figure 1: observed weight on memorizing over (training step × num_tasks), and the
+    fitted model's prediction beside it (posterior mean), held-out cells marked ×."""
+    observed = _select(_observed(behaviour, fit), config)
+    splits = _splits(observed)
+    rows = 2 if fit is not None else 1
+    fig, axes = plt.subplots(
+        rows,
+        len(splits),
+        figsize=(5 * len(splits), 3.6 * rows),
+        squeeze=False,
+        layout="constrained",
+    )
+    norm = mcolors.Normalize(0.0, 1.0)
+    panels = [("observed", observed)]
+    if fit is not None:
+        predicted = _posterior(fit, "expected_relative_distance", config).mean(SAMPLE_DIMS)
+        panels.append(("predicted (posterior mean)", predicted))
+    for row, (label, values) in enumerate(panels):
+        for col, split in enumerate(splits):
+            ax = axes[row, col]
+            mesh = _cell_map(ax, values.sel(split=split), norm, "magma")
+            if fit is not None:
+                _mark_held_out(ax, _held_out(fit, config))
+            ax.set_title(f"{label}, {split}")
+    bar = fig.colorbar(mesh, ax=axes)
+    bar.set_label(_WEIGHT_LABEL)
+    if fit is not None:
+        axes[0, 0].legend(loc="lower left", fontsize="small")
+    return fig
+
+
+# ---------------------------------------------------------------------------- 2
+
+
+def weight_over_training(
+    behaviour: xr.Dataset | None = None, fit: xr.DataTree | None = None, config=None
+) -> Figure:
+    """Figure 2: weight on memorizing over training for each num_tasks: observed points,
+    posterior mean (line) and 90% posterior predictive band."""
+    observed = _select(_observed(behaviour, fit), config)
+    splits = _splits(observed)
+    num_tasks = observed["num_tasks"].values
+    norm, cmap = _tasks_norm(num_tasks), plt.get_cmap("viridis")
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False, layout="constrained"
+    )
+    steps = observed["checkpoint"].values
+    for ax, split in zip(axes[0], splits, strict=True):
+        for d in num_tasks:
+            color = cmap(norm(np.log2(d)))
+            ax.scatter(steps, observed.sel(split=split, num_tasks=d), s=8, color=color)
+            if fit is None:
+                continue
+            mean = _posterior(fit, "expected_relative_distance", config).sel(
+                split=split, num_tasks=d
+            )
+            ax.plot(steps, mean.mean(SAMPLE_DIMS), color=color, lw=1.2)
+            draws = _select(fit["posterior_predictive"]["relative_distance"], config)
+            band = draws.sel(split=split, num_tasks=d).quantile(INTERVAL, dim=SAMPLE_DIMS)
+            ax.fill_between(steps, band[0], band[1], color=color, alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel(_STEP_LABEL)
+        ax.set_ylabel(_WEIGHT_LABEL)
+        title = f"{split}: points observed"
+        ax.set_title(title + (", line posterior mean, band 90% predictive" if fit else ""))
+    _tasks_colorbar(fig, axes, norm)
+    return fig
+
+
+# ---------------------------------------------------------------------------- 3
+
+
+def predicted_vs_observed(fit: xr.DataTree | None, config=None) -> Figure:
+    """Figure 3: predicted (posterior mean) against observed weight per cell, fitted and
+    held-out cells distinguished, Pearson correlations in the legend."""
+    fit = _need_fit(fit)
+    observed = _select(fit["observed_data"]["relative_distance"], config)
+    predicted = _posterior(fit, "expected_relative_distance", config).mean(SAMPLE_DIMS)
+    held_out = _held_out(fit, config).broadcast_like(observed)
+    splits = _splits(observed)
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(4.5 * len(splits), 4.2), squeeze=False, layout="constrained"
+    )
+    for ax, split in zip(axes[0], splits, strict=True):
+        o, p = observed.sel(split=split).values, predicted.sel(split=split).values
+        h = held_out.sel(split=split).values
+        for subset, mask, style in [
+            ("fitted", ~h, {"color": "tab:blue", "marker": "o"}),
+            ("held out", h, {"color": "tab:orange", "marker": "D"}),
+        ]:
+            mask = mask & np.isfinite(o)
+            key = f"{'heldout' if subset == 'held out' else 'fitted'}_correlation_{split}"
+            r = fit.attrs.get(key, _pearson(p[mask], o[mask]))
+            ax.scatter(o[mask], p[mask], s=12, alpha=0.7, label=f"{subset}: r = {r:.3f}", **style)
+        ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls="--")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"observed {_WEIGHT_LABEL}")
+        ax.set_ylabel(f"predicted {_WEIGHT_LABEL}")
+        ax.set_title(split)
+        ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# ---------------------------------------------------------------------------- 4, 5
+
+
+def parameter_names(fit: xr.DataTree) -> list[str]:
+    """The posterior's parameters: every variable without a num_tasks dim."""
+    return [n for n, v in fit["posterior"].data_vars.items() if "num_tasks" not in v.dims]
+
+
+def parameter_trace(fit: xr.DataTree | None) -> Figure:
+    """Figure 4a: posterior density and trace of every parameter per chain (arviz-plots)."""
+    import arviz_plots as azp
+
+    fit = _need_fit(fit)
+    plot = azp.plot_trace_dist(fit, var_names=parameter_names(fit), backend="matplotlib")
+    return _arviz_figure(plot)
+
+
+def parameter_rank(fit: xr.DataTree | None) -> Figure:
+    """Figure 4b: rank plots per chain (uniform ranks mean the chains agree; arviz-plots)."""
+    import arviz_plots as azp
+
+    fit = _need_fit(fit)
+    if fit["posterior"].sizes["chain"] < 2:
+        raise FigureUnavailable("rank plots need at least 2 chains")
+    plot = azp.plot_rank(fit, var_names=parameter_names(fit), backend="matplotlib")
+    return _arviz_figure(plot)
+
+
+def posterior_predictive_check(fit: xr.DataTree | None) -> Figure:
+    """Figure 5: distribution of the observed weight on memorizing over all cells against
+    posterior predictive draws, per split (arviz-plots)."""
+    import arviz_plots as azp
+
+    fit = _need_fit(fit)
+    plot = azp.plot_ppc_dist(
+        fit, var_names=["relative_distance"], num_samples=50, cols=["split"], backend="matplotlib"
+    )
+    figure = _arviz_figure(plot)
+    for ax in figure.axes:
+        ax.set_xlabel(_WEIGHT_LABEL)
+    return figure
+
+
+def _arviz_figure(plot) -> Figure:
+    figure = plot.viz.ds["figure"].item()
+    figure.set_layout_engine("constrained")
+    return figure
+
+
+# ---------------------------------------------------------------------------- 6
+
+
+def loss_complexity(
+    behaviour: xr.Dataset | None = None, fit: xr.DataTree | None = None, config=None
+) -> Figure:
+    """Figure 6: the loss L_Q and complexity K_Q of each strategy against num_tasks, and the
+    loss–complexity tradeoff (L against K, one point per num_tasks)."""
+    source = behaviour if behaviour is not None else None
+    if source is None and fit is not None:
+        source = fit["constant_data"].to_dataset()
+    if source is None:
+        raise FigureUnavailable("needs the runs (behaviour) or a fit")
+    source = _select(source, config)
+    loss, complexity = source["strategy_loss"], source["strategy_complexity"]
+    se = source["strategy_loss_se"] if "strategy_loss_se" in source else None
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
+    num_tasks = loss["num_tasks"].values
+    for strategy in [str(s) for s in loss["strategy"].values]:
+        style = _STRATEGY_STYLE.get(strategy, {})
+        error = None if se is None else se.sel(strategy=strategy).values
+        axes[0].errorbar(
+            num_tasks, loss.sel(strategy=strategy), yerr=error, label=strategy, ms=4, **style
+        )
+        axes[1].plot(num_tasks, complexity.sel(strategy=strategy), label=strategy, ms=4, **style)
+        axes[2].plot(
+            complexity.sel(strategy=strategy),
+            loss.sel(strategy=strategy),
+            label=strategy,
+            ms=4,
+            **style,
+        )
+    for ax in axes[:2]:
+        _log2_axis(ax)
+        ax.set_xlabel(_TASKS_LABEL)
+    axes[0].set_ylabel("expected loss L_Q (nats per prediction)")
+    axes[0].set_title("loss on training-task sequences")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("complexity K_Q (bits, log scale)")
+    axes[1].set_title("complexity")
+    axes[2].set_xscale("log")
+    axes[2].set_xlabel("complexity K_Q (bits, log scale)")
+    axes[2].set_ylabel("expected loss L_Q (nats per prediction)")
+    axes[2].set_title("tradeoff (one point per num_tasks)")
+    for ax in axes:
+        ax.legend(fontsize="small")
+    return fig
+
+
+# ---------------------------------------------------------------------------- 7
+
+
+def log_odds_terms(fit: xr.DataTree, config=None) -> xr.Dataset:
+    """Posterior draws of the log prior odds, log Bayes factor and log posterior odds of
+    memorizing against generalizing over (num_tasks, checkpoint), in nats.
+
+    The Bayes factor is γ·N^(1−α)·(L_G − L_M); the prior odds are the posterior odds minus
+    it, so they follow whatever complexity prior (or ablation) the fit used.
+    """
+    posterior = fit["posterior"]
+    constant = fit["constant_data"]
+    alpha, gamma = _select(posterior["alpha"], config), _select(posterior["gamma"], config)
+    loss = _select(constant["strategy_loss"], config)
+    gap = loss.sel(strategy="generalizing", drop=True) - loss.sel(strategy="memorizing", drop=True)
+    steps = posterior["checkpoint"].astype(np.float64)
+    bayes_factor = gamma * steps ** (1 - alpha) * gap
+    posterior_odds = _posterior(fit, "log_posterior_odds", config)
+    return xr.Dataset(
+        {
+            "log_prior_odds": posterior_odds - bayes_factor,
+            "log_bayes_factor": bayes_factor,
+            "log_posterior_odds": posterior_odds,
+        }
+    ).transpose(*SAMPLE_DIMS, "num_tasks", "checkpoint")
+
+
+def log_odds(fit: xr.DataTree | None, config=None) -> Figure:
+    """Figure 7: posterior mean log prior odds, log Bayes factor and log posterior odds of
+    memorizing over (training step × num_tasks); the line marks posterior odds of 0."""
+    fit = _need_fit(fit)
+    terms = log_odds_terms(fit, config).mean(SAMPLE_DIMS)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+    titles = {
+        "log_prior_odds": "log prior odds  −ln2·(K_M^β − K_G^β)",
+        "log_bayes_factor": "log Bayes factor  γ·N^(1−α)·(L_G − L_M)",
+        "log_posterior_odds": "log posterior odds",
+    }
+    for ax, (name, title) in zip(axes, titles.items(), strict=True):
+        values = terms[name]
+        limit = float(np.nanmax(np.abs(values.values))) or 1.0
+        norm = mcolors.TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+        mesh = _cell_map(ax, values, norm, "RdBu_r")
+        ax.contour(
+            values["checkpoint"].values,
+            values["num_tasks"].values,
+            terms["log_posterior_odds"].transpose("num_tasks", "checkpoint").values,
+            levels=[0.0],
+            colors="black",
+            linewidths=1.0,
+        )
+        ax.set_title(title, fontsize="medium")
+        bar = fig.colorbar(mesh, ax=ax)
+        bar.set_label("nats (>0 favours memorizing)")
+    return fig
+
+
+# ---------------------------------------------------------------------------- 8
+
+
+def observed_transition_step(weight: xr.DataArray, threshold: float = 0.5) -> xr.DataArray:
+    """The training step where the weight on memorizing first reaches ``threshold``,
+    interpolated linearly in log N between checkpoints.
+
+    NaN where it never does; the first checkpoint where it is reached there already (the
+    true step is then at most that). Reduces the ``checkpoint`` dim.
+    """
+    weight = weight.transpose(..., "checkpoint")
+    values = weight.values
+    log_steps = np.log(weight["checkpoint"].values.astype(np.float64))
+    above = values >= threshold
+    first = np.argmax(above, axis=-1)
+    reached = above.any(axis=-1)
+    before = np.maximum(first - 1, 0)
+    w0 = np.take_along_axis(values, before[..., None], -1)[..., 0]
+    w1 = np.take_along_axis(values, first[..., None], -1)[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = np.where(first > 0, (threshold - w0) / (w1 - w0), 0.0)
+    log_step = log_steps[before] + fraction * (log_steps[first] - log_steps[before])
+    step = np.where(reached, np.exp(log_step), np.nan)
+    dims = weight.dims[:-1]
+    return xr.DataArray(step, dims=dims, coords={d: weight[d] for d in dims if d in weight.coords})
+
+
+def predicted_transition_step(fit: xr.DataTree, config=None) -> xr.DataArray:
+    """Posterior draws of N*(D) = [ln2·(K_M^β − K_G^β) / (γ·(L_G − L_M))]^(1/(1−α)).
+
+    NaN where memorizing is not both more complex and better (no switch to it happens).
+    """
+    posterior, constant = fit["posterior"], fit["constant_data"]
+    alpha, beta, gamma = (_select(posterior[p], config) for p in ("alpha", "beta", "gamma"))
+    loss = _select(constant["strategy_loss"], config)
+    complexity = _select(constant["strategy_complexity"], config)
+    k_m, k_g = (complexity.sel(strategy=s, drop=True) for s in ("memorizing", "generalizing"))
+    l_m, l_g = (loss.sel(strategy=s, drop=True) for s in ("memorizing", "generalizing"))
+    if fit.attrs.get("ablation") == "linear-complexity":
+        penalty = LN2 * beta * (k_m - k_g)
+    else:
+        penalty = LN2 * (k_m**beta - k_g**beta)
+    ratio = penalty / (gamma * (l_g - l_m))
+    return (ratio.where(ratio > 0) ** (1 / (1 - alpha))).transpose(*SAMPLE_DIMS, "num_tasks")
+
+
+def growth_exponent(num_tasks, steps) -> float:
+    """Least-squares slope of log N* on log D over the finite values (NaN if < 2)."""
+    x, y = np.log(np.asarray(num_tasks, float)), np.log(np.asarray(steps, float))
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 2:
+        return math.nan
+    return float(np.polyfit(x[keep], y[keep], 1)[0])
+
+
+def transition_steps(
+    behaviour: xr.Dataset | None = None, fit: xr.DataTree | None = None, config=None
+) -> Figure:
+    """Figure 8: transition step N*(D) on log–log axes: observed (first crossing of 0.5)
+    and predicted (posterior median, 90% interval), with the fitted growth exponents."""
+    observed = _select(_observed(behaviour, fit), config)
+    splits = _splits(observed)
+    crossing = observed_transition_step(observed)
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(5 * len(splits), 4), squeeze=False, layout="constrained"
+    )
+    predicted = None if fit is None else predicted_transition_step(fit, config)
+    first_step = float(observed["checkpoint"].values[0])
+    for ax, split in zip(axes[0], splits, strict=True):
+        step = crossing.sel(split=split)
+        num_tasks = step["num_tasks"].values
+        exponent = growth_exponent(num_tasks, step.where(step > first_step).values)
+        ax.plot(num_tasks, step, "o", color="black", label=f"observed (slope {exponent:.2f})")
+        if predicted is not None:
+            median = predicted.median(SAMPLE_DIMS)
+            low, high = predicted.quantile(INTERVAL, dim=SAMPLE_DIMS)
+            slope = growth_exponent(num_tasks, median.values)
+            ax.plot(num_tasks, median, color="tab:purple", label=f"predicted (slope {slope:.2f})")
+            ax.fill_between(num_tasks, low, high, color="tab:purple", alpha=0.2, lw=0)
+        ax.axhline(first_step, color="gray", lw=0.6, ls=":", label="first checkpoint")
+        ax.axhline(
+            float(observed["checkpoint"].values[-1]), color="gray", lw=0.6, ls="--", label="last"
+        )
+        _log2_axis(ax)
+        ax.set_yscale("log")
+        ax.set_xlabel(_TASKS_LABEL)
+        ax.set_ylabel("transition step N* (training steps, log scale)")
+        ax.set_title(f"{split}: where the weight on memorizing crosses 0.5")
+        ax.legend(fontsize="small")
+    return fig
+
+
+# ---------------------------------------------------------------------------- 9
+
+
+def intermediate_num_tasks(num_tasks) -> np.ndarray:
+    """The middle half of the num_tasks values (at least one): where transience shows."""
+    values = np.sort(np.asarray(num_tasks))
+    quarter = len(values) // 4
+    middle = values[quarter : len(values) - quarter]
+    return middle if middle.size else values
+
+
+def transience(
+    behaviour: xr.Dataset | None = None, fit: xr.DataTree | None = None, config=None
+) -> Figure:
+    """Figure 9: the weight on generalizing over training at intermediate num_tasks:
+    observed points and, with a fit, the posterior mean."""
+    observed = _select(_observed(behaviour, fit), config)
+    chosen = intermediate_num_tasks(observed["num_tasks"].values)
+    generalizing = 1 - observed.sel(num_tasks=chosen)
+    splits = _splits(observed)
+    norm, cmap = _tasks_norm(observed["num_tasks"].values), plt.get_cmap("viridis")
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False, layout="constrained"
+    )
+    steps = observed["checkpoint"].values
+    for ax, split in zip(axes[0], splits, strict=True):
+        for d in chosen:
+            color = cmap(norm(np.log2(d)))
+            ax.plot(steps, generalizing.sel(split=split, num_tasks=d), "o-", ms=3, color=color)
+            if fit is not None:
+                mean = _posterior(fit, "expected_relative_distance", config)
+                mean = 1 - mean.sel(split=split, num_tasks=d).mean(SAMPLE_DIMS)
+                ax.plot(steps, mean, "--", color=color, lw=1)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel(_STEP_LABEL)
+        ax.set_ylabel("weight on generalizing (1)")
+        title = f"{split}: observed (points)"
+        ax.set_title(title + (", posterior mean (dashed)" if fit is not None else ""))
+    _tasks_colorbar(fig, axes, norm)
+    return fig
+
+
+# ---------------------------------------------------------------------------- 10
+
+
+def losses_over_training(behaviour: xr.Dataset | None, config=None, max_lines: int = 4) -> Figure:
+    """Figure 10: the transformer's loss over training against the strategies' expected
+    losses L_M (dashed) and L_G (dotted), for up to ``max_lines`` num_tasks values."""
+    if behaviour is None or "transformer_loss" not in behaviour:
+        raise FigureUnavailable("needs the runs folder (transformer_loss is not in a fit)")
+    data = _select(behaviour, config)
+    num_tasks = data["num_tasks"].values
+    chosen = num_tasks[np.unique(np.linspace(0, len(num_tasks) - 1, max_lines).round().astype(int))]
+    norm, cmap = _tasks_norm(num_tasks), plt.get_cmap("viridis")
+    splits = _splits(data)
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False, layout="constrained"
+    )
+    steps = data["checkpoint"].values
+    for ax, split in zip(axes[0], splits, strict=True):
+        for d in chosen:
+            color = cmap(norm(np.log2(d)))
+            ax.plot(steps, data["transformer_loss"].sel(split=split, num_tasks=d), color=color)
+            for strategy, style in [("memorizing", "--"), ("generalizing", ":")]:
+                level = float(data["strategy_loss"].sel(strategy=strategy, num_tasks=d))
+                ax.axhline(level, color=color, ls=style, lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(_STEP_LABEL)
+        ax.set_ylabel("loss (nats per prediction, log scale)")
+        ax.set_title(f"{split}: transformer (solid), L_M (dashed), L_G (dotted)")
+    _tasks_colorbar(fig, axes, norm)
+    return fig
+
+
+# ---------------------------------------------------------------------------- 11
+
+
+def parameters_by_configuration(fit: xr.DataTree | None) -> Figure:
+    """Figure 11: β, 1 − α and γ (posterior median, 90% interval) against each
+    configuration dim the pooled fit has per-configuration parameters for."""
+    fit = _need_fit(fit)
+    posterior = fit["posterior"]
+    dims = [d for d in CONFIG_DIMS if d in posterior["beta"].dims or d in posterior["alpha"].dims]
+    if not dims:
+        raise FigureUnavailable("the fit has one set of parameters (no per-configuration fit)")
+    quantities = {
+        "beta": posterior["beta"],
+        "1 - alpha": 1 - posterior["alpha"],
+        "gamma": posterior["gamma"],
+    }
+    fig, axes = plt.subplots(
+        len(quantities),
+        len(dims),
+        figsize=(4.5 * len(dims), 8),
+        squeeze=False,
+        layout="constrained",
+    )
+    for col, dim in enumerate(dims):
+        for row, (name, values) in enumerate(quantities.items()):
+            ax = axes[row, col]
+            if dim not in values.dims:
+                ax.text(0.5, 0.5, f"{name}: shared", ha="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            others = [d for d in values.dims if d not in (*SAMPLE_DIMS, dim)]
+            stacked = values.stack(series=others) if others else values.expand_dims("series")
+            x = values[dim].values.astype(float)
+            for i in range(stacked.sizes["series"]):
+                series = stacked.isel(series=i)
+                median = series.median(SAMPLE_DIMS).values
+                low, high = series.quantile(INTERVAL, dim=SAMPLE_DIMS).values
+                ax.errorbar(
+                    x + 0.02 * i * x,
+                    median,
+                    yerr=[median - low, high - median],
+                    fmt="o-",
+                    capsize=3,
+                    ms=4,
+                )
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(f"{dim} (log2 scale)")
+            ax.set_ylabel(f"{name} (1)")
+    fig.suptitle("per-configuration parameters: median and 90% interval")
+    return fig

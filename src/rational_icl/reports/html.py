@@ -1,0 +1,308 @@
+"""The self-contained HTML report: ``index.html`` with every figure embedded as a base64
+PNG (it opens offline, no scripts), each figure also as a PNG file and each table as CSV.
+
+``write_report(out, behaviour=..., fits=...)`` makes every figure it can: with runs only,
+the figures that need a fit are listed with the reason instead of drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import xarray as xr
+
+from rational_icl import __version__
+from rational_icl.errors import RiclError
+from rational_icl.io import atomic_path
+from rational_icl.reports import figures, tables
+
+_DPI = 110
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the report: file stem, title, what it shows, and how to draw it."""
+
+    name: str
+    title: str
+    caption: str
+    draw: Callable  # (behaviour, fit, config) -> Figure
+    per_configuration: bool = True
+
+
+FIGURES = (
+    FigureSpec(
+        "01_weight_map",
+        "Weight on memorizing over training and num_tasks",
+        "Observed weight on memorizing (top) and the fitted model's posterior mean (bottom); "
+        "× marks cells held out of the fit.",
+        lambda b, f, c: figures.weight_map(b, f, c),
+    ),
+    FigureSpec(
+        "02_weight_over_training",
+        "Weight on memorizing over training",
+        "One colour per num_tasks: observed points, posterior mean and 90% posterior "
+        "predictive band.",
+        lambda b, f, c: figures.weight_over_training(b, f, c),
+    ),
+    FigureSpec(
+        "03_predicted_vs_observed",
+        "Predicted against observed weight",
+        "Each point is one (num_tasks, checkpoint) cell; the legend gives Pearson "
+        "correlations on fitted and held-out cells.",
+        lambda b, f, c: figures.predicted_vs_observed(f, c),
+    ),
+    FigureSpec(
+        "04a_parameter_trace",
+        "Posterior of the parameters",
+        "Posterior density and trace of each parameter, one line per chain.",
+        lambda b, f, c: figures.parameter_trace(f),
+        per_configuration=False,
+    ),
+    FigureSpec(
+        "04b_parameter_rank",
+        "Rank plots",
+        "Ranks of the draws per chain: well-mixed chains give uniform ranks (inside the band).",
+        lambda b, f, c: figures.parameter_rank(f),
+        per_configuration=False,
+    ),
+    FigureSpec(
+        "05_posterior_predictive",
+        "Posterior predictive check",
+        "Distribution of the observed weight over all cells (black) against posterior "
+        "predictive draws.",
+        lambda b, f, c: figures.posterior_predictive_check(f),
+        per_configuration=False,
+    ),
+    FigureSpec(
+        "06_loss_complexity",
+        "Loss and complexity of each strategy",
+        "Expected loss L_Q on training-task sequences and complexity K_Q against num_tasks, "
+        "and the tradeoff between them.",
+        lambda b, f, c: figures.loss_complexity(b, f, c),
+    ),
+    FigureSpec(
+        "07_log_odds",
+        "Log prior odds, log Bayes factor and log posterior odds",
+        "Posterior means, memorizing against generalizing; the black line is where the "
+        "posterior odds are even.",
+        lambda b, f, c: figures.log_odds(f, c),
+    ),
+    FigureSpec(
+        "08_transition_steps",
+        "Transition step N*(D)",
+        "Observed: where the weight on memorizing first crosses 0.5. Predicted: "
+        "[ln2·(K_M^β − K_G^β)/(γ·(L_G − L_M))]^(1/(1−α)), posterior median and 90% interval.",
+        lambda b, f, c: figures.transition_steps(b, f, c),
+    ),
+    FigureSpec(
+        "09_transience",
+        "Transient generalization",
+        "Weight on generalizing over training at intermediate num_tasks.",
+        lambda b, f, c: figures.transience(b, f, c),
+    ),
+    FigureSpec(
+        "10_losses_over_training",
+        "Transformer loss against the strategies' losses",
+        "The transformer's evaluation loss over training beside L_M and L_G.",
+        lambda b, f, c: figures.losses_over_training(b, c),
+    ),
+    FigureSpec(
+        "11_parameters_by_configuration",
+        "Parameters across configurations",
+        "β, 1 − α and γ of a pooled fit against the configuration values.",
+        lambda b, f, c: figures.parameters_by_configuration(f),
+        per_configuration=False,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A drawn figure (``png`` bytes) or a skipped one (``skipped`` says why)."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes | None = None
+    skipped: str = ""
+
+
+def render_figures(
+    behaviour: xr.Dataset | None, fit: xr.DataTree | None, specs=FIGURES
+) -> list[Rendered]:
+    """Draw every figure of ``specs`` it can, once per configuration where that applies."""
+    source = behaviour if behaviour is not None else (fit["observed_data"] if fit else None)
+    if source is None:
+        raise RiclError("a report needs a runs folder or a fit file")
+    configs = figures.configurations(source)
+    rendered = []
+    for spec in specs:
+        for config in configs if spec.per_configuration else [{}]:
+            suffix = "".join(f"_{k}{v}" for k, v in config.items())
+            title = spec.title + (f" ({_describe(config)})" if config else "")
+            try:
+                figure = spec.draw(behaviour, fit, config)
+            except figures.FigureUnavailable as why:
+                rendered.append(Rendered(spec.name, spec.title, spec.caption, skipped=str(why)))
+                break
+            rendered.append(Rendered(spec.name + suffix, title, spec.caption, _png(figure)))
+    return rendered
+
+
+def _describe(config: dict) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in config.items())
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def report_tables(fits: dict[str, xr.DataTree]) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The report's tables by file stem: (title, table). Empty without a fit."""
+    if not fits:
+        return {}
+    name, fit = next(iter(fits.items()))
+    found = {
+        "parameters": (f"Parameter summary ({name})", tables.parameter_table(fit)),
+        "diagnostics": (f"Diagnostics ({name})", tables.diagnostics_table(fit)),
+        "heldout": (f"Held-out agreement ({name})", tables.heldout_table(fit)),
+    }
+    if len(fits) > 1:
+        found["comparison"] = ("LOO comparison of the fits", tables.comparison_table(fits))
+    return found
+
+
+def write_report(
+    out: str | Path,
+    *,
+    behaviour: xr.Dataset | None = None,
+    fits: dict[str, xr.DataTree] | None = None,
+    title: str = "rational-icl report",
+    sources: list[str] | None = None,
+) -> Path:
+    """Write ``out/index.html``, ``out/figures/*.png`` and ``out/tables/*.csv``.
+
+    Parameters
+    ----------
+    out : str or Path
+        The report folder (created).
+    behaviour : xr.Dataset, optional
+        The behaviour dataset of the runs (SCHEMA.md §2).
+    fits : dict of str to xr.DataTree, optional
+        Fits by name (SCHEMA.md §3). Figures show the first; the LOO comparison uses all.
+    title : str
+    sources : list of str, optional
+        The inputs, listed at the top of the page.
+
+    Returns
+    -------
+    Path
+        The ``index.html`` written.
+    """
+    fits = fits or {}
+    fit = next(iter(fits.values()), None)
+    out = Path(out)
+    rendered = render_figures(behaviour, fit)
+    found_tables = report_tables(fits)
+    for item in rendered:
+        if item.png is not None:
+            with atomic_path(out / "figures" / f"{item.name}.png") as tmp:
+                tmp.write_bytes(item.png)
+    for stem, (_, table) in found_tables.items():
+        with atomic_path(out / "tables" / f"{stem}.csv") as tmp:
+            table.to_csv(tmp)
+    page = _page(title, rendered, found_tables, sources or [], behaviour, fit)
+    with atomic_path(out / "index.html") as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out / "index.html"
+
+
+# ---------------------------------------------------------------------------- HTML
+
+_STYLE = """
+body { font-family: sans-serif; max-width: 1300px; margin: 2em auto; color: #222; }
+figure { margin: 2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 0.9em; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+.skipped { color: #8a5a00; } code { background: #f4f4f4; padding: 0 0.2em; }
+"""
+
+
+def _page(title, rendered, found_tables, sources, behaviour, fit) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p>Made by rational-icl {e(__version__)} on "
+        f"{datetime.now(UTC).isoformat(timespec='seconds')}.</p>",
+    ]
+    if sources:
+        items = "".join(f"<li><code>{e(s)}</code></li>" for s in sources)
+        parts.append(f"<p>Inputs:</p><ul>{items}</ul>")
+    parts.append(_summary(behaviour, fit))
+    if found_tables:
+        parts.append("<h2>Tables</h2>")
+        for stem, (table_title, table) in found_tables.items():
+            parts.append(f'<h3>{e(table_title)}</h3><p><a href="tables/{stem}.csv">CSV</a></p>')
+            if table.empty:
+                parts.append("<p>Nothing to report.</p>")
+            else:
+                parts.append(table.to_html(float_format=lambda x: f"{x:.4g}", border=0))
+    parts.append("<h2>Figures</h2>")
+    for item in rendered:
+        if item.png is None:
+            parts.append(
+                f'<p class="skipped"><b>{e(item.title)}</b>: not drawn, {e(item.skipped)}.</p>'
+            )
+            continue
+        data = base64.b64encode(item.png).decode("ascii")
+        parts.append(
+            f'<figure id="{e(item.name)}"><h3>{e(item.title)}</h3>'
+            f'<img alt="{e(item.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{e(item.caption)} "
+            f'(<a href="figures/{e(item.name)}.png">PNG</a>)</figcaption></figure>'
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _summary(behaviour, fit) -> str:
+    """A few lines on what was fitted: setting, grid, method, held-out correlations."""
+    source = behaviour if behaviour is not None else fit["observed_data"]
+    setting = (behaviour.attrs if behaviour is not None else fit.attrs).get("setting", "?")
+    num_tasks = ", ".join(str(int(d)) for d in source["num_tasks"].values)
+    lines = [
+        f"setting <code>{html.escape(str(setting))}</code>",
+        f"num_tasks {num_tasks}",
+        f"{source.sizes['checkpoint']} checkpoints up to step "
+        f"{int(source['checkpoint'].values[-1])}",
+    ]
+    if fit is not None:
+        attrs = fit.attrs
+        lines.append(
+            f"fit: {attrs.get('inference_method', '?')}, observation model "
+            f"{attrs.get('observation_model', '?')}, ablation {attrs.get('ablation', '?')}, "
+            f"pooling {attrs.get('pooling', '?')}"
+        )
+        for split in ("id", "ood"):
+            value = attrs.get(f"heldout_correlation_{split}")
+            if value is not None:
+                lines.append(f"held-out correlation ({split}): {float(value):.3f}")
+    else:
+        lines.append("no fit given: figures that need one are listed, not drawn")
+    return "<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>"

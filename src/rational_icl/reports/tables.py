@@ -1,0 +1,92 @@
+"""The report's tables, as pandas DataFrames (written as HTML and CSV by ``reports.html``).
+
+- :func:`parameter_table`: mean, sd, 90% interval, R-hat and ESS of every parameter;
+- :func:`diagnostics_table`: one row per problem, in plain words (empty: nothing to report);
+- :func:`heldout_table`: correlation, Spearman, mean |error| and R² on fitted and held-out
+  cells, per split (the fit's root attributes);
+- :func:`comparison_table`: PSIS-LOO comparison of several fits.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from rational_icl.reports.figures import parameter_names
+
+_METRICS = {
+    "correlation": "Pearson r",
+    "spearman": "Spearman ρ",
+    "tvd": "mean |predicted − observed|",
+    "r2": "R²",
+}
+_EXPLANATIONS = {
+    "R-hat": "the chains disagree (R-hat above 1.01): run longer or check the model",
+    "ESS": "too few effective draws (ESS below 400): estimates of this parameter are noisy",
+    "divergent": "the sampler hit regions it could not follow (divergences): the posterior "
+    "may be biased; consider more warm-up or a reparametrisation",
+    "E-BFMI": "the sampler explored the energy poorly (E-BFMI below 0.3): tails may be missed",
+}
+
+
+def parameter_table(fit: xr.DataTree) -> pd.DataFrame:
+    """One row per scalar parameter (``sigma[id]``, ``beta[mlp_expansion_factor=4]``...):
+    mean, sd, 90% equal-tailed interval and, for NUTS, bulk/tail ESS, R-hat and MCSE
+    (``arviz_stats.summary``)."""
+    import arviz_stats as azs
+
+    kind = "all" if fit.attrs.get("inference_method") == "nuts" else "stats"
+    table = azs.summary(
+        fit,
+        var_names=parameter_names(fit),
+        kind=kind,
+        ci_prob=0.9,
+        ci_kind="eti",
+        round_to="none",
+    )
+    return table.rename(columns={"eti90_lb": "5%", "eti90_ub": "95%"}).rename_axis("parameter")
+
+
+def diagnostics_table(fit: xr.DataTree) -> pd.DataFrame:
+    """The fit's sampler warnings, each with what it means in plain words."""
+    from rational_icl.fits.inference import diagnostic_warnings
+
+    method = fit.attrs.get("inference_method", "")
+    rows = []
+    for line in diagnostic_warnings(fit):
+        text = re.sub(r"^warning:\s*", "", line)
+        meaning = next((v for k, v in _EXPLANATIONS.items() if k in text), "")
+        rows.append({"problem": text, "what it means": meaning})
+    if method != "nuts":
+        rows.append(
+            {
+                "problem": f"inference method {method!r}: no MCMC chains",
+                "what it means": "R-hat, ESS and divergences are not available; intervals "
+                "come from an approximation (MAP with Laplace, or SVI)",
+            }
+        )
+    return pd.DataFrame(rows, columns=["problem", "what it means"])
+
+
+def heldout_table(fit: xr.DataTree) -> pd.DataFrame:
+    """Agreement of predicted and observed weights: rows (cells, split), one column per
+    metric, read from the fit's root attributes (``heldout_correlation_id``, ...)."""
+    rows = []
+    for subset, label in [("heldout", "held out"), ("fitted", "fitted")]:
+        for split in [str(s) for s in fit["observed_data"]["split"].values]:
+            row = {"cells": label, "split": split}
+            for metric, title in _METRICS.items():
+                row[title] = float(fit.attrs.get(f"{subset}_{metric}_{split}", np.nan))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
+    """PSIS-LOO comparison (ELPD, best first) of two or more fits, by name."""
+    from rational_icl.fits.inference import compare
+
+    table = compare(fits)
+    return table.reset_index().rename(columns={"index": "fit"})

@@ -1,0 +1,88 @@
+"""`ricl report`: runs folders, behaviour and fit files in; index.html out; one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from rational_icl.cli.main import main
+from rational_icl.fits import simulate_runs
+
+SPEC = """\
+setting = "categorical-sequence"
+num_dims = 4
+context_length = 8
+num_tasks = [2, 8, 32, 128]
+seed = 1
+
+[training]
+max_steps = 1000
+num_checkpoints = 8
+
+[evaluation]
+num_sequences = 4
+num_loss_sequences = 32
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Simulated runs and a MAP fit of them, made with the ricl commands."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "tiny.toml").write_text(SPEC)
+    assert main(["data", str(root / "tiny.toml"), "--out", str(root / "data")]) == 0
+    runs = simulate_runs(root / "data", root / "runs", seed=2)
+    fit = root / "fit.nc"
+    command = ["fit", str(runs), "-o", str(fit), "--method", "map", "--chains", "2"]
+    assert main([*command, "--draws", "50"]) == 0
+    return runs, fit
+
+
+def test_report_from_runs_and_fit(sweep, tmp_path, capsys):
+    runs, fit = sweep
+    out = tmp_path / "report"
+    assert main(["report", str(runs), str(fit), "-o", str(out), "--title", "tiny"]) == 0
+    assert capsys.readouterr().out.strip().endswith("index.html")
+    page = (out / "index.html").read_text()
+    assert "<title>tiny</title>" in page and "held-out correlation (id)" in page
+    assert (out / "figures" / "07_log_odds.png").is_file()
+    assert (out / "tables" / "parameters.csv").is_file()
+
+
+def test_report_from_a_fit_alone_skips_the_loss_figure(sweep, tmp_path):
+    _, fit = sweep
+    assert main(["report", str(fit), "-o", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text()
+    assert "not drawn, needs the runs folder" in page
+    assert (tmp_path / "figures" / "01_weight_map.png").is_file()
+
+
+def test_report_from_runs_alone(sweep, tmp_path):
+    runs, _ = sweep
+    assert main(["report", str(runs), "-o", str(tmp_path)]) == 0
+    assert "not drawn, needs a fit" in (tmp_path / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (lambda runs, fit, tmp: [str(tmp / "missing.nc")], "does not exist"),
+        (lambda runs, fit, tmp: [str(runs), str(runs)], "at most one runs folder"),
+        (lambda runs, fit, tmp: [str(fit), str(fit)], "given twice"),
+        (lambda runs, fit, tmp: [str(tmp / "not.nc")], "cannot be read as netCDF"),
+    ],
+)
+def test_report_errors_are_one_line(sweep, tmp_path, capsys, make_args, message):
+    runs, fit = sweep
+    (tmp_path / "not.nc").write_text("plain text")
+    code = main(["report", *make_args(runs, fit, tmp_path), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err.startswith("ricl report: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "out" / "index.html").exists()
+
+
+def test_report_out_must_be_a_folder(sweep, tmp_path, capsys):
+    runs, _ = sweep
+    (tmp_path / "file").write_text("")
+    assert main(["report", str(runs), "-o", str(tmp_path / "file")]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""`ricl run`: the stages in order, skipped on a rerun, the report's path printed.
+
+Training is not exercised here (it has its own tests): the runs folder is filled with
+simulated runs of the very spec first, which `ricl run` counts as trained.
+"""
+
+from __future__ import annotations
+
+from rational_icl.cli.main import main
+from rational_icl.fits import simulate_runs
+
+SPEC = """\
+setting = "categorical-sequence"
+num_dims = 4
+context_length = 8
+num_tasks = [2, 8, 32, 128]
+seed = 1
+
+[training]
+max_steps = 1000
+num_checkpoints = 8
+
+[evaluation]
+num_sequences = 4
+num_loss_sequences = 32
+"""
+FIT = ["--method", "map", "--chains", "2", "--draws", "50"]
+
+
+def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(SPEC)
+    job = tmp_path / "job"
+    assert main(["data", str(spec), "--out", str(tmp_path / "data")]) == 0
+    simulate_runs(tmp_path / "data", job / "runs", seed=2)
+    capsys.readouterr()
+
+    assert main(["run", str(spec), "-o", str(job), *FIT]) == 0
+    out = capsys.readouterr().out
+    assert "== data: done" in out and "== train: done" in out  # simulated runs count
+    assert "== behaviour:" in out and "== ricl fit" in out and "== ricl report" in out
+    page = job / "report" / "index.html"
+    assert out.strip().splitlines()[-1] == f"report: {page}"
+    assert page.is_file() and (job / "fit.nc").is_file() and (job / "behaviour.nc").is_file()
+
+    before = (job / "fit.nc").stat().st_mtime_ns
+    assert main(["run", str(spec), "-o", str(job), *FIT]) == 0
+    out = capsys.readouterr().out
+    for stage in ("data", "train", "behaviour", "fit", "report"):
+        assert f"== {stage}: done, kept" in out
+    assert (job / "fit.nc").stat().st_mtime_ns == before
+
+
+def test_run_out_must_be_a_folder(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["run", "tiny-categorical", "-o", str(tmp_path / "file")]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_run_unknown_preset_is_a_spec_error(tmp_path, capsys):
+    assert main(["run", "no-such-preset", "-o", str(tmp_path)]) == 2
+    assert "neither a spec file nor a preset" in capsys.readouterr().err

@@ -1,0 +1,194 @@
+"""Figures: every one draws from runs and a fit, labels its axes, and the quantities they
+show (crossing steps, predicted N*, log odds) match closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.figure import Figure
+
+from rational_icl.fits import rational_weight
+from rational_icl.reports import figures
+
+PER_CELL = [
+    figures.weight_map,
+    figures.weight_over_training,
+    figures.loss_complexity,
+    figures.transition_steps,
+    figures.transience,
+]
+FIT_ONLY = [
+    figures.predicted_vs_observed,
+    figures.parameter_trace,
+    figures.parameter_rank,
+    figures.posterior_predictive_check,
+    figures.log_odds,
+    figures.parameters_by_configuration,
+]
+
+
+def _labelled(figure: Figure) -> None:
+    """Every data axes has x and y labels; every colour bar has a title."""
+    for ax in figure.axes:
+        if not ax.axison or not ax.has_data() and not ax.collections:
+            continue
+        is_colorbar = ax.get_label() == "<colorbar>"
+        if is_colorbar:
+            assert ax.get_ylabel(), "untitled colour bar"
+        else:
+            assert ax.get_xlabel(), f"axes {ax.get_title()!r} has no x label"
+    plt.close(figure)
+
+
+@pytest.mark.parametrize("draw", PER_CELL, ids=lambda f: f.__name__)
+def test_figures_from_runs_and_fit(draw, behaviour, fit):
+    for figure in (draw(behaviour, fit), draw(behaviour, None)):
+        assert isinstance(figure, Figure)
+        _labelled(figure)
+
+
+def test_id_and_ood_side_by_side(behaviour, fit):
+    figure = figures.weight_map(behaviour, fit)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert titles == [
+        "observed, id",
+        "observed, ood",
+        "predicted (posterior mean), id",
+        "predicted (posterior mean), ood",
+    ]
+    plt.close(figure)
+
+
+def test_num_tasks_axes_are_log2(behaviour):
+    figure = figures.weight_map(behaviour)
+    ax = figure.axes[0]
+    assert ax.get_yscale() == "log" and ax.yaxis.get_transform().base == 2
+    plt.close(figure)
+
+
+@pytest.mark.parametrize(
+    "draw", [f for f in FIT_ONLY if f is not figures.parameters_by_configuration]
+)
+def test_fit_figures(draw, fit):
+    figure = draw(fit)
+    assert isinstance(figure, Figure) and figure.axes
+    _labelled(figure)
+
+
+@pytest.mark.parametrize("draw", FIT_ONLY, ids=lambda f: f.__name__)
+def test_fit_figures_say_they_need_a_fit(draw):
+    with pytest.raises(figures.FigureUnavailable, match="needs a fit"):
+        draw(None)
+
+
+def test_losses_over_training_needs_runs(fit, behaviour):
+    with pytest.raises(figures.FigureUnavailable, match="runs folder"):
+        figures.losses_over_training(None)
+    _labelled(figures.losses_over_training(behaviour))
+
+
+def test_fit_alone_draws_the_observed_figures(fit):
+    _labelled(figures.weight_map(None, fit))
+    _labelled(figures.loss_complexity(None, fit))
+
+
+def test_observed_transition_step_interpolates_in_log_steps():
+    steps = [10, 100, 1000, 10000]
+    weight = xr.DataArray(
+        [[0.1, 0.3, 0.7, 0.9], [0.1, 0.2, 0.3, 0.4], [0.6, 0.8, 0.9, 1.0], [0.1, 0.5, 0.2, 0.9]],
+        dims=("num_tasks", "checkpoint"),
+        coords={"num_tasks": [2, 4, 8, 16], "checkpoint": steps},
+    )
+    step = figures.observed_transition_step(weight).values
+    assert step[0] == pytest.approx(math.sqrt(100 * 1000))  # halfway in log N
+    assert math.isnan(step[1])  # never reaches 0.5
+    assert step[2] == pytest.approx(10)  # already there at the first checkpoint
+    assert step[3] == pytest.approx(100)  # exactly 0.5 at a checkpoint
+
+
+def test_predicted_transition_step_is_where_the_weight_is_one_half(fit):
+    predicted = figures.predicted_transition_step(fit)
+    posterior, constant = fit["posterior"], fit["constant_data"]
+    draw = {"chain": 0, "draw": 3}
+    alpha, beta, gamma = (float(posterior[p].isel(draw)) for p in ("alpha", "beta", "gamma"))
+    loss = constant["strategy_loss"].transpose("num_tasks", "strategy").values
+    complexity = constant["strategy_complexity"].transpose("num_tasks", "strategy").values
+    steps = predicted.isel(draw).values
+    finite = np.isfinite(steps)
+    assert finite.sum() >= 4
+    weight = rational_weight(steps[finite], loss[finite], complexity[finite], alpha, beta, gamma)
+    np.testing.assert_allclose(weight[:, 0], 0.5, atol=1e-9)
+
+
+def test_log_odds_terms_match_the_closed_form_prior(fit):
+    terms = figures.log_odds_terms(fit)
+    posterior, complexity = fit["posterior"], fit["constant_data"]["strategy_complexity"]
+    beta = posterior["beta"]
+    k_m, k_g = complexity.sel(strategy="memorizing"), complexity.sel(strategy="generalizing")
+    expected = -math.log(2) * (k_m**beta - k_g**beta)
+    prior = terms["log_prior_odds"]
+    np.testing.assert_allclose(
+        prior.transpose("chain", "draw", "num_tasks", "checkpoint").values,
+        expected.broadcast_like(prior).transpose(*prior.dims).values,
+        rtol=1e-8,
+        atol=1e-8,
+    )
+
+
+def test_growth_exponent_recovers_a_power_law():
+    num_tasks = np.array([2, 4, 8, 16, np.nan])
+    assert figures.growth_exponent(num_tasks, 7 * num_tasks**1.7) == pytest.approx(1.7)
+    assert math.isnan(figures.growth_exponent([2, 4], [1.0, np.nan]))
+
+
+def test_intermediate_num_tasks_is_the_middle_half():
+    assert figures.intermediate_num_tasks([2, 4, 8, 16, 32, 64, 128, 256]).tolist() == [
+        8,
+        16,
+        32,
+        64,
+    ]
+    assert figures.intermediate_num_tasks([4]).tolist() == [4]
+
+
+def _pooled_fit() -> xr.DataTree:
+    """A hand-made fit with per-configuration beta and gamma over mlp_expansion_factor."""
+    rng = np.random.default_rng(0)
+    widths = [0.5, 4.0, 8.0]
+    sample = {"chain": np.arange(2), "draw": np.arange(50)}
+    posterior = xr.Dataset(
+        {
+            "alpha": (("chain", "draw"), rng.uniform(0.4, 0.6, (2, 50))),
+            "beta": (("chain", "draw", "mlp_expansion_factor"), rng.normal(0.3, 0.01, (2, 50, 3))),
+            "gamma": (("chain", "draw", "mlp_expansion_factor"), rng.normal(3, 0.1, (2, 50, 3))),
+        },
+        coords={**sample, "mlp_expansion_factor": widths},
+    )
+    return xr.DataTree.from_dict({"posterior": posterior})
+
+
+def test_parameters_by_configuration():
+    figure = figures.parameters_by_configuration(_pooled_fit())
+    axes = [ax for ax in figure.axes if ax.axison]
+    assert [ax.get_ylabel() for ax in axes] == ["beta (1)", "gamma (1)"]  # alpha shared
+    assert all(ax.get_xscale() == "log" for ax in axes)
+    _labelled(figure)
+
+
+def test_parameters_by_configuration_needs_a_pooled_fit(fit):
+    with pytest.raises(figures.FigureUnavailable, match="one set of parameters"):
+        figures.parameters_by_configuration(fit)
+
+
+def test_configurations():
+    data = xr.Dataset(coords={"num_tasks": [2, 4], "mlp_expansion_factor": [0.5, 4.0]})
+    data = data.assign(x=(("num_tasks", "mlp_expansion_factor"), np.zeros((2, 2))))
+    assert figures.configurations(data) == [
+        {"mlp_expansion_factor": 0.5},
+        {"mlp_expansion_factor": 4.0},
+    ]
+    assert figures.configurations(data.isel(mlp_expansion_factor=0)) == [{}]

@@ -1,0 +1,120 @@
+"""The HTML report: self-contained, figures as PNG files, tables as CSV, skipped figures
+named, and every embedded image loads in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from rational_icl.reports import FIGURES, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FIT_FIGURES = {
+    "03_predicted_vs_observed",
+    "04a_parameter_trace",
+    "04b_parameter_rank",
+    "05_posterior_predictive",
+    "07_log_odds",
+}
+
+
+@pytest.fixture(scope="module")
+def report(behaviour, fit, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return write_report(out, behaviour=behaviour, fits={"fit": fit}, sources=["runs", "fit.nc"])
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+
+
+def test_report_embeds_every_figure_and_writes_pngs_and_csvs(report):
+    page = report.read_text()
+    images = _images(page)
+    drawn = sorted(p.stem for p in (report.parent / "figures").glob("*.png"))
+    # all but figure 11, which needs a fit pooled over configurations
+    assert drawn == sorted(f.name for f in FIGURES if not f.name.startswith("11"))
+    assert len(images) == len(drawn)
+    assert all(image.startswith(PNG_SIGNATURE) for image in images)
+    tables = sorted(p.name for p in (report.parent / "tables").glob("*.csv"))
+    assert tables == ["diagnostics.csv", "heldout.csv", "parameters.csv"]
+    parameters = pd.read_csv(report.parent / "tables" / "parameters.csv", index_col=0)
+    assert {"alpha", "beta", "gamma"} <= set(parameters.index)
+    assert {"mean", "sd", "5%", "95%"} <= set(parameters.columns)
+
+
+def test_report_opens_offline(report):
+    page = report.read_text()
+    assert "<script" not in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert page.count("<img") == len(_images(page))
+
+
+def test_heldout_table_holds_the_fits_correlations(report, fit):
+    table = pd.read_csv(report.parent / "tables" / "heldout.csv")
+    row = table[(table["cells"] == "held out") & (table["split"] == "id")]
+    assert row["Pearson r"].item() == pytest.approx(fit.attrs["heldout_correlation_id"])
+
+
+def test_runs_only_report_names_the_figures_it_skips(behaviour, tmp_path):
+    page = write_report(tmp_path, behaviour=behaviour).read_text()
+    drawn = {p.stem for p in (tmp_path / "figures").glob("*.png")}
+    assert not drawn & FIT_FIGURES
+    assert {"01_weight_map", "06_loss_complexity", "10_losses_over_training"} <= drawn
+    assert page.count("not drawn, needs a fit") == len(FIT_FIGURES) + 1  # and figure 11
+    assert not (tmp_path / "tables").exists()
+
+
+def test_two_fits_add_a_loo_comparison(behaviour, fit, tmp_path):
+    page = write_report(tmp_path, behaviour=behaviour, fits={"first": fit, "second": fit})
+    assert "LOO comparison" in page.read_text()
+    table = pd.read_csv(tmp_path / "tables" / "comparison.csv")
+    assert set(table["fit"]) == {"first", "second"}
+    assert table["elpd"].iloc[0] == pytest.approx(table["elpd"].iloc[1])
+
+
+# ---------------------------------------------------------------------------- Chromium
+
+_CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Appended to a copy of the page: after load, counts images that decoded with a size.
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const loaded = images.filter((im) => im.complete && im.naturalWidth > 0).length;
+  document.body.setAttribute("data-probe", loaded + "/" + images.length);
+});
+</script>"""
+
+
+@pytest.mark.skipif(
+    _CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"
+)
+def test_every_image_loads_in_headless_chromium(report, tmp_path):
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", _PROBE + "</body>"))
+    command = [
+        _CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.search(r'data-probe="(\d+)/(\d+)"', result.stdout)
+    assert found, f"the probe did not run; stderr: {result.stderr[-2000:]}"
+    loaded, total = int(found.group(1)), int(found.group(2))
+    assert total == len(_images(report.read_text())) > 0
+    assert loaded == total
