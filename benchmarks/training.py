@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
+from math import nan
 
 import torch
 
@@ -66,24 +66,30 @@ def _spec(table: dict, num_tasks=(16,), **training):
     return spec_from_dict(table).expand()[0]
 
 
-def _seconds_per_call(fn, steps: int, repeats: int) -> float:
-    """Median over repeats of the mean time per call, after one warm-up round."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
+def _seconds_per_call(*functions, steps: int, repeats: int) -> list[float]:
+    """Seconds per call of each function: the best of ``repeats`` rounds of ``steps`` calls.
+
+    Rounds of the functions alternate, so a burst of load from other processes hits all of
+    them alike; the best round is the least disturbed one.
+    """
+    for fn in functions:
+        for _ in range(2):  # warm-up: allocation, kernel selection
             fn()
-        times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times)
+    best = [float("inf")] * len(functions)
+    for _ in range(repeats):
+        for i, fn in enumerate(functions):
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / steps)
+    return best
 
 
 def matmul_peak(repeats: int) -> float:
     """Measured float32 matmul GFLOP/s of this machine (2048 x 2048 products)."""
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
-    seconds = _seconds_per_call(lambda: a @ b, 5, repeats)
+    (seconds,) = _seconds_per_call(lambda: a @ b, steps=5, repeats=repeats)
     return 2 * n**3 / seconds / 1e9
 
 
@@ -172,11 +178,13 @@ def table_vs_gptneox(steps, repeats, peak):
     for name, table in rows:
         spec = _spec(table)
         trainer = EnsembleTrainer(spec)
-        ours = _seconds_per_call(trainer.train_step, steps, repeats)
+        functions = [trainer.train_step]
         try:
-            theirs = _seconds_per_call(gptneox_step_function(spec), steps, repeats)
-        except ImportError:
-            theirs = float("nan")  # transformers not installed: pip install .[bench]
+            functions.append(gptneox_step_function(spec))
+        except ImportError:  # transformers not installed: pip install .[bench]
+            pass
+        times = _seconds_per_call(*functions, steps=steps, repeats=repeats)
+        ours, theirs = times[0], times[1] if len(times) > 1 else nan
         flops = count_flops(trainer.model.config, spec.training.batch_size)
         print(
             f"{name:<22}{ours * 1e3:>10.1f}{theirs * 1e3:>12.1f}{theirs / ours:>9.1f}x"
@@ -197,8 +205,12 @@ def table_ensemble(steps, repeats, peak):
         spec = _spec(table, EIGHT_D)
         ensemble = EnsembleTrainer(spec)
         singles = [EnsembleTrainer(spec, [d]) for d in EIGHT_D]
-        together = _seconds_per_call(ensemble.train_step, steps, repeats)
-        apart = _seconds_per_call(lambda s=singles: [m.train_step() for m in s], steps, repeats)
+        together, apart = _seconds_per_call(
+            ensemble.train_step,
+            lambda s=singles: [m.train_step() for m in s],
+            steps=steps,
+            repeats=repeats,
+        )
         flops = count_flops(ensemble.model.config, spec.training.batch_size)
         print(
             f"{name:<22}{8 / together:>10.1f}{8 / apart:>11.1f}{apart / together:>7.1f}x"
@@ -218,8 +230,9 @@ def table_bf16(steps, repeats):
     ]:
         full = EnsembleTrainer(_spec(table, EIGHT_D))
         half = EnsembleTrainer(_spec(table, EIGHT_D, precision="bf16"))
-        fp32 = _seconds_per_call(full.train_step, steps, repeats)
-        bf16 = _seconds_per_call(half.train_step, steps, repeats)
+        fp32, bf16 = _seconds_per_call(
+            full.train_step, half.train_step, steps=steps, repeats=repeats
+        )
         for _ in range(100):
             full.train_step()
         half.model.load_state_dict(full.model.state_dict())
@@ -235,8 +248,11 @@ def table_bf16(steps, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="steps per timing round")
-    parser.add_argument("--repeats", type=int, default=3, help="timing rounds (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timing rounds (best of)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load = os.getloadavg()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

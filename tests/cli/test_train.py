@@ -81,3 +81,8 @@ def test_a_corrupt_checkpoint_is_one_line_and_kept(spec_file, tmp_path, capsys):
 def test_an_unknown_device_is_one_line(spec_file, tmp_path, capsys):
     assert main(["train", str(spec_file), "--out", str(tmp_path), "--device", "tpu9"]) == 1
     assert "--device 'tpu9'" in _one_error_line(capsys)
+
+
+def test_a_bad_thread_count_is_one_line(spec_file, tmp_path, capsys):
+    assert main(["train", str(spec_file), "--out", str(tmp_path), "--threads", "0"]) == 1
+    assert "--threads 0" in _one_error_line(capsys)

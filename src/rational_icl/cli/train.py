@@ -26,6 +26,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--force", action="store_true", help="retrain and overwrite finished or partial runs"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's choice, all cores); use 1 when other "
+        "jobs share the cores: small models gain nothing from more, and waiting threads of an "
+        "oversubscribed machine can slow a step 100-fold",
+    )
     parser.set_defaults(func=run)
 
 
@@ -36,6 +44,10 @@ def run(args) -> int:
 
     specs = load_specs(args.spec)
     device = _device(args.device, torch)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise RiclError(f"--threads {args.threads}: allowed: integers >= 1")
+        torch.set_num_threads(args.threads)
     _check_out_folder(args.out)
     for spec in specs:
         for r in spec.runs():
