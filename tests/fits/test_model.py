@@ -109,6 +109,14 @@ def test_sites_and_shapes_when_simulating():
     np.testing.assert_allclose(trace["weight_memorizing"]["value"], jax.nn.sigmoid(odds))
 
 
+def test_simulating_takes_the_number_of_splits_from_the_fit_mask():
+    # Classification has three splits (id, ood, iwl); a prior draw over its grid must too.
+    fit_mask = np.ones((1, 3, 4, 3), dtype=bool)
+    trace = _trace(rational.relative_distance_model, **_small_kwargs(), fit_mask=fit_mask)
+    assert trace["relative_distance"]["value"].shape == (1, 3, 4, 3)
+    assert trace["sigma"]["value"].shape == (3,)
+
+
 @pytest.mark.parametrize("pooling", ["none", "partial"])
 def test_pooling_gives_one_parameter_per_configuration(pooling):
     kwargs = _small_kwargs(pooling=pooling)

@@ -42,14 +42,9 @@ def test_outputs_are_stripped(name):
     assert all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
-# fits.inference.fit fails on classification's three splits (id, ood, iwl): "incompatible
-# shapes for broadcasting (1, 4, 8, 3), (1, 4, 8, 2)"; the notebook runs once that is fixed.
-_FIT_BUG = pytest.mark.xfail(reason="fits.inference cannot fit 3 splits yet", strict=False)
-
-
 @pytest.mark.parametrize(
     "name",
-    ["categorical", "regression", pytest.param("classification", marks=_FIT_BUG)],
+    ["categorical", "regression", "classification"],
 )
 def test_notebook_runs(name, tmp_path):
     header, gamma = SETTINGS[name]

@@ -239,7 +239,7 @@ def relative_distance_model(
     relative_distance : array (C, D, N, S) or None
         Observed weights; None simulates them.
     num_splits : int
-        S, used when simulating.
+        S, used when simulating without a ``fit_mask`` (which gives S otherwise).
     fit_mask : bool array (C, D, N, S) or None
         Cells that enter the likelihood (the rest are held out); None fits every cell.
     context_loss : array (Q, C, D, S, P) or None
@@ -258,6 +258,8 @@ def relative_distance_model(
     )
     if relative_distance is not None:
         num_splits = relative_distance.shape[-1]
+    elif fit_mask is not None:  # simulating the cells of a real grid (e.g. a prior draw)
+        num_splits = fit_mask.shape[-1]
     if context_loss is None:
         weight_memorizing = jax.nn.softmax(log_post, axis=0)[0]  # (C, D, N)
         expected = jnp.broadcast_to(
