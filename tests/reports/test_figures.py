@@ -192,3 +192,13 @@ def test_configurations():
         {"mlp_expansion_factor": 4.0},
     ]
     assert figures.configurations(data.isel(mlp_expansion_factor=0)) == [{}]
+
+
+def test_transition_steps_draws_when_no_num_tasks_crosses(behaviour, tmp_path):
+    # A split that never memorizes has no transition step: the axes must still draw.
+    never = behaviour.copy()
+    never["relative_distance"] = never["relative_distance"] * 0.0
+    figure = figures.transition_steps(never)
+    figure.savefig(tmp_path / "never.png")
+    for ax in figure.axes:
+        assert ax.get_xlim()[0] > 0 and ax.get_ylim()[0] > 0

@@ -497,12 +497,14 @@ def transition_steps(
             slope = growth_exponent(num_tasks, median.values)
             ax.plot(num_tasks, median, color="tab:purple", label=f"predicted (slope {slope:.2f})")
             ax.fill_between(num_tasks, low, high, color="tab:purple", alpha=0.2, lw=0)
+        last_step = float(observed["checkpoint"].values[-1])
         ax.axhline(first_step, color="gray", lw=0.6, ls=":", label="first checkpoint")
-        ax.axhline(
-            float(observed["checkpoint"].values[-1]), color="gray", lw=0.6, ls="--", label="last"
-        )
+        ax.axhline(last_step, color="gray", lw=0.6, ls="--", label="last")
         _log2_axis(ax)
         ax.set_yscale("log")
+        # Fixed limits: a split where no num_tasks crosses 0.5 has no points to autoscale on.
+        ax.set_xlim(num_tasks.min() / 1.5, num_tasks.max() * 1.5)
+        ax.set_ylim(first_step / 2, last_step * 2)
         ax.set_xlabel(_TASKS_LABEL)
         ax.set_ylabel("transition step N* (training steps, log scale)")
         ax.set_title(f"{split}: where the weight on memorizing crosses 0.5")
