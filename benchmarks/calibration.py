@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import jax
@@ -124,6 +125,9 @@ def main() -> None:
             for level in (50, 90):
                 low, high = np.quantile(draws, [0.5 - level / 200, 0.5 + level / 200])
                 covered[name, level].append(low <= truth <= high)
+        if (replication + 1) % 10 == 0:
+            elapsed = time.perf_counter() - start_time
+            print(f"{replication + 1} replications, {elapsed:.0f} s", file=sys.stderr)
     seconds = time.perf_counter() - start_time
 
     kept = min(KEPT_DRAWS, len(range(0, args.draws, thin)))
