@@ -58,6 +58,21 @@ def test_grid_expansion_and_runs():
     assert len(spec.runs()) == 27 * 11
     assert spec.runs()[0].name == "categorical-sequence_K8_T128_D4_mlp0.5_seed1"
     assert {s.num_tasks for s in grid} == {tuple(2**i for i in range(2, 13))}
+    regression = load_specs("paper-regression")[0].runs()[0]
+    assert regression.name == "linear-regression_K8_T16_D4_mlp0.5_L8_seed1"
+
+
+def test_a_grid_over_any_model_field_gives_distinct_run_names():
+    spec = spec_from_dict(
+        {
+            "setting": "classification",
+            "num_tasks": [4],
+            "model": {"hidden_size": [32, 64], "num_heads": [1, 2], "num_layers": [1, 2]},
+        }
+    )
+    names = [run.name for run in spec.runs()]
+    assert len(names) == len(set(names)) == 8
+    assert "classification_K8_T64_D4_mlp4_L2_H32_nh2_seed1" in names
 
 
 def test_presets_load_and_tiny_bundles_three_settings():

@@ -112,7 +112,7 @@ def test_local_cluster_gives_the_serial_files_and_a_lazy_sweep(spec_file, serial
     sweep = open_sweep(out)
     assert dict(sweep.sizes) | {"num_tasks": 2, "mlp_expansion_factor": 2} == dict(sweep.sizes)
     assert sweep["transformer_prediction"].chunks is not None  # dask-backed, not loaded
-    with xr.open_dataset(serial / "categorical-sequence_K4_T8_D8_mlp2_seed1.nc") as one:
+    with xr.open_dataset(serial / "categorical-sequence_K4_T8_D8_mlp2_H16_learned_seed1.nc") as one:
         got = sweep["transformer_prediction"].sel(num_tasks=8, mlp_expansion_factor=2.0)
         np.testing.assert_array_equal(got.values, one["transformer_prediction"].values)
 
@@ -291,8 +291,10 @@ def test_a_lock_left_by_a_dead_process_on_this_host_is_taken_over(tmp_path):
 
 
 def test_grids_whose_runs_share_a_file_name_are_refused(spec_file):
-    text = SPEC.replace("hidden_size = 16", "hidden_size = [16, 32]")
-    path = spec_file.parent / "clash.toml"
-    path.write_text(text)
+    specs = load_specs(spec_file)
     with pytest.raises(RiclError, match=r"two work units would write the same run file"):
-        work_units(load_specs(path))
+        work_units(specs + specs)
+    # Run names encode every model field that differs from the defaults: no clash here.
+    path = spec_file.parent / "hidden.toml"
+    path.write_text(SPEC.replace("hidden_size = 16", "hidden_size = [16, 32]"))
+    assert len(work_units(load_specs(path))) == 4

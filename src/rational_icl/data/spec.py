@@ -100,10 +100,22 @@ class Run:
 
     @property
     def name(self) -> str:
-        s = self.spec
+        """File stem, e.g. ``categorical-sequence_K8_T64_D16_mlp4_seed1``.
+
+        Model fields other than the MLP factor appear only where they differ from the
+        defaults (``L`` layers, ``H`` hidden size, ``nh`` heads, ``learned`` positions), so a
+        grid over any model field never gives two runs the same file.
+        """
+        s, m, default = self.spec, self.spec.model, ModelConfig()
+        extras = [
+            f"_L{m.num_layers}" if m.num_layers != default.num_layers else "",
+            f"_H{m.hidden_size}" if m.hidden_size != default.hidden_size else "",
+            f"_nh{m.num_heads}" if m.num_heads != default.num_heads else "",
+            f"_{m.position_encoding}" if m.position_encoding != default.position_encoding else "",
+        ]
         return (
             f"{s.setting}_K{s.num_dims}_T{s.context_length}_D{self.num_tasks}"
-            f"_mlp{s.model.mlp_expansion_factor:g}_seed{s.seed}"
+            f"_mlp{m.mlp_expansion_factor:g}{''.join(extras)}_seed{s.seed}"
         )
 
 
