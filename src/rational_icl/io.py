@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import xarray as xr
 
 from rational_icl.errors import RiclError
+
+# HDF5 (under netCDF-4) is not thread-safe: threads of one process (e.g. a threaded Dask
+# worker pool) must not read or write netCDF files at the same time.
+NETCDF_LOCK = threading.RLock()
 
 
 @contextmanager
@@ -43,6 +48,12 @@ def _umask() -> int:
 
 def write_netcdf(dataset: xr.Dataset, path: str | Path) -> Path:
     """Write a dataset to netCDF-4 atomically (temporary file, then rename)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, NETCDF_LOCK:
         dataset.to_netcdf(tmp)
     return Path(path)
+
+
+def load_netcdf(path: str | Path) -> xr.Dataset:
+    """Read a whole netCDF file into memory (and close it), safely across threads."""
+    with NETCDF_LOCK:
+        return xr.load_dataset(path)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from rational_icl.data import ExperimentSpec, Run
 from rational_icl.errors import RiclError
-from rational_icl.io import write_netcdf
+from rational_icl.io import load_netcdf, write_netcdf
 from rational_icl.training.checkpoint import load_state, save_state, state_path
 from rational_icl.training.ensemble import EnsembleTrainer
 from rational_icl.training.evaluation import evaluate, evaluation_inputs
@@ -272,7 +272,7 @@ def _strategy_part(ds: xr.Dataset) -> xr.Dataset:
 
 def _open(path: Path) -> xr.Dataset:
     try:
-        return xr.open_dataset(path)
+        return load_netcdf(path)
     except (OSError, ValueError) as err:
         raise RiclError(
             f"predictions file {str(path)!r} is unreadable ({type(err).__name__}); move it "
