@@ -24,6 +24,9 @@ import xarray as xr
 from rational_icl.errors import RiclError
 from rational_icl.io import write_netcdf
 
+# The simulator records the very checkpoints training would (torch-free module).
+from rational_icl.training.schedule import checkpoint_steps as checkpoint_schedule
+
 # Defaults for a realistic grid (K in bits, K_M ~ 64·D·K bits, K_G ~ 10^3 bits; L_G − L_M
 # from ~0.15 nats at D = 2 down to ~0.004 at D = 1024, categorical K = 8): the complexity
 # penalty ln2·(K_M^beta − K_G^beta) grows from ~1.5 nats (D = 2) to ~30 (D = 1024), and the
@@ -38,7 +41,6 @@ DEFAULT_GAMMA = 3.0
 # Noise: standard deviation of the logit perturbation (probabilities) or of y (regression).
 DEFAULT_NOISE = 0.1
 DEFAULT_STRATEGIES = ("memorizing", "generalizing")
-_FIRST_CHECKPOINT = 20
 _LOG_FLOOR = 1e-12
 
 
@@ -77,15 +79,6 @@ def rational_weight(num_steps, loss, complexity, alpha, beta, gamma) -> np.ndarr
     logits = logits - logits.max(axis=-1, keepdims=True)
     weights = np.exp(logits)
     return weights / weights.sum(axis=-1, keepdims=True)
-
-
-def checkpoint_schedule(max_steps: int, num_checkpoints: int) -> np.ndarray:
-    """Square-root-spaced training steps from 20 to ``max_steps`` (unique, increasing)."""
-    first = min(_FIRST_CHECKPOINT, max_steps)
-    roots = np.linspace(np.sqrt(first), np.sqrt(max_steps), num_checkpoints)
-    steps = np.round(roots**2).astype(np.int64)
-    steps[-1] = max_steps  # as training's schedule: the last step is always recorded
-    return np.unique(steps)
 
 
 def simulate_runs(
