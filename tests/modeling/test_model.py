@@ -56,6 +56,13 @@ def test_output_shapes_and_loss_per_member(setting):
     config = model.config
     assert output.shape == (3, 3, config.num_predictions, config.num_outcomes)
     assert loss.shape == (3,)
+    # reference per member, in float64: mean negative log probability of the target, or MSE
+    if setting == "linear-regression":
+        reference = (output[..., 0] - targets).square().flatten(1).mean(1)
+    else:
+        log_p = output.log_softmax(-1).gather(-1, targets[..., None])
+        reference = -log_p.flatten(1).mean(1)
+    torch.testing.assert_close(loss, reference, rtol=1e-12, atol=1e-12)
     probabilities = model.predict(batch)
     if setting != "linear-regression":
         torch.testing.assert_close(probabilities.sum(-1), torch.ones(3, 3, config.num_predictions))
@@ -152,6 +159,18 @@ def test_rotary_scores_depend_only_on_the_relative_offset():
     torch.testing.assert_close(scores[5, 2], scores[9, 6], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(scores[3, 3], q @ k, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(q_rot.norm(dim=-1), q.norm().expand(12), rtol=1e-5, atol=1e-5)
+
+
+def test_rotary_is_a_complex_rotation_of_each_pair_of_dimensions():
+    rotary = Rotary(head_size=6, max_length=5, base=100.0)
+    x = torch.randn(2, 1, 5, 6, generator=torch.Generator().manual_seed(1))
+    # float64 reference: pair (2i, 2i + 1) is the complex number x_2i + i x_2i+1, times
+    # exp(i * position * 100^(-2i/6))
+    position = torch.arange(5, dtype=torch.float64)[:, None]
+    angle = position * 100.0 ** (-torch.arange(0, 6, 2, dtype=torch.float64) / 6)  # (5, 3)
+    pairs = torch.view_as_complex(x.double().reshape(2, 1, 5, 3, 2).contiguous())
+    reference = torch.view_as_real(pairs * torch.polar(torch.ones_like(angle), angle))
+    torch.testing.assert_close(rotary(x).double(), reference.flatten(-2), rtol=1e-6, atol=1e-6)
 
 
 def test_initialisation_is_seeded_per_member():

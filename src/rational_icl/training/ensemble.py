@@ -44,7 +44,10 @@ class EnsembleTrainer:
         self.model = EnsembleTransformer(config, seeds).to(self.device)
         training = spec.training
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
+            self.model.parameters(),
+            lr=training.learning_rate,
+            weight_decay=training.weight_decay,
+            foreach=True,  # one op per update stage over all tensors; the CPU default loops
         )
         self.step = 0
 
@@ -127,9 +130,9 @@ def clip_grad_norm_per_member(parameters, max_norm: float) -> torch.Tensor:
     that a member's norm does not depend on how many members share the tensor).
     """
     grads = [p.grad for p in parameters if p.grad is not None]
-    squared = torch.stack([g.flatten(1).double().square().sum(1) for g in grads]).sum(0)  # (E,)
-    norm = squared.sqrt()
+    norms = [torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=torch.float64) for g in grads]
+    norm = torch.stack(norms).square().sum(0).sqrt()  # (E,)
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)  # as torch.nn.utils.clip_grad_norm_
     for g in grads:
-        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+        g.mul_(scale.to(g.dtype).view(-1, *([1] * (g.dim() - 1))))
     return norm
