@@ -6,22 +6,7 @@ import pytest
 
 from rational_icl.cli.main import main
 from rational_icl.fits import simulate_runs
-
-SPEC = """\
-setting = "categorical-sequence"
-num_dims = 4
-context_length = 8
-num_tasks = [2, 8, 32, 128]
-seed = 1
-
-[training]
-max_steps = 1000
-num_checkpoints = 8
-
-[evaluation]
-num_sequences = 4
-num_loss_sequences = 32
-"""
+from tests.specs import SMALL_CATEGORICAL as SPEC
 
 
 @pytest.fixture(scope="module")

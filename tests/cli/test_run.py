@@ -8,22 +8,8 @@ from __future__ import annotations
 
 from rational_icl.cli.main import main
 from rational_icl.fits import simulate_runs
+from tests.specs import SMALL_CATEGORICAL as SPEC
 
-SPEC = """\
-setting = "categorical-sequence"
-num_dims = 4
-context_length = 8
-num_tasks = [2, 8, 32, 128]
-seed = 1
-
-[training]
-max_steps = 1000
-num_checkpoints = 8
-
-[evaluation]
-num_sequences = 4
-num_loss_sequences = 32
-"""
 FIT = ["--method", "map", "--chains", "2", "--draws", "50"]
 
 

@@ -11,6 +11,7 @@ from nbclient import NotebookClient
 
 from rational_icl.cli.main import main
 from rational_icl.fits import simulate_runs
+from tests.specs import SMALL_SWEEP
 
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 # Small specs per setting, and a gamma that puts the switch to memorizing inside training.
@@ -19,16 +20,6 @@ SETTINGS = {
     "regression": ('setting = "linear-regression"\nnum_dims = 2\ncontext_length = 8\n', 0.03),
     "classification": ('setting = "classification"\nnum_dims = 4\ncontext_length = 8\n', 3.0),
 }
-COMMON = """\
-num_tasks = [2, 8, 32, 128]
-seed = 1
-[training]
-max_steps = 1000
-num_checkpoints = 8
-[evaluation]
-num_sequences = 4
-num_loss_sequences = 32
-"""
 
 
 def test_every_setting_has_a_notebook():
@@ -49,7 +40,7 @@ def test_outputs_are_stripped(name):
 def test_notebook_runs(name, tmp_path):
     header, gamma = SETTINGS[name]
     spec = tmp_path / "small.toml"
-    spec.write_text(header + COMMON)
+    spec.write_text(header + SMALL_SWEEP)
     assert main(["data", str(spec), "--out", str(tmp_path / "data")]) == 0
     runs = simulate_runs(tmp_path / "data", tmp_path / "runs", gamma=gamma, seed=1)
 
