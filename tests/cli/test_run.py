@@ -43,6 +43,12 @@ def test_run_out_must_be_a_folder(tmp_path, capsys):
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_run_threads_must_be_positive(tmp_path, capsys):
+    assert main(["run", "tiny-categorical", "-o", str(tmp_path), "--threads", "0"]) == 1
+    assert "--threads 0: allowed: integers >= 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_run_unknown_preset_is_a_spec_error(tmp_path, capsys):
     assert main(["run", "no-such-preset", "-o", str(tmp_path)]) == 2
     assert "neither a spec file nor a preset" in capsys.readouterr().err

@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default=None, help="torch device for training")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for training (see ricl train)"
+    )
     parser.add_argument("--method", choices=("nuts", "map", "svi"), default="nuts")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
@@ -55,6 +58,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise RiclError(f"-o {str(args.out)!r} is a file, not a folder")
+    if args.threads is not None and args.threads < 1:
+        raise RiclError(f"--threads {args.threads}: allowed: integers >= 1")
     specs = load_specs(args.spec)
     pages = []
     for spec in specs:
@@ -74,7 +79,9 @@ def run_spec(spec, folder: Path, args) -> Path:
     if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
         spec_file.write_text(spec.to_toml())  # the commands below read the spec from here
     force = ["--force"] if args.force else []
-    device = ["--device", args.device] if args.device else []
+    train_options = ["--device", args.device] if args.device else []
+    if args.threads is not None:
+        train_options += ["--threads", str(args.threads)]
     run_files = [runs_dir / f"{r.name}.nc" for r in spec.runs()]
 
     if args.force or not all(p.exists() for p in run_files):
@@ -82,7 +89,7 @@ def run_spec(spec, folder: Path, args) -> Path:
     else:
         _skip("data", runs_dir)
     if args.force or not _trained(spec, runs_dir):
-        _command(["train", str(spec_file), "--out", str(runs_dir), *device, *force])
+        _command(["train", str(spec_file), "--out", str(runs_dir), *train_options, *force])
     else:
         _skip("train", runs_dir)
     if args.force or not _newer(behaviour_file, run_files):
