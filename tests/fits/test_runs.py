@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -26,10 +29,12 @@ def _write(folder, ds, name):
 
 @pytest.fixture
 def two_runs(tmp_path, make_run):
-    """A valid folder of two runs (D = 2 and 8), plus a non-run file that must be ignored."""
+    """A valid folder of two runs (D = 2 and 8), plus non-run files that must be ignored."""
     for d in (8, 2):
         _write(tmp_path / "sweep", _random_run(make_run, d), f"run_D{d}.nc")
     _write(tmp_path / "sweep" / "fits", xr.Dataset({"alpha": ("draw", [0.5])}), "fit.nc")
+    other = xr.Dataset({"x": ("t", [1.0, 2.0])})
+    other.to_netcdf(tmp_path / "sweep" / "classic.nc", format="NETCDF3_CLASSIC")  # not HDF5
     return tmp_path / "sweep"
 
 
@@ -54,6 +59,25 @@ def test_open_runs_combines_along_num_tasks_lazily(two_runs, make_run):
     assert "num_tasks" not in runs.attrs
     expected = _random_run(make_run, 2)["transformer_prediction"].values
     np.testing.assert_array_equal(runs["transformer_prediction"].sel(num_tasks=2).values, expected)
+
+
+def test_a_folder_can_be_opened_again_while_an_earlier_opening_is_alive(two_runs):
+    # netCDF4-python segfaulted here (open, compute, drop a second opening, open again: a
+    # known libnetcdf bug with two handles on one file); in a subprocess so a crash fails
+    # this test rather than killing the test session
+    code = f"""
+from rational_icl.fits import load_behaviour, open_runs
+folder = {str(two_runs)!r}
+kept = open_runs(folder)
+for _ in range(3):
+    load_behaviour(folder)
+    open_runs(folder).transformer_loss.compute()
+    kept = [kept, open_runs(folder)]
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
 
 
 def test_open_runs_config_grid_pads_and_fills_missing_cells(tmp_path, make_run):

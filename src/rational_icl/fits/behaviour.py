@@ -41,7 +41,10 @@ _NEWTON_TOLERANCE = 1e-10
 
 def load_behaviour(folder: str | Path) -> xr.Dataset:
     """``behaviour(open_runs(folder))``, computed (loaded into memory; it is small)."""
-    return behaviour(open_runs(folder)).compute()
+    # close the files here: a close left to the garbage collector can land inside a later
+    # netCDF open and crash HDF5
+    with open_runs(folder) as runs:
+        return behaviour(runs).compute()
 
 
 def behaviour(runs: xr.Dataset) -> xr.Dataset:

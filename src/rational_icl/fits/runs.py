@@ -109,7 +109,13 @@ def config_dims(runs: xr.Dataset) -> tuple[str, ...]:
 def _open(path: Path) -> xr.Dataset | None:
     """The file as a lazy dataset, or None when it is not a run file."""
     try:
-        ds = xr.open_dataset(path, chunks={})
+        # h5netcdf first: libnetcdf crashes when a file is opened again while an earlier
+        # lazy opening of it is alive (e.g. load_behaviour then open_runs)
+        ds = xr.open_dataset(path, chunks={}, engine="h5netcdf")
+    except (OSError, ValueError):  # not HDF5 (netCDF3, say): whichever engine reads it
+        ds = None
+    try:
+        ds = xr.open_dataset(path, chunks={}) if ds is None else ds
     except (OSError, ValueError, RuntimeError) as err:
         raise RiclError(f"file {str(path)!r} cannot be read as netCDF: {err}") from None
     if "strategy_prediction" not in ds:
