@@ -270,14 +270,17 @@ def test_simulated_runs_recover_roughly(synthetic_runs):
         assert float(tree.point_estimate[name]) == pytest.approx(truth, rel=0.1)
 
 
+def _outputs_map(measured, runs, **settings):
+    settings = inference.FitSettings(
+        observation="outputs", method="map", chains=1, draws=20, **settings
+    )
+    return inference.fit(measured, settings, runs=runs)
+
+
 def test_outputs_and_context_dependent_models_fit(synthetic_runs):
     runs = open_runs(synthetic_runs.folder)
     measured = load_behaviour(synthetic_runs.folder)
-    outputs = inference.fit(
-        measured,
-        inference.FitSettings(observation="outputs", method="map", chains=1, draws=20),
-        runs=runs,
-    )
+    outputs = _outputs_map(measured, runs)
     assert "concentration" in outputs.posterior
     assert "log_likelihood" not in outputs.children
     for name in PARAMETERS:
@@ -303,3 +306,21 @@ def test_early_checkpoints_can_be_left_out_of_the_fit(synthetic_runs):
     np.testing.assert_array_equal(constant.dropped.values, expected.values)
     assert not (constant.fit_mask & constant.dropped).any()
     assert tree.log_likelihood.sizes["fitted_cell"] == int(constant.fit_mask.sum())
+
+
+def test_outputs_quadrature_nodes_find_the_exact_optimum(synthetic_runs):
+    runs = open_runs(synthetic_runs.folder)
+    measured = load_behaviour(synthetic_runs.folder)
+    exact = _outputs_map(measured, runs, outputs_bin_width=None)  # every prediction a node
+    nodes = _outputs_map(measured, runs)
+    for name in (*PARAMETERS, "concentration"):  # within a tenth of a posterior sd
+        shift = float(nodes.point_estimate[name] - exact.point_estimate[name])
+        sd = float(exact.posterior[name].std())
+        assert abs(shift) < 0.1 * sd
+
+
+def test_summary_prints_90_percent_intervals(map_fit):
+    table = inference.summary(map_fit)
+    assert {"eti90_lb", "eti90_ub"} <= set(table.columns)
+    low = float(map_fit.posterior.alpha.quantile(0.05))
+    assert float(table.loc["alpha", "eti90_lb"]) == pytest.approx(low, abs=2e-3)

@@ -60,6 +60,7 @@ class FitSettings:
     held_out_fraction: float = 0.8
     drop_early: bool = False
     svi_steps: int = 5000
+    outputs_bin_width: float | None = 0.25  # Dirichlet normaliser nodes (dirichlet_statistics)
     progress_bar: bool = False
     priors: rational.Priors = rational.Priors()
 
@@ -91,6 +92,10 @@ class FitSettings:
                 raise RiclError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.warmup < 0:
             raise RiclError(f"warmup must be at least 0; got {self.warmup}")
+        if self.outputs_bin_width is not None and not self.outputs_bin_width > 0:
+            raise RiclError(
+                f"outputs_bin_width must be positive or None; got {self.outputs_bin_width}"
+            )
         if not 0.0 < self.held_out_fraction <= 1.0:
             raise RiclError(f"held_out_fraction must be in (0, 1]; got {self.held_out_fraction}")
 
@@ -277,15 +282,21 @@ def _outputs_inputs(runs, strategies, cell_dims, config_dims, flat, settings):
     strategy = strategy.transpose("strategy", *cell_dims, *order)
     transformer = runs.transformer_prediction.transpose(*cell_dims, "checkpoint", *order)
     kind = "regression" if runs.attrs.get("setting") == "linear-regression" else "probabilities"
-    inputs = dict(
-        strategy_prediction=jnp.asarray(flat(strategy.values, 1), dtype=jnp.float32),
-        transformer_prediction=jnp.asarray(flat(transformer.values), dtype=jnp.float32),
-        outcome_kind=kind,
-    )
-    if settings.context_dependent:
+    strategy_values = flat(strategy.values, 1)
+    transformer_values = flat(transformer.values)
+    inputs = dict(outcome_kind=kind)
+    if settings.context_dependent:  # weights per sequence and position: every prediction
         losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)
         inputs["context_loss"] = jnp.asarray(flat(losses.values, 1))
         inputs["context_size"] = jnp.asarray(size)
+        inputs["strategy_prediction"] = jnp.asarray(strategy_values, dtype=jnp.float32)
+        inputs["transformer_prediction"] = jnp.asarray(transformer_values, dtype=jnp.float32)
+    elif kind == "probabilities":  # per-cell sums, computed once (see outputs_model)
+        inputs["statistics"] = rational.dirichlet_statistics(
+            strategy_values, transformer_values, bin_width=settings.outputs_bin_width
+        )
+    else:
+        inputs["statistics"] = rational.normal_statistics(strategy_values, transformer_values)
     return inputs
 
 
@@ -354,13 +365,19 @@ def _relative_distance_map(behaviour, settings: FitSettings) -> dict:
     return {k: v for k, v in values.items() if k != "sigma"}
 
 
+def _is_data(value) -> bool:
+    """An array, or a pytree of arrays such as the outputs model's statistics."""
+    leaves = jax.tree.leaves(value)
+    return bool(leaves) and all(isinstance(leaf, jax.Array) for leaf in leaves)
+
+
 class _Problem:
     """A model with its data: latent sites, their transforms and the log joint density."""
 
     def __init__(self, model, kwargs, observed_key):
         # Arrays go into compiled functions as arguments (not as constants XLA would fold);
         # strings and settings are bound to the model.
-        self.data = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
+        self.data = {k: v for k, v in kwargs.items() if _is_data(v)}
         self.model = functools.partial(
             model, **{k: v for k, v in kwargs.items() if k not in self.data}
         )
@@ -498,7 +515,8 @@ def _nuts(problem: _Problem, start, key, settings: FitSettings):
 def _map_laplace(problem: _Problem, start, key, settings: FitSettings):
     """MAP, then draws from the Laplace approximation on the unconstrained scale."""
     optimum, result = problem.map_estimate(start)
-    eigenvalues, eigenvectors = np.linalg.eigh(problem.hessian(optimum))
+    hessian = problem.hessian(optimum)
+    eigenvalues, eigenvectors = np.linalg.eigh(hessian)
     # a flat or non-convex direction gets unit variance rather than an infinite one
     scale = np.where(eigenvalues > 1e-8, 1.0 / np.sqrt(np.abs(eigenvalues)), 1.0)
     rng = np.random.default_rng([settings.seed, 1])
@@ -512,13 +530,31 @@ def _map_laplace(problem: _Problem, start, key, settings: FitSettings):
     }
     stats = xr.Dataset(
         {
-            "optimizer_success": ((), bool(result.success)),
+            "optimizer_success": ((), _converged(result, hessian)),
             "optimizer_iterations": ((), int(result.nit)),
+            "optimizer_message": ((), str(result.message)),
             "map_log_density": ((), float(-result.fun)),
         },
         attrs={"inference": "MAP with Laplace approximation"},
     )
     return latent, stats
+
+
+def _converged(result, hessian, tolerance: float = 0.01) -> bool:
+    """Whether the optimiser reached the mode: scipy says so, or the Newton step left is
+    under ``tolerance`` posterior standard deviations (sqrt(g' H^-1 g), Laplace scale).
+
+    The second case covers a line search that stops on rounding: the outputs model's log
+    density is a sum of some 1e8 predictions' terms, whose last digits are noise.
+    """
+    if result.success:
+        return True
+    gradient = np.asarray(result.jac, dtype=np.float64)
+    try:
+        decrement = float(gradient @ np.linalg.solve(hessian, gradient))
+    except np.linalg.LinAlgError:
+        return False
+    return bool(np.isfinite(decrement) and 0.0 <= decrement < tolerance**2)
 
 
 def _svi(problem: _Problem, start, key, settings: FitSettings):
@@ -823,11 +859,16 @@ def parameter_names_of(posterior: xr.Dataset) -> list[str]:
     return [name for name in posterior.data_vars if name not in DERIVED]
 
 
+SUMMARY_INTERVAL = 0.9  # the report's intervals (ArviZ's default is 0.89)
+
+
 def summary(tree: xr.DataTree):
     """Summary table of the parameters (pandas DataFrame from ``arviz_stats.summary``):
-    mean, sd, 94% interval and, for NUTS, R-hat, bulk/tail ESS and MCSE."""
+    mean, sd, 90% equal-tailed interval and, for NUTS, R-hat, bulk/tail ESS and MCSE."""
     kind = "all" if tree.attrs.get("inference_method") == "nuts" else "stats"
-    return azs.summary(tree, var_names=parameter_names(tree), kind=kind)
+    return azs.summary(
+        tree, var_names=parameter_names(tree), kind=kind, ci_prob=SUMMARY_INTERVAL, ci_kind="eti"
+    )
 
 
 def diagnostics(tree: xr.DataTree) -> xr.Dataset:
