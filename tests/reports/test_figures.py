@@ -202,3 +202,19 @@ def test_transition_steps_draws_when_no_num_tasks_crosses(behaviour, tmp_path):
     figure.savefig(tmp_path / "never.png")
     for ax in figure.axes:
         assert ax.get_xlim()[0] > 0 and ax.get_ylim()[0] > 0
+
+
+@pytest.mark.parametrize("draw", PER_CELL, ids=lambda f: f.__name__)
+def test_panel_titles_fit_their_panels(draw, behaviour, fit):
+    """Titles never overrun their neighbours: each is no wider than its panel and row."""
+    figure = draw(behaviour, fit)
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    panels = [ax for ax in figure.axes if ax.get_title() and ax.get_label() != "<colorbar>"]
+    boxes = [ax.title.get_window_extent(renderer) for ax in panels]
+    for ax, box in zip(panels, boxes, strict=True):
+        assert box.width <= ax.get_window_extent(renderer).width * 1.05, ax.get_title()
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), f"titles overlap: {a} {b}"
+    plt.close(figure)

@@ -14,6 +14,7 @@ selected by ``config`` (default: the first).
 from __future__ import annotations
 
 import math
+import warnings
 
 import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
@@ -215,8 +216,10 @@ def weight_over_training(
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(_STEP_LABEL)
         ax.set_ylabel(_WEIGHT_LABEL)
-        title = f"{split}: points observed"
-        ax.set_title(title + (", line posterior mean, band 90% predictive" if fit else ""))
+        ax.set_title(split)
+    # the key goes once above the panels: repeated in each title it overran its neighbours
+    key = "points: observed"
+    fig.suptitle(key + ("; lines: posterior mean; bands: 90% posterior predictive" if fit else ""))
     _tasks_colorbar(fig, axes, norm)
     return fig
 
@@ -492,8 +495,11 @@ def transition_steps(
         exponent = growth_exponent(num_tasks, step.where(step > first_step).values)
         ax.plot(num_tasks, step, "o", color="black", label=f"observed (slope {exponent:.2f})")
         if predicted is not None:
-            median = predicted.median(SAMPLE_DIMS)
-            low, high = predicted.quantile(INTERVAL, dim=SAMPLE_DIMS)
+            with warnings.catch_warnings():
+                # all draws are NaN where memorizing never wins: expected, not worth a warning
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = predicted.median(SAMPLE_DIMS)
+                low, high = predicted.quantile(INTERVAL, dim=SAMPLE_DIMS)
             slope = growth_exponent(num_tasks, median.values)
             ax.plot(num_tasks, median, color="tab:purple", label=f"predicted (slope {slope:.2f})")
             ax.fill_between(num_tasks, low, high, color="tab:purple", alpha=0.2, lw=0)
