@@ -16,6 +16,7 @@ spec, ``DIR/<spec name>/``)::
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -51,6 +52,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument(
+        "--drop-early",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit only checkpoints after the transformer first comes near the best "
+        "memorizing-generalizing mixture, as the paper does (default: on; see ricl fit)",
+    )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
     parser.set_defaults(func=run)
 
@@ -99,6 +107,7 @@ def run_spec(spec, folder: Path, args) -> Path:
     if args.force or not _newer(fit_file, run_files):
         fit_options = ["--method", args.method, "--chains", str(args.chains)]
         fit_options += ["--draws", str(args.draws), "--warmup", str(args.warmup)]
+        fit_options += ["--drop-early"] if args.drop_early else []
         _command(["fit", str(runs_dir), "-o", str(fit_file), "--force", *fit_options])
     else:
         _skip("fit", fit_file)
