@@ -5,6 +5,7 @@ import math
 import numpy as np
 import numpyro
 import pytest
+import scipy.special
 import xarray as xr
 
 from rational_icl.errors import RiclError
@@ -272,17 +273,26 @@ def test_simulated_runs_recover_roughly(synthetic_runs):
 
 def _outputs_map(measured, runs, **settings):
     settings = inference.FitSettings(
-        observation="outputs", method="map", chains=1, draws=20, **settings
+        **{"observation": "outputs", "method": "map", "chains": 1, "draws": 20} | settings
     )
     return inference.fit(measured, settings, runs=runs)
 
 
-def test_outputs_and_context_dependent_models_fit(synthetic_runs):
+@pytest.fixture(scope="module")
+def outputs_fits(synthetic_runs):
+    """The full outputs model and its unit-gamma ablation (MAP), the latter on 2 x 700
+    draws, which its log likelihood thins to every second draw."""
     runs = open_runs(synthetic_runs.folder)
     measured = load_behaviour(synthetic_runs.folder)
-    outputs = _outputs_map(measured, runs)
+    full = _outputs_map(measured, runs, draws=200)
+    ablated = _outputs_map(measured, runs, chains=2, draws=700, ablation="unit-gamma")
+    return runs, full, ablated
+
+
+def test_outputs_and_context_dependent_models_fit(synthetic_runs, outputs_fits):
+    runs, outputs, _ = outputs_fits
+    measured = load_behaviour(synthetic_runs.folder)
     assert "concentration" in outputs.posterior
-    assert "log_likelihood" not in outputs.children
     for name in PARAMETERS:
         truth = getattr(synthetic_runs, name)
         assert float(outputs.point_estimate[name]) == pytest.approx(truth, rel=0.1)
@@ -295,6 +305,16 @@ def test_outputs_and_context_dependent_models_fit(synthetic_runs):
     assert not math.isclose(  # the context moves id and ood apart
         float(expected.sel(split="id").mean()), float(expected.sel(split="ood").mean())
     )
+    context_outputs = inference.fit(
+        measured,
+        inference.FitSettings(
+            observation="outputs", method="map", chains=1, draws=5, context_dependent=True
+        ),
+        runs=runs,
+    )
+    assert "log_likelihood" not in context_outputs.children
+    with pytest.raises(RiclError, match="context-dependent outputs fits have no pointwise"):
+        inference.loo(context_outputs)
 
 
 def test_early_checkpoints_can_be_left_out_of_the_fit(synthetic_runs):
@@ -308,11 +328,10 @@ def test_early_checkpoints_can_be_left_out_of_the_fit(synthetic_runs):
     assert tree.log_likelihood.sizes["fitted_cell"] == int(constant.fit_mask.sum())
 
 
-def test_outputs_quadrature_nodes_find_the_exact_optimum(synthetic_runs):
-    runs = open_runs(synthetic_runs.folder)
+def test_outputs_quadrature_nodes_find_the_exact_optimum(synthetic_runs, outputs_fits):
+    runs, nodes, _ = outputs_fits
     measured = load_behaviour(synthetic_runs.folder)
     exact = _outputs_map(measured, runs, outputs_bin_width=None)  # every prediction a node
-    nodes = _outputs_map(measured, runs)
     for name in (*PARAMETERS, "concentration"):  # within a tenth of a posterior sd
         shift = float(nodes.point_estimate[name] - exact.point_estimate[name])
         sd = float(exact.posterior[name].std())
@@ -324,3 +343,64 @@ def test_summary_prints_90_percent_intervals(map_fit):
     assert {"eti90_lb", "eti90_ub"} <= set(table.columns)
     low = float(map_fit.posterior.alpha.quantile(0.05))
     assert float(table.loc["alpha", "eti90_lb"]) == pytest.approx(low, abs=2e-3)
+
+
+def _dirichlet_cell_log_density(runs, tree, draw, cell):
+    """Brute-force float64 log density of one cell's predictions: Dirichlet(kappa * h) of
+    every (sequence, position), floored and renormalised as the model does, summed."""
+
+    def floored(p):
+        p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, None)
+        return p / p.sum(-1, keepdims=True)
+
+    where = {"num_tasks": cell["num_tasks"], "split": cell["split"]}
+    posterior = tree.posterior.isel(chain=0, draw=draw)
+    w = float(
+        posterior.weight_memorizing.sel(num_tasks=cell["num_tasks"], checkpoint=cell["checkpoint"])
+    )
+    strategy = floored(runs.strategy_prediction.sel(**where).values)  # (Q, B, P, O)
+    mixture = w * strategy[0] + (1.0 - w) * strategy[1]
+    y = floored(runs.transformer_prediction.sel(**where, checkpoint=cell["checkpoint"]).values)
+    a = float(posterior.concentration) * mixture
+    density = (
+        scipy.special.gammaln(a.sum(-1))
+        - scipy.special.gammaln(a).sum(-1)
+        + ((a - 1.0) * np.log(y)).sum(-1)
+    )
+    return density.sum()
+
+
+def test_outputs_log_likelihood_is_the_cells_log_density(outputs_fits):
+    runs, tree, _ = outputs_fits
+    log_lik = tree.log_likelihood.transformer_prediction
+    constant = tree.constant_data
+    assert log_lik.sizes["fitted_cell"] == int(constant.fit_mask.sum())
+    assert log_lik.sizes == {"chain": 1, "draw": 200, "fitted_cell": log_lik.sizes["fitted_cell"]}
+    cells = log_lik.fitted_cell.size
+    for draw in (0, 7):  # the MAP and a Laplace draw
+        for index in (0, cells // 2, cells - 1):
+            point = log_lik.isel(chain=0, draw=draw, fitted_cell=index)
+            cell = {
+                dim: point[f"fitted_{dim}"].item() for dim in ("num_tasks", "checkpoint", "split")
+            }
+            assert not bool(
+                constant.held_out.sel(num_tasks=cell["num_tasks"], checkpoint=cell["checkpoint"])
+            )
+            expected = _dirichlet_cell_log_density(runs, tree, draw, cell)
+            assert float(point) == pytest.approx(expected, rel=1e-6)
+
+
+def test_outputs_fits_are_compared_by_loo(outputs_fits, map_fit, tmp_path):
+    _, full, ablated = outputs_fits
+    ablated = inference.read_fit(inference.write_fit(ablated, tmp_path / "ablated.nc"))
+    result = inference.loo(full)
+    assert np.isfinite(result.elpd)
+    assert result.pareto_k.size == full.log_likelihood.sizes["fitted_cell"]
+    log_lik = ablated.log_likelihood  # 1400 draws: every second kept
+    assert log_lik.attrs["thinned_from"] == 700
+    np.testing.assert_array_equal(log_lik.draw.values, np.arange(0, 700, 2))
+    assert log_lik.sizes["chain"] == 2
+    table = inference.compare({"full": full, "unit-gamma": ablated})
+    assert list(table.index) == ["full", "unit-gamma"]
+    with pytest.raises(RiclError, match="one observation model"):
+        inference.compare({"outputs": full, "relative-distance": map_fit})

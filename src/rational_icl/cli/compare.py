@@ -41,7 +41,8 @@ def _check_same_cells(fits, paths) -> None:
     for tree, path in zip(fits.values(), paths, strict=True):
         if "log_likelihood" not in tree.children:
             raise RiclError(
-                f"{path}: no log_likelihood group (fit with --observation relative-distance)"
+                f"{path}: no log_likelihood group (context-dependent outputs fits have none; "
+                "refit without --context-dependent)"
             )
         size = tree.log_likelihood.sizes.get("fitted_cell")
         if reference is None:

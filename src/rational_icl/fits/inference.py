@@ -621,9 +621,9 @@ def _datatree(problem, inputs: _Inputs, latent, sample_stats, key, settings, beh
             {d: coords[d] for d in SAMPLE_DIMS if d in sample_stats.dims}
         ),
     }
-    log_lik = _log_likelihood(derived, inputs, settings)
+    log_lik = _log_likelihood(problem, derived, inputs, settings)
     if log_lik is not None:
-        groups["log_likelihood"] = log_lik.assign_coords(chain=coords["chain"], draw=coords["draw"])
+        groups["log_likelihood"] = log_lik
     if settings.method == "map":  # the optimum itself (the first Laplace draw)
         groups["point_estimate"] = posterior[parameter_names_of(posterior)].isel(
             chain=0, draw=0, drop=True
@@ -733,17 +733,41 @@ def _clipped_normal_log_prob(value, loc, scale):
     return np.where(value <= 0.0, below, np.where(value >= 1.0, above, inside))
 
 
-def _log_likelihood(derived, inputs, settings):
-    """Pointwise log likelihood of the fitted cells (dim ``fitted_cell``), for PSIS-LOO."""
-    if settings.observation == "outputs":
-        return None  # one full pass over every sequence per draw: too slow to be worth it
-    mask = np.asarray(inputs.kwargs["fit_mask"])
-    sigma = np.asarray(derived["latent"]["sigma"])[:, None, None, None, :]
-    sigma = np.broadcast_to(sigma, derived["expected"].shape)[:, mask]
-    loc = derived["expected"][:, mask]
-    value = np.asarray(inputs.kwargs["relative_distance"])[mask]
+MAX_LOG_LIKELIHOOD_DRAWS = 1000  # outputs model: draws kept for PSIS-LOO (evenly thinned)
+
+
+def _log_likelihood(problem, derived, inputs, settings):
+    """Pointwise log likelihood of the fitted cells (dim ``fitted_cell``), for PSIS-LOO.
+
+    Held-out cells are left out, as they are of the fit. The ``outputs`` model (variable
+    ``transformer_prediction``: the log density of a cell's predictions, summed over its
+    sequences and positions) costs a pass over the quadrature nodes of every cell per draw,
+    so it is computed on at most ``MAX_LOG_LIKELIHOOD_DRAWS`` draws, evenly thinned in every
+    chain; the ``draw`` coordinate says which, and ``attrs["thinned_from"]`` the draws per
+    chain. Context-dependent ``outputs`` fits have none (one pass over every prediction per
+    draw): returns None.
+    """
     chains, draws = inputs.chains_draws
-    values = _clipped_normal_log_prob(value, loc, sigma).reshape(chains, draws, -1)
+    mask = np.asarray(inputs.kwargs["fit_mask"])
+    kept = np.arange(draws)
+    if settings.observation == "outputs":
+        if "statistics" not in inputs.kwargs:
+            return None
+        kept = kept[:: math.ceil(chains * draws / MAX_LOG_LIKELIHOOD_DRAWS)]
+        latent = {
+            name: value.reshape(chains, draws, *value.shape[1:])[:, kept].reshape(
+                chains * kept.size, *value.shape[1:]
+            )
+            for name, value in derived["latent"].items()
+        }
+        name, values = "transformer_prediction", _outputs_cell_log_likelihood(problem, latent)
+    else:
+        sigma = np.asarray(derived["latent"]["sigma"])[:, None, None, None, :]
+        sigma = np.broadcast_to(sigma, derived["expected"].shape)
+        value = np.asarray(inputs.kwargs["relative_distance"])
+        values = _clipped_normal_log_prob(value, derived["expected"], sigma)
+        name = "relative_distance"
+    values = values[:, mask].reshape(chains, kept.size, -1)
     where = dict(
         zip(inputs.relative_distance.dims, np.nonzero(inputs.fit_mask.values), strict=True)
     )
@@ -751,7 +775,27 @@ def _log_likelihood(derived, inputs, settings):
         f"fitted_{dim}": ("fitted_cell", inputs.relative_distance[dim].values[index])
         for dim, index in where.items()
     }
-    return xr.Dataset({"relative_distance": ((*SAMPLE_DIMS, "fitted_cell"), values)}, coords=cells)
+    log_lik = xr.Dataset(
+        {name: ((*SAMPLE_DIMS, "fitted_cell"), values)},
+        coords=cells | {"chain": np.arange(chains), "draw": kept},
+    )
+    if kept.size < draws:
+        log_lik.attrs["thinned_from"] = draws
+    return log_lik
+
+
+def _outputs_cell_log_likelihood(problem, latent):
+    """The ``outputs`` model's per-cell log likelihood (draws, C, D, N, S), from its
+    observation site with every draw substituted; one draw at a time, as one draw's
+    quadrature terms are already (C, D, N, S, K)."""
+
+    def one(draw, data):
+        model = numpyro.handlers.substitute(numpyro.handlers.seed(problem.model, 0), data=draw)
+        site = numpyro.handlers.trace(model).get_trace(**data)[problem.observed_key]
+        return site["fn"].log_prob(site["value"])
+
+    compute = jax.jit(lambda draws, data: jax.lax.map(lambda d: one(d, data), draws))
+    return np.asarray(compute(latent, problem.data))
 
 
 def _constant_data(behaviour, inputs, settings):
@@ -922,21 +966,31 @@ def loo(tree: xr.DataTree):
     Cells whose log likelihood is (nearly) the same in every draw (a saturated weight
     observed at exactly 0 or 1) have uniform importance weights; arviz-stats refuses
     constant tails, so those cells get a 1e-10 jitter, which changes ELPD by ~1e-10.
+    A log likelihood on thinned draws (``outputs`` fits) is matched by the same draws of
+    the posterior, whose effective sample size sets the relative efficiency.
     """
     if "log_likelihood" not in tree.children:
+        if tree.attrs.get("observation_model") == "outputs":
+            raise RiclError(
+                "the fit has no log_likelihood group: context-dependent outputs fits have no "
+                "pointwise log likelihood; compare fits made without --context-dependent"
+            )
         raise RiclError(
             f"the fit has no log_likelihood group (observation model "
-            f"{tree.attrs.get('observation_model')!r}): LOO needs --observation relative-distance"
+            f"{tree.attrs.get('observation_model')!r})"
         )
     log_lik = tree.log_likelihood.ds.copy()
-    values = log_lik.relative_distance
+    (name,) = log_lik.data_vars
+    values = log_lik[name]
     constant = (values.max(SAMPLE_DIMS) - values.min(SAMPLE_DIMS)) < 1e-8
     if bool(constant.any()):
         rng = np.random.default_rng(0)
         jitter = values.copy(data=1e-10 * rng.standard_normal(values.shape))
-        log_lik["relative_distance"] = values + jitter.where(constant, 0.0)
+        log_lik[name] = values + jitter.where(constant, 0.0)
     tree = tree.copy()
     tree["log_likelihood"] = xr.DataTree(log_lik)
+    if "thinned_from" in log_lik.attrs:
+        tree["posterior"] = xr.DataTree(tree.posterior.ds.sel(draw=log_lik.draw.values))
     return azs.loo(tree, pointwise=True)
 
 
@@ -944,4 +998,11 @@ def compare(fits: dict[str, xr.DataTree]):
     """Rank fits by ELPD (PSIS-LOO), best first (``arviz_stats.compare``, a DataFrame)."""
     if len(fits) < 2:
         raise RiclError("compare needs at least two fits")
+    models = {name: tree.attrs.get("observation_model") for name, tree in fits.items()}
+    if len(set(models.values())) > 1:
+        found = ", ".join(f"{name}: {model}" for name, model in models.items())
+        raise RiclError(
+            f"compare needs fits of one observation model (their log likelihoods score "
+            f"different data); got {found}"
+        )
     return azs.compare({name: loo(tree) for name, tree in fits.items()})
