@@ -36,6 +36,8 @@ when K is thousands of bits and N thousands of steps):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -625,44 +627,38 @@ def _floored(probabilities):
     return probabilities / probabilities.sum(-1, keepdims=True)
 
 
-@jax.jit
-def _dirichlet_sums(strategy, transformer):
-    """sum log y and sum_o Q_o log y_o per cell, one (configuration, num_tasks) at a time
-    (float64 temporaries of one num_tasks instead of the whole grid)."""
+def _per_run_sums(per_run, strategy, transformer):
+    """Apply ``per_run`` to one (configuration, num_tasks) at a time (float64 temporaries of
+    one run instead of the whole grid) and lay its two sums out per cell.
+
+    ``per_run`` maps (Q, S, B, P, O) strategy and (N, S, B, P, O) transformer predictions to
+    a data-only sum (N, S) and a per-strategy sum (Q, N, S); returned as (C, D, N, S) and
+    (Q, C, D, N, S).
+    """
     q, c, d = strategy.shape[:3]
     strategy = strategy.reshape(q, c * d, *strategy.shape[3:]).swapaxes(0, 1)
     transformer = transformer.reshape(c * d, *transformer.shape[2:])
-
-    def one(pair):  # (Q, S, B, P, O), (N, S, B, P, O)
-        strategy, observed = pair
-        log_observed = jnp.log(_floored(observed.astype(jnp.float64)))
-        return log_observed.sum((-3, -2, -1)), jnp.einsum(
-            "qsbpo,nsbpo->qns", strategy, log_observed
-        )
-
-    log_observed, strategy_log_observed = jax.lax.map(one, (strategy, transformer))
-    n, s = log_observed.shape[1:]
-    return (
-        log_observed.reshape(c, d, n, s),
-        strategy_log_observed.swapaxes(0, 1).reshape(q, c, d, n, s),
-    )
+    observed, per_strategy = jax.lax.map(lambda pair: per_run(*pair), (strategy, transformer))
+    n, s = observed.shape[1:]
+    return observed.reshape(c, d, n, s), per_strategy.swapaxes(0, 1).reshape(q, c, d, n, s)
 
 
-@jax.jit
-def _normal_sums(strategy, transformer):
-    """sum y^2 and sum Q(x) y per cell, one (configuration, num_tasks) at a time."""
-    q, c, d = strategy.shape[:3]
-    strategy = strategy.reshape(q, c * d, *strategy.shape[3:]).swapaxes(0, 1)
-    transformer = transformer.reshape(c * d, *transformer.shape[2:])
+def _dirichlet_run_sums(strategy, observed):
+    """sum log y and sum_o Q_o log y_o of one run's cells."""
+    log_observed = jnp.log(_floored(observed.astype(jnp.float64)))
+    per_strategy = jnp.einsum("qsbpo,nsbpo->qns", strategy, log_observed)
+    return log_observed.sum((-3, -2, -1)), per_strategy
 
-    def one(pair):
-        strategy, observed = pair
-        observed = observed.astype(jnp.float64)
-        return (observed**2).sum((-3, -2, -1)), jnp.einsum("qsbpo,nsbpo->qns", strategy, observed)
 
-    squared, strategy_observed = jax.lax.map(one, (strategy, transformer))
-    n, s = squared.shape[1:]
-    return squared.reshape(c, d, n, s), strategy_observed.swapaxes(0, 1).reshape(q, c, d, n, s)
+def _normal_run_sums(strategy, observed):
+    """sum y^2 and sum Q(x) y of one run's cells."""
+    observed = observed.astype(jnp.float64)
+    per_strategy = jnp.einsum("qsbpo,nsbpo->qns", strategy, observed)
+    return (observed**2).sum((-3, -2, -1)), per_strategy
+
+
+_dirichlet_sums = jax.jit(functools.partial(_per_run_sums, _dirichlet_run_sums))
+_normal_sums = jax.jit(functools.partial(_per_run_sums, _normal_run_sums))
 
 
 def _quadrature_nodes(elements, bin_width, order):
@@ -696,8 +692,8 @@ def _quadrature_nodes(elements, bin_width, order):
     centred = flat - mean[:, box_of]
     moments, known = [], {}
     for r in range(2, order + 1):
-        indices = itertools.product(range(num_strategies), repeat=r)
-        for index in {tuple(sorted(i)) for i in itertools.product(range(num_strategies), repeat=r)}:
+        indices = list(itertools.product(range(num_strategies), repeat=r))
+        for index in {tuple(sorted(i)) for i in indices}:  # each moment once, by symmetry
             known[index] = box_mean(np.prod(centred[list(index)], axis=0))
         moments.append(np.stack([known[tuple(sorted(i))] for i in indices]))
 
@@ -731,9 +727,7 @@ def _observe(name, likelihood, observed, fit_mask, *, fill):
     """Observe the cells of ``fit_mask`` (all when None); simulate every cell when unobserved."""
     if observed is not None and fit_mask is not None and fill is not None:
         observed = jnp.where(fit_mask, observed, fill)  # keep held-out NaNs out of gradients
-    if fit_mask is None:
-        return numpyro.sample(name, likelihood, obs=observed)
-    with numpyro.handlers.mask(mask=fit_mask):
+    with _cells(fit_mask):
         return numpyro.sample(name, likelihood, obs=observed)
 
 
@@ -750,10 +744,13 @@ def _fitted_cells_only(statistics, fit_mask):
 
 def _observe_factor(name, log_factor, fit_mask):
     """A per-cell log-likelihood term, masked like ``_observe`` (pointwise for LOO)."""
-    if fit_mask is None:
+    with _cells(fit_mask):
         return numpyro.factor(name, log_factor)
-    with numpyro.handlers.mask(mask=fit_mask):
-        return numpyro.factor(name, log_factor)
+
+
+def _cells(fit_mask):
+    """Mask the sites inside to the cells of ``fit_mask``; no mask when it is None."""
+    return contextlib.nullcontext() if fit_mask is None else numpyro.handlers.mask(mask=fit_mask)
 
 
 def _check_choice(name: str, value: str, allowed) -> None:
