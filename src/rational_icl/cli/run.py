@@ -20,6 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
+from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 
@@ -66,8 +67,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise RiclError(f"-o {str(args.out)!r} is a file, not a folder")
-    if args.threads is not None and args.threads < 1:
-        raise RiclError(f"--threads {args.threads}: allowed: integers >= 1")
+    if args.threads is not None:
+        check_threads(args.threads)
     specs = load_specs(args.spec)
     pages = []
     for spec in specs:

@@ -45,8 +45,7 @@ def run(args) -> int:
     specs = load_specs(args.spec)
     device = _device(args.device, torch)
     if args.threads is not None:
-        if args.threads < 1:
-            raise RiclError(f"--threads {args.threads}: allowed: integers >= 1")
+        check_threads(args.threads)
         torch.set_num_threads(args.threads)
     _check_out_folder(args.out)
     for spec in specs:
@@ -83,3 +82,9 @@ def _check_out_folder(out: Path) -> None:
             pass
     except OSError as err:
         raise RiclError(f"cannot write to output folder {str(out)!r}: {err.strerror}") from None
+
+
+def check_threads(threads: int) -> None:
+    """Refuse a --threads value below 1 in one line."""
+    if threads < 1:
+        raise RiclError(f"--threads {threads}: allowed: integers >= 1")
