@@ -9,6 +9,7 @@ from __future__ import annotations
 from rational_icl.cli.main import main
 from rational_icl.fits import simulate_runs
 from tests.specs import SMALL_CATEGORICAL as SPEC
+from tests.specs import SMALL_SWEEP
 
 FIT = ["--method", "map", "--chains", "2", "--draws", "50"]
 
@@ -55,3 +56,20 @@ def test_run_threads_must_be_positive(tmp_path, capsys):
 def test_run_unknown_preset_is_a_spec_error(tmp_path, capsys):
     assert main(["run", "no-such-preset", "-o", str(tmp_path)]) == 2
     assert "neither a spec file nor a preset" in capsys.readouterr().err
+
+
+def test_run_prints_convergence_and_warns_for_an_untrained_spec(tmp_path, capsys):
+    # 25 optimizer steps (checkpoints at 20 and 25, a fit needs two): the regression
+    # transformers still predict about the prior mean, several times L_G
+    spec = tmp_path / "untrained.toml"
+    setting = 'setting = "linear-regression"\nnum_dims = 4\ncontext_length = 8\n'
+    spec.write_text(setting + SMALL_SWEEP.replace("max_steps = 1000", "max_steps = 25"))
+    job = tmp_path / "job"
+    assert main(["run", str(spec), "-o", str(job), "--threads", "1", *FIT]) == 0
+    captured = capsys.readouterr()
+    (line,) = [s for s in captured.out.splitlines() if s.startswith("convergence untrained")]
+    assert "(step 25): id loss / best of L_M, L_G: D=2 " in line and "D=128 loss / L_G: id " in line
+    assert "WARNING: untrained: the transformers for num_tasks 2, 8, 32, 128 did not reach" in (
+        captured.err
+    )
+    assert (job / "report" / "index.html").is_file()  # a warning, not an error

@@ -101,6 +101,7 @@ def run_spec(spec, folder: Path, args) -> Path:
         _command(["train", str(spec_file), "--out", str(runs_dir), *train_options, *force])
     else:
         _skip("train", runs_dir)
+    _report_convergence(spec, runs_dir)
     if args.force or not _newer(behaviour_file, run_files):
         _behaviour(runs_dir, behaviour_file)
     else:
@@ -124,6 +125,29 @@ def _trained(spec, runs_dir: Path) -> bool:
     from rational_icl.training.loop import is_finished  # torch loads only here
 
     return all(is_finished(r, runs_dir) for r in spec.runs())
+
+
+def _report_convergence(spec, runs_dir: Path) -> None:
+    """Print each scalar spec's last-checkpoint loss ratios; warn (stderr) where a
+    transformer did not reach its strategies, since the fit would then read an untrained
+    model."""
+    import sys
+
+    from rational_icl.data import Run
+    from rational_icl.training.convergence import convergence, summary_line, warning_line
+
+    scalars = spec.expand()
+    for scalar in scalars:
+        runs = [Run(scalar, d) for d in dict.fromkeys(scalar.num_tasks)]
+        report = convergence(runs_dir / f"{run.name}.nc" for run in runs)
+        # a grid names each configuration by its run-file stem, num_tasks left out
+        stem = runs[0].name.replace(f"_D{runs[0].num_tasks}_", "_")
+        name = spec.name or scalar.setting
+        name = f"{name} [{stem}]" if len(scalars) > 1 else name
+        print(summary_line(report, name), flush=True)
+        warning = warning_line(report, name)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
 
 
 def _newer(output: Path, inputs: list[Path]) -> bool:
