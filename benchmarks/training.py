@@ -9,9 +9,12 @@ Prints four tables:
 3. achieved GFLOP/s (matmul FLOPs counted, training = 3x forward) against the measured
    float32 matmul peak;
 4. bf16 autocast: step speed-up and how far its predictions move from float32 on the same
-   weights.
+   weights;
+5. the tiny presets as ``ricl run`` trains them (one ensemble of all their num_tasks):
+   member-steps/s in float32 and bf16, GFLOP/s as a fraction of the measured peak, and the
+   training time their max_steps imply.
 
-    .venv/bin/python benchmarks/training.py [--steps 10] [--repeats 3]
+    .venv/bin/python benchmarks/training.py [--steps 10] [--repeats 3] [--tables 3 5]
 
 Needs the optional ``bench`` extra (``transformers``) for table 1 only; it is never a runtime
 dependency of rational_icl.
@@ -20,6 +23,7 @@ dependency of rational_icl.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from math import nan
@@ -27,6 +31,7 @@ from math import nan
 import torch
 
 from rational_icl.data import generator, spec_from_dict
+from rational_icl.data.presets import PRESETS, preset_specs
 from rational_icl.modeling.model import count_flops
 from rational_icl.training.ensemble import EnsembleTrainer
 
@@ -245,11 +250,47 @@ def table_bf16(steps, repeats):
         )
 
 
+def table_tiny_presets(steps, repeats, peak):
+    print("\n5. tiny presets: one ensemble step of all their num_tasks, as ricl run trains them")
+    print(
+        f"{'preset':<22}{'E':>4}{'fp32 m-st/s':>13}{'bf16 m-st/s':>13}{'fp32 GF/s':>11}"
+        f"{'% peak':>8}{'train s':>9}"
+    )
+    for name in PRESETS["tiny"]:
+        (spec,) = preset_specs(name)
+        scalar = spec.expand()[0]
+        full = EnsembleTrainer(dataclasses.replace(scalar, training=_precision(scalar, "float32")))
+        half = EnsembleTrainer(dataclasses.replace(scalar, training=_precision(scalar, "bf16")))
+        fp32, bf16 = _seconds_per_call(
+            full.train_step, half.train_step, steps=steps, repeats=repeats
+        )
+        flops = count_flops(full.model.config, scalar.training.batch_size)
+        preset_step = bf16 if scalar.training.precision == "bf16" else fp32
+        members = full.num_members
+        print(
+            f"{name:<22}{members:>4}{members / fp32:>13.1f}{members / bf16:>13.1f}"
+            f"{flops / fp32 / 1e9:>11.1f}{100 * flops / fp32 / 1e9 / peak:>7.0f}%"
+            f"{preset_step * scalar.training.max_steps:>9.0f}"
+        )
+    print("   train s: the preset's max_steps at its own precision, evaluation not counted")
+
+
+def _precision(spec, precision: str):
+    return dataclasses.replace(spec.training, precision=precision)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="steps per timing round")
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds (best of)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--tables",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3, 4, 5],
+        help="which tables to print (3, the peak, is always measured)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -263,9 +304,14 @@ def main() -> None:
         f"3. measured float32 matmul peak: {peak:.0f} GFLOP/s (2048^3 products); "
         "GF/s columns count matmul FLOPs, training = 3x forward"
     )
-    table_vs_gptneox(args.steps, args.repeats, peak)
-    table_ensemble(args.steps, args.repeats, peak)
-    table_bf16(args.steps, args.repeats)
+    if 1 in args.tables:
+        table_vs_gptneox(args.steps, args.repeats, peak)
+    if 2 in args.tables:
+        table_ensemble(args.steps, args.repeats, peak)
+    if 4 in args.tables:
+        table_bf16(args.steps, args.repeats)
+    if 5 in args.tables:
+        table_tiny_presets(args.steps, args.repeats, peak)
     load = os.getloadavg()
     print(f"\nload average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end")
 
