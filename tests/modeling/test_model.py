@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rational_icl.data import generator, make_setting, spec_from_dict
+from rational_icl.errors import SpecError
 from rational_icl.modeling.model import (
     EnsembleLinear,
     EnsembleTransformer,
@@ -16,7 +17,7 @@ from rational_icl.modeling.model import (
 SETTINGS = ["categorical-sequence", "linear-regression", "classification"]
 
 
-def _spec(setting, position_encoding="rotary"):
+def _spec(setting, position_encoding="rotary", **model):
     return spec_from_dict(
         {
             "setting": setting,
@@ -27,6 +28,7 @@ def _spec(setting, position_encoding="rotary"):
                 "hidden_size": 16,
                 "num_heads": 2,
                 "position_encoding": position_encoding,
+                **model,
             },
         }
     )
@@ -88,6 +90,36 @@ def test_changing_a_later_observation_never_changes_an_earlier_prediction(
     after = model.predict(batch)
     torch.testing.assert_close(after[:, :, unchanged], before[:, :, unchanged], rtol=0, atol=0)
     assert not torch.allclose(after[:, :, changed + 1 :], before[:, :, changed + 1 :])
+
+
+@pytest.mark.parametrize("position_encoding", ["rotary", "learned"])
+def test_paired_regression_tokens_carry_x_on_the_y_token_and_stay_causal(position_encoding):
+    spec = _spec("linear-regression", position_encoding, regression_tokens="paired")
+    model = _model(spec, [7])
+    batch, _ = _batch(spec, 1)
+    read = []
+    model.read_in.register_forward_hook(lambda module, inputs, output: read.append(inputs[0]))
+    before = model.predict(batch)
+    tokens = read[0].view(1, 3, 2 * spec.context_length - 1, spec.num_dims + 2)
+    x, y = batch.x.double(), batch.y.double()  # (1, 3, T, d), (1, 3, T)
+    torch.testing.assert_close(tokens[..., 0::2, :4], x)  # x_t tokens: x, y = 0, flag 0
+    assert (tokens[..., 0::2, 4:] == 0).all()
+    torch.testing.assert_close(tokens[..., 1::2, :4], x[..., :-1, :])  # y_t tokens: x_t, y_t, 1
+    torch.testing.assert_close(tokens[..., 1::2, 4], y[..., :-1])
+    assert (tokens[..., 1::2, 5] == 1).all()
+    changed = 3
+    batch.x[..., changed, :] += 1.0  # x_3 is read at the prediction of y_3 and after it
+    batch.y[..., changed] += 5.0  # y_3 only after
+    after = model.predict(batch)
+    torch.testing.assert_close(after[:, :, :changed], before[:, :, :changed], rtol=0, atol=0)
+    assert not torch.allclose(after[:, :, changed:], before[:, :, changed:])
+
+
+def test_regression_tokens_is_a_regression_key():
+    with pytest.raises(SpecError, match="model.regression_tokens' is for the linear-regression"):
+        _spec("classification", regression_tokens="paired")
+    with pytest.raises(SpecError, match="allowed: interleaved or paired"):
+        _spec("linear-regression", regression_tokens="pairs")
 
 
 @pytest.mark.parametrize("position_encoding", ["rotary", "learned"])

@@ -17,6 +17,8 @@ from rational_icl.errors import SpecError
 
 SETTINGS = ("categorical-sequence", "linear-regression", "classification")
 POSITION_ENCODINGS = ("rotary", "learned")
+# Regression token layouts (modeling/model.py): y tokens carry y alone, or their x as well.
+REGRESSION_TOKENS = ("interleaved", "paired")
 LR_SCHEDULES = ("constant", "cosine", "inverse-sqrt")
 PRECISIONS = ("float32", "bf16")
 
@@ -28,6 +30,10 @@ class ModelConfig:
     num_heads: int = 1
     mlp_expansion_factor: float = 4.0
     position_encoding: str = "rotary"
+    # linear-regression only: "paired" y tokens carry their x too, so one attention layer
+    # can read (x_i, y_i) pairs without first copying x_i forward (a shorter loss plateau).
+    # None is "interleaved", left out of the spec's TOML so that older specs read the same.
+    regression_tokens: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ class Run:
             f"_H{m.hidden_size}" if m.hidden_size != default.hidden_size else "",
             f"_nh{m.num_heads}" if m.num_heads != default.num_heads else "",
             f"_{m.position_encoding}" if m.position_encoding != default.position_encoding else "",
+            "_paired" if m.regression_tokens == "paired" else "",
         ]
         return (
             f"{s.setting}_K{s.num_dims}_T{s.context_length}_D{self.num_tasks}"
@@ -192,6 +199,7 @@ _RULES = {
     "num_heads": (_INT, lambda v: v >= 1, "integers >= 1"),
     "mlp_expansion_factor": (_FLOAT, lambda v: v > 0, "numbers > 0"),
     "position_encoding": (_STR, lambda v: v in POSITION_ENCODINGS, " or ".join(POSITION_ENCODINGS)),
+    "regression_tokens": (_STR, lambda v: v in REGRESSION_TOKENS, " or ".join(REGRESSION_TOKENS)),
     "batch_size": (_INT, lambda v: v >= 1, "integers >= 1"),
     "learning_rate": (_FLOAT, lambda v: v > 0, "numbers > 0"),
     "weight_decay": (_FLOAT, lambda v: v >= 0, "numbers >= 0"),
@@ -215,6 +223,7 @@ _GRID_FIELDS = {
     "num_heads",
     "mlp_expansion_factor",
     "position_encoding",
+    "regression_tokens",
 }
 
 
@@ -270,6 +279,11 @@ def _check_cross_fields(spec: ExperimentSpec) -> None:
                 f"spec key 'model.position_encoding': 'rotary' needs an even head size, got "
                 f"hidden_size / num_heads = {s.model.hidden_size // s.model.num_heads}; "
                 "allowed: 'learned', or an even head size"
+            )
+        if s.model.regression_tokens == "paired" and s.setting != "linear-regression":
+            raise SpecError(
+                f"spec key 'model.regression_tokens' is for the linear-regression setting "
+                f"only, not {s.setting!r}"
             )
         if s.prior is not None and s.setting != "categorical-sequence":
             raise SpecError(

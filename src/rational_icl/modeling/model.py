@@ -13,7 +13,9 @@ Sequences per setting (L tokens, P predictions of O outcomes each):
   every position (L = P = T, O = K).
 - linear-regression: x_1, y_1, ..., x_T interleaved (L = 2T - 1); x enters through a linear
   read-in, y as a scalar channel of the same read-in; the predicted mean of y_t is read at
-  the x_t token (P = T, O = 1).
+  the x_t token (P = T, O = 1). With ``regression_tokens = "paired"`` the y_i token also
+  carries x_i and a channel flags y tokens, so one attention layer can match the query
+  x_t against (x_i, y_i) pairs directly instead of first copying x_i onto the y_i token.
 - classification: one token per (item, label) pair, the query last with its label masked
   (L = T); label logits at the query (P = 1, O = 2).
 """
@@ -42,6 +44,7 @@ class TransformerConfig:
     num_heads: int = 1
     mlp_expansion_factor: float = 4.0
     position_encoding: str = "rotary"  # or "learned"
+    regression_tokens: str = "interleaved"  # or "paired" (y tokens carry their x)
     num_members: int = 1  # E
     rotary_base: float = 10_000.0
 
@@ -54,6 +57,8 @@ class TransformerConfig:
             raise ValueError(f"num_heads {self.num_heads} does not divide {self.hidden_size}")
         if self.position_encoding == "rotary" and self.head_size % 2:
             raise ValueError(f"rotary positions need an even head size, got {self.head_size}")
+        if self.regression_tokens not in ("interleaved", "paired"):
+            raise ValueError(f"regression_tokens {self.regression_tokens!r}: interleaved or paired")
         if self.num_members < 1:
             raise ValueError(f"num_members must be >= 1, got {self.num_members}")
 
@@ -70,6 +75,7 @@ class TransformerConfig:
             num_heads=m.num_heads,
             mlp_expansion_factor=m.mlp_expansion_factor,
             position_encoding=m.position_encoding,
+            regression_tokens=m.regression_tokens or "interleaved",
             num_members=num_members,
         )
 
@@ -80,6 +86,15 @@ class TransformerConfig:
     @property
     def mlp_size(self) -> int:
         return max(1, round(self.hidden_size * self.mlp_expansion_factor))
+
+    @property
+    def read_in_size(self) -> int:  # features of one token before the read-in
+        if self.setting == "categorical-sequence":
+            return self.num_dims + 1  # symbols and the start token (an embedding)
+        if self.setting == "linear-regression":
+            # interleaved: x features, then y; paired: x, y, then a y-token flag
+            return self.num_dims + (2 if self.regression_tokens == "paired" else 1)
+        return self.num_dims
 
     @property
     def sequence_length(self) -> int:  # L, tokens the transformer reads
@@ -242,11 +257,10 @@ class EnsembleTransformer(nn.Module):
         self.config = config
         e, h = config.num_members, config.hidden_size
         if config.setting == "categorical-sequence":
-            self.read_in = EnsembleEmbedding(e, config.num_dims + 1, h)  # + start token
-        elif config.setting == "linear-regression":
-            self.read_in = EnsembleLinear(e, config.num_dims + 1, h)  # x features, then y
+            self.read_in = EnsembleEmbedding(e, config.read_in_size, h)
         else:
-            self.read_in = EnsembleLinear(e, config.num_dims, h)
+            self.read_in = EnsembleLinear(e, config.read_in_size, h)
+        if config.setting == "classification":
             self.label_in = EnsembleEmbedding(e, 3, h)  # labels 0, 1 and "masked"
         self.position = None
         if config.position_encoding == "learned":
@@ -333,8 +347,13 @@ class EnsembleTransformer(nn.Module):
         weight_dtype = self.read_out.weight.dtype
         if c.setting == "linear-regression":
             x, y = batch.x.to(weight_dtype), batch.y.to(weight_dtype)  # (E, B, T, d), (E, B, T)
-            x_tokens = F.pad(x, (0, 1))  # (E, B, T, d + 1): last channel 0
-            y_tokens = F.pad(y[..., None], (c.num_dims, 0))  # (E, B, T, d + 1): only y
+            if c.regression_tokens == "paired":
+                x_tokens = F.pad(x, (0, 2))  # (E, B, T, d + 2): x, y = 0, flag 0
+                flag = torch.ones_like(y[..., None])
+                y_tokens = torch.cat([x, y[..., None], flag], -1)  # (E, B, T, d + 2)
+            else:
+                x_tokens = F.pad(x, (0, 1))  # (E, B, T, d + 1): last channel 0
+                y_tokens = F.pad(y[..., None], (c.num_dims, 0))  # (E, B, T, d + 1): only y
             tokens = torch.stack([x_tokens, y_tokens], 3).flatten(2, 3)[:, :, :-1]  # (E,B,2T-1,.)
         else:
             items = torch.cat([batch.context_items, batch.query_item[..., None, :]], -2)
@@ -373,7 +392,7 @@ def count_flops(config: TransformerConfig, batch_size: int) -> int:
     h, m = c.hidden_size, c.mlp_size
     per_token = 2 * (3 * h * h + h * h + 2 * h * m)  # qkv, proj, mlp up + down
     attention = 2 * 2 * length * h / 2  # scores and mixing, causal half
-    tokens_in = c.num_dims + 1 if c.setting == "linear-regression" else 0
+    tokens_in = c.read_in_size if c.setting == "linear-regression" else 0
     read = 2 * h * tokens_in * length + 2 * h * c.num_outcomes * c.num_predictions
     forward = batch_size * (c.num_layers * length * (per_token + attention) + read)
     return int(3 * forward * c.num_members)
