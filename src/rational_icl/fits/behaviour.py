@@ -417,13 +417,13 @@ def barycentric_core(
 
     for _ in range(_BARYCENTRIC_ROUNDS):
         before = np.stack([share, blend])
-        generalizer = g if alternative is None else mix(cell(blend), g, alternative)
-        part = mix(cell(share), m, generalizer)
+        generalizer = g if alternative is None else _mix(cell(blend), g, alternative)
+        part = _mix(cell(share), m, generalizer)
         mass = np.nan_to_num(line(transformer, part, c, axes=(-3, -1))[1])[..., None, :, None]
-        distance, new_share = line(transformer, mix(mass, m, c), mix(mass, generalizer, c))
+        distance, new_share = line(transformer, _mix(mass, m, c), _mix(mass, generalizer, c))
         share = np.where(np.isnan(new_share), share, new_share)
         if alternative is not None:
-            with_g, with_a = (mix(mass, mix(cell(share), m, x), c) for x in (g, alternative))
+            with_g, with_a = (_mix(mass, _mix(cell(share), m, x), c) for x in (g, alternative))
             distance, new_blend = line(transformer, with_g, with_a)
             blend = np.where(np.isnan(new_blend), blend, new_blend)
         if np.nanmax(np.abs(np.stack([share, blend]) - before), initial=0) < _BARYCENTRIC_TOLERANCE:
@@ -434,7 +434,7 @@ def barycentric_core(
     return distance, np.where(np.isnan(new_share), np.nan, share), mean_mass
 
 
-def mix(weight, a, b):
+def _mix(weight, a, b):
     """weight·a + (1 − weight)·b."""
     return weight * a + (1 - weight) * b
 
