@@ -59,7 +59,7 @@ _DISTANCE_KINDS = {
 _NEWTON_STEPS = 30
 # Barycentric measure: rounds of block coordinate descent, and the weight on M and G below
 # which their share is not measured (the transformer is mostly the constant predictor).
-_BARYCENTRIC_ROUNDS = 50
+_BARYCENTRIC_ROUNDS = 20
 _BARYCENTRIC_TOLERANCE = 1e-4
 MIN_STRATEGY_MASS = 0.1
 BARYCENTRIC_STRATEGIES = ("memorizing", "generalizing", "constant")
@@ -295,6 +295,8 @@ def best_mixture_kl(
     """
     valid = ~np.isnan(transformer).all(axis=-1) & ~np.isnan(memorizing).all(axis=-1)
     count = valid.sum(axis=tuple(a + 1 for a in axes if a != -1))
+    # float32 sums carry ~1e-7 relative noise: a tighter tolerance would never be met
+    tolerance = _NEWTON_TOLERANCE if transformer.dtype == np.float64 else 1e-6
     t, m, g = (np.nan_to_num(x) for x in (transformer, memorizing, generalizing))
     a = m - g  # padded entries are 0 here, so they add nothing to any sum below
     log_t = np.log(np.maximum(t, LOG_FLOOR))
@@ -312,7 +314,7 @@ def best_mixture_kl(
         curvature = 0.5 * (a * a / h * (1 + ratio)).sum(axis=axes)
         return slope, curvature
 
-    low, high = np.zeros(shape), np.ones(shape)
+    low, high = np.zeros(shape, t.dtype), np.ones(shape, t.dtype)
     slope_low, slope_high = slope_and_curvature(low)[0], slope_and_curvature(high)[0]
     at_low = slope_low >= 0  # d increases from w = 0: G is closest
     at_high = slope_high <= 0  # d decreases up to w = 1: M is closest
@@ -331,7 +333,7 @@ def best_mixture_kl(
             secant = low - slope_low * (high - low) / (slope_high - slope_low)
         secant = np.where((secant > low) & (secant < high), secant, 0.5 * (low + high))
         step = np.where((newton >= low) & (newton <= high), newton, secant)
-        done = np.all(np.abs(step - w)[interior] < _NEWTON_TOLERANCE)
+        done = np.all(np.abs(step - w)[interior] < tolerance)
         w = step
         if done:
             break
@@ -376,6 +378,8 @@ def barycentric(
     arrays = [transformer, memorizing, generalizing, constant]
     if alternative is not None:
         arrays.append(alternative)
+    # float32 halves the memory traffic of the many passes; weights need ~1e-3, not 1e-10
+    arrays = [x.astype(np.float32) for x in arrays]
     if any(x.chunks is not None for x in arrays):
         arrays = [x.chunk({d: -1 for d in PREDICTION_DIMS}) for x in arrays]
     return xr.apply_ufunc(
@@ -431,7 +435,8 @@ def barycentric_core(
     valid = ~np.isnan(transformer).all(axis=(-3, -1))
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_mass = np.where(valid, mass[..., 0, :, 0], 0).sum(-1) / valid.sum(-1)
-    return distance, np.where(np.isnan(new_share), np.nan, share), mean_mass
+    share = np.where(np.isnan(new_share), np.nan, share)
+    return distance.astype(np.float64), share.astype(np.float64), mean_mass.astype(np.float64)
 
 
 def _mix(weight, a, b):
