@@ -58,10 +58,11 @@ _DISTANCE_KINDS = {
 }
 _NEWTON_STEPS = 30
 # Barycentric measure: rounds of block coordinate descent, and the weight on M and G below
-# which their share is not measured (the transformer is mostly the constant predictor).
+# which their share is not measured: the transformer is mostly the constant predictor, and
+# the share's noise grows as 1 / mass (early checkpoints read anything from 0 to 1).
 _BARYCENTRIC_ROUNDS = 20
 _BARYCENTRIC_TOLERANCE = 1e-4
-MIN_STRATEGY_MASS = 0.1
+MIN_STRATEGY_MASS = 0.3
 BARYCENTRIC_STRATEGIES = ("memorizing", "generalizing", "constant")
 _NEWTON_TOLERANCE = 1e-10
 
