@@ -129,6 +129,8 @@ def _single_num_tasks(folders, tmp_path):
         (lambda f, t: [f[1], "-o", t], "is a folder"),
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--chains", "0"], "--chains must be at least 1"),
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--pooling", "partial"], "several configurations"),
+        (lambda f, t: [f[1], "-o", t / "fit.nc", "--splits", "id,iwl"], "allowed are id, ood"),
+        (lambda f, t: [f[1], "-o", t / "fit.nc", "--behaviour", t / "none.nc"], "is not a file"),
     ],
 )
 def test_errors_are_one_line(folders, tmp_path, capsys, make_args, message):
@@ -152,3 +154,19 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
     code, _, err = _ricl(capsys, "compare", tmp_path / "a.nc", tmp_path / "b.nc")
     assert code == 1
     assert err.strip() == f"ricl compare: error: fit file {str(tmp_path / 'a.nc')!r} does not exist"
+
+
+def test_fit_on_the_id_split_prints_both_evaluations(folders, tmp_path, capsys):
+    _, runs = folders
+    out = tmp_path / "fit.nc"
+    argv = ["fit", runs, "-o", out, "--method", "map", "--splits", "id", "--drop-early"]
+    code, stdout, _ = _ricl(capsys, *argv)
+    assert code == 0
+    assert "fitted splits id" in stdout and "measure barycentric" in stdout
+    assert "authors' evaluation (id split, checkpoints from step" in stdout
+    assert "no-skill baseline" in stdout
+    tree = inference.read_fit(out)
+    mask = tree.constant_data.fit_mask
+    assert not bool(mask.sel(split="ood").any()) and bool(mask.sel(split="id").any())
+    assert tree.attrs["fitted_splits"] == "id" and tree.attrs["measure"] == "barycentric"
+    assert np.isfinite(tree.attrs["heldout_correlation_ood"])  # scored though not fitted

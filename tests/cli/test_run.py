@@ -27,7 +27,10 @@ def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
     assert "== data: done" in out and "== train: done" in out  # simulated runs count
     assert "== behaviour:" in out and "== ricl fit" in out and "== ricl report" in out
     (fit_line,) = [line for line in out.splitlines() if line.startswith("== ricl fit")]
-    assert fit_line.endswith("--drop-early")  # the paper's procedure, on by default
+    assert " --drop-early" in fit_line  # the paper's procedure, on by default
+    assert (
+        " --measure barycentric" in fit_line and f" --behaviour {job / 'behaviour.nc'}" in fit_line
+    )
     assert "early checkpoints not fitted" in out
     page = job / "report" / "index.html"
     assert out.strip().splitlines()[-1] == f"report: {page}"

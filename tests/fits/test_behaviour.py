@@ -213,3 +213,117 @@ def test_behaviour_rejects_an_unknown_setting(make_run):
     runs = _combined(make_run, [_run(make_run, rng, d) for d in (2, 4)])
     with pytest.raises(RiclError, match="setting 'poker'"):
         behaviour(runs.assign_attrs(setting="poker"))
+
+
+# ---------------------------------------------------------------------------- barycentric
+# Synthetic transformers built from a tiny preset's own strategy predictions (``ricl data``
+# on the preset at its smallest, a middle and its largest num_tasks): under-confident
+# generalizers must not read as memorizing (DESIGN.md, second caution).
+
+_PRESET_NUM_TASKS = {"smallest": 0, "largest": -1}
+
+
+@pytest.fixture(
+    scope="module", params=["tiny-categorical", "tiny-regression", "tiny-classification"]
+)
+def preset_data(request, tmp_path_factory):
+    """(setting, folder) of ``ricl data`` files for a tiny preset, 3 num_tasks values."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from rational_icl.data import preset_specs
+
+    spec = preset_specs(request.param)[0]
+    values = sorted(spec.num_tasks)
+    spec = dataclasses.replace(
+        spec,
+        num_tasks=[values[0], values[len(values) // 2], values[-1]],
+        evaluation=dataclasses.replace(spec.evaluation, num_loss_sequences=64),
+    )
+    root = tmp_path_factory.mktemp(request.param)
+    (root / "spec.toml").write_text(spec.to_toml())
+    command = [sys.executable, "-m", "rational_icl.cli.main", "data", str(root / "spec.toml")]
+    result = subprocess.run(
+        [*command, "--out", str(root / "data")], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    return spec.setting, root / "data"
+
+
+def _synthetic_predictors(ds: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Transformer predictions that read G (first group) and the known mixtures (second)."""
+    from rational_icl.fits.behaviour import gradient_step_prediction
+
+    m, g, c = (ds.strategy_prediction.sel(strategy=s, drop=True) for s in STRATEGY_NAMES)
+    generalizers = {"G": g}
+    if ds.attrs["setting"] == "linear-regression":
+        generalizers["0.8 G"] = 0.8 * g
+        generalizers["one gradient step"] = gradient_step_prediction(ds)
+        # a smaller step than the optimal one: still no training task in it
+        generalizers["half a gradient step"] = 0.5 * gradient_step_prediction(ds)
+    else:
+        tempered = np.sqrt(g)
+        generalizers["G^0.5"] = tempered / tempered.sum("outcome")
+        generalizers["0.8 G + 0.2 C"] = 0.8 * g + 0.2 * c
+    return generalizers | {"M": m, "0.5 M + 0.5 G": 0.5 * m + 0.5 * g}
+
+
+STRATEGY_NAMES = ("memorizing", "generalizing", "constant")
+
+
+def _synthetic_behaviour(folder, out) -> tuple[xr.Dataset, list[str]]:
+    """Every synthetic predictor as one checkpoint of each run; the behaviour of the lot."""
+    names = None
+    for path in sorted(folder.glob("*.nc")):
+        ds = xr.load_dataset(path)
+        predictors = _synthetic_predictors(ds)
+        names = list(predictors)
+        steps = np.arange(1, len(names) + 1)
+        ds["transformer_prediction"] = xr.concat(
+            [p.transpose(*ds.strategy_prediction.dims[1:]) for p in predictors.values()],
+            dim=xr.DataArray(steps, dims="checkpoint", name="checkpoint"),
+        ).astype("float32")
+        ds["transformer_loss"] = xr.zeros_like(
+            ds.transformer_prediction.isel(sequence=0, position=0, outcome=0, drop=True)
+        )
+        out.mkdir(exist_ok=True)
+        ds.to_netcdf(out / path.name)
+    return load_behaviour(out).assign_coords(predictor=("checkpoint", names)), names
+
+
+def test_barycentric_weight_reads_synthetic_transformers(preset_data, tmp_path):
+    setting, folder = preset_data
+    measured, names = _synthetic_behaviour(folder, tmp_path / "runs")
+    weight = measured.barycentric_weight.swap_dims(checkpoint="predictor")
+    num_tasks = measured.num_tasks.values
+    largest, smallest = num_tasks.max(), num_tasks.min()
+    for name in names[: names.index("M")]:  # the generalizers
+        read = weight.sel(predictor=name, num_tasks=largest)
+        assert float(read.max()) <= 0.1, (setting, name, read.values)
+    assert float(weight.sel(predictor="M", num_tasks=smallest).min()) >= 0.9
+    mixture = weight.sel(predictor="0.5 M + 0.5 G")
+    np.testing.assert_allclose(mixture.values, 0.5, atol=0.05)
+    # the measure the issue replaces reads at least one generalizer as memorizing
+    if setting != "categorical-sequence":
+        relative = measured.relative_distance.swap_dims(checkpoint="predictor")
+        under_confident = relative.sel(num_tasks=largest, predictor=names[1 : names.index("M")])
+        assert float(under_confident.max()) > 0.15
+
+
+def test_barycentric_core_recovers_a_mixture_with_constant_weight_per_position():
+    """h_t = l_t (s M + (1 - s) G) + (1 - l_t) C is recovered exactly: s and mean l."""
+    from rational_icl.fits.behaviour import barycentric_core
+
+    rng = np.random.default_rng(5)
+    m, g = _probabilities(rng, (16, 6), 4), _probabilities(rng, (16, 6), 4)
+    c = np.full_like(m, 0.25)
+    confidence = np.linspace(0.3, 0.9, 6)[None, :, None]  # per position
+    t = confidence * (0.3 * m + 0.7 * g) + (1 - confidence) * c
+    distance, share, mass = barycentric_core(t, m, g, c, kind="kl")
+    assert share == pytest.approx(0.3, abs=1e-4)
+    assert mass == pytest.approx(0.6, abs=1e-4)
+    assert distance < 1e-8
+    # least squares: the same family, exactly
+    distance, share, mass = barycentric_core(t, m, g, c, kind="mse")
+    assert share == pytest.approx(0.3, abs=1e-4) and mass == pytest.approx(0.6, abs=1e-4)

@@ -6,6 +6,7 @@ import numpy as np
 import numpyro
 import pytest
 import scipy.special
+import scipy.stats
 import xarray as xr
 
 from rational_icl.errors import RiclError
@@ -404,3 +405,42 @@ def test_outputs_fits_are_compared_by_loo(outputs_fits, map_fit, tmp_path):
     assert list(table.index) == ["full", "unit-gamma"]
     with pytest.raises(RiclError, match="one observation model"):
         inference.compare({"outputs": full, "relative-distance": map_fit})
+
+
+def test_authors_threshold_is_the_latest_first_close_checkpoint():
+    """Hand case: ranges [1, 0] per num_tasks; within 0.2 of the range at steps 30 and 50."""
+    distance = xr.DataArray(
+        [
+            [[1.0, 9.0], [0.5, 9.0], [0.1, 9.0], [0.0, 9.0], [0.0, 9.0]],  # first close: 30
+            [[1.0, 0.0], [0.9, 0.0], [0.5, 0.0], [0.3, 0.0], [0.0, 0.0]],  # first close: 50
+        ],
+        dims=("num_tasks", "checkpoint", "split"),
+        coords={"num_tasks": [2, 4], "checkpoint": [10, 20, 30, 40, 50], "split": ["id", "ood"]},
+    )
+    kept = inference.authors_kept(distance, within=0.2)
+    assert kept.dims == ("num_tasks", "checkpoint")
+    np.testing.assert_array_equal(kept.values, [[False] * 4 + [True]] * 2)
+    kept = inference.authors_kept(distance, within=0.5)  # first close: 20 and 30
+    np.testing.assert_array_equal(kept.checkpoint.where(kept).min(), 30)
+
+
+def test_fitting_one_split_masks_the_others(behaviour):
+    settings = inference.FitSettings(method="map", chains=1, draws=50, splits=("id",))
+    tree = inference.fit(behaviour, settings)
+    mask = tree.constant_data.fit_mask
+    assert not bool(mask.sel(split="ood").any())
+    assert int(mask.sel(split="id").sum()) == int((~tree.constant_data.held_out).sum())
+    with pytest.raises(RiclError, match="allowed are id, ood"):
+        inference.fit(behaviour, inference.FitSettings(method="map", splits=("iwl",)))
+
+
+def test_no_skill_baseline_is_each_num_tasks_mean(map_fit):
+    """The baseline's agreement, recomputed by hand from the fit's own observed cells."""
+    observed = map_fit.observed_data.relative_distance.sel(split="id")
+    cells = (map_fit.constant_data.held_out & observed.notnull()).values
+    values = np.where(cells, observed.values, np.nan)
+    baseline = np.broadcast_to(np.nanmean(values, axis=1, keepdims=True), values.shape)
+    p, o = baseline[cells], observed.values[cells]
+    expected = scipy.stats.pearsonr(p, o).statistic
+    assert map_fit.attrs["baseline_heldout_correlation_id"] == pytest.approx(expected)
+    assert map_fit.attrs["baseline_heldout_tvd_id"] == pytest.approx(np.mean(np.abs(p - o)))

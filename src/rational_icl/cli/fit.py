@@ -10,6 +10,7 @@ from rational_icl.errors import RiclError
 # The same choices as rational_icl.fits (a test checks), spelled out here so that
 # `ricl --help` does not import JAX.
 OBSERVATIONS = ("relative-distance", "outputs")
+MEASURES = ("auto", "barycentric", "relative-distance")
 ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
 POOLINGS = ("complete", "none", "partial")
 METHODS = ("nuts", "map", "svi")
@@ -28,6 +29,28 @@ def add_parser(subparsers) -> None:
     parser.add_argument("runs_dir", metavar="RUNS_DIR", type=Path, help="folder of run files")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output fit file (.nc)")
     parser.add_argument("--observation", choices=OBSERVATIONS, default="relative-distance")
+    parser.add_argument(
+        "--measure",
+        choices=MEASURES,
+        default="auto",
+        help="the observed weight on memorizing: barycentric weights over memorizing, "
+        "generalizing and constant predictors (an under-confident generalizer does not "
+        "read as memorizing), or the relative distance; auto (default): barycentric "
+        "where the runs have the constant strategy",
+    )
+    parser.add_argument(
+        "--splits",
+        default=None,
+        help="comma-separated splits that enter the likelihood, e.g. id (the authors' "
+        "choice), or all (the default). Every split is still predicted and scored",
+    )
+    parser.add_argument(
+        "--behaviour",
+        type=Path,
+        default=None,
+        help="a behaviour file computed from RUNS_DIR (ricl run writes one); default: "
+        "measured here from the runs",
+    )
     parser.add_argument("--ablation", choices=ABLATIONS, default="none")
     parser.add_argument("--pooling", choices=POOLINGS, default="complete")
     parser.add_argument(
@@ -73,6 +96,8 @@ def run(args) -> int:
 
     settings = inference.FitSettings(
         observation=args.observation,
+        measure=args.measure,
+        splits=_splits(args.splits),
         ablation=args.ablation,
         pooling=args.pooling,
         strategies=tuple(s.strip() for s in args.strategies.split(",")),
@@ -87,13 +112,24 @@ def run(args) -> int:
         progress_bar=os.isatty(2),
     )
     runs = open_runs(args.runs_dir)
-    measured = behaviour(runs).compute()
+    if args.behaviour is not None:
+        from rational_icl.io import load_netcdf
+
+        measured = load_netcdf(args.behaviour)
+    else:
+        measured = behaviour(runs).compute()
     needs_runs = args.observation == "outputs" or args.context_dependent
     tree = inference.fit(measured, settings, runs=runs if needs_runs else None)
     _report(tree, inference)
     inference.write_fit(tree, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _splits(text: str | None) -> tuple[str, ...] | None:
+    if text is None or text.strip() == "all":
+        return None
+    return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def _check_args(args) -> None:
@@ -109,12 +145,15 @@ def _check_args(args) -> None:
             raise RiclError(f"--{name} must be at least 1; got {getattr(args, name)}")
     if args.warmup < 0:
         raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
+    if args.behaviour is not None and not Path(args.behaviour).is_file():
+        raise RiclError(f"--behaviour {str(args.behaviour)!r} is not a file")
 
 
 def _report(tree, inference) -> None:
     """Summary table, fit quality, dropped checkpoints, diagnostics and LOO, on stdout."""
     print(
-        f"rational model, observation {tree.attrs['observation_model']}, ablation "
+        f"rational model, observation {tree.attrs['observation_model']} (measure "
+        f"{tree.attrs['measure']}, fitted splits {tree.attrs['fitted_splits']}), ablation "
         f"{tree.attrs['ablation']}, pooling {tree.attrs['pooling']}, method "
         f"{tree.attrs['inference_method']}"
     )
@@ -127,7 +166,17 @@ def _report(tree, inference) -> None:
             f"held out {held:.3f}, fitted {fitted:.3f}; held-out Spearman "
             f"{tree.attrs.get(f'heldout_spearman_{split}'):.3f}, TVD "
             f"{tree.attrs.get(f'heldout_tvd_{split}'):.3f}, R^2 "
-            f"{tree.attrs.get(f'heldout_r2_{split}'):.3f}"
+            f"{tree.attrs.get(f'heldout_r2_{split}'):.3f}; no-skill baseline held-out r "
+            f"{tree.attrs.get(f'baseline_heldout_correlation_{split}'):.3f}"
+        )
+    if "authors_correlation" in tree.attrs:
+        a = tree.attrs
+        print(
+            f"authors' evaluation (id split, checkpoints from step {a['authors_threshold']:.0f} "
+            f"on, all num_tasks pooled): Pearson r {a['authors_correlation']:.3f}, TVD "
+            f"{a['authors_tvd']:.3f}, R^2 {a['authors_r2']:.3f}; no-skill baseline r "
+            f"{a['authors_baseline_correlation']:.3f}, TVD {a['authors_baseline_tvd']:.3f}, "
+            f"R^2 {a['authors_baseline_r2']:.3f}"
         )
     if "dropped" in tree.constant_data:
         dropped = tree.constant_data.dropped

@@ -26,6 +26,8 @@ from rational_icl.errors import RiclError
 
 DEFAULT_PRESET = "tiny-categorical"
 STAGES = ("data", "train", "behaviour", "fit", "report")
+# Fit the id split only: see the README's note on the fit (measured on the tiny presets).
+DEFAULT_FIT_SPLITS = "id"
 
 
 def add_parser(subparsers) -> None:
@@ -59,6 +61,17 @@ def add_parser(subparsers) -> None:
         default=True,
         help="fit only checkpoints after the transformer first comes near the best "
         "memorizing-generalizing mixture, as the paper does (default: on; see ricl fit)",
+    )
+    parser.add_argument(
+        "--measure",
+        choices=("barycentric", "relative-distance"),
+        default="barycentric",
+        help="the observed weight on memorizing the fit reads (see ricl fit)",
+    )
+    parser.add_argument(
+        "--splits",
+        default=DEFAULT_FIT_SPLITS,
+        help=f"splits that enter the fit's likelihood (default {DEFAULT_FIT_SPLITS}; see ricl fit)",
     )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
     parser.set_defaults(func=run)
@@ -106,10 +119,12 @@ def run_spec(spec, folder: Path, args) -> Path:
         _behaviour(runs_dir, behaviour_file)
     else:
         _skip("behaviour", behaviour_file)
-    if args.force or not _newer(fit_file, run_files):
+    if args.force or not _newer(fit_file, [*run_files, behaviour_file]):
         fit_options = ["--method", args.method, "--chains", str(args.chains)]
         fit_options += ["--draws", str(args.draws), "--warmup", str(args.warmup)]
         fit_options += ["--drop-early"] if args.drop_early else []
+        fit_options += ["--measure", args.measure, "--behaviour", str(behaviour_file)]
+        fit_options += ["--splits", args.splits] if args.splits != "all" else []
         _command(["fit", str(runs_dir), "-o", str(fit_file), "--force", *fit_options])
     else:
         _skip("fit", fit_file)

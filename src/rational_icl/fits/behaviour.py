@@ -11,6 +11,26 @@ For every checkpoint, num_tasks and split (and configuration, where the sweep ha
 - ``interpolation_distance`` / ``interpolation_weight``: the distance to the best mixture
   h = w·M + (1 − w)·G, w ∈ [0, 1], and that w. Closed form for MSE; for KL a safeguarded
   Newton search on the convex 1-D objective, all cells at once, inside each dask block.
+- ``barycentric_weight`` (the fit's default observation), ``barycentric_distance`` and
+  ``strategy_mass``: the transformer's weight on memorizing read off the closest point of
+  the family h_t = λ_t·(s·M_t + (1 − s)·Ĝ_t) + (1 − λ_t)·C_t, where Ĝ = g·G + (1 − g)·A.
+
+Why the barycentric weight. The relative distance projects the transformer onto the line
+through M and G. At large D, on fresh tasks, M lies between G and the prior mean (C), so any
+under-confident generalizer (a shrunk ridge, one step of in-context gradient descent, a
+tempered posterior) projects onto M and reads as memorizing, though it uses no training
+task. The barycentric weights, as in the authors' multi-predictor analysis, place the
+transformer in the simplex of M, G and C instead, so shrinkage toward the prior predictive
+is given to C, not to M. Two refinements make this hold along the whole context: the
+weight on C may vary with the position t (a learner that has seen few observations is less
+sure; for the categorical setting a larger Dirichlet concentration is exactly such a
+position-dependent mixture of G and C), and the generalizing vertex is a mixture of G and
+an under-confident generalizer A that uses no training task (one step of gradient descent
+for regression, G^(1/2) renormalised for probabilities). s, the share of memorizing in the
+transformer's strategy part, is the observed weight given to the fit: it is 1 at M, 0 at
+G, A or any mixture of them with C, and w for w·M + (1 − w)·G. It is NaN where
+the transformer is mostly C (mean λ below ``MIN_STRATEGY_MASS``): there M against G is not
+observed.
 
 Everything is xarray arithmetic on (possibly dask-backed) arrays: nothing is loaded until
 ``.compute()``, and no Python loop runs over cells.
@@ -18,6 +38,7 @@ Everything is xarray arithmetic on (possibly dask-backed) arrays: nothing is loa
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +57,13 @@ _DISTANCE_KINDS = {
     "linear-regression": "mse",
 }
 _NEWTON_STEPS = 30
+# Barycentric measure: rounds of block coordinate descent, and the weight on M and G below
+# which their share is not measured: the transformer is mostly the constant predictor, and
+# the share's noise grows as 1 / mass (early checkpoints read anything from 0 to 1).
+_BARYCENTRIC_ROUNDS = 20
+_BARYCENTRIC_TOLERANCE = 1e-4
+MIN_STRATEGY_MASS = 0.3
+BARYCENTRIC_STRATEGIES = ("memorizing", "generalizing", "constant")
 _NEWTON_TOLERANCE = 1e-10
 
 
@@ -64,6 +92,8 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
         - ``distance`` (strategy, *G*, checkpoint, split)
         - ``relative_distance``, ``interpolation_distance``, ``interpolation_weight``,
           ``transformer_loss`` (*G*, checkpoint, split)
+        - ``barycentric_weight``, ``barycentric_distance``, ``strategy_mass`` (*G*,
+          checkpoint, split), where the runs have the constant strategy
         - ``strategy_distance`` (*G*, split): d_MG, the distance between M and G
         - ``strategy_loss``, ``strategy_loss_se``, ``strategy_complexity`` (strategy, *G*)
 
@@ -85,7 +115,6 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
         strategy_distance,
     )
     mixture_distance, mixture_weight = best_mixture(transformer, memorizing, generalizing, kind)
-
     cell = (*grid, "checkpoint", "split")
     unit = "nats" if kind == "kl" else "squared units of y"
     measure = "symmetrized KL divergence" if kind == "kl" else "mean squared error"
@@ -105,6 +134,7 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
                 "(r + 1)/2 with r = clip((d_TG - d_TM)/d_MG, -1, 1): 1 at the memorizing "
                 "strategy, 0 at the generalizing strategy",
             ),
+            **_barycentric_variables(runs, transformer, strategies, kind, cell, unit, measure),
             "interpolation_distance": _described(
                 mixture_distance.transpose(*cell),
                 "distance to the best memorizing-generalizing mixture",
@@ -137,6 +167,45 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
             runs["strategy_loss_se"].transpose("strategy", *grid), "nats"
         )
     return out
+
+
+def _barycentric_variables(runs, transformer, strategies, kind, cell, unit, measure) -> dict:
+    """barycentric_weight, barycentric_distance and strategy_mass (none without C)."""
+    if "constant" not in strategies.strategy.values:
+        return {}
+    memorizing, generalizing, constant = (
+        strategies.sel(strategy=name, drop=True) for name in BARYCENTRIC_STRATEGIES
+    )
+    distance, share, mass = barycentric(
+        transformer,
+        memorizing,
+        generalizing,
+        constant,
+        kind,
+        alternative_generalizer(runs, generalizing),
+    )
+    return {
+        "barycentric_weight": _described(
+            share.where(mass >= MIN_STRATEGY_MASS).transpose(*cell),
+            "observed weight on memorizing (barycentric)",
+            "1",
+            "s of the closest h_t = l_t (s M + (1 - s) G') + (1 - l_t) C, G' a mixture of "
+            "G and an under-confident generalizer, l_t per position: 1 at the memorizing "
+            f"strategy, 0 at any generalizer; NaN where mean l < {MIN_STRATEGY_MASS}",
+        ),
+        "barycentric_distance": _described(
+            distance.transpose(*cell),
+            "distance to the closest barycentric mixture",
+            unit,
+            f"{measure} between the transformer and the mixture barycentric_weight reads",
+        ),
+        "strategy_mass": _described(
+            mass.transpose(*cell),
+            "weight on the strategies against the constant predictor",
+            "1",
+            "mean over positions of l_t, 1 - the constant predictor's weight",
+        ),
+    }
 
 
 def distance_kind(setting) -> str:
@@ -209,43 +278,51 @@ def _best_mixture_mse(transformer, memorizing, generalizing):
 
 
 def best_mixture_kl(
-    transformer: np.ndarray, memorizing: np.ndarray, generalizing: np.ndarray
+    transformer: np.ndarray,
+    memorizing: np.ndarray,
+    generalizing: np.ndarray,
+    axes: tuple[int, ...] = (-3, -2, -1),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Numpy core: closest mixture in symmetrized KL over the last three axes.
+    """Numpy core: closest mixture in symmetrized KL, reduced over ``axes``.
 
     Inputs broadcast against each other, ``(..., sequence, position, outcome)``; NaN marks
-    padding. The objective d(w) is convex (KL is convex in each argument and h is linear
-    in w), so its minimiser on [0, 1] is an end point or the root of d'(w), found by Newton
-    steps kept inside a shrinking bracket (a secant step when Newton leaves it).
+    padding. ``axes`` are the axes one mixture weight serves: all three by default, or
+    ``(-3, -1)`` for a weight per position. The objective d(w) is convex (KL is convex in
+    each argument and h is linear in w), so its minimiser on [0, 1] is an end point or the
+    root of d'(w), found by Newton steps kept inside a shrinking bracket (a secant step when
+    Newton leaves it).
 
-    Returns ``(distance, weight)`` of shape ``(...)``.
+    Returns ``(distance, weight)``, the broadcast shape without ``axes``.
     """
     valid = ~np.isnan(transformer).all(axis=-1) & ~np.isnan(memorizing).all(axis=-1)
-    count = valid.sum(axis=(-2, -1))
+    count = valid.sum(axis=tuple(a + 1 for a in axes if a != -1))
+    # float32 sums carry ~1e-7 relative noise: a tighter tolerance would never be met
+    tolerance = _NEWTON_TOLERANCE if transformer.dtype == np.float64 else 1e-6
     t, m, g = (np.nan_to_num(x) for x in (transformer, memorizing, generalizing))
     a = m - g  # padded entries are 0 here, so they add nothing to any sum below
     log_t = np.log(np.maximum(t, LOG_FLOOR))
-    shape = np.broadcast_shapes(t.shape, m.shape, g.shape)[:-3]
+    full = np.broadcast_shapes(t.shape, m.shape, g.shape)
+    shape = tuple(n for i, n in enumerate(full) if i - len(full) not in axes)
 
     def objective(w):
-        h = np.maximum(g + w[..., None, None, None] * a, LOG_FLOOR)
-        return 0.5 * ((t - h) * (log_t - np.log(h))).sum(axis=(-3, -2, -1))
+        h = np.maximum(g + np.expand_dims(w, axes) * a, LOG_FLOOR)
+        return 0.5 * ((t - h) * (log_t - np.log(h))).sum(axis=axes)
 
     def slope_and_curvature(w):
-        h = np.maximum(g + w[..., None, None, None] * a, LOG_FLOOR)
+        h = np.maximum(g + np.expand_dims(w, axes) * a, LOG_FLOOR)
         ratio = t / h
-        slope = -0.5 * (a * (log_t - np.log(h) + ratio - 1)).sum(axis=(-3, -2, -1))
-        curvature = 0.5 * (a * a / h * (1 + ratio)).sum(axis=(-3, -2, -1))
+        slope = -0.5 * (a * (log_t - np.log(h) + ratio - 1)).sum(axis=axes)
+        curvature = 0.5 * (a * a / h * (1 + ratio)).sum(axis=axes)
         return slope, curvature
 
-    low, high = np.zeros(shape), np.ones(shape)
+    low, high = np.zeros(shape, t.dtype), np.ones(shape, t.dtype)
     slope_low, slope_high = slope_and_curvature(low)[0], slope_and_curvature(high)[0]
     at_low = slope_low >= 0  # d increases from w = 0: G is closest
     at_high = slope_high <= 0  # d decreases up to w = 1: M is closest
     interior = ~(at_low | at_high)
     # start from the least-squares weight, usually a few Newton steps from the optimum
     with np.errstate(divide="ignore", invalid="ignore"):
-        start = (a * (t - g)).sum(axis=(-3, -2, -1)) / (a * a).sum(axis=(-3, -2, -1))
+        start = (a * (t - g)).sum(axis=axes) / (a * a).sum(axis=axes)
     w = np.broadcast_to(np.clip(np.nan_to_num(start, nan=0.5), 0.01, 0.99), shape)
     for _ in range(_NEWTON_STEPS):
         slope, curvature = slope_and_curvature(w)
@@ -257,15 +334,151 @@ def best_mixture_kl(
             secant = low - slope_low * (high - low) / (slope_high - slope_low)
         secant = np.where((secant > low) & (secant < high), secant, 0.5 * (low + high))
         step = np.where((newton >= low) & (newton <= high), newton, secant)
-        done = np.all(np.abs(step - w)[interior] < _NEWTON_TOLERANCE)
+        done = np.all(np.abs(step - w)[interior] < tolerance)
         w = step
         if done:
             break
     w = np.where(at_low, 0.0, np.where(at_high, 1.0, w))
     with np.errstate(divide="ignore", invalid="ignore"):
         distance = objective(w) / count
-        identified = (a != 0).any(axis=(-3, -2, -1)) & (count > 0)
+        identified = (a != 0).any(axis=axes) & (count > 0)
     return distance, np.where(np.broadcast_to(identified, shape), w, np.nan)
+
+
+def _best_mixture_mse_core(transformer, memorizing, generalizing, axes=(-3, -2, -1)):
+    """Numpy twin of ``_best_mixture_mse`` over ``axes``: ``(distance, weight)``."""
+    valid = ~np.isnan(transformer) & ~np.isnan(memorizing)
+    count = valid.sum(axis=axes)
+    t, m, g = (np.nan_to_num(x) for x in (transformer, memorizing, generalizing))
+    a, b = m - g, t - g
+    aa, ab, bb = ((x * y).sum(axis=axes) for x, y in [(a, a), (a, b), (b, b)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weight = np.clip(ab / np.where(aa > 0, aa, np.nan), 0, 1)
+        distance = np.maximum(bb - 2 * weight * ab + weight**2 * aa, 0) / count
+    return np.where(np.isnan(weight), bb / count, distance), weight
+
+
+# ---------------------------------------------------------------------------- barycentric
+
+
+def barycentric(
+    transformer: xr.DataArray,
+    memorizing: xr.DataArray,
+    generalizing: xr.DataArray,
+    constant: xr.DataArray,
+    kind: str,
+    alternative: xr.DataArray | None = None,
+) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """The transformer's weight on M against the generalizers (see :func:`barycentric_core`).
+
+    Returns ``(distance, share, mass)``, each reduced over ``PREDICTION_DIMS``: the distance
+    (that of :func:`prediction_distance` of the same ``kind``) to the closest point of the
+    family, the share s of memorizing in the transformer's strategy part, and the mean over
+    positions of the weight on that part (1 minus the constant predictor's weight).
+    """
+    arrays = [transformer, memorizing, generalizing, constant]
+    if alternative is not None:
+        arrays.append(alternative)
+    # float32 halves the memory traffic of the many passes; weights need ~1e-3, not 1e-10
+    arrays = [x.astype(np.float32) for x in arrays]
+    if any(x.chunks is not None for x in arrays):
+        arrays = [x.chunk({d: -1 for d in PREDICTION_DIMS}) for x in arrays]
+    return xr.apply_ufunc(
+        functools.partial(barycentric_core, kind=kind),
+        *arrays,
+        input_core_dims=[list(PREDICTION_DIMS)] * len(arrays),
+        output_core_dims=[[], [], []],
+        dask="parallelized",
+        output_dtypes=[np.float64] * 3,
+    )
+
+
+def barycentric_core(
+    transformer, memorizing, generalizing, constant, alternative=None, *, kind: str
+):
+    """Numpy core of the barycentric measure, over the last three axes.
+
+    The closest point to the transformer of the family
+    h_t = λ_t·(s·M_t + (1 − s)·Ĝ_t) + (1 − λ_t)·C_t, with Ĝ = g·G + (1 − g)·A where an
+    alternative generalizer A is given (:func:`alternative_generalizer`), else Ĝ = G. s, g
+    in [0, 1] are one number per cell; λ_t in [0, 1] one per position. Inputs broadcast,
+    ``(..., sequence, position, outcome)``; NaN marks padding.
+
+    Block coordinate descent: each of λ (per position), s and g is in turn the weight of a
+    1-D mixture of two fixed predictions, solved exactly (:func:`best_mixture_kl`, or least
+    squares for ``kind="mse"``), so the distance never increases. s starts at the best
+    M-G mixture weight.
+
+    Returns ``(distance, s, mean over positions of λ)``, shape ``(...)``; s is NaN where
+    M and Ĝ agree.
+    """
+    line = best_mixture_kl if kind == "kl" else _best_mixture_mse_core
+    m, g, c = memorizing, generalizing, constant  # NaN (padding) stays padding below
+    share = np.nan_to_num(line(transformer, m, g)[1], nan=0.5)
+    blend = np.ones_like(share)  # g: weight of G against the alternative generalizer
+
+    def cell(x):  # (...) -> (..., 1, 1, 1)
+        return x[..., None, None, None]
+
+    for _ in range(_BARYCENTRIC_ROUNDS):
+        before = np.stack([share, blend])
+        generalizer = g if alternative is None else _mix(cell(blend), g, alternative)
+        part = _mix(cell(share), m, generalizer)
+        mass = np.nan_to_num(line(transformer, part, c, axes=(-3, -1))[1])[..., None, :, None]
+        distance, new_share = line(transformer, _mix(mass, m, c), _mix(mass, generalizer, c))
+        share = np.where(np.isnan(new_share), share, new_share)
+        if alternative is not None:
+            with_g, with_a = (_mix(mass, _mix(cell(share), m, x), c) for x in (g, alternative))
+            distance, new_blend = line(transformer, with_g, with_a)
+            blend = np.where(np.isnan(new_blend), blend, new_blend)
+        if np.nanmax(np.abs(np.stack([share, blend]) - before), initial=0) < _BARYCENTRIC_TOLERANCE:
+            break
+    valid = ~np.isnan(transformer).all(axis=(-3, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_mass = np.where(valid, mass[..., 0, :, 0], 0).sum(-1) / valid.sum(-1)
+    share = np.where(np.isnan(new_share), np.nan, share)
+    return distance.astype(np.float64), share.astype(np.float64), mean_mass.astype(np.float64)
+
+
+def _mix(weight, a, b):
+    """weight·a + (1 − weight)·b."""
+    return weight * a + (1 - weight) * b
+
+
+def alternative_generalizer(runs: xr.Dataset, generalizing: xr.DataArray) -> xr.DataArray:
+    """The under-confident generalizer the barycentric measure sets beside G.
+
+    Regression: one step of in-context gradient descent (:func:`gradient_step_prediction`);
+    probabilities: G tempered, G^(1/2) renormalised over outcomes. Both use no training
+    task, and both are what a transformer on its way to G can look like (DESIGN.md's second
+    caution); mixed with G and the constant predictor they span the shrunk, tempered and
+    one-step generalizers that the relative distance reads as memorizing. None for a
+    regression file without its inputs ``x`` and ``y``.
+    """
+    if runs.attrs.get("setting") == "linear-regression":
+        return gradient_step_prediction(runs) if "x" in runs and "y" in runs else None
+    tempered = np.sqrt(generalizing)
+    return tempered / tempered.sum("outcome")
+
+
+def gradient_step_prediction(runs: xr.Dataset) -> xr.DataArray:
+    """Regression: one step of in-context gradient descent on the squared error from w = 0.
+
+    ŵ_t = η_t·Σ_{s<t} y_s x_s, predicting x_t·ŵ_t, with the step η_t = 1/(t + d + 1 + σ²)
+    that minimises the expected squared error under the prior w ~ N(0, I_d): the simplest
+    generalizer a trained transformer is known to implement, which uses no training task.
+    Returns (..., split, sequence, position, outcome) like ``strategy_prediction``.
+    """
+    x, y = runs["x"], runs["y"]
+    moment = (x * y).cumsum("position") - x * y  # Σ_{s<t} y_s x_s
+    step = 1 / (
+        xr.DataArray(np.arange(runs.sizes["position"]), dims="position")
+        + runs.sizes["feature"]
+        + 1
+        + float(runs.attrs.get("noise_variance", 0.0))
+    )
+    prediction = step * (x * moment).sum("feature", skipna=False)
+    return prediction.expand_dims(outcome=runs["strategy_prediction"].outcome.values, axis=-1)
 
 
 def _described(da: xr.DataArray, long_name: str, units: str, description: str) -> xr.DataArray:

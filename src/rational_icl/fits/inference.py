@@ -39,6 +39,9 @@ numpyro.enable_x64()  # K ** beta and N ** (1 - alpha) span many orders of magni
 
 CONFIGURATION_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
 OBSERVATIONS = ("relative-distance", "outputs")
+# Behaviour measures the relative-distance model can observe, and their behaviour variables
+# (the fit's observed_data keeps the name relative_distance for every measure: SCHEMA.md 3).
+MEASURES = {"barycentric": "barycentric_weight", "relative-distance": "relative_distance"}
 METHODS = ("nuts", "map", "svi")
 SAMPLE_DIMS = ("chain", "draw")
 
@@ -48,6 +51,8 @@ class FitSettings:
     """What to fit and how. Defaults follow the paper and issue 4."""
 
     observation: str = "relative-distance"
+    measure: str = "auto"  # barycentric where the behaviour has it, else relative-distance
+    splits: tuple[str, ...] | None = None  # None fits every split
     ablation: str = "none"
     pooling: str = "complete"
     strategies: tuple[str, ...] = ("memorizing", "generalizing")
@@ -67,6 +72,7 @@ class FitSettings:
     def __post_init__(self):
         for name, allowed in [
             ("observation", OBSERVATIONS),
+            ("measure", ("auto", *MEASURES)),
             ("ablation", rational.ABLATIONS),
             ("pooling", rational.POOLINGS),
             ("method", METHODS),
@@ -136,6 +142,34 @@ def early_cells(interpolation_distance: xr.DataArray, within: float = 0.2) -> xr
     return (close.cumsum("checkpoint") == 0).rename("dropped")
 
 
+def _fitted_splits(split: xr.DataArray, splits) -> xr.DataArray:
+    """True for the splits that enter the likelihood (all when ``splits`` is None)."""
+    if splits is None:
+        return xr.ones_like(split, dtype=bool)
+    unknown = [s for s in splits if s not in split.values]
+    if unknown or not splits:
+        raise RiclError(
+            f"splits {','.join(splits)!r}: allowed are {', '.join(map(str, split.values))}"
+        )
+    return split.isin(list(splits))
+
+
+def authors_kept(interpolation_distance: xr.DataArray, within: float) -> xr.DataArray:
+    """The authors' early-checkpoint rule: one threshold common to all num_tasks.
+
+    The threshold is the largest over num_tasks of the first checkpoint whose ``id``
+    interpolation distance is within ``within`` of its range over checkpoints (the authors'
+    p: 0.2, and 0.1 for regression); checkpoints from it on are kept. Returns bool
+    (config..., num_tasks, checkpoint).
+    """
+    distance = interpolation_distance.sel(split="id", drop=True)
+    low, high = distance.min("checkpoint"), distance.max("checkpoint")
+    close = distance <= low + within * (high - low)
+    first = distance.checkpoint.where(close).min("checkpoint")  # per num_tasks
+    common = first.max("num_tasks")  # per configuration
+    return (distance.checkpoint >= common).broadcast_like(distance).rename("authors_kept")
+
+
 def _num_fitted(n: int, fraction: float) -> int:
     if fraction >= 1.0:
         return n
@@ -161,10 +195,25 @@ class _Inputs:
     chains_draws: tuple[int, int] = (0, 0)
 
 
+def resolved_measure(behaviour: xr.Dataset, measure: str) -> str:
+    """``measure``, with ``"auto"`` read as barycentric where ``behaviour`` has it."""
+    if measure != "auto":
+        return measure
+    return "barycentric" if MEASURES["barycentric"] in behaviour else "relative-distance"
+
+
 def _model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> _Inputs:
-    for name in ("relative_distance", "strategy_loss", "strategy_complexity"):
+    measure = resolved_measure(behaviour, settings.measure)
+    measured = MEASURES[measure]
+    for name in (measured, "strategy_loss", "strategy_complexity"):
         if name not in behaviour:
-            raise RiclError(f"behaviour dataset has no variable {name!r}")
+            hint = (
+                "; the barycentric measure needs the constant strategy's predictions "
+                "(recompute the behaviour with this version, or use --measure relative-distance)"
+                if name == "barycentric_weight"
+                else ""
+            )
+            raise RiclError(f"behaviour dataset has no variable {name!r}{hint}")
     config_dims = tuple(d for d in CONFIGURATION_DIMS if d in behaviour.dims)
     if settings.pooling != "complete" and not config_dims:
         raise RiclError(
@@ -179,9 +228,8 @@ def _model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> _I
             raise RiclError(
                 f"the fit needs at least 2 {dim} values; got {behaviour.sizes.get(dim, 0)}"
             )
-    observed = behaviour.relative_distance.transpose(
-        *config_dims, "num_tasks", "checkpoint", "split"
-    )
+    observed = behaviour[measured].transpose(*config_dims, "num_tasks", "checkpoint", "split")
+    observed = observed.rename("relative_distance").assign_attrs(measure=measure)
     strategies = list(settings.strategies)
     cell_dims = (*config_dims, "num_tasks")
     loss = behaviour.strategy_loss.sel(strategy=strategies)
@@ -195,7 +243,7 @@ def _model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> _I
     held_out = held_out_cells(
         behaviour.num_tasks.values, behaviour.checkpoint.values, settings.held_out_fraction
     )
-    fit_mask = (~held_out) & observed.notnull()
+    fit_mask = (~held_out) & observed.notnull() & _fitted_splits(observed.split, settings.splits)
     dropped = None
     if settings.drop_early:
         if "interpolation_distance" not in behaviour:
@@ -631,6 +679,8 @@ def _datatree(problem, inputs: _Inputs, latent, sample_stats, key, settings, beh
     tree = xr.DataTree.from_dict(groups)
     tree.attrs = {
         "observation_model": settings.observation,
+        "measure": inputs.relative_distance.attrs["measure"],
+        "fitted_splits": ",".join(settings.splits or map(str, observed.split.values)),
         "ablation": settings.ablation,
         "pooling": settings.pooling,
         "strategies": ",".join(settings.strategies),
@@ -810,7 +860,18 @@ def _constant_data(behaviour, inputs, settings):
     )
     if inputs.dropped is not None:
         data["dropped"] = inputs.dropped
+    if "interpolation_distance" in behaviour and "id" in behaviour.split.values:
+        within = AUTHORS_WITHIN.get(str(behaviour.attrs.get("setting")), 0.2)
+        kept = authors_kept(behaviour.interpolation_distance, within)
+        data["authors_kept"] = kept.assign_attrs(
+            long_name="kept by the authors' common early-checkpoint threshold",
+            within=within,
+        )
     return data
+
+
+# The authors' early-checkpoint tolerance p (find_approximate_interpolation_threshold).
+AUTHORS_WITHIN = {"linear-regression": 0.1}
 
 
 def _describe(posterior: xr.Dataset) -> xr.Dataset:
@@ -834,34 +895,82 @@ def _describe(posterior: xr.Dataset) -> xr.Dataset:
 
 
 def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
-    """Pearson and Spearman correlation, mean TVD and R^2 between the predicted (posterior
-    mean) and observed weight on memorizing, on held-out and fitted cells, per split."""
+    """How well the predicted (posterior mean) weight on memorizing matches the observed one.
+
+    Our evaluation, per split, on held-out and on fitted cells: Pearson and Spearman
+    correlation, mean TVD and R^2, and the same for a no-skill baseline that predicts each
+    num_tasks' mean observed weight (``baseline_heldout_*``). The authors' evaluation
+    (``authors_*``, where the fit has ``constant_data.authors_kept``): the id split, every
+    checkpoint from their common early threshold on, pooled over num_tasks, per
+    configuration then averaged; with the same baseline (``authors_baseline_*``) and the
+    threshold itself (``authors_threshold``, the latest over configurations).
+    """
     predicted = tree.posterior.expected_relative_distance.mean(SAMPLE_DIMS)
     observed = tree.observed_data.relative_distance
-    held_out = tree.constant_data.held_out
-    fitted = tree.constant_data.fit_mask
+    constant = tree.constant_data
     usable = observed.notnull()
-    if "dropped" in tree.constant_data:
-        usable = usable & ~tree.constant_data.dropped
+    if "dropped" in constant:
+        usable = usable & ~constant.dropped
     metrics = {}
-    for subset, mask in [("heldout", held_out & usable), ("fitted", fitted)]:
+    for subset, mask in [("heldout", constant.held_out & usable), ("fitted", constant.fit_mask)]:
         for split in observed.split.values:
-            m = mask.broadcast_like(observed).sel(split=split).values
-            p = predicted.sel(split=split).values[m]
-            o = observed.sel(split=split).values[m]
-            name = f"{subset}_{{}}_{split}"
-            if p.size < 3 or np.std(p) == 0 or np.std(o) == 0:
-                values = dict.fromkeys(("correlation", "spearman"), math.nan)
-            else:
-                values = {
-                    "correlation": scipy.stats.pearsonr(p, o).statistic,
-                    "spearman": scipy.stats.spearmanr(p, o).statistic,
-                }
-            values["tvd"] = float(np.mean(np.abs(p - o))) if p.size else math.nan
-            total = np.sum((o - o.mean()) ** 2) if p.size else 0.0
-            values["r2"] = 1.0 - np.sum((o - p) ** 2) / total if total > 0 else math.nan
-            metrics.update({name.format(k): float(v) for k, v in values.items()})
+            cells = mask.broadcast_like(observed).sel(split=split)
+            o, p = observed.sel(split=split), predicted.sel(split=split)
+            metrics |= _agreement(p, o, cells, f"{subset}_{{}}_{split}")
+            if subset == "heldout":
+                baseline = _mean_per_num_tasks(o, cells)
+                metrics |= _agreement(baseline, o, cells, f"baseline_heldout_{{}}_{split}")
+    if "authors_kept" in constant and "id" in observed.split.values:
+        kept = constant.authors_kept & usable.sel(split="id", drop=True)
+        metrics |= _authors_metrics(predicted, observed, kept)
+        threshold = constant.checkpoint.where(constant.authors_kept).min("checkpoint").max()
+        metrics["authors_threshold"] = float(threshold)
     return metrics
+
+
+def _authors_metrics(predicted, observed, kept) -> dict[str, float]:
+    """The authors' pooled agreement on the id split, per configuration, then averaged."""
+    o, p = observed.sel(split="id", drop=True), predicted.sel(split="id", drop=True)
+    kept = kept.broadcast_like(o)
+    configurations = [d for d in o.dims if d not in ("num_tasks", "checkpoint")]
+    stacked = [(o, p, kept)]
+    if configurations:
+        stack = {"configuration": configurations}
+        o, p, kept = (x.stack(stack) for x in (o, p, kept))
+        stacked = [
+            (o.isel(configuration=i), p.isel(configuration=i), kept.isel(configuration=i))
+            for i in range(o.sizes["configuration"])
+        ]
+    per_configuration = []
+    for o_c, p_c, kept_c in stacked:
+        row = _agreement(p_c, o_c, kept_c, "authors_{}")
+        row |= _agreement(_mean_per_num_tasks(o_c, kept_c), o_c, kept_c, "authors_baseline_{}")
+        per_configuration.append(row)
+    return {k: float(np.nanmean([r[k] for r in per_configuration])) for k in per_configuration[0]}
+
+
+def _mean_per_num_tasks(observed: xr.DataArray, cells: xr.DataArray) -> xr.DataArray:
+    """The no-skill prediction: each num_tasks' mean observed weight over ``cells``."""
+    mean = observed.where(cells).mean("checkpoint", skipna=True)
+    return mean.broadcast_like(observed)
+
+
+def _agreement(predicted, observed, cells, name: str) -> dict[str, float]:
+    """Pearson, Spearman, mean |difference| (TVD) and R^2 over the cells where ``cells``."""
+    m = cells.broadcast_like(observed).values & observed.notnull().values
+    p = predicted.broadcast_like(observed).values[m]
+    o = observed.values[m]
+    if p.size < 3 or np.std(p) == 0 or np.std(o) == 0:
+        values = dict.fromkeys(("correlation", "spearman"), math.nan)
+    else:
+        values = {
+            "correlation": scipy.stats.pearsonr(p, o).statistic,
+            "spearman": scipy.stats.spearmanr(p, o).statistic,
+        }
+    values["tvd"] = float(np.mean(np.abs(p - o))) if p.size else math.nan
+    total = np.sum((o - o.mean()) ** 2) if p.size else 0.0
+    values["r2"] = 1.0 - np.sum((o - p) ** 2) / total if total > 0 else math.nan
+    return {name.format(k): float(v) for k, v in values.items()}
 
 
 def write_fit(tree: xr.DataTree, path: str | Path) -> Path:

@@ -65,11 +65,13 @@ def _select(data, config: dict | None):
 
 
 def _observed(behaviour: xr.Dataset | None, fit: xr.DataTree | None) -> xr.DataArray:
-    """The observed weight on memorizing, from the behaviour dataset or else the fit."""
-    if behaviour is not None:
-        return behaviour["relative_distance"]
+    """The observed weight on memorizing: the one the fit read, else the behaviour
+    dataset's default measure (barycentric, or the relative distance in older files)."""
     if fit is not None:
         return fit["observed_data"]["relative_distance"]
+    if behaviour is not None:
+        name = "barycentric_weight" if "barycentric_weight" in behaviour else "relative_distance"
+        return behaviour[name]
     raise FigureUnavailable("needs the runs (behaviour) or a fit")
 
 

@@ -299,10 +299,27 @@ def _summary(behaviour, fit) -> str:
             f"{attrs.get('observation_model', '?')}, ablation {attrs.get('ablation', '?')}, "
             f"pooling {attrs.get('pooling', '?')}"
         )
-        for split in ("id", "ood"):
+        lines.append(
+            f"observed weight: {html.escape(str(attrs.get('measure', 'relative-distance')))} "
+            f"measure; fitted splits {html.escape(str(attrs.get('fitted_splits', 'all')))}"
+        )
+        for split in ("id", "ood", "iwl"):
             value = attrs.get(f"heldout_correlation_{split}")
+            baseline = attrs.get(f"baseline_heldout_correlation_{split}")
             if value is not None:
-                lines.append(f"held-out correlation ({split}): {float(value):.3f}")
+                text = f"held-out correlation ({split}): {float(value):.3f}"
+                if baseline is not None:
+                    text += f" (no-skill baseline, each num_tasks' mean: {float(baseline):.3f})"
+                lines.append(text)
+        if "authors_correlation" in attrs:
+            lines.append(
+                "authors' evaluation (id split, checkpoints from their common early "
+                f"threshold, step {float(attrs['authors_threshold']):.0f}, on, num_tasks "
+                f"pooled): r {float(attrs['authors_correlation']):.3f}, TVD "
+                f"{float(attrs['authors_tvd']):.3f}, R<sup>2</sup> "
+                f"{float(attrs['authors_r2']):.3f}; no-skill baseline r "
+                f"{float(attrs['authors_baseline_correlation']):.3f}"
+            )
     else:
         lines.append("no fit given: figures that need one are listed, not drawn")
     return "<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>"
