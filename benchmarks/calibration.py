@@ -25,7 +25,7 @@ chains from dispersed starts, and chains started at the truth, give the posterio
 90% coverage only to +- 0.03 (one binomial standard error). Measured (2 shared CPU cores,
 load 5-10, one thread; 13-18 min per 200 replications): 90% coverage alpha / beta / gamma
 0.93 / 0.91 / 0.85 (seed 0), 0.90 / 0.92 / 0.89 (seed 1), 0.89 / 0.89 / 0.92 (seed 2);
-over the 600, 0.91 / 0.91 / 0.89, 50% coverage 0.49 / 0.48 / 0.48.
+over the 600, 0.91 / 0.91 / 0.89, 50% coverage 0.47 / 0.47 / 0.47.
 """
 
 from __future__ import annotations
