@@ -262,7 +262,9 @@ def _page(title, rendered, found_tables, sources, behaviour, fit) -> str:
             if table.empty:
                 parts.append("<p>Nothing to report.</p>")
             else:
-                parts.append(table.to_html(float_format=lambda x: f"{x:.4g}", border=0))
+                parts.append(
+                    table.to_html(float_format=lambda x: f"{x:.4g}", border=0, escape=True)
+                )
     parts.append("<h2>Figures</h2>")
     for item in rendered:
         if item.png is None:
@@ -293,14 +295,15 @@ def _summary(behaviour, fit) -> str:
         f"{int(source['checkpoint'].values[-1])}",
     ]
     if fit is not None:
-        attrs = fit.attrs
+        # attributes come from a file anyone could have written: escape them all
+        attrs = {k: html.escape(str(v)) for k, v in fit.attrs.items()}
         lines.append(
             f"fit: {attrs.get('inference_method', '?')}, observation model "
             f"{attrs.get('observation_model', '?')}, ablation {attrs.get('ablation', '?')}, "
             f"pooling {attrs.get('pooling', '?')}"
         )
         for split in ("id", "ood"):
-            value = attrs.get(f"heldout_correlation_{split}")
+            value = fit.attrs.get(f"heldout_correlation_{split}")
             if value is not None:
                 lines.append(f"held-out correlation ({split}): {float(value):.3f}")
     else:
