@@ -93,8 +93,40 @@ def test_nuts_prints_diagnostic_warnings(folders, tmp_path, capsys):
     assert code == 0, err
     assert "r_hat" in out and "ess_bulk" in out  # the summary table
     assert "bulk ESS" in out and "< 400" in out  # 100 draws cannot reach 400
-    assert "PSIS-LOO" in out
+    assert "PSIS-LOO: elpd_loo" in out and "not reported" not in out  # NUTS: LOO stands
     assert inference.read_fit(out_file).sample_stats.diverging.dims == ("chain", "draw")
+
+
+@pytest.fixture(scope="module")
+def unidentified_runs(tmp_path_factory):
+    """Issue 15's symptom, small: two num_tasks values (one fitted) and the early checkpoints
+    dropped leave alpha, beta and gamma barely identified; the Laplace draws of the MAP fit
+    then land where the fitted cells are extremely unlikely (p_loo in the millions)."""
+    data = tmp_path_factory.mktemp("data2")
+    rng = np.random.default_rng(0)
+    for num_tasks in (2, 4):
+        _data_file(num_tasks, rng).to_netcdf(data / f"categorical-sequence_D{num_tasks}.nc")
+    runs = tmp_path_factory.mktemp("runs2")
+    return simulate_runs(data, runs, 0.5, 0.3, 3.0, checkpoints=30, noise=0.02, seed=1)
+
+
+def test_unreliable_loo_is_a_warning_not_a_number(unidentified_runs, tmp_path, capsys):
+    common = ["--method", "map", "--chains", "1", "--draws", "400", "--drop-early"]
+    full, ablated = tmp_path / "full.nc", tmp_path / "unit-gamma.nc"
+    code, out, err = _ricl(capsys, "fit", unidentified_runs, "-o", full, *common)
+    assert code == 0, err
+    (line,) = [line for line in out.splitlines() if "PSIS-LOO" in line]
+    assert line.startswith("warning: PSIS-LOO not reported: ") and "--method nuts" in line
+    assert "elpd" not in out and "p_loo " not in out and "Pareto" not in err
+    tree = inference.read_fit(full)
+    assert inference.loo(tree).p > 1000  # the meaningless number the line replaces
+    argv = [unidentified_runs, "-o", ablated, "--ablation", "unit-gamma", *common]
+    assert _ricl(capsys, "fit", *argv)[0] == 0
+    code, out, err = _ricl(capsys, "compare", full, ablated)
+    assert code == 1 and "elpd" not in out
+    (line,) = err.strip().splitlines()
+    assert line.startswith("ricl compare: error: fewer than two fits have a reliable PSIS-LOO")
+    assert "full: PSIS-LOO not reported" in line
 
 
 def _single_num_tasks(folders, tmp_path):

@@ -23,7 +23,11 @@ def add_parser(subparsers) -> None:
         "transformers in RUNS_DIR (one setting; runs combined along num_tasks and any varying "
         "configuration). The first 80% of checkpoints and of num_tasks values are fitted, "
         "the other cells held out. Writes an ArviZ DataTree (netCDF) and prints a summary, "
-        "diagnostics and the held-out correlations.",
+        "diagnostics and the held-out correlations. PSIS-LOO (the ELPD that ricl compare "
+        "ranks by) is printed when the importance weights support it: as a rule for NUTS; for "
+        "MAP/Laplace and SVI only when at most 10%% of the cells have Pareto k above 0.7 and "
+        "p_loo is at most 3 times the number of parameters, otherwise one warning line says "
+        "why instead.",
     )
     parser.add_argument("runs_dir", metavar="RUNS_DIR", type=Path, help="folder of run files")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output fit file (.nc)")
@@ -140,7 +144,11 @@ def _report(tree, inference) -> None:
         print(line)
     if "log_likelihood" in tree.children:
         result = inference.loo(tree)
-        bad = int((result.pareto_k > 0.7).sum())
+        problem = inference.loo_problem(tree, result)
+        if problem is not None:
+            print(f"warning: {problem}")
+            return
         print(f"PSIS-LOO: elpd_loo {result.elpd:.1f} (se {result.se:.1f}), p_loo {result.p:.1f}")
+        bad = int((~(result.pareto_k <= result.good_k)).sum())
         if bad:
-            print(f"warning: {bad} cell(s) with Pareto k > 0.7")
+            print(f"warning: {bad} cell(s) with Pareto k > {result.good_k:.2f}")
