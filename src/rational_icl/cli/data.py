@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rational_icl.cli.checks import check_device
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import write_netcdf
@@ -30,6 +31,7 @@ def run(args) -> int:
     from rational_icl.training.predictions import strategy_dataset  # torch loads only here
 
     runs = [r for spec in load_specs(args.spec) for r in spec.runs()]
+    check_device(args.device)
     _check_out_folder(args.out)
     paths = {r: args.out / f"{r.name}.nc" for r in runs}
     todo = [r for r in runs if args.force or not paths[r].exists()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rational_icl.cli.checks import check_writable_file
 from rational_icl.errors import RiclError
 
 # The same choices as rational_icl.fits (a test checks), spelled out here so that
@@ -113,6 +114,7 @@ def _check_args(args) -> None:
             raise RiclError(f"--{name} must be at least 1; got {getattr(args, name)}")
     if args.warmup < 0:
         raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
+    check_writable_file("-o", out)  # before the fit, not after it
 
 
 def _report(tree, inference) -> None:

@@ -20,6 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
+from rational_icl.cli.checks import check_device, check_writable_folder
 from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
@@ -65,10 +66,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.out.exists() and not args.out.is_dir():
-        raise RiclError(f"-o {str(args.out)!r} is a file, not a folder")
-    if args.threads is not None:
-        check_threads(args.threads)
+    _check_outputs(args)
     specs = load_specs(args.spec)
     pages = []
     for spec in specs:
@@ -77,6 +75,20 @@ def run(args) -> int:
     for page in pages:
         print(f"report: {page}")
     return 0
+
+
+def _check_outputs(args) -> None:
+    """Every option and the output folder, before the first stage starts."""
+    check_writable_folder("-o", args.out)
+    if args.threads is not None:
+        check_threads(args.threads)
+    for name in ("chains", "draws"):
+        if getattr(args, name) < 1:
+            raise RiclError(f"--{name} must be at least 1; got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
+    if args.device is not None:
+        check_device(args.device)
 
 
 def run_spec(spec, folder: Path, args) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rational_icl.cli.checks import check_device
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 
@@ -56,6 +57,8 @@ def run(args) -> int:
     if args.workers is not None and args.scheduler != "local":
         print("note: --workers is ignored with a scheduler address", file=sys.stderr)
     specs = load_specs(args.spec)
+    if args.device is not None:  # a remote cluster's workers may have devices this one lacks
+        check_device(args.device, probe=args.scheduler == "local")
     outcomes = run_sweep(
         specs,
         args.out,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from rational_icl.cli.checks import check_device
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 
@@ -43,7 +44,7 @@ def run(args) -> int:
     from rational_icl.training.loop import is_finished, run_path, train
 
     specs = load_specs(args.spec)
-    device = _device(args.device, torch)
+    device = check_device(args.device)
     if args.threads is not None:
         check_threads(args.threads)
         torch.set_num_threads(args.threads)
@@ -57,20 +58,6 @@ def run(args) -> int:
         written += train(spec, args.out, device=device, force=args.force)
     print(f"trained {len(written)} run(s) into {args.out}")
     return 0
-
-
-def _device(name: str | None, torch) -> str:
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RiclError(
-            f"--device {name!r} is not a torch device; allowed: cpu, cuda, cuda:N"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RiclError(f"--device {name!r}: CUDA is not available on this machine; use cpu")
-    return name
 
 
 def _check_out_folder(out: Path) -> None:
