@@ -184,3 +184,31 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
     code, _, err = _ricl(capsys, "compare", tmp_path / "a.nc", tmp_path / "b.nc")
     assert code == 1
     assert err.strip() == f"ricl compare: error: fit file {str(tmp_path / 'a.nc')!r} does not exist"
+
+
+def test_compare_names_a_folder_and_a_non_netcdf_file_in_one_line(tmp_path, capsys):
+    folder, text = tmp_path / "fits", tmp_path / "x.nc"
+    folder.mkdir()
+    text.write_text("not netCDF\n")
+    code, _, err = _ricl(capsys, "compare", folder, text)
+    assert code == 1
+    assert (
+        err.strip()
+        == f"ricl compare: error: fit file {str(folder)!r} is a folder; give the fit's .nc file"
+    )
+    code, _, err = _ricl(capsys, "compare", text, tmp_path / "y.nc")
+    assert code == 1
+    assert err.strip() == f"ricl compare: error: {text}: not a fit file (not a netCDF file)"
+
+
+def test_a_text_file_among_the_runs_is_one_line(folders, tmp_path, capsys):
+    _, runs = folders
+    mixed = tmp_path / "runs"
+    mixed.mkdir()
+    for path in sorted(runs.glob("*.nc")):
+        (mixed / path.name).write_bytes(path.read_bytes())
+    (mixed / "x.nc").write_text("not netCDF\n")
+    code, _, err = _ricl(capsys, "fit", mixed, "-o", tmp_path / "fit.nc", "--method", "map")
+    assert code == 1
+    path = str(mixed / "x.nc")
+    assert err.strip() == f"ricl fit: error: file {path!r} cannot be read: not a netCDF file"

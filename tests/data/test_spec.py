@@ -41,6 +41,22 @@ def test_defaults_follow_the_paper():
         ({"setting": "classification", "model": {"num_heads": 3}}, "does not divide"),
         ({"setting": "linear-regression", "prior": [1.0]}, "categorical-sequence setting only"),
         ({"num_dims": 8}, "spec key 'setting' is missing"),
+        (
+            {"setting": "classification", "max_steps": 10},
+            r"'max_steps' is unknown \(it belongs in the \[training\] table\)",
+        ),
+        (
+            {"setting": "classification", "colour": 1},
+            r"and the tables \[model\], \[training\], \[evaluation\]$",
+        ),
+        (
+            {"setting": "classification", "model": {"seed": 2}},
+            r"'model.seed' is unknown \(it belongs at the top level, before any table\)",
+        ),
+        (
+            {"setting": "classification", "model": {"num_sequences": 2}},
+            r"'model.num_sequences' is unknown \(it belongs in the \[evaluation\] table\)",
+        ),
     ],
 )
 def test_invalid_specs_give_one_line(raw, message):
@@ -100,3 +116,11 @@ def test_toml_round_trip_and_files(tmp_path):
         load_specs(path)
     with pytest.raises(SpecError, match="neither a spec file nor a preset"):
         load_specs("tiny-cat")
+
+
+def test_a_folder_given_as_spec_is_named_a_folder(tmp_path):
+    with pytest.raises(SpecError, match="is a folder; give a TOML spec file or a preset name"):
+        load_specs(tmp_path)
+    (tmp_path / "x.toml").mkdir()
+    with pytest.raises(SpecError, match="is a folder"):
+        load_specs(tmp_path / "x.toml")

@@ -130,6 +130,8 @@ def load_specs(spec_or_preset: str | Path) -> list[ExperimentSpec]:
     path = Path(text)
     if text in PRESETS:
         return preset_specs(text)
+    if path.is_dir():
+        raise SpecError(f"spec {text!r} is a folder; give a TOML spec file or a preset name")
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise SpecError(f"spec file {text!r} does not exist")
@@ -218,14 +220,27 @@ _GRID_FIELDS = {
 }
 
 
+def _belongs_in(key: str, prefix: str) -> str:
+    """Where a misplaced key goes: ' (it belongs in [training])', or '' if nowhere."""
+    homes = {"model": ModelConfig, "training": TrainingConfig, "evaluation": EvaluationConfig}
+    for section, cls in homes.items():
+        if prefix != f"{section}." and key in {f.name for f in dataclasses.fields(cls)}:
+            return f" (it belongs in the [{section}] table)"
+    top = {f.name for f in dataclasses.fields(ExperimentSpec)} - set(homes)
+    if prefix and key in top:
+        return " (it belongs at the top level, before any table)"
+    return ""
+
+
 def _validate_fields(cls, table: dict, prefix: str, skip: frozenset | set = frozenset()) -> dict:
     allowed = {f.name for f in dataclasses.fields(cls)} - set(skip)
     out = {}
     for key, value in table.items():
         if key not in allowed:
             raise SpecError(
-                f"spec key {prefix + key!r} is unknown; allowed keys"
+                f"spec key {prefix + key!r} is unknown{_belongs_in(key, prefix)}; allowed keys"
                 f"{' in [' + prefix[:-1] + ']' if prefix else ''}: {', '.join(sorted(allowed))}"
+                f"{'' if prefix else ', and the tables [model], [training], [evaluation]'}"
             )
         out[key] = _validate_value(prefix + key, key, value)
     return out

@@ -32,7 +32,7 @@ from numpyro.infer.autoguide import AutoMultivariateNormal
 from numpyro.infer.util import log_density
 
 from rational_icl import __version__
-from rational_icl.errors import RiclError
+from rational_icl.errors import RiclError, reading_error
 from rational_icl.fits import model as rational
 from rational_icl.io import atomic_path
 
@@ -875,12 +875,14 @@ def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
 def read_fit(path: str | Path) -> xr.DataTree:
     """Read a fit written by ``write_fit``."""
     path = Path(path)
+    if path.is_dir():
+        raise RiclError(f"fit file {str(path)!r} is a folder; give the fit's .nc file")
     if not path.is_file():
         raise RiclError(f"fit file {str(path)!r} does not exist")
     try:
         tree = xr.open_datatree(path)
     except (OSError, ValueError) as err:
-        raise RiclError(f"{path}: not a fit file ({err})") from None
+        raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
     return tree.load()
