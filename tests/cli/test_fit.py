@@ -212,3 +212,25 @@ def test_a_text_file_among_the_runs_is_one_line(folders, tmp_path, capsys):
     assert code == 1
     path = str(mixed / "x.nc")
     assert err.strip() == f"ricl fit: error: file {path!r} cannot be read: not a netCDF file"
+
+
+def test_fit_warns_about_a_diverged_run(folders, tmp_path, capsys):
+    _, runs = folders
+    copied = tmp_path / "runs"
+    copied.mkdir()
+    # the fixture's losses are made up: give every run a final loss it could have learned
+    # (the memorizing strategy's), and one of them twice the constant strategy's
+    for i, path in enumerate(sorted(runs.glob("*.nc"))):
+        ds = xr.load_dataset(path)
+        constant = float(ds.strategy_loss.sel(strategy="constant"))
+        learned = float(ds.strategy_loss.sel(strategy="memorizing"))
+        ds["transformer_loss"][-1] = 2 * constant if i == 3 else learned
+        ds.to_netcdf(copied / path.name)
+        if i == 3:
+            diverged, bound = copied / path.name, constant
+    argv = ["--method", "map", "--chains", "1", "--draws", "50"]
+    code, out, err = _ricl(capsys, "fit", copied, "-o", tmp_path / "fit.nc", *argv)
+    assert code == 0, err
+    (line,) = [line for line in out.splitlines() if "diverged" in line]
+    assert line.startswith(f"warning: run {str(diverged)!r} diverged: its final transformer_loss")
+    assert f"constant strategy's {bound:.3g}" in line

@@ -92,6 +92,7 @@ def run(args) -> int:
         progress_bar=os.isatty(2),
     )
     runs = open_runs(args.runs_dir)
+    _warn_diverged(runs)
     measured = behaviour(runs).compute()
     needs_runs = args.observation == "outputs" or args.context_dependent
     tree = inference.fit(measured, settings, runs=runs if needs_runs else None)
@@ -115,6 +116,24 @@ def _check_args(args) -> None:
     if args.warmup < 0:
         raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
     check_writable_file("-o", out)  # before the fit, not after it
+
+
+def _warn_diverged(runs) -> None:
+    """One warning per run whose final loss (id split) is above the constant strategy's,
+    the rule by which training sets a run's ``diverged`` attribute."""
+    sources = runs.source_file
+    final = runs.transformer_loss.isel(checkpoint=-1).sel(split="id", drop=True)
+    constant = runs.strategy_loss.sel(strategy="constant", drop=True).broadcast_like(final)
+    final, constant = (x.transpose(*sources.dims).values for x in (final, constant))
+    flagged = ~(final <= constant) & (sources.values != "")  # NaN: diverged too
+    for source, loss, bound in zip(
+        sources.values[flagged], final[flagged], constant[flagged], strict=True
+    ):
+        print(
+            f"warning: run {str(source)!r} diverged: its final transformer_loss {loss:.3g} nats "
+            f"(id) is above the constant strategy's {bound:.3g}, so its weights mean nothing; "
+            "retrain it with a lower learning_rate or move it out of RUNS_DIR"
+        )
 
 
 def _report(tree, inference) -> None:
