@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import socket
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -26,7 +28,9 @@ def atomic_path(path: str | Path):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_stale_temporaries(path)
+        prefix = f".{path.name}.{_HOST}-{os.getpid()}-"
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise RiclError(f"cannot write to folder {str(path.parent)!r}: {err.strerror}") from None
     os.close(fd)
@@ -38,6 +42,37 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of earlier writes of ``path`` whose writer is dead.
+
+    A temporary is ``.NAME.HOST-PID-XXXXXXXX.tmp``: only those of this host whose process no
+    longer exists are removed (a killed writer's), never a live writer's, never another
+    host's, never any other file.
+    """
+    start = f".{path.name}.{_HOST}-"
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        middle = tmp.name[len(start) : -len(".tmp")]
+        pid = middle.split("-", 1)[0]
+        if tmp.name.startswith(start) and pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host with this id exists."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def _umask() -> int:
