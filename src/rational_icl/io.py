@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import socket
 import tempfile
 import threading
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import xarray as xr
@@ -92,3 +94,121 @@ def load_netcdf(path: str | Path) -> xr.Dataset:
     """Read a whole netCDF file into memory (and close it), safely across threads."""
     with NETCDF_LOCK:
         return xr.load_dataset(path)
+
+
+# ---------------------------------------------------------------------------- folder lock
+
+LOCK_NAME = ".ricl-sweep.lock"  # one writer per folder: ricl sweep, train, data and run
+
+
+@contextmanager
+def folder_lock(folder: str | Path, command: str):
+    """Hold ``FOLDER/.ricl-sweep.lock`` for the block; refuse if a live command holds it.
+
+    The lock names its holder (command, host, pid, start time). A lock whose holder is a
+    dead process of this host is stale and taken over; two processes that find the same
+    stale lock cannot both take it (see ``_take_over``).
+
+    Raises
+    ------
+    RiclError
+        One line naming the holder and the lock file.
+    """
+    path = Path(folder) / LOCK_NAME
+    holder = {
+        "command": command,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    _take_lock(path, holder)
+    try:
+        yield path
+    finally:
+        if _read_lock(path) == holder:  # never remove a lock someone else took over
+            path.unlink(missing_ok=True)
+
+
+def _take_lock(path: Path, holder: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RiclError(
+            f"cannot create output folder {str(path.parent)!r}: {err.strerror}"
+        ) from None
+    for _ in range(3):  # later passes follow the takeover of a stale lock
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            current = _read_lock(path)
+            if current is not None and _is_stale(current) and _take_over(path, current, holder):
+                continue
+            raise RiclError(_refusal(path, _read_lock(path) or current)) from None
+        except OSError as err:
+            raise RiclError(
+                f"cannot write to output folder {str(path.parent)!r}: {err.strerror}"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(holder, f)
+        return
+    raise RiclError(_refusal(path, _read_lock(path)))
+
+
+def _take_over(path: Path, stale: dict, holder: dict) -> bool:
+    """Remove the stale lock ``stale`` at ``path``, race-free; whether it was removed.
+
+    Only the process that creates ``LOCK.takeover`` (O_EXCL) may remove the lock, and only
+    after reading it again: a second process that saw the same stale lock either fails to
+    create the claim or, once the first is done, reads the first's live lock and refuses.
+    A claim left by a dead process is itself stale and removed.
+    """
+    claim = path.with_name(path.name + ".takeover")
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            other = _read_lock(claim)
+            if other is not None and _is_stale(other) and _read_lock(claim) == other:
+                claim.unlink(missing_ok=True)
+                continue
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(holder, f)
+        try:
+            if _read_lock(path) == stale:
+                path.unlink(missing_ok=True)
+                return True
+            return False
+        finally:
+            claim.unlink(missing_ok=True)
+    return False
+
+
+def _refusal(path: Path, holder: dict | None) -> str:
+    folder = str(path.parent)
+    if holder is None:
+        return (
+            f"output folder {folder!r} is locked by an unreadable lock file {str(path)!r}; "
+            "if no ricl command is writing there, delete it"
+        )
+    command = holder.get("command", "ricl sweep")
+    return (
+        f"output folder {folder!r} is in use by `{command}` (host {holder.get('host')}, pid "
+        f"{holder.get('pid')}, since {holder.get('started')}); wait for it to finish or, if "
+        f"it is gone, delete {str(path)!r}"
+    )
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _is_stale(holder: dict) -> bool:
+    """A holder is stale only when it is a process on this host that no longer exists."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    return not _alive(holder["pid"]) if holder["pid"] != os.getpid() else False

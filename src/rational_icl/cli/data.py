@@ -9,7 +9,7 @@ from tqdm import tqdm
 from rational_icl.cli.checks import check_device
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
-from rational_icl.io import write_netcdf
+from rational_icl.io import folder_lock, write_netcdf
 
 
 def add_parser(subparsers) -> None:
@@ -38,7 +38,10 @@ def run(args) -> int:
     for r in runs:
         if r not in todo:
             print(f"exists, kept (use --force to overwrite): {paths[r]}")
-    with tqdm(todo, desc="ricl data", unit="run", dynamic_ncols=True, disable=None) as bar:
+    with (
+        folder_lock(args.out, "ricl data"),  # one writer per folder
+        tqdm(todo, desc="ricl data", unit="run", dynamic_ncols=True, disable=None) as bar,
+    ):
         for r in bar:
             dataset = strategy_dataset(r, device=args.device, progress=bar.set_postfix_str)
             write_netcdf(dataset, paths[r])

@@ -24,6 +24,7 @@ from rational_icl.cli.checks import check_device, check_writable_folder
 from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
+from rational_icl.io import folder_lock
 
 DEFAULT_PRESET = "tiny-categorical"
 STAGES = ("data", "train", "behaviour", "fit", "report")
@@ -69,9 +70,10 @@ def run(args) -> int:
     _check_outputs(args)
     specs = load_specs(args.spec)
     pages = []
-    for spec in specs:
-        folder = args.out / spec.name if len(specs) > 1 else args.out
-        pages.append(run_spec(spec, folder, args))
+    with folder_lock(args.out, "ricl run"):  # one writer per folder
+        for spec in specs:
+            folder = args.out / spec.name if len(specs) > 1 else args.out
+            pages.append(run_spec(spec, folder, args))
     for page in pages:
         print(f"report: {page}")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from rational_icl.cli.checks import check_device
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
+from rational_icl.io import folder_lock
 
 
 def add_parser(subparsers) -> None:
@@ -49,13 +50,14 @@ def run(args) -> int:
         check_threads(args.threads)
         torch.set_num_threads(args.threads)
     _check_out_folder(args.out)
-    for spec in specs:
-        for r in spec.runs():
-            if not args.force and is_finished(r, args.out):
-                print(f"finished, kept (use --force to retrain): {run_path(r, args.out)}")
-    written = []
-    for spec in specs:
-        written += train(spec, args.out, device=device, force=args.force)
+    with folder_lock(args.out, "ricl train"):  # one writer per folder
+        for spec in specs:
+            for r in spec.runs():
+                if not args.force and is_finished(r, args.out):
+                    print(f"finished, kept (use --force to retrain): {run_path(r, args.out)}")
+        written = []
+        for spec in specs:
+            written += train(spec, args.out, device=device, force=args.force)
     print(f"trained {len(written)} run(s) into {args.out}")
     return 0
 
