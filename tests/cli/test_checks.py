@@ -121,3 +121,34 @@ def test_check_device_accepts_the_cpu_and_names_the_cuda_count():
         assert check_device("cuda:0") == "cuda:0"
         with pytest.raises(RiclError, match=f"this machine has {count} CUDA device"):
             check_device(f"cuda:{count}")
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [("num_tasks = [2, 8, 32, 128]", "num_tasks = [1000000000]"), ("context_length = 8", "")],
+)
+def test_a_spec_too_large_for_memory_is_refused_before_any_work(line, key, tmp_path, capsys):
+    text = SMALL_CATEGORICAL.replace(line, key or "context_length = 1000000000")
+    spec = tmp_path / "huge.toml"
+    spec.write_text(text)
+    name = "num_tasks = [1000000000]" if key else "context_length = 1000000000"
+    for command, option in [("data", "--out"), ("train", "--out"), ("run", "-o")]:
+        out = tmp_path / command
+        refusal = _refused(capsys, command, spec, option, out)
+        assert f"mostly for {name} (" in refusal and "this machine has " in refusal
+        assert refusal.endswith("or pass --ignore-memory-check")
+        assert not out.exists()
+
+
+def test_the_memory_check_can_be_overridden(spec, tmp_path, capsys, monkeypatch):
+    import os
+
+    # a machine of 1 MB: the small spec's 23 MB estimate does not fit
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 256 if name == "SC_PHYS_PAGES" else real(name))
+    out = tmp_path / "out"
+    refusal = _refused(capsys, "data", spec, "--out", out)
+    assert "needs about 0.0227 GB" in refusal and "this machine has 0.00105 GB" in refusal
+    assert not out.exists()
+    assert main(["data", str(spec), "--out", str(out), "--ignore-memory-check"]) == 0
+    assert len(list(out.glob("*.nc"))) == 4

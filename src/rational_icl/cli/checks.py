@@ -76,3 +76,47 @@ def check_device(name: str | None, *, probe: bool = True) -> str:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RiclError(f"--device {name!r} cannot be used: {reason}") from None
     return name
+
+
+IGNORE_MEMORY = "--ignore-memory-check"
+
+
+def add_memory_option(parser) -> None:
+    """The override of ``check_memory`` for the user who knows better."""
+    parser.add_argument(
+        IGNORE_MEMORY,
+        action="store_true",
+        help="start even when the spec's memory estimate exceeds this machine's memory",
+    )
+
+
+def check_memory(specs, args) -> None:
+    """Refuse a spec whose memory estimate (``data.spec.memory_estimate``) exceeds this
+    machine's physical memory, naming the key that drives it, unless --ignore-memory-check."""
+    import os
+
+    from rational_icl.data.spec import memory_estimate
+
+    if getattr(args, "ignore_memory_check", False):
+        return
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for spec in specs:
+        for scalar in spec.expand():
+            parts = memory_estimate(scalar)
+            total = sum(parts.values())
+            if total > available:
+                key = max(parts, key=parts.get)
+                raise RiclError(
+                    f"spec {scalar.name or spec.name!r} needs about {total / 1e9:.3g} GB of "
+                    f"memory, mostly for {key} = {_value(scalar, key)} ({parts[key] / 1e9:.3g} "
+                    f"GB); this machine has {available / 1e9:.3g} GB; lower {key} or pass "
+                    f"{IGNORE_MEMORY}"
+                )
+
+
+def _value(spec, key: str):
+    for where in (spec, spec.model, spec.training, spec.evaluation):
+        if hasattr(where, key):
+            value = getattr(where, key)
+            return list(value) if isinstance(value, tuple) else value
+    return "?"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rational_icl.cli.checks import check_device
+from rational_icl.cli.checks import add_memory_option, check_device, check_memory
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock, write_netcdf
@@ -24,13 +24,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.add_argument("--device", default="cpu", help="torch device for the loss estimates")
+    add_memory_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from rational_icl.training.predictions import strategy_dataset  # torch loads only here
 
-    runs = [r for spec in load_specs(args.spec) for r in spec.runs()]
+    specs = load_specs(args.spec)
+    check_memory(specs, args)
+    runs = [r for spec in specs for r in spec.runs()]
     check_device(args.device)
     _check_out_folder(args.out)
     paths = {r: args.out / f"{r.name}.nc" for r in runs}

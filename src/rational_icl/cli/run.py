@@ -20,7 +20,13 @@ import argparse
 import time
 from pathlib import Path
 
-from rational_icl.cli.checks import check_device, check_writable_folder
+from rational_icl.cli.checks import (
+    IGNORE_MEMORY,
+    add_memory_option,
+    check_device,
+    check_memory,
+    check_writable_folder,
+)
 from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
@@ -63,12 +69,14 @@ def add_parser(subparsers) -> None:
         "memorizing-generalizing mixture, as the paper does (default: on; see ricl fit)",
     )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
+    add_memory_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     _check_outputs(args)
     specs = load_specs(args.spec)
+    check_memory(specs, args)
     pages = []
     with folder_lock(args.out, "ricl run"):  # one writer per folder
         for spec in specs:
@@ -102,6 +110,7 @@ def run_spec(spec, folder: Path, args) -> Path:
     if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
         spec_file.write_text(spec.to_toml())  # the commands below read the spec from here
     force = ["--force"] if args.force else []
+    force += [IGNORE_MEMORY] if args.ignore_memory_check else []  # data and train check too
     train_options = ["--device", args.device] if args.device else []
     if args.threads is not None:
         train_options += ["--threads", str(args.threads)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from rational_icl.cli.checks import check_device
+from rational_icl.cli.checks import add_memory_option, check_device, check_memory
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
@@ -36,6 +36,7 @@ def add_parser(subparsers) -> None:
         "jobs share the cores: small models gain nothing from more, and waiting threads of an "
         "oversubscribed machine can slow a step 100-fold",
     )
+    add_memory_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -45,6 +46,7 @@ def run(args) -> int:
     from rational_icl.training.loop import is_finished, run_path, train
 
     specs = load_specs(args.spec)
+    check_memory(specs, args)
     device = check_device(args.device)
     if args.threads is not None:
         check_threads(args.threads)

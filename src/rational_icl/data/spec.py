@@ -342,3 +342,37 @@ def _toml_value(value) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
+
+
+# ---------------------------------------------------------------------------- memory
+
+_FLOAT = 4  # bytes per float32 element
+_CHUNK_ELEMENTS = 2**23  # the Monte Carlo chunk bound of modeling.losses (sequences x T x D)
+
+
+def memory_estimate(spec: ExperimentSpec) -> dict[str, int]:
+    """A rough lower bound on the bytes one scalar spec's ``ricl data`` and ``ricl train``
+    hold at once, by the spec key that drives each part.
+
+    - ``num_tasks``: the ensemble's task tables (sum of D x width) and the memorizing
+      strategy's block of the largest D (at least one sequence x T x D, three temporaries);
+    - ``context_length``: one training batch of the ensemble (activations and attention
+      scores, forward and backward: three copies);
+    - ``num_sequences``: the strategies' and every checkpoint's evaluation predictions;
+    - ``hidden_size``: the ensemble's parameters, gradients and two Adam moments.
+    """
+    k, t, e = spec.num_dims, spec.context_length, len(spec.num_tasks)
+    width = k + 1  # outcomes (categorical) or features plus y (regression, classification)
+    d_max = max(spec.num_tasks)
+    m, tr, ev = spec.model, spec.training, spec.evaluation
+    hidden = m.hidden_size
+    block = max(t * d_max, min(_CHUNK_ELEMENTS, spec.effective_num_loss_sequences * t * d_max))
+    per_position = m.num_layers * hidden * (4 + 2 * m.mlp_expansion_factor) + m.num_heads * t
+    parameters = m.num_layers * hidden**2 * (4 + 2 * m.mlp_expansion_factor) + hidden * width
+    predictions = 3 * ev.num_sequences * t * width * (3 + tr.num_checkpoints)
+    return {
+        "num_tasks": _FLOAT * (sum(spec.num_tasks) * width + 3 * block),
+        "context_length": int(_FLOAT * 3 * e * tr.batch_size * t * per_position),
+        "num_sequences": _FLOAT * e * predictions,
+        "hidden_size": int(_FLOAT * 4 * e * parameters),
+    }
