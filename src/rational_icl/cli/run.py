@@ -110,7 +110,7 @@ def run_spec(spec, folder: Path, args) -> Path:
     if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
         spec_file.write_text(spec.to_toml())  # the commands below read the spec from here
     force = ["--force"] if args.force else []
-    force += [IGNORE_MEMORY] if args.ignore_memory_check else []  # data and train check too
+    force += [IGNORE_MEMORY] if getattr(args, "ignore_memory_check", False) else []
     train_options = ["--device", args.device] if args.device else []
     if args.threads is not None:
         train_options += ["--threads", str(args.threads)]
