@@ -104,4 +104,6 @@ def _is_fit(path: Path) -> bool:
         with netCDF4.Dataset(path) as nc:
             return "posterior" in nc.groups
     except OSError as err:
-        raise RiclError(f"file {str(path)!r} cannot be read: {reading_error(err)}") from None
+        raise RiclError(
+            f"file {str(path)!r} cannot be read as netCDF: {reading_error(err)}"
+        ) from None
