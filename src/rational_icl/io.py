@@ -8,6 +8,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,14 +137,19 @@ def _take_lock(path: Path, holder: dict) -> None:
         raise RiclError(
             f"cannot create output folder {str(path.parent)!r}: {err.strerror}"
         ) from None
-    for _ in range(3):  # later passes follow the takeover of a stale lock
+    # Later passes follow a takeover, or wait out another process's: one that is taking a
+    # stale lock over (its claim exists) or has just created the lock and not yet written
+    # it (unreadable). Both last milliseconds; 50 passes of 20 ms bound the wait at 1 s.
+    for _ in range(50):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             current = _read_lock(path)
-            if current is not None and _is_stale(current) and _take_over(path, current, holder):
-                continue
-            raise RiclError(_refusal(path, _read_lock(path) or current)) from None
+            if current is not None and not _is_stale(current):
+                raise RiclError(_refusal(path, current)) from None
+            if current is None or not _take_over(path, current, holder):
+                time.sleep(0.02)
+            continue
         except OSError as err:
             raise RiclError(
                 f"cannot write to output folder {str(path.parent)!r}: {err.strerror}"
