@@ -11,3 +11,12 @@ class SpecError(RiclError, ValueError):
     """An experiment spec has an unknown key, a wrong type or a value out of range."""
 
     exit_code = 2
+
+
+def reading_error(err: Exception) -> str:
+    """One line on why a file could not be read (xarray's no-engine error spans three lines
+    and two URLs; it means the file is not netCDF at all)."""
+    text = str(err).strip()
+    if "did not find a match in any of xarray's currently installed IO backends" in text:
+        return "not a netCDF file"
+    return text.splitlines()[0] if text else type(err).__name__

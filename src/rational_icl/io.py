@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import glob
+import json
 import os
+import socket
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import xarray as xr
@@ -26,7 +31,9 @@ def atomic_path(path: str | Path):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_stale_temporaries(path)
+        prefix = f".{path.name}.{_HOST}-{os.getpid()}-"
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise RiclError(f"cannot write to folder {str(path.parent)!r}: {err.strerror}") from None
     os.close(fd)
@@ -38,6 +45,37 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of earlier writes of ``path`` whose writer is dead.
+
+    A temporary is ``.NAME.HOST-PID-XXXXXXXX.tmp``: only those of this host whose process no
+    longer exists are removed (a killed writer's), never a live writer's, never another
+    host's, never any other file.
+    """
+    start = f".{path.name}.{_HOST}-"
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        middle = tmp.name[len(start) : -len(".tmp")]
+        pid = middle.split("-", 1)[0]
+        if tmp.name.startswith(start) and pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host with this id exists."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -57,3 +95,126 @@ def load_netcdf(path: str | Path) -> xr.Dataset:
     """Read a whole netCDF file into memory (and close it), safely across threads."""
     with NETCDF_LOCK:
         return xr.load_dataset(path)
+
+
+# ---------------------------------------------------------------------------- folder lock
+
+LOCK_NAME = ".ricl-sweep.lock"  # one writer per folder: ricl sweep, train, data and run
+
+
+@contextmanager
+def folder_lock(folder: str | Path, command: str):
+    """Hold ``FOLDER/.ricl-sweep.lock`` for the block; refuse if a live command holds it.
+
+    The lock names its holder (command, host, pid, start time). A lock whose holder is a
+    dead process of this host is stale and taken over; two processes that find the same
+    stale lock cannot both take it (see ``_take_over``).
+
+    Raises
+    ------
+    RiclError
+        One line naming the holder and the lock file.
+    """
+    path = Path(folder) / LOCK_NAME
+    holder = {
+        "command": command,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    _take_lock(path, holder)
+    try:
+        yield path
+    finally:
+        if _read_lock(path) == holder:  # never remove a lock someone else took over
+            path.unlink(missing_ok=True)
+
+
+def _take_lock(path: Path, holder: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RiclError(
+            f"cannot create output folder {str(path.parent)!r}: {err.strerror}"
+        ) from None
+    # Later passes follow a takeover, or wait out another process's: one that is taking a
+    # stale lock over (its claim exists) or has just created the lock and not yet written
+    # it (unreadable). Both last milliseconds; 50 passes of 20 ms bound the wait at 1 s.
+    for _ in range(50):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            current = _read_lock(path)
+            if current is not None and not _is_stale(current):
+                raise RiclError(_refusal(path, current)) from None
+            if current is None or not _take_over(path, current, holder):
+                time.sleep(0.02)
+            continue
+        except OSError as err:
+            raise RiclError(
+                f"cannot write to output folder {str(path.parent)!r}: {err.strerror}"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(holder, f)
+        return
+    raise RiclError(_refusal(path, _read_lock(path)))
+
+
+def _take_over(path: Path, stale: dict, holder: dict) -> bool:
+    """Remove the stale lock ``stale`` at ``path``, race-free; whether it was removed.
+
+    Only the process that creates ``LOCK.takeover`` (O_EXCL) may remove the lock, and only
+    after reading it again: a second process that saw the same stale lock either fails to
+    create the claim or, once the first is done, reads the first's live lock and refuses.
+    A claim left by a dead process is itself stale and removed.
+    """
+    claim = path.with_name(path.name + ".takeover")
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            other = _read_lock(claim)
+            if other is not None and _is_stale(other) and _read_lock(claim) == other:
+                claim.unlink(missing_ok=True)
+                continue
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(holder, f)
+        try:
+            if _read_lock(path) == stale:
+                path.unlink(missing_ok=True)
+                return True
+            return False
+        finally:
+            claim.unlink(missing_ok=True)
+    return False
+
+
+def _refusal(path: Path, holder: dict | None) -> str:
+    folder = str(path.parent)
+    if holder is None:
+        return (
+            f"output folder {folder!r} is locked by an unreadable lock file {str(path)!r}; "
+            "if no ricl command is writing there, delete it"
+        )
+    command = holder.get("command", "ricl sweep")
+    return (
+        f"output folder {folder!r} is in use by `{command}` (host {holder.get('host')}, pid "
+        f"{holder.get('pid')}, since {holder.get('started')}); wait for it to finish or, if "
+        f"it is gone, delete {str(path)!r}"
+    )
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _is_stale(holder: dict) -> bool:
+    """A holder is stale only when it is a process on this host that no longer exists."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    return not _alive(holder["pid"]) if holder["pid"] != os.getpid() else False

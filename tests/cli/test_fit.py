@@ -93,8 +93,40 @@ def test_nuts_prints_diagnostic_warnings(folders, tmp_path, capsys):
     assert code == 0, err
     assert "r_hat" in out and "ess_bulk" in out  # the summary table
     assert "bulk ESS" in out and "< 400" in out  # 100 draws cannot reach 400
-    assert "PSIS-LOO" in out
+    assert "PSIS-LOO: elpd_loo" in out and "not reported" not in out  # NUTS: LOO stands
     assert inference.read_fit(out_file).sample_stats.diverging.dims == ("chain", "draw")
+
+
+@pytest.fixture(scope="module")
+def unidentified_runs(tmp_path_factory):
+    """Issue 15's symptom, small: two num_tasks values (one fitted) and the early checkpoints
+    dropped leave alpha, beta and gamma barely identified; the Laplace draws of the MAP fit
+    then land where the fitted cells are extremely unlikely (p_loo in the millions)."""
+    data = tmp_path_factory.mktemp("data2")
+    rng = np.random.default_rng(0)
+    for num_tasks in (2, 4):
+        _data_file(num_tasks, rng).to_netcdf(data / f"categorical-sequence_D{num_tasks}.nc")
+    runs = tmp_path_factory.mktemp("runs2")
+    return simulate_runs(data, runs, 0.5, 0.3, 3.0, checkpoints=30, noise=0.02, seed=1)
+
+
+def test_unreliable_loo_is_a_warning_not_a_number(unidentified_runs, tmp_path, capsys):
+    common = ["--method", "map", "--chains", "1", "--draws", "400", "--drop-early"]
+    full, ablated = tmp_path / "full.nc", tmp_path / "unit-gamma.nc"
+    code, out, err = _ricl(capsys, "fit", unidentified_runs, "-o", full, *common)
+    assert code == 0, err
+    (line,) = [line for line in out.splitlines() if "PSIS-LOO" in line]
+    assert line.startswith("warning: PSIS-LOO not reported: ") and "--method nuts" in line
+    assert "elpd" not in out and "p_loo " not in out and "Pareto" not in err
+    tree = inference.read_fit(full)
+    assert inference.loo(tree).p > 1000  # the meaningless number the line replaces
+    argv = [unidentified_runs, "-o", ablated, "--ablation", "unit-gamma", *common]
+    assert _ricl(capsys, "fit", *argv)[0] == 0
+    code, out, err = _ricl(capsys, "compare", full, ablated)
+    assert code == 1 and "elpd" not in out
+    (line,) = err.strip().splitlines()
+    assert line.startswith("ricl compare: error: fewer than two fits have a reliable PSIS-LOO")
+    assert "full: PSIS-LOO not reported" in line
 
 
 def _single_num_tasks(folders, tmp_path):
@@ -170,3 +202,53 @@ def test_fit_on_the_id_split_prints_both_evaluations(folders, tmp_path, capsys):
     assert not bool(mask.sel(split="ood").any()) and bool(mask.sel(split="id").any())
     assert tree.attrs["fitted_splits"] == "id" and tree.attrs["measure"] == "barycentric"
     assert np.isfinite(tree.attrs["heldout_correlation_ood"])  # scored though not fitted
+
+
+def test_compare_names_a_folder_and_a_non_netcdf_file_in_one_line(tmp_path, capsys):
+    folder, text = tmp_path / "fits", tmp_path / "x.nc"
+    folder.mkdir()
+    text.write_text("not netCDF\n")
+    code, _, err = _ricl(capsys, "compare", folder, text)
+    assert code == 1
+    assert (
+        err.strip()
+        == f"ricl compare: error: fit file {str(folder)!r} is a folder; give the fit's .nc file"
+    )
+    code, _, err = _ricl(capsys, "compare", text, tmp_path / "y.nc")
+    assert code == 1
+    assert err.strip() == f"ricl compare: error: {text}: not a fit file (not a netCDF file)"
+
+
+def test_a_text_file_among_the_runs_is_one_line(folders, tmp_path, capsys):
+    _, runs = folders
+    mixed = tmp_path / "runs"
+    mixed.mkdir()
+    for path in sorted(runs.glob("*.nc")):
+        (mixed / path.name).write_bytes(path.read_bytes())
+    (mixed / "x.nc").write_text("not netCDF\n")
+    code, _, err = _ricl(capsys, "fit", mixed, "-o", tmp_path / "fit.nc", "--method", "map")
+    assert code == 1
+    path = str(mixed / "x.nc")
+    assert err.strip() == f"ricl fit: error: file {path!r} cannot be read: not a netCDF file"
+
+
+def test_fit_warns_about_a_diverged_run(folders, tmp_path, capsys):
+    _, runs = folders
+    copied = tmp_path / "runs"
+    copied.mkdir()
+    # the fixture's losses are made up: give every run a final loss it could have learned
+    # (the memorizing strategy's), and one of them twice the constant strategy's
+    for i, path in enumerate(sorted(runs.glob("*.nc"))):
+        ds = xr.load_dataset(path)
+        constant = float(ds.strategy_loss.sel(strategy="constant"))
+        learned = float(ds.strategy_loss.sel(strategy="memorizing"))
+        ds["transformer_loss"][-1] = 2 * constant if i == 3 else learned
+        ds.to_netcdf(copied / path.name)
+        if i == 3:
+            diverged, bound = copied / path.name, constant
+    argv = ["--method", "map", "--chains", "1", "--draws", "50"]
+    code, out, err = _ricl(capsys, "fit", copied, "-o", tmp_path / "fit.nc", *argv)
+    assert code == 0, err
+    (line,) = [line for line in out.splitlines() if "diverged" in line]
+    assert line.startswith(f"warning: run {str(diverged)!r} diverged: its final transformer_loss")
+    assert f"constant strategy's {bound:.3g}" in line

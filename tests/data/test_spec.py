@@ -41,6 +41,22 @@ def test_defaults_follow_the_paper():
         ({"setting": "classification", "model": {"num_heads": 3}}, "does not divide"),
         ({"setting": "linear-regression", "prior": [1.0]}, "categorical-sequence setting only"),
         ({"num_dims": 8}, "spec key 'setting' is missing"),
+        (
+            {"setting": "classification", "max_steps": 10},
+            r"'max_steps' is unknown \(it belongs in the \[training\] table\)",
+        ),
+        (
+            {"setting": "classification", "colour": 1},
+            r"and the tables \[model\], \[training\], \[evaluation\]$",
+        ),
+        (
+            {"setting": "classification", "model": {"seed": 2}},
+            r"'model.seed' is unknown \(it belongs at the top level, before any table\)",
+        ),
+        (
+            {"setting": "classification", "model": {"num_sequences": 2}},
+            r"'model.num_sequences' is unknown \(it belongs in the \[evaluation\] table\)",
+        ),
     ],
 )
 def test_invalid_specs_give_one_line(raw, message):
@@ -100,3 +116,27 @@ def test_toml_round_trip_and_files(tmp_path):
         load_specs(path)
     with pytest.raises(SpecError, match="neither a spec file nor a preset"):
         load_specs("tiny-cat")
+
+
+def test_a_folder_given_as_spec_is_named_a_folder(tmp_path):
+    with pytest.raises(SpecError, match="is a folder; give a TOML spec file or a preset name"):
+        load_specs(tmp_path)
+    (tmp_path / "x.toml").mkdir()
+    with pytest.raises(SpecError, match="is a folder"):
+        load_specs(tmp_path / "x.toml")
+
+
+def test_memory_estimate_follows_its_terms():
+    from rational_icl.data.spec import memory_estimate
+
+    raw = {"setting": "categorical-sequence", "num_dims": 4, "context_length": 8}
+    raw |= {"num_tasks": [2, 1000000]}
+    raw |= {"model": {"num_layers": 2, "hidden_size": 16, "num_heads": 2}}
+    raw |= {"training": {"batch_size": 32, "num_checkpoints": 10}}
+    raw |= {"evaluation": {"num_sequences": 64, "num_loss_sequences": 100}}
+    parts = memory_estimate(spec_from_dict(raw))
+    width, block = 5, 2**23  # K + 1; the chunk bound (100 sequences x T x D_max exceed it)
+    assert parts["num_tasks"] == 4 * ((2 + 1_000_000) * width + 3 * block)
+    assert parts["context_length"] == 4 * 3 * 2 * 32 * 8 * (2 * 16 * (4 + 8) + 2 * 8)
+    assert parts["num_sequences"] == 4 * 2 * 3 * 64 * 8 * width * (3 + 10)
+    assert parts["hidden_size"] == 4 * 4 * 2 * (2 * 16**2 * 12 + 16 * width)

@@ -1,6 +1,7 @@
 """Inference: parameter recovery, MAP vs posterior, held-out split, DataTree, LOO, compare."""
 
 import math
+import types
 
 import numpy as np
 import numpyro
@@ -200,6 +201,41 @@ def test_compare_ranks_the_true_model_first(behaviour, map_fit):
         np.isfinite(result.elpd)
         and result.pareto_k.size == map_fit.log_likelihood.sizes["fitted_cell"]
     )
+    # a fit whose LOO cannot be trusted is left out of the ranking, with the reason
+    unidentified = _unidentified_map_fit(behaviour)
+    table = inference.compare({"full": map_fit, "bad": unidentified, "unit-gamma": ablated})
+    assert list(table.index) == ["full", "unit-gamma"]
+    assert list(table.attrs["not_ranked"]) == ["bad"]
+    assert table.attrs["not_ranked"]["bad"].startswith("PSIS-LOO not reported: ")
+    with pytest.raises(RiclError, match="^fewer than two fits have a reliable PSIS-LOO"):
+        inference.compare({"full": map_fit, "bad": unidentified})
+
+
+def _unidentified_map_fit(behaviour):
+    """Issue 15's symptom: with two num_tasks values (one fitted) alpha, beta and gamma are
+    barely identified and the Laplace draws of a MAP fit fall far outside the posterior."""
+    settings = inference.FitSettings(method="map", chains=1, draws=400)
+    return inference.fit(behaviour.isel(num_tasks=[0, 1]), settings)
+
+
+def test_loo_is_reported_only_where_psis_supports_it(behaviour, map_fit, nuts_fit):
+    for tree in (nuts_fit, map_fit):  # the model that made the data: LOO stands
+        result = inference.loo(tree)
+        assert inference.loo_problem(tree, result) is None
+        assert result.p < inference.num_parameters(tree) + 1
+    assert inference.num_parameters(map_fit) == 5  # alpha, beta, gamma, sigma[id], sigma[ood]
+    unidentified = _unidentified_map_fit(behaviour)
+    result = inference.loo(unidentified)
+    assert not result.p < 100 * 5  # hundreds of "effective parameters", or NaN
+    problem = inference.loo_problem(unidentified, result)
+    assert problem.startswith("PSIS-LOO not reported: ") and "Pareto k above" in problem
+    assert problem.endswith("(the map draws); refit with --method nuts")
+    # good Pareto k, but p_loo far above the parameter count: not reported either
+    inflated = types.SimpleNamespace(pareto_k=np.zeros(100), good_k=0.7, p=16.0)
+    problem = inference.loo_problem(map_fit, inflated)
+    assert "p_loo exceeds 3 times the model's 5 free parameters" in problem
+    inflated.p = 14.0
+    assert inference.loo_problem(map_fit, inflated) is None
 
 
 @pytest.fixture(scope="module")
@@ -401,8 +437,11 @@ def test_outputs_fits_are_compared_by_loo(outputs_fits, map_fit, tmp_path):
     assert log_lik.attrs["thinned_from"] == 700
     np.testing.assert_array_equal(log_lik.draw.values, np.arange(0, 700, 2))
     assert log_lik.sizes["chain"] == 2
-    table = inference.compare({"full": full, "unit-gamma": ablated})
-    assert list(table.index) == ["full", "unit-gamma"]
+    # The ablation (gamma fixed at 1, truth 3) is misspecified enough that its Laplace
+    # draws give p_loo in the hundreds: it is not ranked, and the reason is kept.
+    table = inference.compare({"full": full, "unit-gamma": ablated, "copy": full})
+    assert sorted(table.index) == ["copy", "full"]
+    assert "p_loo exceeds 3 times" in table.attrs["not_ranked"]["unit-gamma"]
     with pytest.raises(RiclError, match="one observation model"):
         inference.compare({"outputs": full, "relative-distance": map_fit})
 

@@ -118,3 +118,43 @@ def test_every_image_loads_in_headless_chromium(report, tmp_path):
     loaded, total = int(found.group(1)), int(found.group(2))
     assert total == len(_images(report.read_text())) > 0
     assert loaded == total
+
+
+_INJECTED = "<script>alert(1)</script>"
+
+
+def test_no_file_borne_string_reaches_the_page_raw(behaviour, fit, tmp_path):
+    hostile_fit = fit.copy()
+    hostile_fit.attrs = dict(fit.attrs)
+    for name in ("inference_method", "observation_model", "ablation", "pooling", "setting"):
+        hostile_fit.attrs[name] = _INJECTED
+    hostile_behaviour = behaviour.copy()
+    hostile_behaviour.attrs = behaviour.attrs | {"setting": _INJECTED}
+    page = write_report(
+        tmp_path,
+        behaviour=hostile_behaviour,
+        fits={_INJECTED: hostile_fit, "other": hostile_fit},
+        title=_INJECTED,
+        sources=[_INJECTED],
+    ).read_text()
+    assert "<script" not in page
+    # every hostile string is on the page, escaped: 5 attributes (4 fit, 1 setting), the fit
+    # name in three table titles and the comparison table, the title twice, the source
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 10
+
+
+def test_a_fit_with_unreliable_loo_gets_a_note_not_numbers(behaviour, fit, tmp_path):
+    from rational_icl.fits.inference import FitSettings
+    from rational_icl.fits.inference import fit as fit_model
+
+    # two num_tasks values, one fitted: the Laplace draws miss the posterior (issue 15)
+    settings = FitSettings(method="map", chains=1, draws=200, seed=0)
+    unidentified = fit_model(behaviour.isel(num_tasks=[0, 1]), settings)
+    fits = {"first": fit, "second": fit, "unidentified": unidentified}
+    page = write_report(tmp_path, behaviour=behaviour, fits=fits).read_text()
+    assert "PSIS-LOO not reported" in page
+    table = pd.read_csv(tmp_path / "tables" / "comparison.csv", keep_default_na=False)
+    row = table[table["fit"] == "unidentified"]
+    assert row["note"].item().startswith("PSIS-LOO not reported: ")
+    assert row["elpd"].item() == ""  # no number for it
+    assert (table[table["fit"] != "unidentified"]["note"] == "").all()

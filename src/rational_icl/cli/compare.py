@@ -13,7 +13,10 @@ def add_parser(subparsers) -> None:
         help="rank fit files by expected log predictive density (PSIS-LOO)",
         description="Rank fits of the same runs (for instance the full model and its "
         "ablations) by ELPD from PSIS-LOO over the fitted cells (arviz_stats.compare). "
-        "Fits are named by their file stem.",
+        "Fits are named by their file stem. A fit whose PSIS-LOO is unreliable (more than 10%% "
+        "of the cells with Pareto k above 0.7, or p_loo above 3 times its parameters; common "
+        "for MAP/Laplace and SVI fits, rare for NUTS) is left out of the ranking with a "
+        "warning line; fewer than two reliable fits is an error.",
     )
     parser.add_argument("fits", metavar="FIT", nargs="+", type=Path, help="fit files (.nc)")
     parser.set_defaults(func=run)
@@ -28,10 +31,12 @@ def run(args) -> int:
     fits = {name: inference.read_fit(path) for name, path in zip(names, args.fits, strict=True)}
     _check_same_cells(fits, args.fits)
     table = inference.compare(fits)
-    for name, tree in fits.items():
-        table.loc[name, "ablation"] = tree.attrs.get("ablation", "")
-        table.loc[name, "method"] = tree.attrs.get("inference_method", "")
+    for name in table.index:
+        table.loc[name, "ablation"] = fits[name].attrs.get("ablation", "")
+        table.loc[name, "method"] = fits[name].attrs.get("inference_method", "")
     print(table.to_string())
+    for name, why in table.attrs.get("not_ranked", {}).items():
+        print(f"warning: {name} not ranked: {why}")
     return 0
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rational_icl.cli.checks import add_memory_option, check_device, check_memory
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
-from rational_icl.io import write_netcdf
+from rational_icl.io import folder_lock, write_netcdf
 
 
 def add_parser(subparsers) -> None:
@@ -23,20 +24,27 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.add_argument("--device", default="cpu", help="torch device for the loss estimates")
+    add_memory_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from rational_icl.training.predictions import strategy_dataset  # torch loads only here
 
-    runs = [r for spec in load_specs(args.spec) for r in spec.runs()]
+    specs = load_specs(args.spec)
+    check_memory(specs, args)
+    runs = [r for spec in specs for r in spec.runs()]
+    check_device(args.device)
     _check_out_folder(args.out)
     paths = {r: args.out / f"{r.name}.nc" for r in runs}
     todo = [r for r in runs if args.force or not paths[r].exists()]
     for r in runs:
         if r not in todo:
             print(f"exists, kept (use --force to overwrite): {paths[r]}")
-    with tqdm(todo, desc="ricl data", unit="run", dynamic_ncols=True, disable=None) as bar:
+    with (
+        folder_lock(args.out, "ricl data"),  # one writer per folder
+        tqdm(todo, desc="ricl data", unit="run", dynamic_ncols=True, disable=None) as bar,
+    ):
         for r in bar:
             dataset = strategy_dataset(r, device=args.device, progress=bar.set_postfix_str)
             write_netcdf(dataset, paths[r])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rational_icl.cli.checks import check_writable_file
 from rational_icl.errors import RiclError
 
 # The same choices as rational_icl.fits (a test checks), spelled out here so that
@@ -24,7 +25,11 @@ def add_parser(subparsers) -> None:
         "transformers in RUNS_DIR (one setting; runs combined along num_tasks and any varying "
         "configuration). The first 80% of checkpoints and of num_tasks values are fitted, "
         "the other cells held out. Writes an ArviZ DataTree (netCDF) and prints a summary, "
-        "diagnostics and the held-out correlations.",
+        "diagnostics and the held-out correlations. PSIS-LOO (the ELPD that ricl compare "
+        "ranks by) is printed when the importance weights support it: as a rule for NUTS; for "
+        "MAP/Laplace and SVI only when at most 10%% of the cells have Pareto k above 0.7 and "
+        "p_loo is at most 3 times the number of parameters, otherwise one warning line says "
+        "why instead.",
     )
     parser.add_argument("runs_dir", metavar="RUNS_DIR", type=Path, help="folder of run files")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output fit file (.nc)")
@@ -112,6 +117,7 @@ def run(args) -> int:
         progress_bar=os.isatty(2),
     )
     runs = open_runs(args.runs_dir)
+    _warn_diverged(runs)
     if args.behaviour is not None:
         from rational_icl.io import load_netcdf
 
@@ -147,6 +153,25 @@ def _check_args(args) -> None:
         raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
     if args.behaviour is not None and not Path(args.behaviour).is_file():
         raise RiclError(f"--behaviour {str(args.behaviour)!r} is not a file")
+    check_writable_file("-o", out)  # before the fit, not after it
+
+
+def _warn_diverged(runs) -> None:
+    """One warning per run whose final loss (id split) is above the constant strategy's,
+    the rule by which training sets a run's ``diverged`` attribute."""
+    sources = runs.source_file
+    final = runs.transformer_loss.isel(checkpoint=-1).sel(split="id", drop=True)
+    constant = runs.strategy_loss.sel(strategy="constant", drop=True).broadcast_like(final)
+    final, constant = (x.transpose(*sources.dims).values for x in (final, constant))
+    flagged = ~(final <= constant) & (sources.values != "")  # NaN: diverged too
+    for source, loss, bound in zip(
+        sources.values[flagged], final[flagged], constant[flagged], strict=True
+    ):
+        print(
+            f"warning: run {str(source)!r} diverged: its final transformer_loss {loss:.3g} nats "
+            f"(id) is above the constant strategy's {bound:.3g}, so its weights mean nothing; "
+            "retrain it with a lower learning_rate or move it out of RUNS_DIR"
+        )
 
 
 def _report(tree, inference) -> None:
@@ -189,7 +214,11 @@ def _report(tree, inference) -> None:
         print(line)
     if "log_likelihood" in tree.children:
         result = inference.loo(tree)
-        bad = int((result.pareto_k > 0.7).sum())
+        problem = inference.loo_problem(tree, result)
+        if problem is not None:
+            print(f"warning: {problem}")
+            return
         print(f"PSIS-LOO: elpd_loo {result.elpd:.1f} (se {result.se:.1f}), p_loo {result.p:.1f}")
+        bad = int((~(result.pareto_k <= result.good_k)).sum())
         if bad:
-            print(f"warning: {bad} cell(s) with Pareto k > 0.7")
+            print(f"warning: {bad} cell(s) with Pareto k > {result.good_k:.2f}")

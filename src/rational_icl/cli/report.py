@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rational_icl.errors import RiclError
+from rational_icl.errors import RiclError, reading_error
 
 
 def add_parser(subparsers) -> None:
@@ -104,4 +104,6 @@ def _is_fit(path: Path) -> bool:
         with netCDF4.Dataset(path) as nc:
             return "posterior" in nc.groups
     except OSError as err:
-        raise RiclError(f"file {str(path)!r} cannot be read as netCDF: {err}") from None
+        raise RiclError(
+            f"file {str(path)!r} cannot be read as netCDF: {reading_error(err)}"
+        ) from None

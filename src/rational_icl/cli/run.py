@@ -20,9 +20,17 @@ import argparse
 import time
 from pathlib import Path
 
+from rational_icl.cli.checks import (
+    IGNORE_MEMORY,
+    add_memory_option,
+    check_device,
+    check_memory,
+    check_writable_folder,
+)
 from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
+from rational_icl.io import folder_lock
 
 DEFAULT_PRESET = "tiny-categorical"
 STAGES = ("data", "train", "behaviour", "fit", "report")
@@ -74,22 +82,36 @@ def add_parser(subparsers) -> None:
         help=f"splits that enter the fit's likelihood (default {DEFAULT_FIT_SPLITS}; see ricl fit)",
     )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
+    add_memory_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if args.out.exists() and not args.out.is_dir():
-        raise RiclError(f"-o {str(args.out)!r} is a file, not a folder")
-    if args.threads is not None:
-        check_threads(args.threads)
+    _check_outputs(args)
     specs = load_specs(args.spec)
+    check_memory(specs, args)
     pages = []
-    for spec in specs:
-        folder = args.out / spec.name if len(specs) > 1 else args.out
-        pages.append(run_spec(spec, folder, args))
+    with folder_lock(args.out, "ricl run"):  # one writer per folder
+        for spec in specs:
+            folder = args.out / spec.name if len(specs) > 1 else args.out
+            pages.append(run_spec(spec, folder, args))
     for page in pages:
         print(f"report: {page}")
     return 0
+
+
+def _check_outputs(args) -> None:
+    """Every option and the output folder, before the first stage starts."""
+    check_writable_folder("-o", args.out)
+    if args.threads is not None:
+        check_threads(args.threads)
+    for name in ("chains", "draws"):
+        if getattr(args, name) < 1:
+            raise RiclError(f"--{name} must be at least 1; got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
+    if args.device is not None:
+        check_device(args.device)
 
 
 def run_spec(spec, folder: Path, args) -> Path:
@@ -101,6 +123,7 @@ def run_spec(spec, folder: Path, args) -> Path:
     if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
         spec_file.write_text(spec.to_toml())  # the commands below read the spec from here
     force = ["--force"] if args.force else []
+    force += [IGNORE_MEMORY] if getattr(args, "ignore_memory_check", False) else []
     train_options = ["--device", args.device] if args.device else []
     if args.threads is not None:
         train_options += ["--threads", str(args.threads)]

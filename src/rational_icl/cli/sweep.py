@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rational_icl.cli.checks import add_memory_option, check_device, check_memory
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 
@@ -41,6 +42,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="torch device on the workers (default: cuda where a worker has it, else cpu)",
     )
+    add_memory_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -56,6 +58,10 @@ def run(args) -> int:
     if args.workers is not None and args.scheduler != "local":
         print("note: --workers is ignored with a scheduler address", file=sys.stderr)
     specs = load_specs(args.spec)
+    if args.scheduler == "local":  # a cluster's workers have memory of their own
+        check_memory(specs, args)
+    if args.device is not None:  # a remote cluster's workers may have devices this one lacks
+        check_device(args.device, probe=args.scheduler == "local")
     outcomes = run_sweep(
         specs,
         args.out,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from rational_icl.cli.checks import add_memory_option, check_device, check_memory
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
+from rational_icl.io import folder_lock
 
 
 def add_parser(subparsers) -> None:
@@ -34,6 +36,7 @@ def add_parser(subparsers) -> None:
         "jobs share the cores: small models gain nothing from more, and waiting threads of an "
         "oversubscribed machine can slow a step 100-fold",
     )
+    add_memory_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -43,34 +46,22 @@ def run(args) -> int:
     from rational_icl.training.loop import is_finished, run_path, train
 
     specs = load_specs(args.spec)
-    device = _device(args.device, torch)
+    check_memory(specs, args)
+    device = check_device(args.device)
     if args.threads is not None:
         check_threads(args.threads)
         torch.set_num_threads(args.threads)
     _check_out_folder(args.out)
-    for spec in specs:
-        for r in spec.runs():
-            if not args.force and is_finished(r, args.out):
-                print(f"finished, kept (use --force to retrain): {run_path(r, args.out)}")
-    written = []
-    for spec in specs:
-        written += train(spec, args.out, device=device, force=args.force)
+    with folder_lock(args.out, "ricl train"):  # one writer per folder
+        for spec in specs:
+            for r in spec.runs():
+                if not args.force and is_finished(r, args.out):
+                    print(f"finished, kept (use --force to retrain): {run_path(r, args.out)}")
+        written = []
+        for spec in specs:
+            written += train(spec, args.out, device=device, force=args.force)
     print(f"trained {len(written)} run(s) into {args.out}")
     return 0
-
-
-def _device(name: str | None, torch) -> str:
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RiclError(
-            f"--device {name!r} is not a torch device; allowed: cpu, cuda, cuda:N"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RiclError(f"--device {name!r}: CUDA is not available on this machine; use cpu")
-    return name
 
 
 def _check_out_folder(out: Path) -> None:

@@ -137,6 +137,8 @@ def load_specs(spec_or_preset: str | Path) -> list[ExperimentSpec]:
     path = Path(text)
     if text in PRESETS:
         return preset_specs(text)
+    if path.is_dir():
+        raise SpecError(f"spec {text!r} is a folder; give a TOML spec file or a preset name")
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise SpecError(f"spec file {text!r} does not exist")
@@ -227,14 +229,27 @@ _GRID_FIELDS = {
 }
 
 
+def _belongs_in(key: str, prefix: str) -> str:
+    """Where a misplaced key goes: ' (it belongs in [training])', or '' if nowhere."""
+    homes = {"model": ModelConfig, "training": TrainingConfig, "evaluation": EvaluationConfig}
+    for section, cls in homes.items():
+        if prefix != f"{section}." and key in {f.name for f in dataclasses.fields(cls)}:
+            return f" (it belongs in the [{section}] table)"
+    top = {f.name for f in dataclasses.fields(ExperimentSpec)} - set(homes)
+    if prefix and key in top:
+        return " (it belongs at the top level, before any table)"
+    return ""
+
+
 def _validate_fields(cls, table: dict, prefix: str, skip: frozenset | set = frozenset()) -> dict:
     allowed = {f.name for f in dataclasses.fields(cls)} - set(skip)
     out = {}
     for key, value in table.items():
         if key not in allowed:
             raise SpecError(
-                f"spec key {prefix + key!r} is unknown; allowed keys"
+                f"spec key {prefix + key!r} is unknown{_belongs_in(key, prefix)}; allowed keys"
                 f"{' in [' + prefix[:-1] + ']' if prefix else ''}: {', '.join(sorted(allowed))}"
+                f"{'' if prefix else ', and the tables [model], [training], [evaluation]'}"
             )
         out[key] = _validate_value(prefix + key, key, value)
     return out
@@ -341,3 +356,37 @@ def _toml_value(value) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
+
+
+# ---------------------------------------------------------------------------- memory
+
+_FLOAT = 4  # bytes per float32 element
+_CHUNK_ELEMENTS = 2**23  # the Monte Carlo chunk bound of modeling.losses (sequences x T x D)
+
+
+def memory_estimate(spec: ExperimentSpec) -> dict[str, int]:
+    """A rough lower bound on the bytes one scalar spec's ``ricl data`` and ``ricl train``
+    hold at once, by the spec key that drives each part.
+
+    - ``num_tasks``: the ensemble's task tables (sum of D x width) and the memorizing
+      strategy's block of the largest D (at least one sequence x T x D, three temporaries);
+    - ``context_length``: one training batch of the ensemble (activations and attention
+      scores, forward and backward: three copies);
+    - ``num_sequences``: the strategies' and every checkpoint's evaluation predictions;
+    - ``hidden_size``: the ensemble's parameters, gradients and two Adam moments.
+    """
+    k, t, e = spec.num_dims, spec.context_length, len(spec.num_tasks)
+    width = k + 1  # outcomes (categorical) or features plus y (regression, classification)
+    d_max = max(spec.num_tasks)
+    m, tr, ev = spec.model, spec.training, spec.evaluation
+    hidden = m.hidden_size
+    block = max(t * d_max, min(_CHUNK_ELEMENTS, spec.effective_num_loss_sequences * t * d_max))
+    per_position = m.num_layers * hidden * (4 + 2 * m.mlp_expansion_factor) + m.num_heads * t
+    parameters = m.num_layers * hidden**2 * (4 + 2 * m.mlp_expansion_factor) + hidden * width
+    predictions = 3 * ev.num_sequences * t * width * (3 + tr.num_checkpoints)
+    return {
+        "num_tasks": _FLOAT * (sum(spec.num_tasks) * width + 3 * block),
+        "context_length": int(_FLOAT * 3 * e * tr.batch_size * t * per_position),
+        "num_sequences": _FLOAT * e * predictions,
+        "hidden_size": int(_FLOAT * 4 * e * parameters),
+    }

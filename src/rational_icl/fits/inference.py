@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from numpyro.infer.autoguide import AutoMultivariateNormal
 from numpyro.infer.util import log_density
 
 from rational_icl import __version__
-from rational_icl.errors import RiclError
+from rational_icl.errors import RiclError, reading_error
 from rational_icl.fits import model as rational
 from rational_icl.io import atomic_path
 
@@ -983,12 +984,14 @@ def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
 def read_fit(path: str | Path) -> xr.DataTree:
     """Read a fit written by ``write_fit``."""
     path = Path(path)
+    if path.is_dir():
+        raise RiclError(f"fit file {str(path)!r} is a folder; give the fit's .nc file")
     if not path.is_file():
         raise RiclError(f"fit file {str(path)!r} does not exist")
     try:
         tree = xr.open_datatree(path)
     except (OSError, ValueError) as err:
-        raise RiclError(f"{path}: not a fit file ({err})") from None
+        raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
     return tree.load()
@@ -1100,11 +1103,65 @@ def loo(tree: xr.DataTree):
     tree["log_likelihood"] = xr.DataTree(log_lik)
     if "thinned_from" in log_lik.attrs:
         tree["posterior"] = xr.DataTree(tree.posterior.ds.sel(draw=log_lik.draw.values))
-    return azs.loo(tree, pointwise=True)
+    with warnings.catch_warnings():
+        # arviz-stats warns about Pareto k on stderr; loo_problem says it in one line instead
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # k of degenerate weights: NaN
+        return azs.loo(tree, pointwise=True)
+
+
+# PSIS-LOO is trusted only where the importance weights are: a cell's estimate is
+# unreliable when its Pareto k is above min(1 - 1/log10(S), 0.7) (arviz-stats' good_k,
+# Vehtari et al. 2024). A few such cells are reported beside the ELPD; beyond this share of
+# cells, or when p_loo (the effective number of parameters) exceeds the model's parameter
+# count by this factor, the draws are far outside the LOO posteriors (typically Laplace or
+# SVI draws of a poorly identified posterior) and the ELPD means nothing.
+BAD_PARETO_K_SHARE = 0.1
+P_LOO_FACTOR = 3
+
+
+def num_parameters(tree: xr.DataTree) -> int:
+    """Number of free scalar parameters (elements of the posterior's parameters that vary)."""
+    posterior = tree.posterior.ds
+    count = 0
+    for name in parameter_names(tree):
+        values = posterior[name]
+        spread = values.max(SAMPLE_DIMS) - values.min(SAMPLE_DIMS)
+        count += int((spread > 0).sum())  # an ablation's fixed parameter is not free
+    return count
+
+
+def loo_problem(tree: xr.DataTree, result) -> str | None:
+    """Why the PSIS-LOO ``result`` of ``tree`` cannot be reported, or None when it can.
+
+    Reasons: more than 10% of the fitted cells with Pareto k above ``result.good_k`` (or not
+    finite), or p_loo more than 3 times the number of free parameters.
+    """
+    k = np.asarray(result.pareto_k, dtype=float).ravel()
+    bad = int((~(k <= result.good_k)).sum())  # NaN counts as bad
+    method = tree.attrs.get("inference_method", "?")
+    advice = "" if method == "nuts" else f" (the {method} draws); refit with --method nuts"
+    if bad > BAD_PARETO_K_SHARE * k.size:
+        return (
+            f"PSIS-LOO not reported: {bad} of {k.size} fitted cells have Pareto k above "
+            f"{result.good_k:.2f}, so the importance weights are unreliable{advice}"
+        )
+    count = num_parameters(tree)
+    if not np.isfinite(result.p) or result.p > P_LOO_FACTOR * count:
+        return (
+            f"PSIS-LOO not reported: p_loo exceeds {P_LOO_FACTOR} times the model's {count} "
+            f"free parameters, so the importance weights are unreliable{advice}"
+        )
+    return None
 
 
 def compare(fits: dict[str, xr.DataTree]):
-    """Rank fits by ELPD (PSIS-LOO), best first (``arviz_stats.compare``, a DataFrame)."""
+    """Rank fits by ELPD (PSIS-LOO), best first (``arviz_stats.compare``, a DataFrame).
+
+    Only fits whose LOO can be reported (``loo_problem``) are ranked; the others are left
+    out, with the reason, in ``table.attrs["not_ranked"]`` (name -> reason). Raises
+    RiclError when fewer than two fits remain.
+    """
     if len(fits) < 2:
         raise RiclError("compare needs at least two fits")
     models = {name: tree.attrs.get("observation_model") for name, tree in fits.items()}
@@ -1114,4 +1171,17 @@ def compare(fits: dict[str, xr.DataTree]):
             f"compare needs fits of one observation model (their log likelihoods score "
             f"different data); got {found}"
         )
-    return azs.compare({name: loo(tree) for name, tree in fits.items()})
+    results, not_ranked = {}, {}
+    for name, tree in fits.items():
+        result = loo(tree)
+        problem = loo_problem(tree, result)
+        if problem is None:
+            results[name] = result
+        else:
+            not_ranked[name] = problem
+    if len(results) < 2:
+        reasons = "; ".join(f"{name}: {why}" for name, why in not_ranked.items())
+        raise RiclError(f"fewer than two fits have a reliable PSIS-LOO, nothing to rank; {reasons}")
+    table = azs.compare(results)
+    table.attrs["not_ranked"] = not_ranked
+    return table

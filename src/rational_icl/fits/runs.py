@@ -17,7 +17,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from rational_icl.errors import RiclError
+from rational_icl.errors import RiclError, reading_error
 
 # Configuration attributes that become dimensions when they differ between run files.
 CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
@@ -117,7 +117,7 @@ def _open(path: Path) -> xr.Dataset | None:
     try:
         ds = xr.open_dataset(path, chunks={}) if ds is None else ds
     except (OSError, ValueError, RuntimeError) as err:
-        raise RiclError(f"file {str(path)!r} cannot be read as netCDF: {err}") from None
+        raise RiclError(f"file {str(path)!r} cannot be read: {reading_error(err)}") from None
     if "strategy_prediction" not in ds:
         ds.close()
         return None

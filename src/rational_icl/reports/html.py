@@ -262,7 +262,9 @@ def _page(title, rendered, found_tables, sources, behaviour, fit) -> str:
             if table.empty:
                 parts.append("<p>Nothing to report.</p>")
             else:
-                parts.append(table.to_html(float_format=lambda x: f"{x:.4g}", border=0))
+                parts.append(
+                    table.to_html(float_format=lambda x: f"{x:.4g}", border=0, escape=True)
+                )
     parts.append("<h2>Figures</h2>")
     for item in rendered:
         if item.png is None:
@@ -293,32 +295,34 @@ def _summary(behaviour, fit) -> str:
         f"{int(source['checkpoint'].values[-1])}",
     ]
     if fit is not None:
-        attrs = fit.attrs
+        # attributes come from a file anyone could have written: escape them all
+        attrs = {k: html.escape(str(v)) for k, v in fit.attrs.items()}
         lines.append(
             f"fit: {attrs.get('inference_method', '?')}, observation model "
             f"{attrs.get('observation_model', '?')}, ablation {attrs.get('ablation', '?')}, "
             f"pooling {attrs.get('pooling', '?')}"
         )
         lines.append(
-            f"observed weight: {html.escape(str(attrs.get('measure', 'relative-distance')))} "
-            f"measure; fitted splits {html.escape(str(attrs.get('fitted_splits', 'all')))}"
+            f"observed weight: {attrs.get('measure', 'relative-distance')} measure; fitted "
+            f"splits {attrs.get('fitted_splits', 'all')}"
         )
+        numbers = fit.attrs  # formatted as floats below, so never raw text
         for split in ("id", "ood", "iwl"):
-            value = attrs.get(f"heldout_correlation_{split}")
-            baseline = attrs.get(f"baseline_heldout_correlation_{split}")
+            value = numbers.get(f"heldout_correlation_{split}")
+            baseline = numbers.get(f"baseline_heldout_correlation_{split}")
             if value is not None:
                 text = f"held-out correlation ({split}): {float(value):.3f}"
                 if baseline is not None:
                     text += f" (no-skill baseline, each num_tasks' mean: {float(baseline):.3f})"
                 lines.append(text)
-        if "authors_correlation" in attrs:
+        if "authors_correlation" in numbers:
             lines.append(
                 "authors' evaluation (id split, checkpoints from their common early "
-                f"threshold, step {float(attrs['authors_threshold']):.0f}, on, num_tasks "
-                f"pooled): r {float(attrs['authors_correlation']):.3f}, TVD "
-                f"{float(attrs['authors_tvd']):.3f}, R<sup>2</sup> "
-                f"{float(attrs['authors_r2']):.3f}; no-skill baseline r "
-                f"{float(attrs['authors_baseline_correlation']):.3f}"
+                f"threshold, step {float(numbers['authors_threshold']):.0f}, on, num_tasks "
+                f"pooled): r {float(numbers['authors_correlation']):.3f}, TVD "
+                f"{float(numbers['authors_tvd']):.3f}, R<sup>2</sup> "
+                f"{float(numbers['authors_r2']):.3f}; no-skill baseline r "
+                f"{float(numbers['authors_baseline_correlation']):.3f}"
             )
     else:
         lines.append("no fit given: figures that need one are listed, not drawn")

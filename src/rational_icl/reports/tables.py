@@ -85,8 +85,24 @@ def heldout_table(fit: xr.DataTree) -> pd.DataFrame:
 
 
 def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
-    """PSIS-LOO comparison (ELPD, best first) of two or more fits, by name."""
-    from rational_icl.fits.inference import compare
+    """PSIS-LOO comparison (ELPD, best first) of two or more fits, by name.
 
-    table = compare(fits)
-    return table.reset_index().rename(columns={"index": "fit"})
+    A fit whose LOO is unreliable (``inference.loo_problem``) gets a row with no numbers
+    and the reason in the ``note`` column; with fewer than two reliable fits, all rows are
+    such rows."""
+    from rational_icl.errors import RiclError
+    from rational_icl.fits.inference import compare, loo, loo_problem
+
+    try:
+        table = compare(fits)
+        not_ranked = table.attrs.get("not_ranked", {})
+    except RiclError:
+        if len({fit.attrs.get("observation_model") for fit in fits.values()}) > 1:
+            raise
+        table = pd.DataFrame()
+        alone = "the only fit with a reliable PSIS-LOO: nothing to rank it against"
+        not_ranked = {name: loo_problem(fit, loo(fit)) or alone for name, fit in fits.items()}
+    table = table.reset_index().rename(columns={"index": "fit"})
+    table["note"] = ""
+    skipped = pd.DataFrame({"fit": list(not_ranked), "note": list(not_ranked.values())})
+    return pd.concat([table, skipped], ignore_index=True)

@@ -10,6 +10,7 @@ any checkpoint newer than the state and continues from it, bitwise identically o
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,9 +116,28 @@ def _train_loop(trainer: EnsembleTrainer, records: list, state_file: Path, progr
                 results = evaluate(trainer, inputs)
                 for record, result in zip(records, results, strict=True):
                     record.add_checkpoint(step, result)
-                    write_netcdf(record.dataset(), record.path)
+                    write_netcdf(record.dataset(final=step == training.max_steps), record.path)
                 save_state({**trainer.state_dict(), "spec": trainer.spec.to_toml()}, state_file)
             bar.update(1)
+    for record in records:
+        if record.diverged:
+            print(f"warning: {diverged_message(record.dataset(), record.path)}", file=sys.stderr)
+
+
+def is_diverged(ds: xr.Dataset) -> bool:
+    """Whether the run's loss at its last checkpoint (id split) is above the constant
+    strategy's, the prior predictive that ignores the context: it learned nothing."""
+    final = float(ds["transformer_loss"].isel(checkpoint=-1).sel(split="id"))
+    return not final <= float(ds["strategy_loss"].sel(strategy="constant"))  # NaN: diverged
+
+
+def diverged_message(ds: xr.Dataset, path) -> str:
+    final = float(ds["transformer_loss"].isel(checkpoint=-1).sel(split="id"))
+    constant = float(ds["strategy_loss"].sel(strategy="constant"))
+    return (
+        f"run {str(path)!r} diverged: its final transformer_loss {final:.3g} nats (id) is above "
+        f"the constant strategy's {constant:.3g}; try a lower training.learning_rate"
+    )
 
 
 def _check_finite(mean_loss: torch.Tensor, trainer: EnsembleTrainer, records: list) -> None:
@@ -220,8 +240,13 @@ class _Record:
         self.predictions.append(np.stack([result["prediction"][s] for s in splits]))
         self.losses.append(np.array([result["loss"][s] for s in splits]))
 
-    def dataset(self) -> xr.Dataset:
-        """The full predictions file: strategy part plus every checkpoint so far."""
+    @property
+    def diverged(self) -> bool:
+        return bool(self.checkpoints) and is_diverged(self.dataset())
+
+    def dataset(self, final: bool = False) -> xr.Dataset:
+        """The full predictions file: strategy part plus every checkpoint so far; the
+        ``final`` one (the last checkpoint) also gets the ``diverged`` attribute."""
         regression = self.base.attrs["setting"] == "linear-regression"
         loss_units = "nats"
         train_units = "squared y units" if regression else "nats"
@@ -258,15 +283,21 @@ class _Record:
                 },
             ),
         )
-        return ds.assign_coords(
+        ds = ds.assign_coords(
             checkpoint=np.array(self.checkpoints, dtype=np.int64),
             step=np.array(self.logged_steps, dtype=np.int64),
         )
+        if final:
+            # 1: the final loss is above the constant strategy's (is_diverged); 0: it is not
+            ds.attrs["diverged"] = int(is_diverged(ds))
+        return ds
 
 
 def _strategy_part(ds: xr.Dataset) -> xr.Dataset:
     """A predictions dataset without its transformer variables (as ``ricl data`` writes it)."""
     ds = ds.drop_vars(TRANSFORMER_VARIABLES, errors="ignore")
+    # "diverged" is a statement about the transformer, not the strategies
+    ds.attrs = {k: v for k, v in ds.attrs.items() if k != "diverged"}
     return ds.drop_dims([d for d in ("checkpoint", "step") if d in ds.dims])
 
 

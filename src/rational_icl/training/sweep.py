@@ -15,13 +15,10 @@ this host is stale and taken over.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -30,10 +27,10 @@ import xarray as xr
 from rational_icl.data import ExperimentSpec, Run
 from rational_icl.errors import RiclError
 from rational_icl.fits.runs import open_runs
+from rational_icl.io import LOCK_NAME, folder_lock  # noqa: F401 (LOCK_NAME: public name)
 from rational_icl.training.checkpoint import STATE_FOLDER, ensemble_name, state_path
 from rational_icl.training.loop import is_finished, train_ensemble
 
-LOCK_NAME = ".ricl-sweep.lock"
 STATUSES = ("done", "resumed", "skipped", "failed")
 
 
@@ -270,85 +267,6 @@ def _client(scheduler: str, workers: int, processes: bool, worker_timeout: float
 # ---------------------------------------------------------------------------- the lock
 
 
-@contextmanager
 def sweep_lock(out_dir: str | Path):
-    """Hold ``OUT/.ricl-sweep.lock`` for the block; refuse if a live sweep holds it.
-
-    Raises
-    ------
-    RiclError
-        One line naming the holder (host, pid, start time) and the lock file.
-    """
-    path = Path(out_dir) / LOCK_NAME
-    holder = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    _take_lock(path, holder)
-    try:
-        yield path
-    finally:
-        if _read_lock(path) == holder:  # never remove a lock someone else took over
-            path.unlink(missing_ok=True)
-
-
-def _take_lock(path: Path, holder: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RiclError(
-            f"cannot create output folder {str(path.parent)!r}: {err.strerror}"
-        ) from None
-    for _ in range(2):  # the second pass follows the removal of a stale lock
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            current = _read_lock(path)
-            if current is not None and _is_stale(current):
-                path.unlink(missing_ok=True)
-                continue
-            raise RiclError(_refusal(path, current)) from None
-        except OSError as err:
-            raise RiclError(
-                f"cannot write to output folder {str(path.parent)!r}: {err.strerror}"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(holder, f)
-        return
-    raise RiclError(_refusal(path, _read_lock(path)))
-
-
-def _refusal(path: Path, holder: dict | None) -> str:
-    folder = str(path.parent)
-    if holder is None:
-        return (
-            f"output folder {folder!r} is locked by an unreadable lock file {str(path)!r}; "
-            "if no sweep is writing there, delete it"
-        )
-    return (
-        f"output folder {folder!r} is in use by another sweep (host {holder.get('host')}, "
-        f"pid {holder.get('pid')}, since {holder.get('started')}); wait for it to finish or, "
-        f"if it is gone, delete {str(path)!r}"
-    )
-
-
-def _read_lock(path: Path) -> dict | None:
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return holder if isinstance(holder, dict) else None
-
-
-def _is_stale(holder: dict) -> bool:
-    """A holder is stale only when it is a process on this host that no longer exists."""
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-        return False
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, owned by someone else
-        return False
-    return False
+    """Hold the output folder's lock (``io.folder_lock``) for the sweep's block."""
+    return folder_lock(out_dir, "ricl sweep")

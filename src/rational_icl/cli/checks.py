@@ -1,0 +1,122 @@
+"""Cheap refusals the commands make before any work: outputs that cannot be written, a
+torch device that does not exist or cannot be used. Each raises a one-line RiclError."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from rational_icl.errors import RiclError
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or its nearest ancestor that exists (the folder a mkdir starts in)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_folder(option: str, folder: Path) -> None:
+    """Refuse ``folder`` when it, or a part of its path, is a file, or when nothing can be
+    created where it is (or would be) made. Creates nothing that is not removed again."""
+    folder = Path(folder)
+    base = _nearest_existing(folder)
+    if not base.is_dir():
+        where = "" if base == folder.absolute() else f" (its part {str(base)!r} is a file)"
+        raise RiclError(f"{option} {str(folder)!r} is a file, not a folder{where}")
+    try:
+        # a real write, not os.access: root ignores permission bits, not read-only mounts
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as err:
+        raise RiclError(
+            f"{option} {str(folder)!r}: cannot write to folder {str(base)!r}: {err.strerror}"
+        ) from None
+
+
+def check_writable_file(option: str, path: Path) -> None:
+    """Refuse an output file whose folder cannot be made or written (see above)."""
+    path = Path(path)
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise RiclError(f"{option} {str(path)!r}: {str(base)!r} is a file, not a folder")
+    check_writable_folder(option, path.parent)
+
+
+def check_device(name: str | None, *, probe: bool = True) -> str:
+    """The torch device ``name`` resolves to (None: cuda if available, else cpu).
+
+    Refuses a name torch does not parse, a CUDA device on a machine without one (or an index
+    past its count), and, with ``probe``, a device on which a one-element tensor fails.
+    """
+    import torch  # loads only when a command needs it
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise RiclError(
+            f"--device {name!r} is not a torch device; allowed: cpu, cuda, cuda:N"
+        ) from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise RiclError(f"--device {name!r}: allowed: cpu, cuda, cuda:N, mps")
+    if not probe:
+        return name
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RiclError(f"--device {name!r}: CUDA is not available on this machine; use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise RiclError(f"--device {name!r}: this machine has {count} CUDA device(s)")
+    try:
+        torch.zeros(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RiclError(f"--device {name!r} cannot be used: {reason}") from None
+    return name
+
+
+IGNORE_MEMORY = "--ignore-memory-check"
+
+
+def add_memory_option(parser) -> None:
+    """The override of ``check_memory`` for the user who knows better."""
+    parser.add_argument(
+        IGNORE_MEMORY,
+        action="store_true",
+        help="start even when the spec's memory estimate exceeds this machine's memory",
+    )
+
+
+def check_memory(specs, args) -> None:
+    """Refuse a spec whose memory estimate (``data.spec.memory_estimate``) exceeds this
+    machine's physical memory, naming the key that drives it, unless --ignore-memory-check."""
+    import os
+
+    from rational_icl.data.spec import memory_estimate
+
+    if getattr(args, "ignore_memory_check", False):
+        return
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for spec in specs:
+        for scalar in spec.expand():
+            parts = memory_estimate(scalar)
+            total = sum(parts.values())
+            if total > available:
+                key = max(parts, key=parts.get)
+                raise RiclError(
+                    f"spec {scalar.name or spec.name!r} needs about {total / 1e9:.3g} GB of "
+                    f"memory, mostly for {key} = {_value(scalar, key)} ({parts[key] / 1e9:.3g} "
+                    f"GB); this machine has {available / 1e9:.3g} GB; lower {key} or pass "
+                    f"{IGNORE_MEMORY}"
+                )
+
+
+def _value(spec, key: str):
+    for where in (spec, spec.model, spec.training, spec.evaluation):
+        if hasattr(where, key):
+            value = getattr(where, key)
+            return list(value) if isinstance(value, tuple) else value
+    return "?"
