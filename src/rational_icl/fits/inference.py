@@ -893,15 +893,39 @@ def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
     return metrics
 
 
+_SAME_IN_EVERY_SPLIT = "expected_relative_distance_is_weight_memorizing"
+
+
 def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
     """Write a fit to netCDF atomically (temporary file, then rename), every group
-    compressed losslessly (``rational_icl.io.compression_encoding``)."""
+    compressed losslessly (``rational_icl.io.compression_encoding``).
+
+    Without context-dependent weights ``expected_relative_distance`` is
+    ``weight_memorizing`` in every split: it is then not stored (a third of the file) and
+    ``read_fit`` rebuilds it, bit for bit.
+    """
+    tree = _without_repeated_weights(tree)
     encoding = {
         node.path: compression_encoding(node.to_dataset(inherit=False)) for node in tree.subtree
     }
     with atomic_path(path) as tmp:
         tree.to_netcdf(tmp, encoding=encoding)
     return Path(path)
+
+
+def _without_repeated_weights(tree: xr.DataTree) -> xr.DataTree:
+    posterior = tree.posterior.to_dataset(inherit=False)
+    if "expected_relative_distance" not in posterior or "weight_memorizing" not in posterior:
+        return tree
+    expected = posterior.expected_relative_distance
+    weight = posterior.weight_memorizing.broadcast_like(expected).transpose(*expected.dims)
+    if expected.dtype != weight.dtype or not np.array_equal(expected.values, weight.values):
+        return tree
+    stored = posterior.drop_vars("expected_relative_distance")
+    stored.attrs[_SAME_IN_EVERY_SPLIT] = 1
+    tree = tree.copy()
+    tree["posterior"] = xr.DataTree(stored)
+    return tree
 
 
 def read_fit(path: str | Path) -> xr.DataTree:
@@ -915,7 +939,16 @@ def read_fit(path: str | Path) -> xr.DataTree:
         raise RiclError(f"{path}: not a fit file ({err})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
-    return tree.load()
+    tree = tree.load()
+    posterior = tree.posterior.to_dataset(inherit=False)
+    if posterior.attrs.pop(_SAME_IN_EVERY_SPLIT, None) is not None:  # see write_fit
+        weight = posterior.weight_memorizing.drop_attrs()
+        # by size, not values: the dataset's own split coordinate (and its dtype) labels it
+        posterior["expected_relative_distance"] = weight.expand_dims(
+            split=posterior.sizes["split"], axis=-1
+        )
+        tree["posterior"] = xr.DataTree(_describe(posterior))
+    return tree
 
 
 # ---------------------------------------------------------------------------------------
