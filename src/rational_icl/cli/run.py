@@ -61,6 +61,12 @@ def add_parser(subparsers) -> None:
         "memorizing-generalizing mixture, as the paper does (default: on; see ricl fit)",
     )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print runs, ensembles, member-steps, memory, disk and estimated time (from a "
+        "short probe on this machine), and stop: nothing is written",
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,6 +76,10 @@ def run(args) -> int:
     if args.threads is not None:
         check_threads(args.threads)
     specs = load_specs(args.spec)
+    if args.plan:
+        from rational_icl.cli.plan import print_plan
+
+        return print_plan(specs, args)
     pages = []
     for spec in specs:
         folder = args.out / spec.name if len(specs) > 1 else args.out
