@@ -37,15 +37,15 @@ def test_written_files_read_back_bit_for_bit(tmp_path):
     xr.testing.assert_identical(io.load_netcdf(io.write_netcdf(back, tmp_path / "again.nc")), data)
 
 
-def test_large_numeric_variables_are_compressed_one_checkpoint_per_chunk(tmp_path):
-    data = _run_like(np.random.default_rng(1))
+def test_large_numeric_variables_are_compressed_ten_checkpoints_per_chunk(tmp_path):
+    data = _run_like(np.random.default_rng(1), num_checkpoints=12)
     path = io.write_netcdf(data, tmp_path / "run.nc")
     with netCDF4.Dataset(path) as stored:
         prediction = stored["transformer_prediction"]
         assert prediction.filters()["zlib"] and prediction.filters()["shuffle"]
-        assert prediction.chunking() == [1, 2, 16, 32, 8]
+        assert prediction.chunking() == [10, 2, 16, 32, 8]  # as fits/runs.py reads them
         assert stored["tokens"].filters()["zlib"]
-        assert stored["transformer_loss"].chunking() == "contiguous"  # 96 bytes: left alone
+        assert stored["transformer_loss"].chunking() == "contiguous"  # 192 bytes: left alone
 
 
 def test_compression_shrinks_redundant_values(tmp_path):
@@ -64,7 +64,9 @@ def test_chunks_stay_under_the_limit_along_the_leading_dims():
     assert chunks == (1, 524, 2000)  # 4 MiB // (2000 * 4 bytes) draws
     assert 4 * np.prod(chunks) <= 4 * 2**20
     small = xr.Variable(("checkpoint", "split"), np.zeros((40, 2)))
-    assert io._chunks(small) == (1, 2)
+    assert io._chunks(small) == (10, 2)
+    per_checkpoint = xr.Variable(("checkpoint", "sequence"), np.zeros((40, 2**18)))  # 2 MiB
+    assert io._chunks(per_checkpoint) == (2, 2**18)
 
 
 def test_encoding_keeps_the_stored_dtype_of_a_read_file(tmp_path):
