@@ -13,7 +13,8 @@ constants:
 - disk for the fit: the size of each group of ``fit.nc`` from its cells and draws, at the
   compression measured on the tiny-categorical main job's fit (``FIT_COMPRESSION``);
 - time: a few training steps of the cheapest and of the costliest ensemble (by a FLOP
-  count), timed after one untimed step, interpolated linearly in FLOPs for the others;
+  count), timed after two untimed steps (CPU: the process's CPU time, so the estimate is
+  for an idle machine and the load stretches it), interpolated linearly in FLOPs for the others;
   checkpoint evaluation is counted as forward passes over the evaluation sequences;
 - peak memory: of the costliest ensemble's probe (CUDA: peak allocated; CPU: growth of
   the peak resident set), an upper bound for the others.
@@ -148,8 +149,15 @@ def format_plan(plan: JobPlan) -> str:
         f"disk: fit              {_bytes(plan.fit_bytes)} ({plan.fit_cells:,} cells; "
         "an upper bound: --drop-early fits fewer)",
         f"time on {plan.device:<14} {_duration(plan.seconds)} (training and checkpoint "
-        f"evaluation, at load {plan.load:.1f} on {os.cpu_count()} cores; probe {probes})",
+        f"evaluation; probe {probes})",
     ]
+    if not plan.device.startswith("cuda"):
+        stretch = max(1.0, plan.load / (os.cpu_count() or 1))
+        lines.append(
+            f"                       that is CPU time of one thread, the wall time on an idle "
+            f"machine; at the load now ({plan.load:.1f} on {os.cpu_count()} cores) about "
+            f"{_duration(plan.seconds * stretch)}"
+        )
     if plan.device.startswith("cuda"):
         rate = plan.member_steps / (plan.seconds / 3600) if plan.seconds else math.nan
         lines.append(
@@ -281,7 +289,8 @@ def _steps_with_evaluation(spec: ExperimentSpec) -> float:
 
 
 def _probe(spec: ExperimentSpec, device: str, steps: int) -> tuple[float, int]:
-    """Seconds per training step (median of ``steps``, after two untimed) and peak bytes."""
+    """Seconds per training step (median of ``steps``, after two untimed; CPU time on
+    CPU) and peak bytes."""
     device = torch.device(device)
     before = psutil.Process().memory_info().rss
     if device.type == "cuda":
@@ -289,11 +298,14 @@ def _probe(spec: ExperimentSpec, device: str, steps: int) -> tuple[float, int]:
     trainer = EnsembleTrainer(spec, list(dict.fromkeys(spec.num_tasks)), device)
     for _ in range(2):  # allocation, kernel selection
         trainer.train_step().cpu()
+    # On CPU the process's own CPU time: the wall time on an idle machine (cores shared
+    # with other jobs stretch the wall time by about load / cores, which the plan prints)
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start = clock()
         trainer.train_step().cpu()  # .cpu() waits for the device
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
     else:  # ru_maxrss is in KiB on Linux
