@@ -3,6 +3,8 @@
 Sizes from the foundation issue: categorical B=64, T=128, K=8, D=1024; regression B=64,
 T=64, d=8, D=1024; classification B=64, T=128, d=8, D=1024. For contrast, per-position
 loops (one call per position, as prior research code does) for the slowest strategies.
+Beside each time, the fp32 matmul rate (1024 x 1024 x 1024, best of 5) measured just
+before it: on a shared machine the load moves both, and a time means little without it.
 
     python benchmarks/strategies.py [--dtype float32|float64] [--repeats 20]
 """
@@ -25,7 +27,7 @@ from rational_icl.modeling.strategies import (
 )
 
 TARGET_MS = {
-    ("categorical-sequence", "memorizing"): 25,
+    ("categorical-sequence", "memorizing"): 10,
     ("linear-regression", "memorizing"): 25,
 }
 
@@ -40,6 +42,12 @@ def timed_ms(function, repeats: int) -> float:
     return 1000 * best
 
 
+def matmul_gflops(repeats: int = 5) -> float:
+    """Measured fp32 matmul rate of this process (its torch threads), GFLOP/s."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    return 2 * 1024**3 / (timed_ms(lambda: a @ b, repeats) / 1000) / 1e9
+
+
 def per_position(strategy, length):
     """Call a strategy once per position on the prefix before it: the loop we avoid."""
 
@@ -51,29 +59,39 @@ def per_position(strategy, length):
 
 
 def bench_setting(setting, dtype, repeats: int) -> list[tuple]:
-    """Rows (setting, what, ms, target ms or None) for one setting at D = 1024, B = 64."""
+    """Rows (setting, what, ms, target ms or None, GFLOP/s) for one setting at D = 1024,
+    B = 64."""
     gen = generator(0, "benchmark", setting.name)
     tasks = setting.sample_tasks(1024, gen)
     tasks.tasks = tasks.tasks.to(dtype)
     batch = setting.sample_batch(tasks, 64, gen)
     rows = []
     for strategy in STRATEGIES:
+        peak = matmul_gflops()
         ms = timed_ms(partial(strategy_prediction, setting, batch, tasks, strategy), repeats)
-        rows.append((setting.name, strategy, ms, TARGET_MS.get((setting.name, strategy), 5)))
+        target = TARGET_MS.get((setting.name, strategy), 5)
+        rows.append((setting.name, strategy, ms, target, peak))
     length = setting.context_length
     if setting.name == "categorical-sequence":
         loop = per_position(
             lambda t: categorical_memorizing(batch.tokens[:, :t], tasks.tasks), length
         )
-        rows.append((setting.name, "memorizing, per-position loop", timed_ms(loop, 2), None))
+        peak = matmul_gflops()
+        ms = timed_ms(loop, 2)
+        rows.append((setting.name, "memorizing, per-position loop", ms, None, peak))
         sample = partial(setting.sample_batch, tasks, 64, gen)
-        rows.append((setting.name, "sample a training batch", timed_ms(sample, repeats), 2))
+        peak = matmul_gflops()
+        ms = timed_ms(sample, repeats)
+        rows.append((setting.name, "sample a training batch", ms, 2, peak))
     if setting.name == "linear-regression":
         x, y, w = batch.x, batch.y, tasks.tasks
         loop = per_position(lambda t: regression_memorizing(x[:, :t], y[:, :t], w, 1.0), length)
-        rows.append((setting.name, "memorizing, per-position loop", timed_ms(loop, 2), None))
+        peak = matmul_gflops()
+        rows.append((setting.name, "memorizing, per-position loop", timed_ms(loop, 2), None, peak))
         loop = per_position(lambda t: regression_generalizing(x[:, :t], y[:, :t], 1.0), length)
-        rows.append((setting.name, "generalizing, per-position loop", timed_ms(loop, 2), None))
+        peak = matmul_gflops()
+        ms = timed_ms(loop, 2)
+        rows.append((setting.name, "generalizing, per-position loop", ms, None, peak))
     return rows
 
 
@@ -93,11 +111,11 @@ def main() -> None:
         f"torch {torch.__version__}, {args.dtype}, {torch.get_num_threads()} threads, "
         f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}"
     )
-    print(f"{'setting':<22} {'strategy':<34} {'ms/call':>9} {'target':>8}  ok")
-    for name, strategy, ms, target in rows:
-        verdict = "" if target is None else ("yes" if ms < target else "NO")
+    print(f"{'setting':<22} {'strategy':<34} {'ms/call':>9} {'target':>8}  ok  fp32 GFLOP/s")
+    for name, strategy, ms, target, peak in rows:
+        verdict = "" if target is None else ("yes" if ms < target else "NO ")
         target_text = "" if target is None else f"< {target}"
-        print(f"{name:<22} {strategy:<34} {ms:>9.2f} {target_text:>8}  {verdict}")
+        print(f"{name:<22} {strategy:<34} {ms:>9.2f} {target_text:>8}  {verdict:<3} {peak:>8.1f}")
 
 
 if __name__ == "__main__":

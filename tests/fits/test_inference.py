@@ -142,6 +142,46 @@ def test_fit_tree_names_round_trip_through_netcdf(nuts_fit, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
 
 
+def test_per_cell_draws_are_float32_thinned_and_read_back_unchanged(behaviour, map_fit, tmp_path):
+    settings = inference.FitSettings(method="map", chains=1, draws=400, pointwise_draws=100)
+    tree = inference.fit(behaviour, settings)
+    posterior = tree.posterior
+    for name in ("weight_memorizing", "log_posterior_odds", "expected_relative_distance"):
+        assert posterior[name].dtype == np.float32
+        assert posterior[name].sizes["draw"] == 400  # summaries see every draw
+    # two strategies: w_M = sigmoid(log odds), to float32 precision
+    np.testing.assert_allclose(
+        posterior.weight_memorizing.values,
+        scipy.special.expit(posterior.log_posterior_odds.values.astype(np.float64)),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    kept = np.arange(0, 400, 4)  # 100 of 400 draws, every fourth
+    predictive = tree.posterior_predictive
+    assert predictive.relative_distance.dtype == np.float32
+    np.testing.assert_array_equal(predictive.draw.values, kept)
+    assert predictive.attrs["thinned_from"] == 400
+    log_lik = tree.log_likelihood.relative_distance
+    np.testing.assert_array_equal(log_lik.draw.values, kept)
+    assert tree.log_likelihood.attrs["thinned_from"] == 400
+    # the same optimum and Laplace draws as map_fit (1000 pointwise draws: all 400 kept)
+    assert map_fit.log_likelihood.relative_distance.sizes["draw"] == 400
+    np.testing.assert_array_equal(
+        log_lik.values, map_fit.log_likelihood.relative_distance.sel(draw=kept).values
+    )
+    assert np.isfinite(inference.loo(tree).elpd)
+    back = inference.read_fit(inference.write_fit(tree, tmp_path / "fit.nc"))
+    for group in tree.children:
+        xr.testing.assert_identical(back[group].to_dataset(), tree[group].to_dataset())
+        for name, variable in tree[group].variables.items():
+            assert back[group][name].dtype == variable.dtype, (group, name)
+    stored = xr.open_datatree(tmp_path / "fit.nc")
+    assert stored.posterior.weight_memorizing.encoding["zlib"]
+    stored.close()
+    with pytest.raises(RiclError, match="pointwise_draws must be at least 1"):
+        inference.FitSettings(pointwise_draws=0)
+
+
 def test_held_out_mask_is_the_last_20_percent():
     held_out = inference.held_out_cells(NUM_TASKS, np.arange(1, 101) * 10)
     assert held_out.dims == ("num_tasks", "checkpoint")

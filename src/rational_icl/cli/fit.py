@@ -74,6 +74,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--pointwise-draws",
+        type=int,
+        default=1000,
+        help="draws (all chains together, evenly thinned) kept for the per-cell posterior "
+        "predictive and log likelihood; summaries use every draw (default 1000)",
+    )
+    parser.add_argument(
         "--held-out-fraction",
         type=float,
         default=0.8,
@@ -112,6 +119,7 @@ def run(args) -> int:
         warmup=args.warmup,
         draws=args.draws,
         seed=args.seed,
+        pointwise_draws=args.pointwise_draws,
         held_out_fraction=args.held_out_fraction,
         drop_early=args.drop_early,
         progress_bar=os.isatty(2),
@@ -146,9 +154,10 @@ def _check_args(args) -> None:
         raise RiclError(f"fit file {str(out)!r} exists (use --force to overwrite)")
     if out.suffix != ".nc":
         raise RiclError(f"-o {str(out)!r} must end in .nc")
-    for name in ("chains", "draws"):
+    for name in ("chains", "draws", "pointwise_draws"):
         if getattr(args, name) < 1:
-            raise RiclError(f"--{name} must be at least 1; got {getattr(args, name)}")
+            flag = name.replace("_", "-")
+            raise RiclError(f"--{flag} must be at least 1; got {getattr(args, name)}")
     if args.warmup < 0:
         raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
     if args.behaviour is not None and not Path(args.behaviour).is_file():

@@ -83,6 +83,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
     add_memory_option(parser)
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print runs, ensembles, member-steps, memory, disk and estimated time (from a "
+        "short probe on this machine), and stop: nothing is written",
+    )
     parser.set_defaults(func=run)
 
 
@@ -90,6 +96,10 @@ def run(args) -> int:
     _check_outputs(args)
     specs = load_specs(args.spec)
     check_memory(specs, args)
+    if args.plan:
+        from rational_icl.cli.plan import print_plan
+
+        return print_plan(specs, args)
     pages = []
     with folder_lock(args.out, "ricl run"):  # one writer per folder
         for spec in specs:

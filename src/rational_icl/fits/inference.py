@@ -34,7 +34,7 @@ from numpyro.infer.util import log_density
 from rational_icl import __version__
 from rational_icl.errors import RiclError, reading_error
 from rational_icl.fits import model as rational
-from rational_icl.io import atomic_path
+from rational_icl.io import atomic_path, compression_encoding
 
 numpyro.enable_x64()  # K ** beta and N ** (1 - alpha) span many orders of magnitude
 
@@ -66,6 +66,7 @@ class FitSettings:
     held_out_fraction: float = 0.8
     drop_early: bool = False
     svi_steps: int = 5000
+    pointwise_draws: int = 1000  # draws kept (all chains) for the per-cell predictive, log lik
     outputs_bin_width: float | None = 0.25  # Dirichlet normaliser nodes (dirichlet_statistics)
     progress_bar: bool = False
     priors: rational.Priors = rational.Priors()
@@ -94,7 +95,7 @@ class FitSettings:
                 "the constant strategy needs --observation outputs: the relative distance "
                 "measures memorizing against generalizing only"
             )
-        for name in ("chains", "draws", "svi_steps"):
+        for name in ("chains", "draws", "svi_steps", "pointwise_draws"):
             if getattr(self, name) < 1:
                 raise RiclError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.warmup < 0:
@@ -645,25 +646,37 @@ def _datatree(problem, inputs: _Inputs, latent, sample_stats, key, settings, beh
     coords = {d: observed[d].values for d in observed.dims}
     coords |= {"chain": np.arange(chains), "draw": np.arange(draws)}
 
-    def draws_array(name, values, dims=()):
-        values = np.asarray(values).reshape(chains, draws, *np.shape(values)[1:])
-        return _as_dataarray(name, values, (chains, draws), SAMPLE_DIMS, inputs, dims)
+    def draws_array(name, values, dims=(), kept=None):
+        kept = np.arange(draws) if kept is None else kept
+        values = np.asarray(values).reshape(chains, kept.size, *np.shape(values)[1:])
+        array = _as_dataarray(name, values, (chains, kept.size), SAMPLE_DIMS, inputs, dims)
+        return array.assign_coords(draw=kept)
 
     grid = ("num_tasks", "checkpoint")
     posterior = {
         name: draws_array(name, value)
         for name, value in (flat_latent | derived["parameters"]).items()
     }
-    posterior["weight_memorizing"] = draws_array("", derived["weight_memorizing"], grid)
-    posterior["log_posterior_odds"] = draws_array("", derived["log_posterior_odds"], grid)
-    posterior["expected_relative_distance"] = draws_array("", derived["expected"], (*grid, "split"))
+    # Per-cell draws are the bulk of the file: float32 (7 digits, far below their posterior
+    # spread) halves it. Everything read from the tree, the metrics too, sees these values.
+    for name, values, dims in [
+        ("weight_memorizing", derived["weight_memorizing"], grid),
+        ("log_posterior_odds", derived["log_posterior_odds"], grid),
+        ("expected_relative_distance", derived["expected"], (*grid, "split")),
+    ]:
+        posterior[name] = draws_array("", values.astype(np.float32), dims)
     posterior = _describe(xr.Dataset(posterior, coords=coords))
-    predictive = _posterior_predictive(derived, settings, key)
+    kept = _pointwise_draws(chains, draws, settings.pointwise_draws)
+    predictive = _posterior_predictive(_thinned(derived, chains, draws, kept), settings, key)
+    predictive = xr.Dataset(
+        {"relative_distance": draws_array("", predictive, (*grid, "split"), kept)},
+        coords=coords | {"draw": kept},
+    )
+    if kept.size < draws:
+        predictive.attrs["thinned_from"] = draws
     groups = {
         "posterior": posterior,
-        "posterior_predictive": xr.Dataset(
-            {"relative_distance": draws_array("", predictive, (*grid, "split"))}, coords=coords
-        ),
+        "posterior_predictive": predictive,
         "observed_data": xr.Dataset({"relative_distance": observed}),
         "constant_data": _constant_data(behaviour, inputs, settings),
         "sample_stats": sample_stats.assign_coords(
@@ -766,14 +779,36 @@ def _parameters_only(ablation, pooling, num_configurations, priors):
     )
 
 
+def _pointwise_draws(chains: int, draws: int, limit: int) -> np.ndarray:
+    """The draws of every chain kept for per-cell quantities: evenly spaced (every k-th),
+    at most ``limit`` over all chains, at least one per chain."""
+    return np.arange(draws)[:: math.ceil(chains * draws / limit)]
+
+
+def _thinned(derived, chains: int, draws: int, kept: np.ndarray) -> dict:
+    """``derived`` (flat chain-major draws) with only the ``kept`` draws of every chain."""
+
+    def thin(value):
+        value = np.asarray(value)
+        return value.reshape(chains, draws, *value.shape[1:])[:, kept].reshape(
+            chains * kept.size, *value.shape[1:]
+        )
+
+    return {
+        "expected": thin(derived["expected"]),
+        "latent": {name: thin(value) for name, value in derived["latent"].items()},
+    }
+
+
 def _posterior_predictive(derived, settings, key):
-    """Observed-weight draws for every cell, fitted and held out."""
+    """Observed-weight draws (float32) for every cell, fitted and held out."""
     expected = derived["expected"]  # (draws, C, D, N, S)
     if settings.observation == "outputs":
-        return expected  # the noise-free mixture's observed weight is its w_M
+        return expected.astype(np.float32)  # the noise-free mixture's observed weight: w_M
     sigma = np.asarray(derived["latent"]["sigma"])[:, None, None, None, :]
     rng = np.random.default_rng([settings.seed, 2])
-    return np.clip(expected + sigma * rng.standard_normal(expected.shape), 0.0, 1.0)
+    noisy = expected + sigma * rng.standard_normal(expected.shape)
+    return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
 
 def _clipped_normal_log_prob(value, loc, scale):
@@ -784,39 +819,33 @@ def _clipped_normal_log_prob(value, loc, scale):
     return np.where(value <= 0.0, below, np.where(value >= 1.0, above, inside))
 
 
-MAX_LOG_LIKELIHOOD_DRAWS = 1000  # outputs model: draws kept for PSIS-LOO (evenly thinned)
-
-
 def _log_likelihood(problem, derived, inputs, settings):
     """Pointwise log likelihood of the fitted cells (dim ``fitted_cell``), for PSIS-LOO.
 
-    Held-out cells are left out, as they are of the fit. The ``outputs`` model (variable
-    ``transformer_prediction``: the log density of a cell's predictions, summed over its
-    sequences and positions) costs a pass over the quadrature nodes of every cell per draw,
-    so it is computed on at most ``MAX_LOG_LIKELIHOOD_DRAWS`` draws, evenly thinned in every
-    chain; the ``draw`` coordinate says which, and ``attrs["thinned_from"]`` the draws per
-    chain. Context-dependent ``outputs`` fits have none (one pass over every prediction per
-    draw): returns None.
+    Held-out cells are left out, as they are of the fit. Computed on at most
+    ``settings.pointwise_draws`` draws, evenly thinned in every chain (the file grows with
+    cells x draws; PSIS-LOO needs a few hundred draws, not thousands); the ``draw``
+    coordinate says which, and ``attrs["thinned_from"]`` the draws per chain. The
+    ``outputs`` model (variable ``transformer_prediction``: the log density of a cell's
+    predictions, summed over its sequences and positions) costs a pass over the quadrature
+    nodes of every cell per draw. Context-dependent ``outputs`` fits have none (one pass
+    over every prediction per draw): returns None.
     """
     chains, draws = inputs.chains_draws
     mask = np.asarray(inputs.kwargs["fit_mask"])
-    kept = np.arange(draws)
+    kept = _pointwise_draws(chains, draws, settings.pointwise_draws)
+    thinned = _thinned(derived, chains, draws, kept)
     if settings.observation == "outputs":
         if "statistics" not in inputs.kwargs:
             return None
-        kept = kept[:: math.ceil(chains * draws / MAX_LOG_LIKELIHOOD_DRAWS)]
-        latent = {
-            name: value.reshape(chains, draws, *value.shape[1:])[:, kept].reshape(
-                chains * kept.size, *value.shape[1:]
-            )
-            for name, value in derived["latent"].items()
-        }
-        name, values = "transformer_prediction", _outputs_cell_log_likelihood(problem, latent)
+        values = _outputs_cell_log_likelihood(problem, thinned["latent"])
+        name = "transformer_prediction"
     else:
-        sigma = np.asarray(derived["latent"]["sigma"])[:, None, None, None, :]
-        sigma = np.broadcast_to(sigma, derived["expected"].shape)
+        sigma = np.asarray(thinned["latent"]["sigma"])[:, None, None, None, :]
+        expected = thinned["expected"]
+        sigma = np.broadcast_to(sigma, expected.shape)
         value = np.asarray(inputs.kwargs["relative_distance"])
-        values = _clipped_normal_log_prob(value, derived["expected"], sigma)
+        values = _clipped_normal_log_prob(value, expected, sigma)
         name = "relative_distance"
     values = values[:, mask].reshape(chains, kept.size, -1)
     where = dict(
@@ -974,11 +1003,39 @@ def _agreement(predicted, observed, cells, name: str) -> dict[str, float]:
     return {name.format(k): float(v) for k, v in values.items()}
 
 
+_SAME_IN_EVERY_SPLIT = "expected_relative_distance_is_weight_memorizing"
+
+
 def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
-    """Write a fit to netCDF atomically (temporary file, then rename)."""
+    """Write a fit to netCDF atomically (temporary file, then rename), every group
+    compressed losslessly (``rational_icl.io.compression_encoding``).
+
+    Without context-dependent weights ``expected_relative_distance`` is
+    ``weight_memorizing`` in every split: it is then not stored (a third of the file) and
+    ``read_fit`` rebuilds it, bit for bit.
+    """
+    tree = _without_repeated_weights(tree)
+    encoding = {
+        node.path: compression_encoding(node.to_dataset(inherit=False)) for node in tree.subtree
+    }
     with atomic_path(path) as tmp:
-        tree.to_netcdf(tmp)
+        tree.to_netcdf(tmp, encoding=encoding)
     return Path(path)
+
+
+def _without_repeated_weights(tree: xr.DataTree) -> xr.DataTree:
+    posterior = tree.posterior.to_dataset(inherit=False)
+    if "expected_relative_distance" not in posterior or "weight_memorizing" not in posterior:
+        return tree
+    expected = posterior.expected_relative_distance
+    weight = posterior.weight_memorizing.broadcast_like(expected).transpose(*expected.dims)
+    if expected.dtype != weight.dtype or not np.array_equal(expected.values, weight.values):
+        return tree
+    stored = posterior.drop_vars("expected_relative_distance")
+    stored.attrs[_SAME_IN_EVERY_SPLIT] = 1
+    tree = tree.copy()
+    tree["posterior"] = xr.DataTree(stored)
+    return tree
 
 
 def read_fit(path: str | Path) -> xr.DataTree:
@@ -994,7 +1051,16 @@ def read_fit(path: str | Path) -> xr.DataTree:
         raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
-    return tree.load()
+    tree = tree.load()
+    posterior = tree.posterior.to_dataset(inherit=False)
+    if posterior.attrs.pop(_SAME_IN_EVERY_SPLIT, None) is not None:  # see write_fit
+        weight = posterior.weight_memorizing.drop_attrs()
+        # by size, not values: the dataset's own split coordinate (and its dtype) labels it
+        posterior["expected_relative_distance"] = weight.expand_dims(
+            split=posterior.sizes["split"], axis=-1
+        )
+        tree["posterior"] = xr.DataTree(_describe(posterior))
+    return tree
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import torch
 
 STRATEGIES = ("memorizing", "generalizing", "constant")
 _LOG_WEIGHT_FLOOR = -80.0  # exp(-80) ~ 1.8e-35: a normal float32, unlike its subnormals
+_CHUNK_BYTES = 512 * 2**10  # (rows, D) log likelihoods per chunk: half of a core's L2 cache
 
 
 def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
@@ -43,8 +44,11 @@ def _posterior_mean(log_likelihood: torch.Tensor, values: torch.Tensor) -> torch
     # mean by < D * 2e-35 relative, and flooring keeps them out of the slow subnormal range.
     maximum = log_likelihood.amax(-1, keepdim=True)
     weights = log_likelihood.sub_(maximum).clamp_(min=_LOG_WEIGHT_FLOOR).exp_()  # (..., D)
-    ones = torch.ones_like(values[:, :1])
-    weighted = weights @ torch.cat([values, ones], dim=1)  # (..., V + 1)
+    table = torch.cat([values, torch.ones_like(values[:, :1])], dim=1)  # (D, V + 1)
+    # (V + 1, D) @ (D, N), not (N, D) @ (D, V + 1): BLAS runs a product with a handful of
+    # output columns several times slower than the same product transposed.
+    weighted = (table.T @ weights.reshape(-1, weights.shape[-1]).T).T  # (N, V + 1)
+    weighted = weighted.reshape(*weights.shape[:-1], -1)  # (..., V + 1)
     return weighted[..., :-1] / weighted[..., -1:]
 
 
@@ -56,11 +60,24 @@ def categorical_memorizing(tokens: torch.Tensor, task_probs: torch.Tensor) -> to
 
     tokens: (B, T) int; task_probs: (D, K). Returns (B, T, K).
     """
-    num_outcomes = task_probs.shape[-1]
+    num_tasks, num_outcomes = task_probs.shape
     log_probs = task_probs.clamp_min(torch.finfo(task_probs.dtype).tiny).log()  # (D, K)
     counts = _exclusive_cumsum(_one_hot(tokens, num_outcomes, task_probs.dtype))  # (B, T, K)
-    log_likelihood = counts @ log_probs.T  # (B, T, D)
-    return _posterior_mean(log_likelihood, task_probs)  # (B, T, K)
+    counts = counts.reshape(-1, num_outcomes)  # (N, K), N = B * T
+    # In chunks of rows on CPU: a chunk's (R, D) log likelihoods stay in cache from their
+    # matmul through the softmax to the mixture, where the whole (N, D) would go to memory
+    # and back three times (that traffic, not the arithmetic, is the cost).
+    rows = counts.shape[0]
+    if counts.device.type == "cpu":
+        rows = max(1, _CHUNK_BYTES // (num_tasks * counts.element_size()))
+    buffer = counts.new_empty(min(rows, counts.shape[0]), num_tasks)  # (R, D)
+    mean = counts.new_empty(num_outcomes, counts.shape[0])  # (K, N), filled chunk by chunk
+    for start in range(0, counts.shape[0], rows):
+        chunk = counts[start : start + rows]  # (R, K)
+        log_likelihood = torch.mm(chunk, log_probs.T, out=buffer[: chunk.shape[0]])  # (R, D)
+        weights = torch.softmax(log_likelihood, dim=-1)  # (R, D)
+        mean[:, start : start + rows] = task_probs.T @ weights.T  # (K, R), see _posterior_mean
+    return mean.T.reshape(*tokens.shape, num_outcomes)  # (B, T, K)
 
 
 def categorical_generalizing(tokens: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
