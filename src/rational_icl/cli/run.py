@@ -34,8 +34,10 @@ from rational_icl.io import folder_lock
 
 DEFAULT_PRESET = "tiny-categorical"
 STAGES = ("data", "train", "behaviour", "fit", "report")
-# Fit the id split only: see the README's note on the fit (measured on the tiny presets).
-DEFAULT_FIT_SPLITS = "id"
+# Every split enters the fit: on the tiny presets its held-out 90% predictive intervals cover
+# 0.88-0.96 of the observed weights, against 1.00 for an id-only fit, whose other splits
+# keep the prior's noise scale (README, "What the fit reads").
+DEFAULT_FIT_SPLITS = "all"
 
 
 def add_parser(subparsers) -> None:
@@ -79,7 +81,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--splits",
         default=DEFAULT_FIT_SPLITS,
-        help=f"splits that enter the fit's likelihood (default {DEFAULT_FIT_SPLITS}; see ricl fit)",
+        help="splits that enter the fit's likelihood: all (default) or e.g. id (see ricl fit)",
     )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
     add_memory_option(parser)
