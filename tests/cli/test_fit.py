@@ -137,6 +137,18 @@ def _single_num_tasks(folders, tmp_path):
     return one
 
 
+def _other_behaviour(folders, tmp_path):
+    """A behaviour file measured from fewer runs than the folder holds."""
+    from rational_icl.fits import load_behaviour
+    from rational_icl.io import write_netcdf
+
+    fewer = _single_num_tasks(folders, tmp_path)
+    (fewer / "b.nc").write_bytes(sorted(folders[1].glob("*.nc"))[1].read_bytes())
+    return (
+        write_netcdf(load_behaviour(fewer), tmp_path / "behaviour.nc") or tmp_path / "behaviour.nc"
+    )
+
+
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
@@ -163,6 +175,10 @@ def _single_num_tasks(folders, tmp_path):
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--pooling", "partial"], "several configurations"),
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--splits", "id,iwl"], "allowed are id, ood"),
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--behaviour", t / "none.nc"], "is not a file"),
+        (
+            lambda f, t: [f[1], "-o", t / "fit.nc", "--behaviour", _other_behaviour(f, t)],
+            "(its num_tasks values differ)",
+        ),
     ],
 )
 def test_errors_are_one_line(folders, tmp_path, capsys, make_args, message):

@@ -130,6 +130,7 @@ def run(args) -> int:
         from rational_icl.io import load_netcdf
 
         measured = load_netcdf(args.behaviour)
+        _check_same_cells(measured, runs, args)
     else:
         measured = behaviour(runs).compute()
     needs_runs = args.observation == "outputs" or args.context_dependent
@@ -138,6 +139,17 @@ def run(args) -> int:
     inference.write_fit(tree, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _check_same_cells(measured, runs, args) -> None:
+    """A behaviour file must have been measured from these runs: the same grid of cells."""
+    for dim in ("num_tasks", "checkpoint", "split"):
+        if dim not in measured.dims or list(measured[dim].values) != list(runs[dim].values):
+            raise RiclError(
+                f"--behaviour {str(args.behaviour)!r} was not measured from "
+                f"{str(args.runs_dir)!r} (its {dim} values differ); leave out --behaviour to "
+                "measure the runs here"
+            )
 
 
 def _splits(text: str | None) -> tuple[str, ...] | None:
