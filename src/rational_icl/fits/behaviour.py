@@ -247,34 +247,21 @@ def best_mixture(
     """Distance of ``transformer`` to its closest mixture w·M + (1 − w)·G, and that w.
 
     Returns ``(distance, weight)``, both reduced over ``PREDICTION_DIMS``. The distance is
-    the one of :func:`prediction_distance` of the same ``kind``.
+    the one of :func:`prediction_distance` of the same ``kind``: closed form for MSE
+    (:func:`_best_mixture_mse_core`), a Newton search for KL (:func:`best_mixture_kl`).
     """
-    if kind == "mse":
-        return _best_mixture_mse(transformer, memorizing, generalizing)
     arrays = [transformer, memorizing, generalizing]
     if any(x.chunks is not None for x in arrays):
         # the search needs a whole cell (all sequences, positions, outcomes) in one block
         arrays = [x.chunk({d: -1 for d in PREDICTION_DIMS}) for x in arrays]
     return xr.apply_ufunc(
-        best_mixture_kl,
+        best_mixture_kl if kind == "kl" else _best_mixture_mse_core,
         *arrays,
         input_core_dims=[list(PREDICTION_DIMS)] * 3,
         output_core_dims=[[], []],
         dask="parallelized",
         output_dtypes=[np.float64, np.float64],
     )
-
-
-def _best_mixture_mse(transformer, memorizing, generalizing):
-    # mean((b - w a)^2) = bb - 2 w ab + w^2 aa is minimised at w = ab / aa, clipped to [0, 1]
-    a = memorizing - generalizing
-    b = transformer - generalizing
-    aa = (a * a).mean(PREDICTION_DIMS, skipna=True)
-    ab = (a * b).mean(PREDICTION_DIMS, skipna=True)
-    bb = (b * b).mean(PREDICTION_DIMS, skipna=True)
-    weight = (ab / aa.where(aa > 0)).clip(0, 1)
-    distance = (bb - 2 * weight * ab + weight**2 * aa).clip(min=0)
-    return distance.fillna(bb), weight
 
 
 def best_mixture_kl(
@@ -346,7 +333,11 @@ def best_mixture_kl(
 
 
 def _best_mixture_mse_core(transformer, memorizing, generalizing, axes=(-3, -2, -1)):
-    """Numpy twin of ``_best_mixture_mse`` over ``axes``: ``(distance, weight)``."""
+    """Numpy core: closest mixture in mean squared error, reduced over ``axes``.
+
+    mean((b − w a)²) = bb − 2w·ab + w²·aa is least at w = ab/aa, clipped to [0, 1], with
+    a = M − G and b = T − G; NaN (padding) adds nothing. Returns ``(distance, weight)``.
+    """
     valid = ~np.isnan(transformer) & ~np.isnan(memorizing)
     count = valid.sum(axis=axes)
     t, m, g = (np.nan_to_num(x) for x in (transformer, memorizing, generalizing))

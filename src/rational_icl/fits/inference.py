@@ -165,9 +165,8 @@ def authors_kept(interpolation_distance: xr.DataArray, within: float) -> xr.Data
     (config..., num_tasks, checkpoint).
     """
     distance = interpolation_distance.sel(split="id", drop=True)
-    low, high = distance.min("checkpoint"), distance.max("checkpoint")
-    close = distance <= low + within * (high - low)
-    first = distance.checkpoint.where(close).min("checkpoint")  # per num_tasks
+    early = early_cells(distance, within)
+    first = distance.checkpoint.where(~early).min("checkpoint")  # per num_tasks
     common = first.max("num_tasks")  # per configuration
     return (distance.checkpoint >= common).broadcast_like(distance).rename("authors_kept")
 
