@@ -44,6 +44,17 @@ def check_writable_file(option: str, path: Path) -> None:
     check_writable_folder(option, path.parent)
 
 
+def check_sampler_options(args) -> None:
+    """--chains, --draws (and --pointwise-draws where the command has it) at least 1,
+    --warmup at least 0: the sampler options ``ricl fit`` and ``ricl run`` share."""
+    for name in ("chains", "draws", "pointwise_draws"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise RiclError(f"--{name.replace('_', '-')} must be at least 1; got {value}")
+    if args.warmup < 0:
+        raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
+
+
 def check_device(name: str | None, *, probe: bool = True) -> str:
     """The torch device ``name`` resolves to (None: cuda if available, else cpu).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rational_icl.cli.checks import check_writable_file
+from rational_icl.cli.checks import check_sampler_options, check_writable_file
 from rational_icl.errors import RiclError
 
 # The same choices as rational_icl.fits (a test checks), spelled out here so that
@@ -166,12 +166,7 @@ def _check_args(args) -> None:
         raise RiclError(f"fit file {str(out)!r} exists (use --force to overwrite)")
     if out.suffix != ".nc":
         raise RiclError(f"-o {str(out)!r} must end in .nc")
-    for name in ("chains", "draws", "pointwise_draws"):
-        if getattr(args, name) < 1:
-            flag = name.replace("_", "-")
-            raise RiclError(f"--{flag} must be at least 1; got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
+    check_sampler_options(args)
     if args.behaviour is not None and not Path(args.behaviour).is_file():
         raise RiclError(f"--behaviour {str(args.behaviour)!r} is not a file")
     check_writable_file("-o", out)  # before the fit, not after it

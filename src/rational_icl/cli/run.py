@@ -25,6 +25,7 @@ from rational_icl.cli.checks import (
     add_memory_option,
     check_device,
     check_memory,
+    check_sampler_options,
     check_writable_folder,
 )
 from rational_icl.cli.train import check_threads
@@ -118,11 +119,7 @@ def _check_outputs(args) -> None:
     check_writable_folder("-o", args.out)
     if args.threads is not None:
         check_threads(args.threads)
-    for name in ("chains", "draws"):
-        if getattr(args, name) < 1:
-            raise RiclError(f"--{name} must be at least 1; got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
+    check_sampler_options(args)
     if args.device is not None:
         check_device(args.device)
 
