@@ -71,7 +71,10 @@ def test_run_prints_convergence_and_warns_for_an_untrained_spec(tmp_path, capsys
     assert main(["run", str(spec), "-o", str(job), "--threads", "1", *FIT]) == 0
     captured = capsys.readouterr()
     (line,) = [s for s in captured.out.splitlines() if s.startswith("convergence untrained")]
-    assert "(step 25): id loss / best of L_M, L_G: D=2 " in line and "D=128 loss / L_G: id " in line
+    assert (
+        "(step 25): id loss / best of L_M, L_G: D=2 " in line
+        and "D=128 loss / G's on the split: id " in line
+    )
     assert "WARNING: untrained: the transformers for num_tasks 2, 8, 32, 128 did not reach" in (
         captured.err
     )

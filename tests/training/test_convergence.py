@@ -76,7 +76,7 @@ def test_summary_and_warning_lines(files):
     line = summary_line(report, "demo")
     assert line.startswith("convergence demo (step 40): ")
     assert "D=2 1.20x, D=16 1.67x, D=128 1.11x" in line
-    assert line.endswith("D=128 loss / L_G: id 1.05x, ood 1.35x")
+    assert line.endswith("D=128 loss / G's on the split: id 1.05x, ood 1.35x")
     warning = warning_line(report, "demo")
     assert warning.startswith("WARNING: demo: the transformers for num_tasks 128 did not")
     assert warning_line(report, "demo", tolerance=1.4) is None
@@ -89,8 +89,24 @@ def test_a_missing_loss_fails_and_a_file_without_losses_is_refused(tmp_path, fil
     write_netcdf(xr.Dataset({"strategy_loss": ("strategy", [1.0])}, attrs={"num_tasks": 2}), bare)
     with pytest.raises(RiclError, match="has no transformer_loss"):
         convergence([bare])
-    with pytest.raises(RiclError, match="unreadable"):
+    with pytest.raises(RiclError, match="cannot be read"):
         convergence([tmp_path / "missing.nc"])
+
+
+def test_each_split_is_compared_with_g_on_its_own_sequences(tmp_path, files):
+    # an iwl-like split where G itself loses 3.0 nats: a transformer at 3.3 is 1.1x G there,
+    # though 1.65x the id L_G (2.0) that files without strategy_evaluation_loss fall back to
+    path = _write_run(tmp_path / "D128.nc", 128, 1.9, 2.0, 2.1, 3.3)
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+    evaluation_loss = [[1.8, 4.0], [2.2, 3.0], [5.0, 5.0]]  # (strategy, split)
+    write_netcdf(ds.assign(strategy_evaluation_loss=(("strategy", "split"), evaluation_loss)), path)
+    report = convergence([path, *files[1:]])
+    ratio = report["generalizing_ratio"].sel(num_tasks=128).values
+    np.testing.assert_allclose(ratio, [2.1 / 2.2, 3.3 / 3.0], rtol=1e-12)
+    assert unconverged(report) == []
+    fallback = _write_run(tmp_path / "old.nc", 128, 1.9, 2.0, 2.1, 3.3)
+    assert unconverged(convergence([fallback, *files[1:]])) == [128]
 
 
 def test_the_warning_fires_for_an_untrained_run(tmp_path):

@@ -41,6 +41,10 @@ def test_categorical_file_has_the_schema_and_recomputes():
     again = all_strategy_predictions(setting, batch, tasks).numpy()
     np.testing.assert_allclose(again, ds.strategy_prediction.sel(split="id").values, atol=1e-12)
     np.testing.assert_array_equal(ds.target.values, ds.tokens.values)
+    # the strategies' evaluation loss: KL(true task || prediction), averaged over positions
+    theta = ds.sequence_task.values[None, :, :, None, :]  # (1, split, S, 1, K)
+    kl = (theta * (np.log(theta) - np.log(ds.strategy_prediction.values))).sum(-1)
+    np.testing.assert_allclose(ds.strategy_evaluation_loss, kl.mean((-1, -2)), rtol=1e-5)
 
 
 def test_regression_file_recomputes_and_targets_are_y():
@@ -54,6 +58,10 @@ def test_regression_file_recomputes_and_targets_are_y():
     # ood sequences come from fresh tasks, not the training tasks
     fresh = ds.sequence_task.sel(split="ood").values
     assert not np.isin(fresh, ds.training_tasks.values).any()
+    squared = (ds.y.values[None] - ds.strategy_prediction.values[..., 0]) ** 2  # (Q, split, S, P)
+    np.testing.assert_allclose(
+        ds.strategy_evaluation_loss, squared.mean((-1, -2)) / (2 * 4 / 256), rtol=1e-5
+    )
 
 
 def test_classification_file_has_three_splits_and_recomputes():
@@ -74,6 +82,11 @@ def test_classification_file_has_three_splits_and_recomputes():
     )
     again = all_strategy_predictions(setting, batch, tasks)
     np.testing.assert_allclose(again.numpy(), split.strategy_prediction.values, atol=1e-12)
+    label = ds.target.values[None, :, :, 0, None, None]  # (1, split, S, 1, 1)
+    probability = np.take_along_axis(ds.strategy_prediction.values, label, axis=-1)
+    np.testing.assert_allclose(
+        ds.strategy_evaluation_loss, -np.log(probability).mean((-1, -2, -3)), rtol=1e-5
+    )
 
 
 def test_same_spec_same_file_contents():

@@ -2,14 +2,17 @@
 
 The rational-model fit reads a transformer's predictions as a mixture of the memorizing (M)
 and generalizing (G) strategies; that reading explains nothing for a transformer that has
-not learned (DESIGN.md, "Two cautions"). This module compares, per run, the transformer's
+not learned (docs/science.md, "Two cautions"). This module compares, per run, the transformer's
 loss at its last checkpoint (``transformer_loss``) with the strategies' expected losses
 (``strategy_loss``), both in nats per prediction, and names the runs that fall short:
 
 - at the smallest and the largest num_tasks D, the ``id`` loss must be within ``tolerance``
   (default 1.3) of the better strategy, min(L_M, L_G);
 - at the largest D (where G should win), every split's loss must be within ``tolerance``
-  of L_G;
+  of G's loss on that split's evaluation sequences (``strategy_evaluation_loss``; files
+  written before it existed fall back to L_G). L_G is an expectation over sequences from the
+  training tasks, which an ``iwl`` or ``ood`` sequence is not: on ``iwl`` the query's pair is
+  missing from the context, so no strategy reaches the id L_G there;
 - at every other D, where a transformer may sit anywhere between M and G, the ``id`` loss
   must be within ``tolerance`` of the worse strategy, max(L_M, L_G): a mixture of the two
   is never worse than both, so a loss above that is a transformer that learned neither.
@@ -26,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from rational_icl.errors import RiclError
-from rational_icl.io import NETCDF_LOCK
+from rational_icl.io import open_netcdf
 
 TOLERANCE = 1.3
 
@@ -47,8 +50,10 @@ def convergence(paths: Iterable[str | Path]) -> xr.Dataset:
 
         - ``transformer_loss`` (num_tasks, split): the loss at the last checkpoint
         - ``strategy_loss`` (num_tasks, strategy): L_Q
+        - ``generalizing_loss`` (num_tasks, split): G's loss on the evaluation sequences
         - ``best_ratio`` (num_tasks, split): transformer loss / min(L_M, L_G)
-        - ``generalizing_ratio`` (num_tasks, split): transformer loss / L_G
+        - ``generalizing_ratio`` (num_tasks, split): transformer loss / G's loss on the
+          same split's evaluation sequences
         - ``worst_ratio`` (num_tasks, split): transformer loss / max(L_M, L_G)
         - ``last_checkpoint`` (num_tasks): the step of the last checkpoint
 
@@ -62,7 +67,7 @@ def convergence(paths: Iterable[str | Path]) -> xr.Dataset:
     loss = runs["transformer_loss"]
     return runs.assign(
         best_ratio=loss / strategies.min("strategy"),
-        generalizing_ratio=loss / strategies.sel(strategy="generalizing", drop=True),
+        generalizing_ratio=loss / runs["generalizing_loss"],
         worst_ratio=loss / strategies.max("strategy"),
     )
 
@@ -84,7 +89,7 @@ def unconverged(report: xr.Dataset, tolerance: float = TOLERANCE) -> list[int]:
 
 def summary_line(report: xr.Dataset, name: str) -> str:
     """One line: per num_tasks the id loss over the better strategy's, and at the largest
-    num_tasks every split's loss over L_G."""
+    num_tasks every split's loss over G's loss on that split."""
     num_tasks = report["num_tasks"].values
     parts = [
         f"D={d} {float(report['best_ratio'].sel(num_tasks=d, split='id')):.2f}x" for d in num_tasks
@@ -98,7 +103,7 @@ def summary_line(report: xr.Dataset, name: str) -> str:
     step = int(report["last_checkpoint"].max())
     return (
         f"convergence {name} (step {step}): id loss / best of L_M, L_G: {', '.join(parts)}; "
-        f"D={num_tasks.max()} loss / L_G: {', '.join(over_g)}"
+        f"D={num_tasks.max()} loss / G's on the split: {', '.join(over_g)}"
     )
 
 
@@ -110,26 +115,31 @@ def warning_line(report: xr.Dataset, name: str, tolerance: float = TOLERANCE) ->
     return (
         f"WARNING: {name}: the transformers for num_tasks {', '.join(map(str, failed))} did "
         f"not reach their strategies (last-checkpoint loss above {tolerance:g}x the target: "
-        "the better strategy at the smallest and largest num_tasks, L_G on every split at the "
-        "largest, the worse strategy elsewhere); the fit that follows reads an undertrained "
+        "the better strategy at the smallest and largest num_tasks, G's loss on every split at "
+        "the largest, the worse strategy elsewhere); the fit that follows reads an undertrained "
         "model; train longer or change the spec's [training] or [model]"
     )
 
 
 def _read_run(path: Path) -> xr.Dataset:
     try:
-        with NETCDF_LOCK, xr.open_dataset(path) as ds:
+        with open_netcdf(path) as ds:
             if "transformer_loss" not in ds or "strategy_loss" not in ds:
                 raise RiclError(
                     f"convergence: {str(path)!r} has no transformer_loss or strategy_loss; "
                     "train it first (ricl train)"
                 )
-            loss = ds["transformer_loss"].isel(checkpoint=-1)
+            loss = ds["transformer_loss"].isel(checkpoint=-1).drop_vars("checkpoint").load()
+            if "strategy_evaluation_loss" in ds:
+                generalizing = ds["strategy_evaluation_loss"].sel(strategy="generalizing")
+            else:
+                generalizing = ds["strategy_loss"].sel(strategy="generalizing") * xr.ones_like(loss)
             row = xr.Dataset(
                 {
-                    "transformer_loss": loss.drop_vars("checkpoint").load(),
+                    "transformer_loss": loss,
                     "strategy_loss": ds["strategy_loss"].load(),
-                    "last_checkpoint": ((), int(loss["checkpoint"])),
+                    "generalizing_loss": generalizing.drop_vars("strategy").load(),
+                    "last_checkpoint": ((), int(ds["checkpoint"][-1])),
                 }
             )
             return row.expand_dims(num_tasks=[int(ds.attrs["num_tasks"])])

@@ -1,4 +1,4 @@
-"""The predictions dataset of one run (SCHEMA.md section 1), before any transformer variables.
+"""The predictions dataset of one run (docs/files.md §1), before any transformer variables.
 
 It holds the fixed evaluation sequences of every split, what each Bayesian strategy predicts on
 them, the strategies' losses and complexities and the training tasks. Training later appends
@@ -17,7 +17,7 @@ from rational_icl import __version__
 from rational_icl.data import Run, TaskSet, generator, make_setting
 from rational_icl.modeling import STRATEGIES, all_strategy_predictions
 from rational_icl.modeling.complexity import strategy_complexity
-from rational_icl.modeling.losses import strategy_loss
+from rational_icl.modeling.losses import prediction_loss, strategy_loss
 
 
 def training_tasks(run: Run) -> TaskSet:
@@ -87,6 +87,16 @@ def strategy_dataset(run: Run, device="cpu", progress=None) -> xr.Dataset:
         ),
         **_inputs(setting, batches),
         **_losses(run, setting, tasks, device, progress),
+        "strategy_evaluation_loss": (
+            ("strategy", "split"),
+            _evaluation_losses(setting, batches, predictions),
+            _attrs(
+                "strategy loss on the evaluation sequences",
+                "nats",
+                "mean per-prediction loss of each strategy on each split's evaluation "
+                "sequences: the strategies' side of transformer_loss",
+            ),
+        ),
         **_tasks(setting, tasks),
     }
     coords = {
@@ -103,7 +113,7 @@ def strategy_dataset(run: Run, device="cpu", progress=None) -> xr.Dataset:
 
 
 def run_attributes(run: Run) -> dict:
-    """Global attributes of a run's file (SCHEMA.md): no None, no dicts."""
+    """Global attributes of a run's file (docs/files.md): no None, no dicts."""
     spec, model, training = run.spec, run.spec.model, run.spec.training
     attrs = {
         "setting": spec.setting,
@@ -210,6 +220,16 @@ def _losses(run: Run, setting, tasks: TaskSet, device, progress) -> dict:
             ),
         ),
     }
+
+
+def _evaluation_losses(setting, batches: dict, predictions: np.ndarray) -> np.ndarray:
+    """(strategy, split) mean loss of ``predictions`` (Q, split, S, P, O) on each split."""
+    losses = np.empty(predictions.shape[:2])
+    for j, (batch, split_tasks) in enumerate(batches.values()):
+        for q in range(predictions.shape[0]):
+            prediction = torch.from_numpy(predictions[q, j]).double()  # (S, P, O)
+            losses[q, j] = prediction_loss(setting, prediction, batch, split_tasks).mean().item()
+    return losses
 
 
 def _tasks(setting, tasks: TaskSet) -> dict:
