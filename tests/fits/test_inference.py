@@ -523,3 +523,24 @@ def test_no_skill_baseline_is_each_num_tasks_mean(map_fit):
     expected = scipy.stats.pearsonr(p, o).statistic
     assert map_fit.attrs["baseline_heldout_correlation_id"] == pytest.approx(expected)
     assert map_fit.attrs["baseline_heldout_tvd_id"] == pytest.approx(np.mean(np.abs(p - o)))
+
+
+def test_context_loss_uses_the_default_regression_noise():
+    # no noise_variance attribute: sigma^2 = num_dims / 256, as the data stage assumes
+    rng = np.random.default_rng(3)
+    prediction, target = rng.normal(size=(2, 1, 3, 5, 1)), rng.normal(size=(1, 3, 5))
+    runs = xr.Dataset(
+        {
+            "strategy_prediction": (
+                ("strategy", "split", "sequence", "position", "outcome"),
+                prediction,
+            ),
+            "target": (("split", "sequence", "position"), target),
+        },
+        attrs={"setting": "linear-regression", "num_dims": 4},
+    )
+    got = inference.context_loss(runs).values  # (strategy, split, sequence, position)
+    per_step = (prediction[..., 0] - target) ** 2 / (2 * 4 / 256)
+    for t in range(5):
+        expected = per_step[..., :t].mean(-1) if t else 0.0
+        np.testing.assert_allclose(got[..., t], expected, rtol=1e-12)

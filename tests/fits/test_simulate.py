@@ -8,7 +8,6 @@ import xarray as xr
 
 from rational_icl.errors import RiclError
 from rational_icl.fits import (
-    checkpoint_schedule,
     load_behaviour,
     open_runs,
     rational_weight,
@@ -37,13 +36,6 @@ def test_rational_weight_softmax_over_three_strategies():
     weight = rational_weight(100.0, loss, complexity, 0.5, 0.4, 1.5)
     logits = -np.log(2) * complexity**0.4 - 1.5 * 100.0**0.5 * loss
     np.testing.assert_allclose(weight, np.exp(logits) / np.exp(logits).sum(), rtol=1e-12)
-
-
-def test_checkpoint_schedule_is_square_root_spaced():
-    steps = checkpoint_schedule(4000, 40)
-    assert steps[0] == 20 and steps[-1] == 4000 and steps.size == 40
-    assert np.all(np.diff(steps) > 0)
-    np.testing.assert_allclose(np.diff(np.sqrt(steps)), np.diff(np.sqrt(steps)).mean(), rtol=0.05)
 
 
 def test_noise_free_simulation_is_the_exact_mixture(data_folder, tmp_path):

@@ -1,27 +1,7 @@
-import math
-
 import numpy as np
 import pytest
 
-from rational_icl.training.schedule import checkpoint_steps, learning_rate, log_interval
-
-
-def test_checkpoints_are_evenly_spaced_in_sqrt_step_from_20_to_the_last_step():
-    steps = checkpoint_steps(4000, 40)
-    assert steps[0] == 20 and steps[-1] == 4000
-    assert len(steps) == 40
-    assert np.all(np.diff(steps) > 0)
-    gaps = np.diff(np.sqrt(steps))
-    expected = (math.sqrt(4000) - math.sqrt(20)) / 39
-    np.testing.assert_allclose(gaps, expected, atol=0.1)  # rounding to whole steps
-
-
-def test_checkpoints_merge_when_steps_are_few_and_always_include_the_last():
-    steps = checkpoint_steps(30, 20)
-    assert steps.tolist() == sorted(set(steps.tolist()))
-    assert steps[0] == 20 and steps[-1] == 30
-    assert checkpoint_steps(10, 5).tolist() == [10]
-    assert checkpoint_steps(1000, 1).tolist() == [1000]
+from rational_icl.training.schedule import learning_rate, log_interval
 
 
 def test_log_interval_gives_a_few_hundred_logs():

@@ -1,6 +1,6 @@
 """Experiment specs: TOML files or built-in presets, validated early, expanded into runs.
 
-A spec describes one experiment (SCHEMA.md section 0). Lists in ``[model]`` and lists for
+A spec describes one experiment (docs/files.md §0). Lists in ``[model]`` and lists for
 ``context_length``, ``num_dims`` or ``seed`` expand into a grid of scalar specs; each scalar
 spec then has one run per ``num_tasks`` value.
 """
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rational_icl.errors import SpecError
+from rational_icl.formulas import default_noise_variance
 
 SETTINGS = ("categorical-sequence", "linear-regression", "classification")
 POSITION_ENCODINGS = ("rotary", "learned")
@@ -76,7 +75,7 @@ class ExperimentSpec:
     def effective_noise_variance(self) -> float:
         if self.noise_variance is not None:
             return self.noise_variance
-        return self.num_dims / 256
+        return default_noise_variance(self.num_dims)
 
     @property
     def effective_num_loss_sequences(self) -> int:
@@ -127,28 +126,6 @@ class Run:
 
 
 # ---------------------------------------------------------------------------- loading
-
-
-def load_specs(spec_or_preset: str | Path) -> list[ExperimentSpec]:
-    """Specs from a TOML file path or a preset name (a preset may bundle several specs)."""
-    from rational_icl.data.presets import PRESETS, preset_specs
-
-    text = str(spec_or_preset)
-    path = Path(text)
-    if text in PRESETS:
-        return preset_specs(text)
-    if path.is_dir():
-        raise SpecError(f"spec {text!r} is a folder; give a TOML spec file or a preset name")
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise SpecError(f"spec file {text!r} does not exist")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise SpecError(f"spec file {text!r} is not valid TOML: {err}") from None
-        raw.setdefault("name", path.stem)
-        return [spec_from_dict(raw)]
-    raise SpecError(f"{text!r} is neither a spec file nor a preset; presets: {', '.join(PRESETS)}")
 
 
 def spec_from_dict(raw: dict) -> ExperimentSpec:

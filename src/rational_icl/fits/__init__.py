@@ -14,7 +14,6 @@ from rational_icl.fits.behaviour import (
 )
 from rational_icl.fits.runs import CONFIG_DIMS, config_dims, open_runs
 from rational_icl.fits.simulate import (
-    checkpoint_schedule,
     rational_log_posterior,
     rational_weight,
     simulate_runs,
@@ -28,7 +27,6 @@ __all__ = [
     "behaviour",
     "best_mixture",
     "best_mixture_kl",
-    "checkpoint_schedule",
     "config_dims",
     "distance_kind",
     "load_behaviour",

@@ -1,6 +1,6 @@
 """The rational model of in-context-learning strategies as plain NumPyro functions.
 
-Training is read as Bayesian updating over strategies Q (DESIGN.md). After N training steps
+Training is read as Bayesian updating over strategies Q (docs/science.md). After N training steps
 with D tasks::
 
     log prior(Q)      = -ln 2 * K_Q(D) ** beta        # K_Q: complexity in bits
@@ -52,11 +52,12 @@ from jax.scipy.special import log_ndtr
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import SigmoidTransform
 
+from rational_icl import formulas
+
 STRATEGIES = ("memorizing", "generalizing", "constant")
 ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
 POOLINGS = ("complete", "none", "partial")
 OUTCOME_KINDS = ("probabilities", "regression")
-LN2 = math.log(2.0)
 _SHIFT = 6  # recurrence steps before the asymptotic series of log_gamma, polygamma
 _BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66)  # B_2, B_4, ... B_10
 _PROBABILITY_FLOOR = 1e-6  # probabilities below this are floored for the Dirichlet
@@ -144,11 +145,8 @@ def log_posterior(
     """
     beta = _per_configuration(beta, trailing=1)  # against (Q, C, D)
     alpha, gamma = (_per_configuration(p, trailing=2) for p in (alpha, gamma))  # (Q, C, D, N)
-    if linear_complexity:
-        log_prior = -LN2 * beta * strategy_complexity
-    else:
-        log_prior = -LN2 * jnp.exp(beta * jnp.log(strategy_complexity))
-    evidence = gamma * jnp.power(num_steps, 1.0 - alpha)  # (C, 1, N)
+    log_prior = formulas.log_prior(strategy_complexity, beta, linear_complexity)  # (Q, C, D)
+    evidence = formulas.evidence(jnp.asarray(num_steps), alpha, gamma)  # (C, 1, N)
     return log_prior[..., None] - evidence * strategy_loss[..., None]
 
 
@@ -170,7 +168,7 @@ def context_evidence(context_loss, context_size, alpha, gamma):
     trailing = context_loss.ndim - 2  # axes after C
     alpha = _per_configuration(alpha, trailing=trailing)
     gamma = _per_configuration(gamma, trailing=trailing)
-    return -gamma * jnp.power(context_size, 1.0 - alpha) * context_loss
+    return -formulas.evidence(jnp.asarray(context_size), alpha, gamma) * context_loss
 
 
 def rational_parameters(

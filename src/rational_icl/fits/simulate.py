@@ -3,7 +3,7 @@
 Parameter recovery needs data whose truth is known. ``simulate_runs`` reads a folder written
 by ``ricl data`` (real strategy predictions, losses L_Q and complexities K_Q, no checkpoint
 dim), adds checkpoints, and writes a "transformer" whose predictions are the rational
-model's mixture of the strategies plus noise (DESIGN.md):
+model's mixture of the strategies plus noise (docs/science.md):
 
     log prior(Q)      = -ln 2 · K_Q ** beta
     log likelihood(Q) = -gamma · N ** (1 - alpha) · L_Q
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from rational_icl import formulas
 from rational_icl.errors import RiclError
-from rational_icl.io import write_netcdf
+from rational_icl.io import load_netcdf, open_netcdf, write_netcdf
 
 # The simulator records the very checkpoints training would (torch-free module).
-from rational_icl.training.schedule import checkpoint_steps as checkpoint_schedule
 
 # Defaults for a realistic grid (K in bits, K_M ~ 64·D·K bits, K_G ~ 10^3 bits; L_G − L_M
 # from ~0.15 nats at D = 2 down to ~0.004 at D = 1024, categorical K = 8): the complexity
@@ -63,9 +63,8 @@ def rational_log_posterior(num_steps, loss, complexity, alpha, beta, gamma) -> n
     """
     num_steps = np.asarray(num_steps, dtype=np.float64)[..., None]
     alpha, beta, gamma = (np.asarray(x, dtype=np.float64)[..., None] for x in (alpha, beta, gamma))
-    log_prior = -np.log(2.0) * np.asarray(complexity, dtype=np.float64) ** beta
-    log_likelihood = -gamma * num_steps ** (1 - alpha) * np.asarray(loss, dtype=np.float64)
-    return log_prior + log_likelihood
+    loss, complexity = (np.asarray(x, dtype=np.float64) for x in (loss, complexity))
+    return formulas.log_posterior(num_steps, loss, complexity, alpha, beta, gamma)
 
 
 def rational_weight(num_steps, loss, complexity, alpha, beta, gamma) -> np.ndarray:
@@ -141,8 +140,7 @@ def simulate_runs(
             "strategy_prediction (write one with `ricl data`)"
         )
     for path in paths:
-        with xr.open_dataset(path) as source:
-            data = source.load()
+        data = load_netcdf(path)
         steps = _steps(data, checkpoints, max_steps, path)
         run = _simulate_one(data, steps, alpha, beta, gamma, noise, seed, list(strategies), path)
         write_netcdf(run, out_folder / path.relative_to(data_folder))
@@ -161,11 +159,8 @@ def _check_parameters(alpha, beta, gamma, noise) -> None:
 
 
 def _has_strategies(path: Path) -> bool:
-    try:
-        with xr.open_dataset(path) as ds:
-            return "strategy_prediction" in ds
-    except (OSError, ValueError) as err:
-        raise RiclError(f"file {str(path)!r} cannot be read as netCDF: {err}") from None
+    with open_netcdf(path) as ds:
+        return "strategy_prediction" in ds
 
 
 def _steps(data: xr.Dataset, checkpoints, max_steps, path: Path) -> np.ndarray:
@@ -176,7 +171,7 @@ def _steps(data: xr.Dataset, checkpoints, max_steps, path: Path) -> np.ndarray:
         if last is None:
             raise RiclError(f"file {str(path)!r} has no max_steps attribute; pass max_steps")
         number = checkpoints if checkpoints is not None else data.attrs.get("num_checkpoints", 40)
-        steps = checkpoint_schedule(int(last), int(number))
+        steps = formulas.checkpoint_steps(int(last), int(number))
     if steps.size < 2 or np.any(np.diff(steps) <= 0) or steps[0] < 1:
         raise RiclError(
             f"checkpoints {steps.tolist()} are not valid; allowed: at least 2 increasing "
@@ -258,7 +253,7 @@ def _prediction_loss(prediction: xr.DataArray, data: xr.Dataset) -> xr.DataArray
     setting = data.attrs.get("setting")
     dims = ["sequence", "position"]
     if setting == "linear-regression":
-        variance = data.attrs.get("noise_variance", data.attrs.get("num_dims", 1) / 256)
+        variance = formulas.run_noise_variance(data)
         error = (data["target"] - prediction.squeeze("outcome", drop=True)) ** 2
         return (error / (2 * variance)).mean(dims)
     log_prediction = np.log(prediction.clip(min=_LOG_FLOOR))

@@ -1,7 +1,7 @@
 """The report's figures: one function per figure, xarray objects in, a matplotlib Figure out.
 
-Inputs are the behaviour dataset of a sweep (SCHEMA.md §2, from
-:func:`rational_icl.fits.load_behaviour`) and a fit (SCHEMA.md §3, an ``xarray.DataTree``).
+Inputs are the behaviour dataset of a sweep (docs/files.md §2, from
+:func:`rational_icl.fits.load_behaviour`) and a fit (docs/files.md §3, an ``xarray.DataTree``).
 A figure that needs something the caller does not have raises :class:`FigureUnavailable`
 with the reason, so a report made from runs alone can say which figures it left out.
 
@@ -22,10 +22,11 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from rational_icl import formulas
+
 SAMPLE_DIMS = ("chain", "draw")
 CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
 INTERVAL = (0.05, 0.95)  # the 90% intervals and bands of every figure
-LN2 = math.log(2.0)
 _WEIGHT_LABEL = "weight on memorizing (1)"
 _STEP_LABEL = "training step N (log scale)"
 _TASKS_LABEL = "num_tasks D (log2 scale)"
@@ -380,9 +381,9 @@ def log_odds_terms(fit: xr.DataTree, config=None) -> xr.Dataset:
     constant = fit["constant_data"]
     alpha, gamma = _select(posterior["alpha"], config), _select(posterior["gamma"], config)
     loss = _select(constant["strategy_loss"], config)
-    gap = loss.sel(strategy="generalizing", drop=True) - loss.sel(strategy="memorizing", drop=True)
+    l_m, l_g = (loss.sel(strategy=s, drop=True) for s in ("memorizing", "generalizing"))
     steps = posterior["checkpoint"].astype(np.float64)
-    bayes_factor = gamma * steps ** (1 - alpha) * gap
+    bayes_factor = formulas.log_bayes_factor(steps, l_m, l_g, alpha, gamma)
     posterior_odds = _posterior(fit, "log_posterior_odds", config)
     return xr.Dataset(
         {
@@ -461,12 +462,9 @@ def predicted_transition_step(fit: xr.DataTree, config=None) -> xr.DataArray:
     complexity = _select(constant["strategy_complexity"], config)
     k_m, k_g = (complexity.sel(strategy=s, drop=True) for s in ("memorizing", "generalizing"))
     l_m, l_g = (loss.sel(strategy=s, drop=True) for s in ("memorizing", "generalizing"))
-    if fit.attrs.get("ablation") == "linear-complexity":
-        penalty = LN2 * beta * (k_m - k_g)
-    else:
-        penalty = LN2 * (k_m**beta - k_g**beta)
-    ratio = penalty / (gamma * (l_g - l_m))
-    return (ratio.where(ratio > 0) ** (1 / (1 - alpha))).transpose(*SAMPLE_DIMS, "num_tasks")
+    linear = fit.attrs.get("ablation") == "linear-complexity"
+    step = formulas.transition_step(l_m, l_g, k_m, k_g, alpha, beta, gamma, linear)
+    return step.transpose(*SAMPLE_DIMS, "num_tasks")
 
 
 def growth_exponent(num_tasks, steps) -> float:

@@ -21,12 +21,13 @@ from tqdm import tqdm
 
 from rational_icl.data import ExperimentSpec, Run
 from rational_icl.errors import RiclError
+from rational_icl.formulas import checkpoint_steps
 from rational_icl.io import load_netcdf, write_netcdf
 from rational_icl.training.checkpoint import load_state, save_state, state_path
 from rational_icl.training.ensemble import EnsembleTrainer
 from rational_icl.training.evaluation import evaluate, evaluation_inputs
 from rational_icl.training.predictions import strategy_dataset
-from rational_icl.training.schedule import checkpoint_steps, log_interval
+from rational_icl.training.schedule import log_interval
 
 TRANSFORMER_VARIABLES = ("transformer_prediction", "transformer_loss", "train_loss")
 

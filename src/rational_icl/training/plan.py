@@ -36,12 +36,13 @@ import psutil
 import torch
 
 from rational_icl.data import ExperimentSpec, Run
+from rational_icl.formulas import checkpoint_steps
 from rational_icl.io import write_netcdf
 from rational_icl.modeling.model import TransformerConfig
 from rational_icl.training.ensemble import EnsembleTrainer
 from rational_icl.training.loop import _Record
 from rational_icl.training.predictions import strategy_dataset
-from rational_icl.training.schedule import checkpoint_steps, log_interval
+from rational_icl.training.schedule import log_interval
 
 # Compressed / raw bytes of transformer_prediction in the tiny-categorical main job's run
 # files (10 runs x 40 checkpoints, zlib level 1 with shuffle): 78.7 MB of 104.9 MB.

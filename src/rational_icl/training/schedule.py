@@ -1,27 +1,8 @@
-"""When to record a checkpoint, when to log the training loss, and the learning rate at a step."""
+"""When to log the training loss, and the learning rate at a step (checkpoints: formulas.py)."""
 
 from __future__ import annotations
 
 import math
-
-import numpy as np
-
-FIRST_CHECKPOINT = 20
-
-
-def checkpoint_steps(max_steps: int, num_checkpoints: int, first: int = FIRST_CHECKPOINT):
-    """About ``num_checkpoints`` steps spaced evenly in sqrt(step) from ``first`` to
-    ``max_steps``, always including ``max_steps``. Returns sorted unique int64 steps."""
-    if max_steps < 1 or num_checkpoints < 1:
-        raise ValueError(
-            f"need max_steps >= 1 and num_checkpoints >= 1, got {max_steps}, {num_checkpoints}"
-        )
-    if max_steps <= first or num_checkpoints == 1:
-        return np.array([max_steps], dtype=np.int64)
-    roots = np.linspace(math.sqrt(first), math.sqrt(max_steps), num_checkpoints)
-    steps = np.unique(np.round(roots**2).astype(np.int64))
-    steps[-1] = max_steps  # guard against rounding
-    return np.unique(steps)
 
 
 def log_interval(max_steps: int, num_logs: int = 500) -> int:
