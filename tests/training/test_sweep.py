@@ -20,11 +20,11 @@ import xarray as xr
 from rational_icl.cli.main import main
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
+from rational_icl.fits.runs import open_runs
 from rational_icl.training.loop import train
 from rational_icl.training.sweep import (
     LOCK_NAME,
     format_summary,
-    open_sweep,
     run_sweep,
     sweep_lock,
     work_units,
@@ -109,7 +109,7 @@ def test_local_cluster_gives_the_serial_files_and_a_lazy_sweep(spec_file, serial
     assert [o.status for o in again] == ["skipped", "skipped"]
     assert format_summary(again).splitlines()[-1] == "done 0, resumed 0, skipped 2, failed 0"
 
-    sweep = open_sweep(out)
+    sweep = open_runs(out)  # a sweep folder reads like any runs folder
     assert dict(sweep.sizes) | {"num_tasks": 2, "mlp_expansion_factor": 2} == dict(sweep.sizes)
     assert sweep["transformer_prediction"].chunks is not None  # dask-backed, not loaded
     with xr.open_dataset(serial / "categorical-sequence_K4_T8_D8_mlp2_H16_learned_seed1.nc") as one:

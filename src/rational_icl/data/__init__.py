@@ -1,6 +1,6 @@
 """Task settings, task sets, batched seeded samplers, experiment specs and presets."""
 
-from rational_icl.data.presets import PRESETS, preset_specs
+from rational_icl.data.presets import PRESETS, load_specs, preset_specs
 from rational_icl.data.settings import (
     CategoricalBatch,
     CategoricalSequence,
@@ -14,7 +14,7 @@ from rational_icl.data.settings import (
     make_setting,
     seed_for,
 )
-from rational_icl.data.spec import ExperimentSpec, Run, load_specs, spec_from_dict
+from rational_icl.data.spec import ExperimentSpec, Run, spec_from_dict
 
 __all__ = [
     "PRESETS",

@@ -1,8 +1,13 @@
-"""Built-in experiment presets: small ones for a laptop, the paper's grids for a cluster."""
+"""Built-in experiment presets (small ones for a laptop, the paper's grids for a cluster),
+and loading a spec from a preset name or a TOML file."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 from rational_icl.data.spec import ExperimentSpec, spec_from_dict
+from rational_icl.errors import SpecError
 
 _POWERS_OF_TWO = [2**i for i in range(2, 13)]  # 4 ... 4096
 
@@ -130,3 +135,23 @@ def preset_specs(name: str) -> list[ExperimentSpec]:
     """The validated specs a preset names."""
     tables = {**_TINY, **_PAPER}
     return [spec_from_dict({**tables[member], "name": member}) for member in PRESETS[name]]
+
+
+def load_specs(spec_or_preset: str | Path) -> list[ExperimentSpec]:
+    """Specs from a TOML file path or a preset name (a preset may bundle several specs)."""
+    text = str(spec_or_preset)
+    path = Path(text)
+    if text in PRESETS:
+        return preset_specs(text)
+    if path.is_dir():
+        raise SpecError(f"spec {text!r} is a folder; give a TOML spec file or a preset name")
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SpecError(f"spec file {text!r} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise SpecError(f"spec file {text!r} is not valid TOML: {err}") from None
+        raw.setdefault("name", path.stem)
+        return [spec_from_dict(raw)]
+    raise SpecError(f"{text!r} is neither a spec file nor a preset; presets: {', '.join(PRESETS)}")

@@ -1,23 +1,11 @@
-"""The training loop, checkpoint schedule, evaluation at checkpoints and predictions files.
+"""The training loop, evaluation at checkpoints, the predictions files, sweeps, the
+convergence report and the run plan."""
 
-The exports load lazily, so torch-free modules (``schedule``) can be imported without torch:
-the fits use the training schedule to simulate checkpoints.
-"""
+from rational_icl.training.predictions import (
+    evaluation_batches,
+    run_attributes,
+    strategy_dataset,
+    training_tasks,
+)
 
-import importlib
-
-_EXPORTS = {
-    "evaluation_batches": "predictions",
-    "run_attributes": "predictions",
-    "strategy_dataset": "predictions",
-    "training_tasks": "predictions",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-    return getattr(module, name)
+__all__ = ["evaluation_batches", "run_attributes", "strategy_dataset", "training_tasks"]

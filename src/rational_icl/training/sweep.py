@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import xarray as xr
 
 from rational_icl.data import ExperimentSpec, Run
 from rational_icl.errors import RiclError
-from rational_icl.fits.runs import open_runs
 from rational_icl.io import LOCK_NAME, folder_lock  # noqa: F401 (LOCK_NAME: public name)
 from rational_icl.training.checkpoint import STATE_FOLDER, ensemble_name, state_path
 from rational_icl.training.loop import is_finished, train_ensemble
@@ -140,16 +138,6 @@ def run_sweep(
             outcomes = _run_units(client, units, out_dir, retries, device, log)
         _remove_orphaned_temporary_files(out_dir)
     return outcomes
-
-
-def open_sweep(folder: str | Path, *, check_values: bool = False) -> xr.Dataset:
-    """A finished sweep folder as one lazy (dask-backed) dataset over num_tasks and the
-    swept configuration axes; see :func:`rational_icl.fits.runs.open_runs`, which it uses.
-
-    ``check_values=False`` skips the NaN scan of the predictions, so opening reads only
-    metadata and small variables; nothing large is loaded until computed.
-    """
-    return open_runs(folder, check_values=check_values)
 
 
 def format_summary(outcomes: list[UnitOutcome]) -> str:

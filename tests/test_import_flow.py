@@ -1,0 +1,119 @@
+"""Data flows one way through the stages (docs/architecture.md): no module imports a later
+stage, the torch-free stages never load torch, and nothing imports in a circle."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rational_icl"
+STAGES = ("data", "modeling", "training", "fits", "reports", "cli")
+SHARED = ("errors", "io", "formulas")  # top-level modules every stage may use
+TORCH_FREE = ("fits", "reports")
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            # `from rational_icl import formulas` names a module too
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "rational_icl" or len(parts) == 1:
+        return None
+    return parts[1]
+
+
+def test_no_module_imports_a_later_stage_or_torch_where_it_must_not():
+    arrows = []
+    for name, path in _modules().items():
+        source = _stage(name)
+        for target in _imports(path):
+            stage = _stage(target)
+            if source in SHARED and stage in STAGES:
+                arrows.append(f"{name} -> {target} (shared modules import no stage)")
+            elif (
+                source in STAGES and stage in STAGES and STAGES.index(stage) > STAGES.index(source)
+            ):
+                arrows.append(f"{name} -> {target}")
+            if source in TORCH_FREE and target.split(".")[0] == "torch":
+                arrows.append(f"{name} -> torch")
+    assert arrows == []
+
+
+def test_no_import_circle_between_modules():
+    modules = _modules()
+    graph = {
+        name: {t for t in _imports(path) if t in modules and t != name}
+        for name, path in modules.items()
+    }
+    # a package __init__ re-exports its modules: an edge into a package is not a circle
+    # through it unless the package's own modules come back
+    state, circles = {}, []
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in graph[node]:
+            if nxt.startswith(node + "."):  # a package importing its own submodule
+                continue
+            if state.get(nxt) == "open":
+                circles.append(" -> ".join([*trail[trail.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+    circles = [c for c in circles if not _through_own_package(c)]
+    assert circles == []
+
+
+def _through_own_package(circle: str) -> bool:
+    """A submodule that imports its package's __init__, which imports it back, is the usual
+    re-export pattern, not a design circle."""
+    names = circle.split(" -> ")
+    return any(
+        b.startswith(a + ".") or a.startswith(b + ".")
+        for a, b in zip(names, names[1:], strict=False)
+    )
+
+
+@pytest.mark.parametrize("stage", STAGES[:-1])
+def test_importing_a_stage_loads_no_later_stage(stage):
+    modules = [name for name in _modules() if _stage(name) == stage]
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('rational_icl.')"
+        " or m == 'torch')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    later = STAGES[STAGES.index(stage) + 1 :]
+    assert [m for m in loaded if _stage(m) in later] == []
+    if stage in TORCH_FREE:
+        assert "torch" not in loaded
