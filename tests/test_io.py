@@ -223,3 +223,40 @@ def test_encoding_keeps_the_stored_dtype_of_a_read_file(tmp_path):
     assert "split" not in encoding  # strings are not compressed
     back = io.load_netcdf(io.write_netcdf(data, tmp_path / "run.nc"))
     np.testing.assert_array_equal(back.tokens.values, data.tokens.values)
+
+
+def test_one_reader_opens_lazily_and_names_a_bad_file_in_one_line(tmp_path):
+    data = _run_like(np.random.default_rng(1))
+    path = io.write_netcdf(data, tmp_path / "run.nc")
+    with io.open_netcdf(path, chunks={}) as lazy:
+        assert lazy["transformer_prediction"].chunks is not None  # dask, nothing read yet
+        np.testing.assert_array_equal(
+            lazy["transformer_prediction"], data["transformer_prediction"]
+        )
+    text = tmp_path / "notes.nc"
+    text.write_text("not netCDF\n")
+    with pytest.raises(io.RiclError) as caught:
+        io.open_netcdf(text)
+    assert str(caught.value).startswith(f"file {str(text)!r} cannot be read: ")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(io.RiclError, match="cannot be read as netCDF"):
+        io.netcdf_groups(text)
+
+
+def test_a_datatree_reads_back_bit_for_bit_and_lists_its_groups(tmp_path):
+    rng = np.random.default_rng(2)
+    tree = xr.DataTree.from_dict(
+        {
+            "posterior": xr.Dataset({"alpha": (("chain", "draw"), rng.random((2, 5)))}),
+            "observed_data": xr.Dataset({"w": ("cell", rng.random(4000).astype(np.float32))}),
+        }
+    )
+    tree.attrs["measure"] = "barycentric"
+    path = io.write_datatree(tree, tmp_path / "fit.nc")
+    back = io.load_datatree(path)
+    xr.testing.assert_identical(back, tree)
+    assert back["observed_data"]["w"].dtype == np.float32
+    assert sorted(io.netcdf_groups(path)) == ["observed_data", "posterior"]
+    assert (
+        io.netcdf_groups(io.write_netcdf(xr.Dataset({"x": ("a", [1.0])}), tmp_path / "d.nc")) == []
+    )

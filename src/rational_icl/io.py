@@ -1,5 +1,6 @@
-"""Atomic file writes (a reader, or a killed writer, never sees a half-written file) and
-the compressed netCDF-4 layout every stage writes."""
+"""Every netCDF read and write of the package, atomic file writes (a reader, or a killed
+writer, never sees a half-written file), the compressed netCDF-4 layout every stage writes,
+and the folder lock."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from rational_icl.errors import RiclError
+from rational_icl.errors import RiclError, reading_error
 
 # HDF5 (under netCDF-4) is not thread-safe: threads of one process (e.g. a threaded Dask
 # worker pool) must not read or write netCDF files at the same time.
@@ -139,9 +140,65 @@ def write_netcdf(dataset: xr.Dataset, path: str | Path) -> Path:
 
 
 def load_netcdf(path: str | Path) -> xr.Dataset:
-    """Read a whole netCDF file into memory (and close it), safely across threads."""
+    """Read a whole netCDF file into memory (and close it), safely across threads.
+
+    libnetcdf (the default engine) reads whole files twice as fast as h5netcdf, and a file
+    closed at once cannot collide with a lazy opening (``open_netcdf``). Errors are the
+    engine's own, for the caller to name.
+    """
     with NETCDF_LOCK:
         return xr.load_dataset(path)
+
+
+def open_netcdf(path: str | Path, *, chunks: dict | None = None) -> xr.Dataset:
+    """Open a netCDF file lazily; with ``chunks`` (e.g. ``{}``) its variables are dask arrays.
+
+    h5netcdf is tried first: libnetcdf crashes when a file is opened again while an earlier
+    lazy opening of it is alive (e.g. the behaviour stage, then the fit); a file that is not
+    HDF5 (netCDF-3, say) goes to whichever engine reads it. A file that cannot be read is a
+    one-line RiclError naming it.
+    """
+    with NETCDF_LOCK:
+        try:
+            return xr.open_dataset(path, chunks=chunks, engine="h5netcdf")
+        except (OSError, ValueError):
+            pass
+        try:
+            return xr.open_dataset(path, chunks=chunks)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise RiclError(f"file {str(path)!r} cannot be read: {reading_error(err)}") from None
+
+
+def netcdf_groups(path: str | Path) -> list[str]:
+    """The names of a netCDF-4 file's top-level groups (a fit has ``posterior``; a dataset
+    has none), without reading any variable."""
+    import netCDF4  # reads netCDF-3 too (no groups), which h5netcdf refuses
+
+    with NETCDF_LOCK:
+        try:
+            with netCDF4.Dataset(path) as nc:
+                return list(nc.groups)
+        except OSError as err:
+            raise RiclError(
+                f"file {str(path)!r} cannot be read as netCDF: {reading_error(err)}"
+            ) from None
+
+
+def write_datatree(tree: xr.DataTree, path: str | Path) -> Path:
+    """Write a DataTree (a fit) atomically, every group compressed (``compression_encoding``)."""
+    encoding = {
+        node.path: compression_encoding(node.to_dataset(inherit=False)) for node in tree.subtree
+    }
+    with atomic_path(path) as tmp, NETCDF_LOCK:
+        tree.to_netcdf(tmp, encoding=encoding)
+    return Path(path)
+
+
+def load_datatree(path: str | Path) -> xr.DataTree:
+    """Read a whole DataTree file into memory (and close it), safely across threads."""
+    with NETCDF_LOCK:
+        with xr.open_datatree(path) as tree:
+            return tree.load()
 
 
 # ---------------------------------------------------------------------------- folder lock

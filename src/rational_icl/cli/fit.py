@@ -226,8 +226,8 @@ def _report(tree, inference) -> None:
             steps = dropped.checkpoint.values[dropped.sel(num_tasks=num_tasks).values]
             if steps.size:
                 print(f"num_tasks {num_tasks}: early checkpoints not fitted {steps.tolist()}")
-    for line in inference.diagnostic_warnings(tree):
-        print(line)
+    for problem in inference.diagnostic_warnings(tree):
+        print(problem.line)
     if "log_likelihood" in tree.children:
         result = inference.loo(tree)
         problem = inference.loo_problem(tree, result)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rational_icl.errors import RiclError, reading_error
+from rational_icl.errors import RiclError
+from rational_icl.io import load_netcdf, netcdf_groups
 
 
 def add_parser(subparsers) -> None:
@@ -56,7 +57,6 @@ def read_inputs(paths: list[Path]):
     At most one runs folder or behaviour file; fits are named by file stem (by parent
     folder and stem where stems repeat).
     """
-    import xarray as xr
 
     from rational_icl.fits import load_behaviour
     from rational_icl.fits.inference import read_fit
@@ -80,7 +80,7 @@ def read_inputs(paths: list[Path]):
         if source.is_dir():
             behaviour = load_behaviour(source)
         else:
-            behaviour = xr.load_dataset(source)
+            behaviour = load_netcdf(source)
             if "relative_distance" not in behaviour:
                 raise RiclError(
                     f"file {str(source)!r} is neither a fit (no posterior group) nor a "
@@ -98,12 +98,4 @@ def read_inputs(paths: list[Path]):
 
 def _is_fit(path: Path) -> bool:
     """Whether a netCDF file holds a ``posterior`` group (a fit) rather than a dataset."""
-    import netCDF4
-
-    try:
-        with netCDF4.Dataset(path) as nc:
-            return "posterior" in nc.groups
-    except OSError as err:
-        raise RiclError(
-            f"file {str(path)!r} cannot be read as netCDF: {reading_error(err)}"
-        ) from None
+    return "posterior" in netcdf_groups(path)

@@ -1,5 +1,5 @@
 """Fitting the rational model: NUTS, MAP (with a Laplace approximation) or SVI, a held-out
-split, the ArviZ DataTree of SCHEMA.md section 3, diagnostics, PSIS-LOO and comparison.
+split, the ArviZ DataTree of docs/files.md §3, diagnostics, PSIS-LOO and comparison.
 
 The entry point is ``fit(behaviour, ...)``; it returns an ``xarray.DataTree`` with the groups
 ``posterior``, ``posterior_predictive``, ``log_likelihood``, ``observed_data``,
@@ -31,17 +31,17 @@ from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal
 from numpyro.infer.util import log_density
 
-from rational_icl import __version__
+from rational_icl import __version__, formulas
 from rational_icl.errors import RiclError, reading_error
 from rational_icl.fits import model as rational
-from rational_icl.io import atomic_path, compression_encoding
+from rational_icl.io import load_datatree, write_datatree
 
 numpyro.enable_x64()  # K ** beta and N ** (1 - alpha) span many orders of magnitude
 
 CONFIGURATION_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
 OBSERVATIONS = ("relative-distance", "outputs")
 # Behaviour measures the relative-distance model can observe, and their behaviour variables
-# (the fit's observed_data keeps the name relative_distance for every measure: SCHEMA.md 3).
+# (the fit's observed_data keeps the name relative_distance for every measure: docs/files.md §3).
 MEASURES = {"barycentric": "barycentric_weight", "relative-distance": "relative_distance"}
 METHODS = ("nuts", "map", "svi")
 SAMPLE_DIMS = ("chain", "draw")
@@ -299,7 +299,7 @@ def context_loss(runs: xr.Dataset) -> xr.DataArray:
         chosen = prediction.isel(outcome=runs.target.astype(int).compute())
         per_step = -np.log(np.clip(chosen, 1e-12, None))
     elif setting == "linear-regression":
-        noise = float(runs.attrs.get("noise_variance", 1.0))
+        noise = formulas.run_noise_variance(runs)
         per_step = (prediction.squeeze("outcome", drop=True) - runs.target) ** 2 / (2 * noise)
     else:
         raise RiclError(
@@ -354,7 +354,7 @@ def _outputs_inputs(runs, strategies, cell_dims, config_dims, flat, settings):
 
 
 def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None) -> xr.DataTree:
-    """Fit the rational model to a behaviour dataset (SCHEMA.md section 2).
+    """Fit the rational model to a behaviour dataset (docs/files.md §2).
 
     Parameters
     ----------
@@ -369,7 +369,7 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
     Returns
     -------
     xr.DataTree
-        The fit of SCHEMA.md section 3.
+        The fit of docs/files.md §3.
     """
     inputs = _model_inputs(behaviour, settings, runs)
     model = (
@@ -1013,13 +1013,7 @@ def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
     ``weight_memorizing`` in every split: it is then not stored (a third of the file) and
     ``read_fit`` rebuilds it, bit for bit.
     """
-    tree = _without_repeated_weights(tree)
-    encoding = {
-        node.path: compression_encoding(node.to_dataset(inherit=False)) for node in tree.subtree
-    }
-    with atomic_path(path) as tmp:
-        tree.to_netcdf(tmp, encoding=encoding)
-    return Path(path)
+    return write_datatree(_without_repeated_weights(tree), path)
 
 
 def _without_repeated_weights(tree: xr.DataTree) -> xr.DataTree:
@@ -1045,12 +1039,11 @@ def read_fit(path: str | Path) -> xr.DataTree:
     if not path.is_file():
         raise RiclError(f"fit file {str(path)!r} does not exist")
     try:
-        tree = xr.open_datatree(path)
+        tree = load_datatree(path)
     except (OSError, ValueError) as err:
         raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
-    tree = tree.load()
     posterior = tree.posterior.to_dataset(inherit=False)
     if posterior.attrs.pop(_SAME_IN_EVERY_SPLIT, None) is not None:  # see write_fit
         weight = posterior.weight_memorizing.drop_attrs()
@@ -1108,33 +1101,49 @@ def diagnostics(tree: xr.DataTree) -> xr.Dataset:
     return result
 
 
-def diagnostic_warnings(tree: xr.DataTree) -> list[str]:
-    """One line per problem: R-hat > 1.01, ESS < 400, any divergence, E-BFMI < 0.3.
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem a fit's diagnostics found: its ``kind`` (``r-hat``, ``ess``,
+    ``divergences``, ``e-bfmi`` or ``optimizer``) and a short text that names the numbers."""
+
+    kind: str
+    text: str
+
+    @property
+    def line(self) -> str:
+        return f"warning: {self.text}"
+
+
+def diagnostic_warnings(tree: xr.DataTree) -> list[Diagnostic]:
+    """One Diagnostic per problem: R-hat > 1.01, ESS < 400, any divergence, E-BFMI < 0.3.
 
     Only for NUTS (MAP: whether the optimiser converged; SVI: nothing).
     """
     if tree.attrs.get("inference_method") == "map":
         if not bool(tree.sample_stats.optimizer_success):
-            return ["warning: the optimiser did not report convergence; try --method nuts"]
+            text = "the optimiser did not report convergence; try --method nuts"
+            return [Diagnostic("optimizer", text)]
         return []
     if tree.attrs.get("inference_method") != "nuts":
         return []
     found = diagnostics(tree)
-    lines = []
+    problems = []
     for name in parameter_names(tree):
         worst_rhat = float(found[f"{name}_r_hat"].max())
         if worst_rhat > RHAT_MAX:
-            lines.append(f"warning: {name}: R-hat {worst_rhat:.3f} > {RHAT_MAX}")
+            problems.append(Diagnostic("r-hat", f"{name}: R-hat {worst_rhat:.3f} > {RHAT_MAX}"))
         for kind in ("bulk", "tail"):
             ess = float(found[f"{name}_ess_{kind}"].min())
             if ess < ESS_MIN:
-                lines.append(f"warning: {name}: {kind} ESS {ess:.0f} < {ESS_MIN}")
+                problems.append(Diagnostic("ess", f"{name}: {kind} ESS {ess:.0f} < {ESS_MIN}"))
     divergences = int(found["divergences"].sum()) if "divergences" in found else 0
     if divergences:
-        lines.append(f"warning: {divergences} divergent transition(s) after warm-up")
+        text = f"{divergences} divergent transition(s) after warm-up"
+        problems.append(Diagnostic("divergences", text))
     if "e_bfmi" in found and float(found.e_bfmi.min()) < BFMI_MIN:
-        lines.append(f"warning: E-BFMI {float(found.e_bfmi.min()):.2f} < {BFMI_MIN} in a chain")
-    return lines
+        text = f"E-BFMI {float(found.e_bfmi.min()):.2f} < {BFMI_MIN} in a chain"
+        problems.append(Diagnostic("e-bfmi", text))
+    return problems
 
 
 def loo(tree: xr.DataTree):

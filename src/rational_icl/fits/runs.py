@@ -1,4 +1,4 @@
-"""Read a folder of predictions files (SCHEMA.md section 1) into one lazy, validated dataset.
+"""Read a folder of predictions files (docs/files.md §1) into one lazy, validated dataset.
 
 A sweep is a folder of run files, one per trained transformer. ``open_runs`` finds every
 ``*.nc`` below the folder that holds ``strategy_prediction``, checks each one (one line per
@@ -17,7 +17,8 @@ import dask
 import numpy as np
 import xarray as xr
 
-from rational_icl.errors import RiclError, reading_error
+from rational_icl.errors import RiclError
+from rational_icl.io import open_netcdf
 
 # Configuration attributes that become dimensions when they differ between run files.
 CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
@@ -108,16 +109,7 @@ def config_dims(runs: xr.Dataset) -> tuple[str, ...]:
 
 def _open(path: Path) -> xr.Dataset | None:
     """The file as a lazy dataset, or None when it is not a run file."""
-    try:
-        # h5netcdf first: libnetcdf crashes when a file is opened again while an earlier
-        # lazy opening of it is alive (e.g. load_behaviour then open_runs)
-        ds = xr.open_dataset(path, chunks={}, engine="h5netcdf")
-    except (OSError, ValueError):  # not HDF5 (netCDF3, say): whichever engine reads it
-        ds = None
-    try:
-        ds = xr.open_dataset(path, chunks={}) if ds is None else ds
-    except (OSError, ValueError, RuntimeError) as err:
-        raise RiclError(f"file {str(path)!r} cannot be read: {reading_error(err)}") from None
+    ds = open_netcdf(path, chunks={})
     if "strategy_prediction" not in ds:
         ds.close()
         return None

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -23,12 +21,13 @@ _METRICS = {
     "tvd": "mean |predicted − observed|",
     "r2": "R²",
 }
-_EXPLANATIONS = {
-    "R-hat": "the chains disagree (R-hat above 1.01): run longer or check the model",
-    "ESS": "too few effective draws (ESS below 400): estimates of this parameter are noisy",
-    "divergent": "the sampler hit regions it could not follow (divergences): the posterior "
+_EXPLANATIONS = {  # by Diagnostic.kind
+    "r-hat": "the chains disagree (R-hat above 1.01): run longer or check the model",
+    "ess": "too few effective draws (ESS below 400): estimates of this parameter are noisy",
+    "divergences": "the sampler hit regions it could not follow (divergences): the posterior "
     "may be biased; consider more warm-up or a reparametrisation",
-    "E-BFMI": "the sampler explored the energy poorly (E-BFMI below 0.3): tails may be missed",
+    "e-bfmi": "the sampler explored the energy poorly (E-BFMI below 0.3): tails may be missed",
+    "optimizer": "the optimiser stopped before it converged: the MAP point may be off",
 }
 
 
@@ -56,10 +55,8 @@ def diagnostics_table(fit: xr.DataTree) -> pd.DataFrame:
 
     method = fit.attrs.get("inference_method", "")
     rows = []
-    for line in diagnostic_warnings(fit):
-        text = re.sub(r"^warning:\s*", "", line)
-        meaning = next((v for k, v in _EXPLANATIONS.items() if k in text), "")
-        rows.append({"problem": text, "what it means": meaning})
+    for problem in diagnostic_warnings(fit):
+        rows.append({"problem": problem.text, "what it means": _EXPLANATIONS[problem.kind]})
     if method != "nuts":
         rows.append(
             {
