@@ -1,4 +1,4 @@
-"""Samplers: seeded, batched, with the statistics of DESIGN.md's settings."""
+"""Samplers: seeded, batched, with the statistics of the settings in docs/science.md."""
 
 import math
 

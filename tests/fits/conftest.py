@@ -30,7 +30,7 @@ NUM_TASKS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 
 
 def run_attrs(setting: str = "categorical-sequence", **overrides) -> dict:
-    """Global attributes of a run file (SCHEMA.md section 1)."""
+    """Global attributes of a run file (docs/files.md §1)."""
     attrs = {
         "setting": setting,
         "num_dims": 8,

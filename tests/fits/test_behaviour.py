@@ -218,7 +218,7 @@ def test_behaviour_rejects_an_unknown_setting(make_run):
 # ---------------------------------------------------------------------------- barycentric
 # Synthetic transformers built from a tiny preset's own strategy predictions (``ricl data``
 # on the preset at its smallest, a middle and its largest num_tasks): under-confident
-# generalizers must not read as memorizing (DESIGN.md, second caution).
+# generalizers must not read as memorizing (docs/science.md, second caution).
 
 _PRESET_NUM_TASKS = {"smallest": 0, "largest": -1}
 

@@ -17,8 +17,8 @@ def add_parser(subparsers) -> None:
         "data",
         help="write each run's strategy predictions file (no transformer yet)",
         description="For every num_tasks value of a spec or preset, write a predictions file "
-        "(SCHEMA.md) with the fixed evaluation sequences, the Bayesian strategies' predictions, "
-        "losses and complexities, and the training tasks.",
+        "(docs/files.md) with the fixed evaluation sequences, the Bayesian strategies' "
+        "predictions, losses and complexities, and the training tasks.",
     )
     parser.add_argument("spec", metavar="SPEC_OR_PRESET", help="a TOML spec file or a preset name")
     parser.add_argument("--out", required=True, type=Path, help="output folder")

@@ -9,8 +9,8 @@ Layout of ``DIR`` (one spec; a preset bundling several specs gets one such folde
 spec, ``DIR/<spec name>/``)::
 
     runs/           one predictions file per num_tasks (ricl data, then ricl train)
-    behaviour.nc    the behaviour dataset (SCHEMA.md section 2)
-    fit.nc          the fit (SCHEMA.md section 3)
+    behaviour.nc    the behaviour dataset (docs/files.md §2)
+    fit.nc          the fit (docs/files.md §3)
     report/         index.html, figures/*.png, tables/*.csv
 """
 

@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
         "train",
         help="train the transformers of a spec, recording predictions at checkpoints",
         description="Train every num_tasks value of a spec or preset (one ensemble per model "
-        "configuration) and leave one complete predictions file per run (SCHEMA.md). An "
+        "configuration) and leave one complete predictions file per run (docs/files.md). An "
         "interrupted command resumes from its last checkpoint when rerun; finished runs are "
         "kept unless --force.",
     )

@@ -1,4 +1,4 @@
-"""The three task settings of DESIGN.md behind one small interface.
+"""The three task settings of docs/science.md behind one small interface.
 
 Every setting draws task sets (seeded, float64 on the CPU) and samples batches of sequences
 from a task set as torch tensors on a given device, in one batched call: no Python loop over

@@ -1,4 +1,4 @@
-"""Behaviour measures: how close the transformer is to each Bayesian strategy (SCHEMA.md §2).
+"""Behaviour measures: how close the transformer is to each Bayesian strategy (docs/files.md §2).
 
 For every checkpoint, num_tasks and split (and configuration, where the sweep has a grid):
 
@@ -441,7 +441,7 @@ def alternative_generalizer(runs: xr.Dataset, generalizing: xr.DataArray) -> xr.
 
     Regression: one step of in-context gradient descent (:func:`gradient_step_prediction`);
     probabilities: G tempered, G^(1/2) renormalised over outcomes. Both use no training
-    task, and both are what a transformer on its way to G can look like (DESIGN.md's second
+    task, and both are what a transformer on its way to G can look like (docs/science.md's second
     caution); mixed with G and the constant predictor they span the shrunk, tempered and
     one-step generalizers that the relative distance reads as memorizing. None for a
     regression file without its inputs ``x`` and ``y``.

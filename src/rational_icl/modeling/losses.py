@@ -1,4 +1,4 @@
-"""Per-prediction losses (nats, DESIGN.md) and Monte Carlo strategy losses L_Q."""
+"""Per-prediction losses (nats, docs/science.md) and Monte Carlo strategy losses L_Q."""
 
 from __future__ import annotations
 

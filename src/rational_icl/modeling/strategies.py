@@ -1,4 +1,4 @@
-"""The three Bayesian strategies of DESIGN.md, for every setting.
+"""The three Bayesian strategies of docs/science.md, for every setting.
 
 Every function returns, for every sequence and position, the prediction made from the context
 before that position: probabilities (B, P, O) for categorical and classification, the

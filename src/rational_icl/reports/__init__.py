@@ -1,7 +1,7 @@
 """Reports: figures and the self-contained HTML report from predictions and fits.
 
-Nothing here fits anything: it reads the behaviour dataset (SCHEMA.md §2) and fits
-(SCHEMA.md §3) and draws them.
+Nothing here fits anything: it reads the behaviour dataset (docs/files.md §2) and fits
+(docs/files.md §3) and draws them.
 """
 
 from rational_icl.reports.figures import FigureUnavailable, configurations

@@ -199,9 +199,9 @@ def write_report(
     out : str or Path
         The report folder (created).
     behaviour : xr.Dataset, optional
-        The behaviour dataset of the runs (SCHEMA.md §2).
+        The behaviour dataset of the runs (docs/files.md §2).
     fits : dict of str to xr.DataTree, optional
-        Fits by name (SCHEMA.md §3). Figures show the first; the LOO comparison uses all.
+        Fits by name (docs/files.md §3). Figures show the first; the LOO comparison uses all.
     title : str
     sources : list of str, optional
         The inputs, listed at the top of the page.
