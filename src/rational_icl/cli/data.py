@@ -29,27 +29,34 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from rational_icl.training.predictions import strategy_dataset  # torch loads only here
-
     specs = load_specs(args.spec)
     check_memory(specs, args)
-    runs = [r for spec in specs for r in spec.runs()]
     check_device(args.device)
-    _check_out_folder(args.out)
-    paths = {r: args.out / f"{r.name}.nc" for r in runs}
-    todo = [r for r in runs if args.force or not paths[r].exists()]
+    write_data(specs, args.out, device=args.device, force=args.force)
+    return 0
+
+
+def write_data(specs, out: Path, *, device="cpu", force: bool = False) -> list[Path]:
+    """The data stage: one predictions file per run of ``specs`` in ``out`` (existing files
+    are kept unless ``force``); returns the files written."""
+    from rational_icl.training.predictions import strategy_dataset  # torch loads only here
+
+    runs = [r for spec in specs for r in spec.runs()]
+    _check_out_folder(out)
+    paths = {r: out / f"{r.name}.nc" for r in runs}
+    todo = [r for r in runs if force or not paths[r].exists()]
     for r in runs:
         if r not in todo:
             print(f"exists, kept (use --force to overwrite): {paths[r]}")
     with (
-        folder_lock(args.out, "ricl data"),  # one writer per folder
+        folder_lock(out, "ricl data"),  # one writer per folder
         tqdm(todo, desc="ricl data", unit="run", dynamic_ncols=True, disable=None) as bar,
     ):
         for r in bar:
-            dataset = strategy_dataset(r, device=args.device, progress=bar.set_postfix_str)
+            dataset = strategy_dataset(r, device=device, progress=bar.set_postfix_str)
             write_netcdf(dataset, paths[r])
-    print(f"wrote {len(todo)} file(s) to {args.out}")
-    return 0
+    print(f"wrote {len(todo)} file(s) to {out}")
+    return [paths[r] for r in todo]
 
 
 def _check_out_folder(out: Path) -> None:

@@ -98,15 +98,15 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     _check_args(args)
-    # Parallel chains need one XLA CPU device per chain, set before JAX starts its backend.
-    import numpyro
+    fit_runs(args.runs_dir, args.out, fit_settings(args), behaviour_file=args.behaviour)
+    return 0
 
-    numpyro.set_host_device_count(max(args.chains, os.cpu_count() or 1))
-    from rational_icl.fits import inference
-    from rational_icl.fits.behaviour import behaviour
-    from rational_icl.fits.runs import open_runs
 
-    settings = inference.FitSettings(
+def fit_settings(args):
+    """The FitSettings of ``ricl fit``'s options."""
+    from rational_icl.fits.inference import FitSettings
+
+    return FitSettings(
         observation=args.observation,
         measure=args.measure,
         splits=_splits(args.splits),
@@ -124,30 +124,44 @@ def run(args) -> int:
         drop_early=args.drop_early,
         progress_bar=os.isatty(2),
     )
-    runs = open_runs(args.runs_dir)
+
+
+def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None = None):
+    """The fit stage: the rational model fitted to a runs folder (its behaviour measured
+    here, or read from ``behaviour_file``), summarised on stdout and written to ``out``;
+    returns the fit's DataTree."""
+    # Parallel chains need one XLA CPU device per chain, set before JAX starts its backend.
+    import numpyro
+
+    numpyro.set_host_device_count(max(settings.chains, os.cpu_count() or 1))
+    from rational_icl.fits import inference
+    from rational_icl.fits.behaviour import behaviour
+    from rational_icl.fits.runs import open_runs
+
+    runs = open_runs(runs_dir)
     _warn_diverged(runs)
-    if args.behaviour is not None:
+    if behaviour_file is not None:
         from rational_icl.io import load_netcdf
 
-        measured = load_netcdf(args.behaviour)
-        _check_same_cells(measured, runs, args)
+        measured = load_netcdf(behaviour_file)
+        _check_same_cells(measured, runs, behaviour_file, runs_dir)
     else:
         measured = behaviour(runs).compute()
-    needs_runs = args.observation == "outputs" or args.context_dependent
+    needs_runs = settings.observation == "outputs" or settings.context_dependent
     tree = inference.fit(measured, settings, runs=runs if needs_runs else None)
     _report(tree, inference)
-    inference.write_fit(tree, args.out)
-    print(f"wrote {args.out}")
-    return 0
+    inference.write_fit(tree, out)
+    print(f"wrote {out}")
+    return tree
 
 
-def _check_same_cells(measured, runs, args) -> None:
+def _check_same_cells(measured, runs, behaviour_file, runs_dir) -> None:
     """A behaviour file must have been measured from these runs: the same grid of cells."""
     for dim in ("num_tasks", "checkpoint", "split"):
         if dim not in measured.dims or list(measured[dim].values) != list(runs[dim].values):
             raise RiclError(
-                f"--behaviour {str(args.behaviour)!r} was not measured from "
-                f"{str(args.runs_dir)!r} (its {dim} values differ); leave out --behaviour to "
+                f"--behaviour {str(behaviour_file)!r} was not measured from "
+                f"{str(runs_dir)!r} (its {dim} values differ); leave out --behaviour to "
                 "measure the runs here"
             )
 

@@ -32,23 +32,26 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.out.exists() and not args.out.is_dir():
-        raise RiclError(f"-o {str(args.out)!r} is a file, not a folder")
-    behaviour, fits = read_inputs(args.inputs)
+    report(args.inputs, args.out, title=args.title)
+    return 0
+
+
+def report(inputs: list[Path], out: Path, *, title: str = "rational-icl report") -> Path:
+    """The report stage: figures, tables and index.html in ``out`` from runs folders,
+    behaviour files and fit files; returns the page."""
+    if out.exists() and not out.is_dir():
+        raise RiclError(f"-o {str(out)!r} is a file, not a folder")
+    behaviour, fits = read_inputs(inputs)
     import matplotlib
 
     matplotlib.use("Agg")  # figures go to files; never open a window
     from rational_icl.reports import write_report
 
     page = write_report(
-        args.out,
-        behaviour=behaviour,
-        fits=fits,
-        title=args.title,
-        sources=[str(p) for p in args.inputs],
+        out, behaviour=behaviour, fits=fits, title=title, sources=[str(p) for p in inputs]
     )
     print(f"wrote {page}")
-    return 0
+    return page
 
 
 def read_inputs(paths: list[Path]):

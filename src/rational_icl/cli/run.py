@@ -2,7 +2,8 @@
 
 Each stage writes its files into the output folder and a rerun skips the stages whose
 output is already there and newer than its inputs (training resumes from its last
-checkpoint). The stages are the ordinary commands, so ``ricl run`` prints them as it goes:
+checkpoint). Each stage is the function behind its own command (``write_data``,
+``train_specs``, ``fit_runs``, ``report``), and ``ricl run`` prints that command as it goes:
 what it does can be repeated, or redone with other options, one command at a time.
 
 Layout of ``DIR`` (one spec; a preset bundling several specs gets one such folder per
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from rational_icl.cli.checks import (
@@ -30,7 +32,6 @@ from rational_icl.cli.checks import (
 )
 from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
-from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
 
 DEFAULT_PRESET = "tiny-categorical"
@@ -126,25 +127,30 @@ def _check_outputs(args) -> None:
 
 def run_spec(spec, folder: Path, args) -> Path:
     """Every stage for one spec into ``folder``; returns the report's index.html."""
+    from rational_icl.cli.data import write_data
+    from rational_icl.cli.fit import fit_runs
+    from rational_icl.cli.report import report
+    from rational_icl.cli.train import train_specs
+
     runs_dir, behaviour_file = folder / "runs", folder / "behaviour.nc"
     fit_file, report_dir = folder / "fit.nc", folder / "report"
     spec_file = folder / "spec.toml"
     folder.mkdir(parents=True, exist_ok=True)
     if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
-        spec_file.write_text(spec.to_toml())  # the commands below read the spec from here
-    force = ["--force"] if args.force else []
-    force += [IGNORE_MEMORY] if getattr(args, "ignore_memory_check", False) else []
-    train_options = ["--device", args.device] if args.device else []
-    if args.threads is not None:
-        train_options += ["--threads", str(args.threads)]
+        spec_file.write_text(spec.to_toml())  # the commands printed below read it from here
     run_files = [runs_dir / f"{r.name}.nc" for r in spec.runs()]
 
     if args.force or not all(p.exists() for p in run_files):
-        _command(["data", str(spec_file), "--out", str(runs_dir), *force])
+        with _stage(["data", str(spec_file), "--out", str(runs_dir), *_force(args)]):
+            write_data([spec], runs_dir, force=args.force)  # on the CPU, as `ricl data`
     else:
         _skip("data", runs_dir)
     if args.force or not _trained(spec, runs_dir):
-        _command(["train", str(spec_file), "--out", str(runs_dir), *train_options, *force])
+        options = ["--device", args.device] if args.device else []
+        options += ["--threads", str(args.threads)] if args.threads is not None else []
+        with _stage(["train", str(spec_file), "--out", str(runs_dir), *options, *_force(args)]):
+            device = check_device(args.device)
+            train_specs([spec], runs_dir, device=device, force=args.force, threads=args.threads)
     else:
         _skip("train", runs_dir)
     _report_convergence(spec, runs_dir)
@@ -153,20 +159,51 @@ def run_spec(spec, folder: Path, args) -> Path:
     else:
         _skip("behaviour", behaviour_file)
     if args.force or not _newer(fit_file, [*run_files, behaviour_file]):
-        fit_options = ["--method", args.method, "--chains", str(args.chains)]
-        fit_options += ["--draws", str(args.draws), "--warmup", str(args.warmup)]
-        fit_options += ["--drop-early"] if args.drop_early else []
-        fit_options += ["--measure", args.measure, "--behaviour", str(behaviour_file)]
-        fit_options += ["--splits", args.splits] if args.splits != "all" else []
-        _command(["fit", str(runs_dir), "-o", str(fit_file), "--force", *fit_options])
+        settings = _fit_settings(args)
+        with _stage(_fit_command(runs_dir, fit_file, behaviour_file, args)):
+            fit_runs(runs_dir, fit_file, settings, behaviour_file=behaviour_file)
     else:
         _skip("fit", fit_file)
     page = report_dir / "index.html"
     if args.force or not _newer(page, [fit_file, behaviour_file]):
-        _command(["report", str(behaviour_file), str(fit_file), "-o", str(report_dir)])
+        with _stage(["report", str(behaviour_file), str(fit_file), "-o", str(report_dir)]):
+            report([behaviour_file, fit_file], report_dir)
     else:
         _skip("report", page)
     return page
+
+
+def _fit_settings(args):
+    import os
+
+    from rational_icl.fits.inference import FitSettings
+
+    splits = None if args.splits == "all" else tuple(s.strip() for s in args.splits.split(","))
+    return FitSettings(
+        measure=args.measure,
+        splits=splits,
+        method=args.method,
+        chains=args.chains,
+        draws=args.draws,
+        warmup=args.warmup,
+        drop_early=args.drop_early,
+        progress_bar=os.isatty(2),
+    )
+
+
+def _fit_command(runs_dir: Path, fit_file: Path, behaviour_file: Path, args) -> list[str]:
+    """The ``ricl fit`` command line that repeats this stage."""
+    argv = ["fit", str(runs_dir), "-o", str(fit_file), "--force", "--method", args.method]
+    argv += ["--chains", str(args.chains), "--draws", str(args.draws)]
+    argv += ["--warmup", str(args.warmup)]
+    argv += ["--drop-early"] if args.drop_early else []
+    argv += ["--measure", args.measure, "--behaviour", str(behaviour_file)]
+    return argv + (["--splits", args.splits] if args.splits != "all" else [])
+
+
+def _force(args) -> list[str]:
+    force = ["--force"] if args.force else []
+    return force + ([IGNORE_MEMORY] if getattr(args, "ignore_memory_check", False) else [])
 
 
 def _trained(spec, runs_dir: Path) -> bool:
@@ -209,16 +246,12 @@ def _skip(stage: str, output: Path) -> None:
     print(f"== {stage}: done, kept {output} (rerun with --force to redo)")
 
 
-def _command(argv: list[str]) -> None:
-    """Run one ``ricl`` subcommand in this process; its RiclError ends ``ricl run``."""
-    from rational_icl.cli.main import build_parser
-
+@contextmanager
+def _stage(argv: list[str]):
+    """Announce a stage as the ``ricl`` command that repeats it, then time it."""
     print(f"== ricl {' '.join(argv)}", flush=True)
     start = time.perf_counter()
-    args = build_parser().parse_args(argv)
-    code = args.func(args) or 0
-    if code != 0:
-        raise RiclError(f"stage `ricl {argv[0]}` failed with exit status {code}")
+    yield
     print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
 
 

@@ -41,27 +41,37 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import torch  # loads only when the command runs
-
-    from rational_icl.training.loop import is_finished, run_path, train
-
     specs = load_specs(args.spec)
     check_memory(specs, args)
     device = check_device(args.device)
     if args.threads is not None:
         check_threads(args.threads)
-        torch.set_num_threads(args.threads)
-    _check_out_folder(args.out)
-    with folder_lock(args.out, "ricl train"):  # one writer per folder
+    train_specs(specs, args.out, device=device, force=args.force, threads=args.threads)
+    return 0
+
+
+def train_specs(
+    specs, out: Path, *, device=None, force: bool = False, threads: int | None = None
+) -> list[Path]:
+    """The training stage: train every run of ``specs`` into ``out`` (finished runs are
+    kept unless ``force``; partial ones resume); returns the files trained."""
+    import torch  # loads only when the stage runs
+
+    from rational_icl.training.loop import is_finished, run_path, train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _check_out_folder(out)
+    with folder_lock(out, "ricl train"):  # one writer per folder
         for spec in specs:
             for r in spec.runs():
-                if not args.force and is_finished(r, args.out):
-                    print(f"finished, kept (use --force to retrain): {run_path(r, args.out)}")
+                if not force and is_finished(r, out):
+                    print(f"finished, kept (use --force to retrain): {run_path(r, out)}")
         written = []
         for spec in specs:
-            written += train(spec, args.out, device=device, force=args.force)
-    print(f"trained {len(written)} run(s) into {args.out}")
-    return 0
+            written += train(spec, out, device=device, force=force)
+    print(f"trained {len(written)} run(s) into {out}")
+    return written
 
 
 def _check_out_folder(out: Path) -> None:
