@@ -39,9 +39,9 @@ def test_members_lacking_a_split_are_left_out_of_it():
     assert inputs[2].members == [1]
     trainer = EnsembleTrainer(spec)
     results = evaluate(trainer, inputs)
-    assert sorted(results[0]["loss"]) == ["id", "ood"]
-    assert sorted(results[1]["loss"]) == ["id", "iwl", "ood"]
-    prediction = results[1]["prediction"]["iwl"]  # (S, P=1, O=2)
+    assert sorted(results[0].losses) == ["id", "ood"]
+    assert sorted(results[1].losses) == ["id", "iwl", "ood"]
+    prediction = results[1].predictions["iwl"]  # (S, P=1, O=2)
     assert prediction.shape == (3, 1, 2) and prediction.dtype == np.float32
 
 
@@ -52,6 +52,6 @@ def test_losses_are_the_strategy_losses_applied_to_the_transformer():
     trainer = EnsembleTrainer(spec)
     result = evaluate(trainer, [inputs_id])[0]
     batch, tasks = evaluation_batches(run, training_tasks(run))["id"]
-    prediction = torch.from_numpy(result["prediction"]["id"]).double()
+    prediction = torch.from_numpy(result.predictions["id"]).double()
     expected = prediction_loss(trainer.setting, prediction, batch, tasks).mean().item()
-    assert result["loss"]["id"] == expected
+    assert result.losses["id"] == expected

@@ -7,7 +7,7 @@ scored on exactly the sequences the strategies were scored on, with the same los
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -50,9 +50,18 @@ def evaluation_inputs(datasets: list[xr.Dataset]) -> list[SplitInputs]:
     return out
 
 
-def evaluate(trainer, inputs: list[SplitInputs]) -> list[dict]:
-    """Every member's predictions (split -> (S, P, O) float32) and losses (split -> float)."""
-    results = [{"prediction": {}, "loss": {}} for _ in range(trainer.num_members)]
+@dataclass
+class MemberEvaluation:
+    """One ensemble member at one checkpoint, per split it has: its predictions
+    (S, P, O) float32 and its mean per-prediction loss (nats)."""
+
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate(trainer, inputs: list[SplitInputs]) -> list[MemberEvaluation]:
+    """Every member's predictions and losses on every split it has."""
+    results = [MemberEvaluation() for _ in range(trainer.num_members)]
     for split_inputs in inputs:
         prediction = trainer.predict(split_inputs.batch).cpu()  # (E, S, P, O)
         for e in split_inputs.members:
@@ -63,8 +72,8 @@ def evaluate(trainer, inputs: list[SplitInputs]) -> list[dict]:
                 split_inputs.member_batches[e],
                 split_inputs.member_tasks[e],
             )
-            results[e]["prediction"][split_inputs.split] = member_prediction.numpy()
-            results[e]["loss"][split_inputs.split] = loss.mean().item()
+            results[e].predictions[split_inputs.split] = member_prediction.numpy()
+            results[e].losses[split_inputs.split] = loss.mean().item()
     return results
 
 

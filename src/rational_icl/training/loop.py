@@ -25,7 +25,7 @@ from rational_icl.formulas import checkpoint_steps
 from rational_icl.io import load_netcdf, write_netcdf
 from rational_icl.training.checkpoint import load_state, save_state, state_path
 from rational_icl.training.ensemble import EnsembleTrainer
-from rational_icl.training.evaluation import evaluate, evaluation_inputs
+from rational_icl.training.evaluation import MemberEvaluation, evaluate, evaluation_inputs
 from rational_icl.training.predictions import strategy_dataset
 from rational_icl.training.schedule import log_interval
 
@@ -75,9 +75,9 @@ def train_ensemble(
     state_file = state_path(out_dir, spec, num_tasks)
     if state_file.exists() and not force:
         _resume(trainer, state_file)
-        records = [_Record.from_file(r, run_path(r, out_dir), trainer.step) for r in todo]
+        records = [RunRecord.from_file(r, run_path(r, out_dir), trainer.step) for r in todo]
     else:
-        records = [_Record.fresh(r, run_path(r, out_dir), force, device) for r in todo]
+        records = [RunRecord.fresh(r, run_path(r, out_dir), force, device) for r in todo]
     _train_loop(trainer, records, state_file, progress)
     return [record.path for record in records]
 
@@ -176,7 +176,7 @@ def _resume(trainer: EnsembleTrainer, state_file: Path) -> None:
 
 
 @dataclass
-class _Record:
+class RunRecord:
     """One member's predictions file in memory: the strategy part plus the history so far."""
 
     path: Path
@@ -188,7 +188,7 @@ class _Record:
     train_losses: list = field(default_factory=list)
 
     @classmethod
-    def fresh(cls, run: Run, path: Path, force: bool, device) -> _Record:
+    def fresh(cls, run: Run, path: Path, force: bool, device) -> RunRecord:
         """Start a run, reusing the strategy part of an existing file of the same spec (as
         ``ricl data`` writes it): it is deterministic, so recomputing it would only cost."""
         if path.exists():
@@ -207,7 +207,7 @@ class _Record:
         return cls(path, strategy_dataset(run, device=device))
 
     @classmethod
-    def from_file(cls, run: Run, path: Path, step: int) -> _Record:
+    def from_file(cls, run: Run, path: Path, step: int) -> RunRecord:
         """Resume: the file's history up to the state's step (later checkpoints are dropped)."""
         if not path.exists():
             raise RiclError(
@@ -235,11 +235,11 @@ class _Record:
         self.logged_steps.append(step)
         self.train_losses.append(train_loss)
 
-    def add_checkpoint(self, step: int, result: dict) -> None:
+    def add_checkpoint(self, step: int, result: MemberEvaluation) -> None:
         splits = self.base["split"].values.tolist()
         self.checkpoints.append(step)
-        self.predictions.append(np.stack([result["prediction"][s] for s in splits]))
-        self.losses.append(np.array([result["loss"][s] for s in splits]))
+        self.predictions.append(np.stack([result.predictions[s] for s in splits]))
+        self.losses.append(np.array([result.losses[s] for s in splits]))
 
     @property
     def diverged(self) -> bool:

@@ -40,7 +40,8 @@ from rational_icl.formulas import checkpoint_steps
 from rational_icl.io import write_netcdf
 from rational_icl.modeling.model import TransformerConfig
 from rational_icl.training.ensemble import EnsembleTrainer
-from rational_icl.training.loop import _Record
+from rational_icl.training.evaluation import MemberEvaluation
+from rational_icl.training.loop import RunRecord
 from rational_icl.training.predictions import strategy_dataset
 from rational_icl.training.schedule import log_interval
 
@@ -200,7 +201,7 @@ def _probe_file(run: Run, folder: Path) -> tuple[int, int, float]:
         evaluation=dataclasses.replace(spec.evaluation, num_loss_sequences=_PROBE_LOSS_SEQUENCES),
     )
     path = folder / f"{run.name}.nc"
-    record = _Record(path, strategy_dataset(Run(cheap, run.num_tasks)))
+    record = RunRecord(path, strategy_dataset(Run(cheap, run.num_tasks)))
     # the full spec text, as a real file has it
     record.base.attrs["spec"] = spec.to_toml()
     training = spec.training
@@ -210,7 +211,7 @@ def _probe_file(run: Run, folder: Path) -> tuple[int, int, float]:
     zeros = np.zeros((len(splits), *shape), np.float32)  # stored as next to nothing
     for step in checkpoint_steps(training.max_steps, training.num_checkpoints).tolist():
         prediction = dict(zip(splits, zeros, strict=True))
-        record.add_checkpoint(step, {"prediction": prediction, "loss": dict.fromkeys(splits, 1.0)})
+        record.add_checkpoint(step, MemberEvaluation(prediction, dict.fromkeys(splits, 1.0)))
     interval = log_interval(training.max_steps)
     logged = set(range(interval, training.max_steps + 1, interval)) | set(record.checkpoints)
     for step in sorted(logged):
