@@ -511,6 +511,14 @@ def test_fitting_one_split_masks_the_others(behaviour):
     assert int(mask.sel(split="id").sum()) == int((~tree.constant_data.held_out).sum())
     with pytest.raises(RiclError, match="allowed are id, ood"):
         inference.fit(behaviour, inference.FitSettings(method="map", splits=("iwl",)))
+    # the unfitted split is predicted with the fitted split's noise scale (0.05 in the
+    # simulation), not a draw of the HalfNormal(0.2) prior, whose intervals cover everything
+    weight = tree.posterior.weight_memorizing
+    inside = ((weight > 0.3) & (weight < 0.7)).all(["chain", "draw"])  # no clipping there
+    noise = (tree.posterior_predictive.relative_distance - weight).where(inside)
+    spread = noise.std(["chain", "draw", "num_tasks", "checkpoint"])
+    np.testing.assert_allclose(spread.sel(split="ood"), spread.sel(split="id"), rtol=0.15)
+    assert float(spread.sel(split="id")) == pytest.approx(0.05, rel=0.3)
 
 
 def test_no_skill_baseline_is_each_num_tasks_mean(map_fit):

@@ -36,10 +36,9 @@ from rational_icl.io import folder_lock
 
 DEFAULT_PRESET = "tiny-categorical"
 STAGES = ("data", "train", "behaviour", "fit", "report")
-# Every split enters the fit. On the three tiny presets the held-out 90% predictive intervals
-# of an all-splits fit were as close to 90% coverage as an id-only fit's, or closer, in two
-# of three; an id-only fit covers 100% of the other splits, whose noise scale stays at its
-# prior (README, "What the fit reads").
+# Every split enters the fit. On the three tiny presets an all-splits fit and an id-only fit
+# (whose other splits are predicted with the id noise scale) gave held-out correlations within
+# 0.004 and 90% coverage within 0.01 of each other (README, "What the fit reads").
 DEFAULT_FIT_SPLITS = "all"
 
 

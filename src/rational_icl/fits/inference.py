@@ -666,7 +666,10 @@ def _datatree(problem, inputs: _Inputs, latent, sample_stats, key, settings, beh
         posterior[name] = draws_array("", values.astype(np.float32), dims)
     posterior = _describe(xr.Dataset(posterior, coords=coords))
     kept = _pointwise_draws(chains, draws, settings.pointwise_draws)
-    predictive = _posterior_predictive(_thinned(derived, chains, draws, kept), settings, key)
+    split_fitted = np.asarray(inputs.kwargs["fit_mask"]).any(axis=(0, 1, 2))  # (S,)
+    predictive = _posterior_predictive(
+        _thinned(derived, chains, draws, kept), settings, key, split_fitted
+    )
     predictive = xr.Dataset(
         {"relative_distance": draws_array("", predictive, (*grid, "split"), kept)},
         coords=coords | {"draw": kept},
@@ -799,12 +802,21 @@ def _thinned(derived, chains: int, draws: int, kept: np.ndarray) -> dict:
     }
 
 
-def _posterior_predictive(derived, settings, key):
-    """Observed-weight draws (float32) for every cell, fitted and held out."""
+def _posterior_predictive(derived, settings, key, split_fitted):
+    """Observed-weight draws (float32) for every cell, fitted and held out.
+
+    A split with no fitted cell (``--splits id``) learns nothing about its noise scale: its
+    sigma is a draw from the prior, whose intervals cover everything. It is predicted with
+    the mean sigma of the fitted splits instead, per draw.
+    """
     expected = derived["expected"]  # (draws, C, D, N, S)
     if settings.observation == "outputs":
         return expected.astype(np.float32)  # the noise-free mixture's observed weight: w_M
-    sigma = np.asarray(derived["latent"]["sigma"])[:, None, None, None, :]
+    sigma = np.asarray(derived["latent"]["sigma"])  # (draws, S)
+    if not split_fitted.all() and split_fitted.any():
+        pooled = sigma[:, split_fitted].mean(axis=1, keepdims=True)
+        sigma = np.where(split_fitted, sigma, pooled)
+    sigma = sigma[:, None, None, None, :]
     rng = np.random.default_rng([settings.seed, 2])
     noisy = expected + sigma * rng.standard_normal(expected.shape)
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
