@@ -107,20 +107,28 @@ def fit_settings(args):
     from rational_icl.fits.inference import FitSettings
 
     return FitSettings(
+        **shared_fit_settings(args),
         observation=args.observation,
-        measure=args.measure,
-        splits=_splits(args.splits),
         ablation=args.ablation,
         pooling=args.pooling,
         strategies=tuple(s.strip() for s in args.strategies.split(",")),
         context_dependent=args.context_dependent,
+        seed=args.seed,
+        pointwise_draws=args.pointwise_draws,
+        held_out_fraction=args.held_out_fraction,
+    )
+
+
+def shared_fit_settings(args) -> dict:
+    """The FitSettings keywords of the options ``ricl fit`` and ``ricl run`` share: the
+    measure, the fitted splits, the sampler and the early-checkpoint rule."""
+    return dict(
+        measure=args.measure,
+        splits=_splits(args.splits),
         method=args.method,
         chains=args.chains,
         warmup=args.warmup,
         draws=args.draws,
-        seed=args.seed,
-        pointwise_draws=args.pointwise_draws,
-        held_out_fraction=args.held_out_fraction,
         drop_early=args.drop_early,
         progress_bar=os.isatty(2),
     )

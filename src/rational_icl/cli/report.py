@@ -60,7 +60,6 @@ def read_inputs(paths: list[Path]):
     At most one runs folder or behaviour file; fits are named by file stem (by parent
     folder and stem where stems repeat).
     """
-
     from rational_icl.fits import load_behaviour
     from rational_icl.fits.inference import read_fit
 

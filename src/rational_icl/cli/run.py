@@ -173,21 +173,11 @@ def run_spec(spec, folder: Path, args) -> Path:
 
 
 def _fit_settings(args):
-    import os
-
+    """ricl fit's defaults, with the options ricl run shares with it."""
+    from rational_icl.cli.fit import shared_fit_settings
     from rational_icl.fits.inference import FitSettings
 
-    splits = None if args.splits == "all" else tuple(s.strip() for s in args.splits.split(","))
-    return FitSettings(
-        measure=args.measure,
-        splits=splits,
-        method=args.method,
-        chains=args.chains,
-        draws=args.draws,
-        warmup=args.warmup,
-        drop_early=args.drop_early,
-        progress_bar=os.isatty(2),
-    )
+    return FitSettings(**shared_fit_settings(args))
 
 
 def _fit_command(runs_dir: Path, fit_file: Path, behaviour_file: Path, args) -> list[str]:

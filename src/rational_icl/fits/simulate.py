@@ -25,8 +25,6 @@ from rational_icl import formulas
 from rational_icl.errors import RiclError
 from rational_icl.io import load_netcdf, open_netcdf, write_netcdf
 
-# The simulator records the very checkpoints training would (torch-free module).
-
 # Defaults for a realistic grid (K in bits, K_M ~ 64·D·K bits, K_G ~ 10^3 bits; L_G − L_M
 # from ~0.15 nats at D = 2 down to ~0.004 at D = 1024, categorical K = 8): the complexity
 # penalty ln2·(K_M^beta − K_G^beta) grows from ~1.5 nats (D = 2) to ~30 (D = 1024), and the
