@@ -18,13 +18,15 @@ from functools import partial
 
 import torch
 
-from rational_icl.data import CategoricalSequence, Classification, LinearRegression, generator
-from rational_icl.modeling import STRATEGIES, strategy_prediction
-from rational_icl.modeling.strategies import (
-    categorical_memorizing,
-    regression_generalizing,
-    regression_memorizing,
+from rational_icl.data import (
+    STRATEGIES,
+    CategoricalSequence,
+    Classification,
+    LinearRegression,
+    generator,
 )
+from rational_icl.data.settings.categorical import categorical_memorizing
+from rational_icl.data.settings.regression import regression_generalizing, regression_memorizing
 
 TARGET_MS = {
     ("categorical-sequence", "memorizing"): 10,
@@ -68,7 +70,7 @@ def bench_setting(setting, dtype, repeats: int) -> list[tuple]:
     rows = []
     for strategy in STRATEGIES:
         peak = matmul_gflops()
-        ms = timed_ms(partial(strategy_prediction, setting, batch, tasks, strategy), repeats)
+        ms = timed_ms(partial(setting.strategy_prediction, batch, tasks, strategy), repeats)
         target = TARGET_MS.get((setting.name, strategy), 5)
         rows.append((setting.name, strategy, ms, target, peak))
     length = setting.context_length

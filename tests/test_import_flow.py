@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rational_icl"
 STAGES = ("data", "modeling", "training", "fits", "reports", "cli")
-SHARED = ("errors", "io", "formulas")  # top-level modules every stage may use
+SHARED = ("errors", "io", "formulas", "facts")  # top-level modules every stage may use
 TORCH_FREE = ("fits", "reports")
 
 

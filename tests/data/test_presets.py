@@ -8,7 +8,6 @@ import torch
 
 from rational_icl.data import Run, generator, load_specs, make_setting
 from rational_icl.data.presets import PRESETS, preset_specs
-from rational_icl.modeling.strategies import all_strategy_predictions
 from rational_icl.training.predictions import training_tasks
 
 
@@ -33,7 +32,7 @@ def _losses_and_distance(run: Run, num_sequences: int = 4000):
     setting, tasks, num_tasks = make_setting(run.spec), training_tasks(run), run.num_tasks
     batch = setting.sample_batch(tasks, num_sequences, generator(7, "preset-batch", num_tasks))
     assert tasks.tasks.dtype == torch.float64  # the strategies compute in this dtype
-    memorizing, generalizing, _ = all_strategy_predictions(setting, batch, tasks)[:, :, 0]
+    memorizing, generalizing, _ = setting.strategy_predictions(batch, tasks)[:, :, 0]
     label = batch.query_label[:, None]
 
     def loss(p):

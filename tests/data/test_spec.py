@@ -4,7 +4,7 @@ import tomllib
 
 import pytest
 
-from rational_icl.data import PRESETS, load_specs, spec_from_dict
+from rational_icl.data import PRESETS, load_specs, make_setting, spec_from_dict
 from rational_icl.errors import SpecError
 
 
@@ -16,7 +16,7 @@ def test_defaults_follow_the_paper():
     assert spec.effective_num_loss_sequences == 10_000
     assert spec_from_dict({"setting": "classification"}).effective_num_loss_sequences == 50_000
     regression = spec_from_dict({"setting": "linear-regression", "num_dims": 16})
-    assert regression.effective_noise_variance == 16 / 256
+    assert make_setting(regression).noise_variance == 16 / 256
 
 
 @pytest.mark.parametrize(

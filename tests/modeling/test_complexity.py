@@ -3,9 +3,9 @@
 import os
 
 from rational_icl.data import CategoricalSequence, Classification, LinearRegression, generator
+from rational_icl.data.settings.categorical import categorical_memorizing
 from rational_icl.modeling import strategy_complexity
 from rational_icl.modeling.complexity import compressed_bits, stripped_source
-from rational_icl.modeling.strategies import categorical_memorizing
 
 
 def test_stripped_source_has_no_comments_or_docstrings():

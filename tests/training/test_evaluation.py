@@ -2,7 +2,6 @@ import numpy as np
 import torch
 
 from rational_icl.data import Run, spec_from_dict
-from rational_icl.modeling.losses import prediction_loss
 from rational_icl.training.ensemble import EnsembleTrainer
 from rational_icl.training.evaluation import evaluate, evaluation_inputs
 from rational_icl.training.predictions import evaluation_batches, strategy_dataset, training_tasks
@@ -53,5 +52,5 @@ def test_losses_are_the_strategy_losses_applied_to_the_transformer():
     result = evaluate(trainer, [inputs_id])[0]
     batch, tasks = evaluation_batches(run, training_tasks(run))["id"]
     prediction = torch.from_numpy(result.predictions["id"]).double()
-    expected = prediction_loss(trainer.setting, prediction, batch, tasks).mean().item()
+    expected = trainer.setting.prediction_loss(prediction, batch, tasks).mean().item()
     assert result.losses["id"] == expected

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from rational_icl.data import (
+    STRATEGIES,
     CategoricalBatch,
     ClassificationBatch,
     RegressionBatch,
@@ -11,7 +12,6 @@ from rational_icl.data import (
     make_setting,
     spec_from_dict,
 )
-from rational_icl.modeling import STRATEGIES, all_strategy_predictions
 from rational_icl.training import strategy_dataset
 
 SMALL = {"num_tasks": [4], "evaluation": {"num_sequences": 5, "num_loss_sequences": 50}}
@@ -38,7 +38,7 @@ def test_categorical_file_has_the_schema_and_recomputes():
     tasks = TaskSet(torch.from_numpy(ds.training_tasks.values))
     tokens = torch.from_numpy(ds.tokens.sel(split="id").values)
     batch = CategoricalBatch(tokens, torch.zeros(5, dtype=torch.long))
-    again = all_strategy_predictions(setting, batch, tasks).numpy()
+    again = setting.strategy_predictions(batch, tasks).numpy()
     np.testing.assert_allclose(again, ds.strategy_prediction.sel(split="id").values, atol=1e-12)
     np.testing.assert_array_equal(ds.target.values, ds.tokens.values)
     # the strategies' evaluation loss: KL(true task || prediction), averaged over positions
@@ -53,7 +53,7 @@ def test_regression_file_recomputes_and_targets_are_y():
     setting = make_setting(spec)
     tasks = TaskSet(torch.from_numpy(ds.training_tasks.values))
     x, y = (torch.from_numpy(ds[v].sel(split="ood").values) for v in ("x", "y"))
-    again = all_strategy_predictions(setting, RegressionBatch(x, y, torch.zeros(5)), tasks)
+    again = setting.strategy_predictions(RegressionBatch(x, y, torch.zeros(5)), tasks)
     np.testing.assert_allclose(again.numpy(), ds.strategy_prediction.sel(split="ood"), atol=1e-12)
     # ood sequences come from fresh tasks, not the training tasks
     fresh = ds.sequence_task.sel(split="ood").values
@@ -80,7 +80,7 @@ def test_classification_file_has_three_splits_and_recomputes():
         torch.zeros(5, 5, dtype=torch.long),
         torch.zeros(5, dtype=torch.long),
     )
-    again = all_strategy_predictions(setting, batch, tasks)
+    again = setting.strategy_predictions(batch, tasks)
     np.testing.assert_allclose(again.numpy(), split.strategy_prediction.values, atol=1e-12)
     label = ds.target.values[None, :, :, 0, None, None]  # (1, split, S, 1, 1)
     probability = np.take_along_axis(ds.strategy_prediction.values, label, axis=-1)

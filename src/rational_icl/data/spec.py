@@ -11,10 +11,9 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
+from rational_icl.data.settings import SETTINGS, SpecOption, setting_class
 from rational_icl.errors import SpecError
-from rational_icl.formulas import default_noise_variance
 
-SETTINGS = ("categorical-sequence", "linear-regression", "classification")
 POSITION_ENCODINGS = ("rotary", "learned")
 # Regression token layouts (modeling/model.py): y tokens carry y alone, or their x as well.
 REGRESSION_TOKENS = ("interleaved", "paired")
@@ -66,22 +65,27 @@ class ExperimentSpec:
     noise_variance: float | None = None  # regression; None: num_dims / 256
     within_class_variance: float = 0.5  # classification: epsilon
     prior: tuple[float, ...] | None = None  # categorical Dirichlet concentration; None: ones
+    # The values of the setting's own keys (Setting.options) given in the spec, as
+    # (key, value) pairs; written at the top level of the TOML.
+    options: tuple[tuple[str, object], ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     name: str = ""
 
     @property
-    def effective_noise_variance(self) -> float:
-        if self.noise_variance is not None:
-            return self.noise_variance
-        return default_noise_variance(self.num_dims)
-
-    @property
     def effective_num_loss_sequences(self) -> int:
         if self.evaluation.num_loss_sequences is not None:
             return self.evaluation.num_loss_sequences
-        return 50_000 if self.setting == "classification" else 10_000
+        return setting_class(self.setting).num_loss_sequences
+
+    def option(self, key: str):
+        """The value of one of the setting's own keys: as given, else its default."""
+        given = dict(self.options)
+        if key in given:
+            return given[key]
+        (declared,) = [o for o in setting_class(self.setting).options if o.name == key]
+        return declared.default
 
     def expand(self) -> list[ExperimentSpec]:
         """The grid of scalar specs: one per combination of the list-valued fields."""
@@ -140,8 +144,15 @@ def spec_from_dict(raw: dict) -> ExperimentSpec:
         kwargs[section] = cls(**_validate_fields(cls, table, prefix=f"{section}."))
     if "setting" not in raw:
         raise SpecError(f"spec key 'setting' is missing; allowed: {', '.join(SETTINGS)}")
-    top = _validate_fields(ExperimentSpec, raw, prefix="", skip=set(sections))
-    spec = ExperimentSpec(**top, **kwargs)
+    options = _setting_options(raw)
+    top = _validate_fields(
+        ExperimentSpec,
+        raw,
+        prefix="",
+        skip={*sections, "options"},
+        also=[o.name for o in _declared_options(raw)],
+    )
+    spec = ExperimentSpec(**top, **kwargs, options=options)
     _check_cross_fields(spec)
     return spec
 
@@ -151,7 +162,9 @@ def to_dict(spec: ExperimentSpec) -> dict:
     out = {}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
-        if dataclasses.is_dataclass(value):
+        if f.name == "options":
+            out.update(value)
+        elif dataclasses.is_dataclass(value):
             out[f.name] = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
         elif value is not None:
             out[f.name] = list(value) if isinstance(value, tuple) else value
@@ -164,7 +177,8 @@ def to_dict(spec: ExperimentSpec) -> dict:
 # be a list that expands into a grid are marked in _GRID_FIELDS.
 _INT, _FLOAT, _STR = (int,), (int, float), (str,)
 _RULES = {
-    "setting": (_STR, lambda v: v in SETTINGS, f"one of {', '.join(SETTINGS)}"),
+    # settings may register after this module is loaded: the allowed text is made when needed
+    "setting": (_STR, lambda v: v in SETTINGS, lambda: f"one of {', '.join(SETTINGS)}"),
     "name": (_STR, lambda v: True, "a string"),
     "num_dims": (_INT, lambda v: v >= 2, "integers >= 2"),
     "context_length": (_INT, lambda v: v >= 2, "integers >= 2"),
@@ -212,28 +226,34 @@ def _belongs_in(key: str, prefix: str) -> str:
     for section, cls in homes.items():
         if prefix != f"{section}." and key in {f.name for f in dataclasses.fields(cls)}:
             return f" (it belongs in the [{section}] table)"
-    top = {f.name for f in dataclasses.fields(ExperimentSpec)} - set(homes)
+    top = {f.name for f in dataclasses.fields(ExperimentSpec)} - set(homes) - {"options"}
     if prefix and key in top:
         return " (it belongs at the top level, before any table)"
     return ""
 
 
-def _validate_fields(cls, table: dict, prefix: str, skip: frozenset | set = frozenset()) -> dict:
+def _validate_fields(
+    cls, table: dict, prefix: str, skip: frozenset | set = frozenset(), also=()
+) -> dict:
+    """The validated fields of ``cls`` in ``table``; ``also``: more allowed keys, which the
+    caller has taken out of ``table`` (only named in the unknown-key message)."""
     allowed = {f.name for f in dataclasses.fields(cls)} - set(skip)
     out = {}
     for key, value in table.items():
         if key not in allowed:
+            named = sorted(allowed | set(also))
             raise SpecError(
                 f"spec key {prefix + key!r} is unknown{_belongs_in(key, prefix)}; allowed keys"
-                f"{' in [' + prefix[:-1] + ']' if prefix else ''}: {', '.join(sorted(allowed))}"
+                f"{' in [' + prefix[:-1] + ']' if prefix else ''}: {', '.join(named)}"
                 f"{'' if prefix else ', and the tables [model], [training], [evaluation]'}"
             )
         out[key] = _validate_value(prefix + key, key, value)
     return out
 
 
-def _validate_value(full_key: str, key: str, value):
-    types, check, allowed = _RULES[key]
+def _validate_value(full_key: str, key: str, value, rule=None):
+    types, check, allowed = rule or _RULES[key]
+    allowed = allowed() if callable(allowed) else allowed
     is_list = isinstance(value, list)
     if key in _LIST_FIELDS and not is_list:
         value, is_list = [value], True
@@ -259,6 +279,25 @@ def _validate_value(full_key: str, key: str, value):
     return tuple(items) if is_list else items[0]
 
 
+def _declared_options(raw: dict) -> tuple[SpecOption, ...]:
+    """The own keys of the raw spec's setting (none while the setting is not valid)."""
+    setting = raw.get("setting")
+    return SETTINGS[setting].options if isinstance(setting, str) and setting in SETTINGS else ()
+
+
+def _setting_options(raw: dict) -> tuple[tuple[str, object], ...]:
+    """Take the setting's own keys out of ``raw``, validated, as (key, value) pairs."""
+    kinds = {int: _INT, float: _FLOAT, str: _STR}
+    options = []
+    for option in _declared_options(raw):
+        if option.name in raw:
+            rule = (kinds[option.kind], option.check, option.allowed)
+            options.append(
+                (option.name, _validate_value(option.name, option.name, raw.pop(option.name), rule))
+            )
+    return tuple(options)
+
+
 def _check_cross_fields(spec: ExperimentSpec) -> None:
     for s in spec.expand():
         if s.model.hidden_size % s.model.num_heads:
@@ -272,25 +311,27 @@ def _check_cross_fields(spec: ExperimentSpec) -> None:
                 f"hidden_size / num_heads = {s.model.hidden_size // s.model.num_heads}; "
                 "allowed: 'learned', or an even head size"
             )
-        if s.model.regression_tokens == "paired" and s.setting != "linear-regression":
-            raise SpecError(
-                f"spec key 'model.regression_tokens' is for the linear-regression setting "
-                f"only, not {s.setting!r}"
-            )
-        if s.prior is not None and s.setting != "categorical-sequence":
-            raise SpecError(
-                f"spec key 'prior' is for the categorical-sequence setting only, not {s.setting!r}"
-            )
-        if s.prior is not None and len(s.prior) not in (1, s.num_dims):
-            raise SpecError(
-                f"spec key 'prior': {len(s.prior)} values for num_dims {s.num_dims}; "
-                "allowed: one value or num_dims values"
-            )
-        if s.setting == "classification" and s.context_length < 3:
-            raise SpecError(
-                f"spec key 'context_length': value {s.context_length} is out of range for "
-                "classification; allowed: integers >= 3 (context pairs plus the query)"
-            )
+        _check_setting_keys(s)
+        setting_class(s.setting).check_spec(s)
+
+
+def _check_setting_keys(spec: ExperimentSpec) -> None:
+    """Keys that belong to other settings: a token layout this setting does not read, or a
+    field another setting holds exclusively (Setting.token_layouts, .exclusive_keys)."""
+    own = SETTINGS[spec.setting]
+    layout = spec.model.regression_tokens or "interleaved"
+    if layout not in own.token_layouts:
+        owners = [name for name, cls in SETTINGS.items() if layout in cls.token_layouts]
+        raise SpecError(
+            f"spec key 'model.regression_tokens' is for the {' and '.join(owners)} setting "
+            f"only, not {spec.setting!r}"
+        )
+    for name, cls in SETTINGS.items():
+        for key in cls.exclusive_keys:
+            if key not in own.exclusive_keys and getattr(spec, key) is not None:
+                raise SpecError(
+                    f"spec key {key!r} is for the {name} setting only, not {spec.setting!r}"
+                )
 
 
 # ---------------------------------------------------------------------------- grid

@@ -18,33 +18,6 @@ import zlib
 
 import numpy as np
 
-from rational_icl.modeling import strategies as s
-
-# The functions each strategy runs, per setting (helpers included: they are part of the code).
-_SOURCES = {
-    ("categorical-sequence", "memorizing"): [
-        s.categorical_memorizing,
-        s._exclusive_cumsum,
-        s._one_hot,
-    ],
-    ("categorical-sequence", "generalizing"): [
-        s.categorical_generalizing,
-        s._exclusive_cumsum,
-        s._one_hot,
-    ],
-    ("categorical-sequence", "constant"): [s.categorical_constant],
-    ("linear-regression", "memorizing"): [s.regression_memorizing, s._exclusive_cumsum],
-    ("linear-regression", "generalizing"): [s.regression_generalizing, s._exclusive_cumsum],
-    ("linear-regression", "constant"): [s.regression_constant],
-    ("classification", "memorizing"): [
-        s.classification_memorizing,
-        s._squared_distance,
-        s._one_hot,
-    ],
-    ("classification", "generalizing"): [s.classification_generalizing, s._one_hot],
-    ("classification", "constant"): [s.classification_constant],
-}
-
 
 def compressed_bits(data: bytes) -> int:
     """Smallest compressed size of ``data`` over lzma, bz2 and zlib, in bits."""
@@ -68,12 +41,7 @@ def stripped_source(function) -> str:
 
 def strategy_parameters(setting, tasks, strategy: str) -> np.ndarray:
     """The numbers a strategy stores: the task table for memorizing, the prior otherwise."""
-    if setting.name == "categorical-sequence":
-        prior = setting.concentration.numpy()
-    elif setting.name == "linear-regression":
-        prior = np.array([setting.noise_variance, 1.0])
-    else:
-        prior = np.array([setting.within_class_variance])
+    prior = setting.prior_parameters()
     if strategy != "memorizing":
         return prior.astype(np.float64)
     table = tasks.tasks.double().numpy()
@@ -83,8 +51,12 @@ def strategy_parameters(setting, tasks, strategy: str) -> np.ndarray:
 
 
 def strategy_complexity(setting, tasks, strategy: str) -> float:
-    """K_Q in bits: compressed stripped source plus compressed parameters."""
-    code = "\n".join(stripped_source(f) for f in _SOURCES[(setting.name, strategy)])
+    """K_Q in bits: compressed stripped source plus compressed parameters.
+
+    The source is that of the functions the setting names for the strategy
+    (``Setting.strategy_sources``), helpers included: they are part of the code.
+    """
+    code = "\n".join(stripped_source(f) for f in setting.strategy_sources[strategy])
     parameters = strategy_parameters(setting, tasks, strategy).tobytes()
     return float(compressed_bits(code.encode()) + compressed_bits(parameters))
 

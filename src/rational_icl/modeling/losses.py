@@ -1,4 +1,6 @@
-"""Per-prediction losses (nats, docs/science.md) and Monte Carlo strategy losses L_Q."""
+"""Monte Carlo strategy losses L_Q: a strategy's expected per-prediction loss (nats,
+docs/science.md) on sequences from the training tasks. The per-prediction loss is the
+setting's (``Setting.prediction_loss``)."""
 
 from __future__ import annotations
 
@@ -7,26 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rational_icl.modeling.strategies import strategy_prediction
-
 # Memory bound for one Monte Carlo chunk: sequences x positions x tasks elements.
 _CHUNK_ELEMENTS = 2**23
-
-
-def prediction_loss(setting, prediction: torch.Tensor, batch, tasks) -> torch.Tensor:
-    """Loss of each prediction (B, P, O) against the batch it was made on: (B, P).
-
-    categorical: KL(theta || prediction) with theta the sequence's true task;
-    regression: squared error / (2 sigma^2); classification: cross-entropy of the query label.
-    """
-    if setting.name == "categorical-sequence":
-        theta = tasks.tasks[batch.task_index.cpu()].to(prediction)[:, None, :]  # (B, 1, K)
-        log_ratio = theta.log() - prediction.clamp_min(torch.finfo(prediction.dtype).tiny).log()
-        return (theta * log_ratio).sum(-1)
-    if setting.name == "linear-regression":
-        return (batch.y.to(prediction) - prediction[..., 0]) ** 2 / (2 * setting.noise_variance)
-    label_prob = prediction[:, 0, :].gather(1, batch.query_label[:, None])  # (B, 1)
-    return -label_prob.clamp_min(torch.finfo(prediction.dtype).tiny).log()
 
 
 @dataclass(frozen=True)
@@ -60,8 +44,8 @@ def strategy_loss(
     while remaining > 0:
         size = min(chunk, remaining)
         batch = setting.sample_batch(tasks, size, gen, device=device)
-        prediction = strategy_prediction(setting, batch, tasks, strategy)
-        per_sequence.append(prediction_loss(setting, prediction, batch, tasks).mean(-1).cpu())
+        prediction = setting.strategy_prediction(batch, tasks, strategy)
+        per_sequence.append(setting.prediction_loss(prediction, batch, tasks).mean(-1).cpu())
         remaining -= size
     losses = torch.cat(per_sequence).double()  # (N,)
     groups = torch.stack([g.mean() for g in losses.tensor_split(min(num_groups, len(losses)))])

@@ -7,17 +7,11 @@ about 100x slower on CPU.) Members never interact: each has its own initialisati
 and the loss returned per member lets the optimizer treat them separately. A single model
 is E = 1.
 
-Sequences per setting (L tokens, P predictions of O outcomes each):
-
-- categorical-sequence: a start token then the symbols; logits for the next symbol at
-  every position (L = P = T, O = K).
-- linear-regression: x_1, y_1, ..., x_T interleaved (L = 2T - 1); x enters through a linear
-  read-in, y as a scalar channel of the same read-in; the predicted mean of y_t is read at
-  the x_t token (P = T, O = 1). With ``regression_tokens = "paired"`` the y_i token also
-  carries x_i and a channel flags y tokens, so one attention layer can match the query
-  x_t against (x_i, y_i) pairs directly instead of first copying x_i onto the y_i token.
-- classification: one token per (item, label) pair, the query last with its label masked
-  (L = T); label logits at the query (P = 1, O = 2).
+How a setting's sequences become tokens and which tokens predict is the setting's
+(``Setting.token_layout`` and ``Setting.tokens``, in rational_icl.data.settings): L tokens
+in, of features through a linear read-in and/or symbols through an embedding; P predictions
+of O outcomes out, logits (trained on cross-entropy) or predicted means of y (squared error)
+as the setting's ``facts.prediction_kind`` says.
 """
 
 from __future__ import annotations
@@ -29,9 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rational_icl.data import CategoricalBatch, ClassificationBatch, RegressionBatch
-
-SETTINGS = ("categorical-sequence", "linear-regression", "classification")
+from rational_icl.data import Batch, TokenLayout, setting_class
 
 
 @dataclass(frozen=True)
@@ -49,8 +41,7 @@ class TransformerConfig:
     rotary_base: float = 10_000.0
 
     def __post_init__(self):
-        if self.setting not in SETTINGS:
-            raise ValueError(f"setting {self.setting!r} is unknown; allowed: {', '.join(SETTINGS)}")
+        setting_class(self.setting)  # ValueError naming the allowed settings
         if self.position_encoding not in ("rotary", "learned"):
             raise ValueError(f"position_encoding {self.position_encoding!r}: rotary or learned")
         if self.hidden_size % self.num_heads:
@@ -88,27 +79,30 @@ class TransformerConfig:
         return max(1, round(self.hidden_size * self.mlp_expansion_factor))
 
     @property
-    def read_in_size(self) -> int:  # features of one token before the read-in
-        if self.setting == "categorical-sequence":
-            return self.num_dims + 1  # symbols and the start token (an embedding)
-        if self.setting == "linear-regression":
-            # interleaved: x features, then y; paired: x, y, then a y-token flag
-            return self.num_dims + (2 if self.regression_tokens == "paired" else 1)
-        return self.num_dims
+    def layout(self) -> TokenLayout:
+        """The setting's read-in and read-out sizes for this config."""
+        cls = setting_class(self.setting)
+        return cls.token_layout(self.num_dims, self.context_length, self.regression_tokens)
+
+    @property
+    def prediction_kind(self) -> str:  # "probabilities" (from logits) or "mean"
+        return setting_class(self.setting).facts.prediction_kind
+
+    @property
+    def read_in_size(self) -> int:  # features of one token before the read-in, or symbols
+        return self.layout.features or self.layout.symbols
 
     @property
     def sequence_length(self) -> int:  # L, tokens the transformer reads
-        if self.setting == "linear-regression":
-            return 2 * self.context_length - 1
-        return self.context_length
+        return self.layout.sequence_length
 
     @property
     def num_predictions(self) -> int:  # P
-        return 1 if self.setting == "classification" else self.context_length
+        return self.layout.num_predictions
 
     @property
     def num_outcomes(self) -> int:  # O
-        return {"categorical-sequence": self.num_dims, "linear-regression": 1}.get(self.setting, 2)
+        return self.layout.num_outcomes
 
 
 # ---------------------------------------------------------------------------- layers
@@ -238,8 +232,6 @@ class Block(nn.Module):
 
 # ---------------------------------------------------------------------------- model
 
-Batch = CategoricalBatch | RegressionBatch | ClassificationBatch
-
 
 class EnsembleTransformer(nn.Module):
     """E transformers with stacked parameters.
@@ -255,13 +247,17 @@ class EnsembleTransformer(nn.Module):
     def __init__(self, config: TransformerConfig, seeds=None):
         super().__init__()
         self.config = config
+        self.setting = setting_class(config.setting)
+        self.layout = layout = config.layout
         e, h = config.num_members, config.hidden_size
-        if config.setting == "categorical-sequence":
-            self.read_in = EnsembleEmbedding(e, config.read_in_size, h)
+        # Features through a linear read-in, else symbols through an embedding; symbols
+        # beside features are embedded and added ("label_in", the name saved states use).
+        if layout.features:
+            self.read_in = EnsembleLinear(e, layout.features, h)
         else:
-            self.read_in = EnsembleLinear(e, config.read_in_size, h)
-        if config.setting == "classification":
-            self.label_in = EnsembleEmbedding(e, 3, h)  # labels 0, 1 and "masked"
+            self.read_in = EnsembleEmbedding(e, layout.symbols, h)
+        if layout.features and layout.symbols:
+            self.label_in = EnsembleEmbedding(e, layout.symbols, h)
         self.position = None
         if config.position_encoding == "learned":
             self.position = EnsembleEmbedding(e, config.sequence_length, h)
@@ -287,17 +283,18 @@ class EnsembleTransformer(nn.Module):
 
         Parameters
         ----------
-        batch : CategoricalBatch | RegressionBatch | ClassificationBatch
-            Each field with the members on a leading dimension, e.g. tokens (E, B, T).
+        batch : Batch
+            The setting's batch, each field with the members on a leading dimension, e.g.
+            tokens (E, B, T).
         targets : tensor (E, B, P), optional
-            Symbols, y values or query labels.
+            The batch's targets: symbols, y values or query labels.
 
         Returns
         -------
         output : tensor (E, B, P, O)
-            Logits (categorical, classification) or the predicted mean of y (regression).
+            Logits, or the predicted mean of y where the setting predicts means.
         loss : tensor (E,) or None
-            Per member: cross-entropy in nats, or mean squared error for regression.
+            Per member: cross-entropy in nats, or the mean squared error of y.
         """
         x = self._read_in(batch)  # (E, B, L, H)
         num_members, batch_size, length, hidden = x.shape
@@ -315,7 +312,7 @@ class EnsembleTransformer(nn.Module):
         """Mean training loss per member, (E,), in float32 or better (bf16 outputs upcast)."""
         output = output.to(torch.promote_types(output.dtype, torch.float32))
         num_members = output.shape[0]
-        if self.config.setting == "linear-regression":
+        if self.config.prediction_kind == "mean":
             return (
                 (output[..., 0] - targets.to(output.dtype))
                 .square()
@@ -334,44 +331,23 @@ class EnsembleTransformer(nn.Module):
         """Probabilities over outcomes, or the predicted mean of y: (E, B, P, O)."""
         output, _ = self(batch)
         output = output.float()
-        if self.config.setting == "linear-regression":
+        if self.config.prediction_kind == "mean":
             return output
         return output.softmax(-1)
 
     def _read_in(self, batch: Batch) -> torch.Tensor:  # (E, B, L, H)
-        c = self.config
-        if c.setting == "categorical-sequence":
-            tokens = batch.tokens  # (E, B, T)
-            start = torch.full_like(tokens[..., :1], c.num_dims)
-            return self.read_in(torch.cat([start, tokens[..., :-1]], -1))
-        weight_dtype = self.read_out.weight.dtype
-        if c.setting == "linear-regression":
-            x, y = batch.x.to(weight_dtype), batch.y.to(weight_dtype)  # (E, B, T, d), (E, B, T)
-            if c.regression_tokens == "paired":
-                x_tokens = F.pad(x, (0, 2))  # (E, B, T, d + 2): x, y = 0, flag 0
-                flag = torch.ones_like(y[..., None])
-                y_tokens = torch.cat([x, y[..., None], flag], -1)  # (E, B, T, d + 2)
-            else:
-                x_tokens = F.pad(x, (0, 1))  # (E, B, T, d + 1): last channel 0
-                y_tokens = F.pad(y[..., None], (c.num_dims, 0))  # (E, B, T, d + 1): only y
-            tokens = torch.stack([x_tokens, y_tokens], 3).flatten(2, 3)[:, :, :-1]  # (E,B,2T-1,.)
-        else:
-            items = torch.cat([batch.context_items, batch.query_item[..., None, :]], -2)
-            tokens = items.to(weight_dtype)  # (E, B, T, d)
-            masked = torch.full_like(batch.context_labels[..., :1], 2)
-            labels = torch.cat([batch.context_labels, masked], -1)  # (E, B, T)
-        num_members, batch_size, length, features = tokens.shape
-        x = self.read_in(tokens.reshape(num_members, batch_size * length, features))
+        tokens = self.setting.tokens(batch, self.layout, self.read_out.weight.dtype)
+        if tokens.features is None:
+            return self.read_in(tokens.symbols)  # (E, B, L) -> (E, B, L, H)
+        num_members, batch_size, length, features = tokens.features.shape
+        x = self.read_in(tokens.features.reshape(num_members, batch_size * length, features))
         x = x.view(num_members, batch_size, length, -1)
-        if c.setting == "classification":
-            x = x + self.label_in(labels)
+        if tokens.symbols is not None:
+            x = x + self.label_in(tokens.symbols)
         return x
 
     def _read_out(self, x: torch.Tensor) -> torch.Tensor:  # (E, B, L, H) -> (E, B, P, O)
-        if self.config.setting == "linear-regression":
-            x = x[:, :, 0::2]  # the x_t tokens
-        elif self.config.setting == "classification":
-            x = x[:, :, -1:]  # the query
+        x = x[:, :, self.layout.predicted_tokens]
         num_members, batch_size, positions, hidden = x.shape
         out = self.read_out(x.reshape(num_members, batch_size * positions, hidden))
         return out.view(num_members, batch_size, positions, -1)
@@ -392,7 +368,7 @@ def count_flops(config: TransformerConfig, batch_size: int) -> int:
     h, m = c.hidden_size, c.mlp_size
     per_token = 2 * (3 * h * h + h * h + 2 * h * m)  # qkv, proj, mlp up + down
     attention = 2 * 2 * length * h / 2  # scores and mixing, causal half
-    tokens_in = c.read_in_size if c.setting == "linear-regression" else 0
-    read = 2 * h * tokens_in * length + 2 * h * c.num_outcomes * c.num_predictions
+    # a linear read-in is a matmul; an embedding is a look-up
+    read = 2 * h * c.layout.features * length + 2 * h * c.num_outcomes * c.num_predictions
     forward = batch_size * (c.num_layers * length * (per_token + attention) + read)
     return int(3 * forward * c.num_members)

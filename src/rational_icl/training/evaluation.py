@@ -2,7 +2,7 @@
 
 The sequences are read back from each run's predictions dataset, so the transformer is
 scored on exactly the sequences the strategies were scored on, with the same loss
-(rational_icl.modeling.losses.prediction_loss).
+(the setting's ``prediction_loss``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from rational_icl.data import CategoricalBatch, ClassificationBatch, RegressionBatch, TaskSet
-from rational_icl.modeling.losses import prediction_loss
+from rational_icl.data import TaskSet, setting_class
 from rational_icl.modeling.model import stack_batches
 
 
@@ -66,8 +65,7 @@ def evaluate(trainer, inputs: list[SplitInputs]) -> list[MemberEvaluation]:
         prediction = trainer.predict(split_inputs.batch).cpu()  # (E, S, P, O)
         for e in split_inputs.members:
             member_prediction = prediction[e]
-            loss = prediction_loss(
-                trainer.setting,
+            loss = trainer.setting.prediction_loss(
                 member_prediction.double(),
                 split_inputs.member_batches[e],
                 split_inputs.member_tasks[e],
@@ -79,22 +77,9 @@ def evaluate(trainer, inputs: list[SplitInputs]) -> list[MemberEvaluation]:
 
 def _batch(ds: xr.Dataset):
     """The batch of one split, rebuilt from a predictions dataset; task_index = sequence."""
-    num_sequences = ds.sizes["sequence"]
-    index = torch.arange(num_sequences)
-    if "tokens" in ds:
-        return CategoricalBatch(_tensor(ds["tokens"]), index)
-    if "x" in ds:
-        return RegressionBatch(_tensor(ds["x"]), _tensor(ds["y"]), index)
-    query_label = _tensor(ds["target"]).reshape(num_sequences)
-    context_labels = _tensor(ds["context_labels"])
-    return ClassificationBatch(
-        _tensor(ds["context_items"]),
-        context_labels,
-        _tensor(ds["query_item"]),
-        query_label,
-        torch.zeros_like(context_labels),  # the context's tasks are not needed to evaluate
-        index,
-    )
+    setting = setting_class(ds.attrs["setting"])
+    names = [*setting.input_dims, "target"]
+    return setting.batch_from_file({name: _tensor(ds[name]) for name in names})
 
 
 def _tensor(variable: xr.DataArray) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-from rational_icl.data import ExperimentSpec, Run
+from rational_icl.data import ExperimentSpec, Run, setting_class
 from rational_icl.errors import RiclError
 from rational_icl.formulas import checkpoint_steps
 from rational_icl.io import load_netcdf, write_netcdf
@@ -248,17 +248,17 @@ class RunRecord:
     def dataset(self, final: bool = False) -> xr.Dataset:
         """The full predictions file: strategy part plus every checkpoint so far; the
         ``final`` one (the last checkpoint) also gets the ``diverged`` attribute."""
-        regression = self.base.attrs["setting"] == "linear-regression"
+        means = setting_class(self.base.attrs["setting"]).facts.prediction_kind == "mean"
         loss_units = "nats"
-        train_units = "squared y units" if regression else "nats"
-        train_what = "mean squared error of y" if regression else "cross-entropy"
+        train_units = "squared y units" if means else "nats"
+        train_what = "mean squared error of y" if means else "cross-entropy"
         ds = self.base.assign(
             transformer_prediction=(
                 ("checkpoint", "split", "sequence", "position", "outcome"),
                 np.stack(self.predictions).astype(np.float32),
                 {
                     "long_name": "transformer prediction",
-                    "units": "y" if regression else "probability",
+                    "units": "y" if means else "probability",
                     "description": "the transformer's prediction at each position from the "
                     "context before it, on the same sequences as strategy_prediction",
                 },

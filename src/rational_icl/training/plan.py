@@ -35,7 +35,7 @@ import numpy as np
 import psutil
 import torch
 
-from rational_icl.data import ExperimentSpec, Run
+from rational_icl.data import ExperimentSpec, Run, setting_class
 from rational_icl.formulas import checkpoint_steps
 from rational_icl.io import write_netcdf
 from rational_icl.modeling.model import TransformerConfig
@@ -228,7 +228,7 @@ def _fit_bytes(spec: ExperimentSpec, chains: int, draws: int, pointwise: int) ->
     scalars = spec.expand()
     training = spec.training
     checkpoints = len(checkpoint_steps(training.max_steps, training.num_checkpoints))
-    splits = 3 if spec.setting == "classification" else 2
+    splits = len(setting_class(spec.setting).splits)
     grid = sum(len(set(s.num_tasks)) for s in scalars) * checkpoints  # (config, D, N)
     cells = grid * splits
     kept = chains * len(range(0, draws, math.ceil(chains * draws / pointwise)))
@@ -285,7 +285,7 @@ def _steps_with_evaluation(spec: ExperimentSpec) -> float:
     """Training steps plus checkpoint evaluations, in training-step equivalents."""
     training = spec.training
     checkpoints = len(checkpoint_steps(training.max_steps, training.num_checkpoints))
-    splits = 3 if spec.setting == "classification" else 2
+    splits = len(setting_class(spec.setting).splits)
     batches = splits * spec.evaluation.num_sequences / training.batch_size
     return training.max_steps + checkpoints * batches * _EVALUATION_COST
 

@@ -14,10 +14,9 @@ import torch
 import xarray as xr
 
 from rational_icl import __version__
-from rational_icl.data import Run, TaskSet, generator, make_setting
-from rational_icl.modeling import STRATEGIES, all_strategy_predictions
+from rational_icl.data import STRATEGIES, Run, TaskSet, generator, make_setting
 from rational_icl.modeling.complexity import strategy_complexity
-from rational_icl.modeling.losses import prediction_loss, strategy_loss
+from rational_icl.modeling.losses import strategy_loss
 
 
 def training_tasks(run: Run) -> TaskSet:
@@ -27,35 +26,12 @@ def training_tasks(run: Run) -> TaskSet:
 
 
 def evaluation_batches(run: Run, tasks: TaskSet) -> dict:
-    """The fixed evaluation sequences of every split, on the CPU, keyed by split name.
-
-    ``id`` draws from the D training tasks; ``ood`` from fresh tasks of the true prior (one per
-    sequence; a fresh pool of D pairs for classification), the same for every D of a spec;
-    ``iwl`` (classification) keeps the query's pair out of the context.
-    """
+    """The fixed evaluation sequences of every split, on the CPU, keyed by split name, each
+    with the tasks it was drawn from (``Setting.evaluation_batches``)."""
     spec, setting = run.spec, make_setting(run.spec)
-    num_sequences = spec.evaluation.num_sequences
-    seed = spec.seed
-    batches = {
-        "id": setting.sample_batch(tasks, num_sequences, generator(seed, "id", run.num_tasks))
-    }
-    ood_gen = generator(seed, "ood")
-    if setting.name == "classification":
-        pool = setting.sample_tasks(
-            max(run.num_tasks, 2), generator(seed, "ood-pool", run.num_tasks)
-        )
-        batches["ood"] = (setting.sample_batch(pool, num_sequences, ood_gen), pool)
-        if run.num_tasks >= 2:
-            iwl_gen = generator(seed, "iwl", run.num_tasks)
-            batches["iwl"] = setting.sample_batch(tasks, num_sequences, iwl_gen, in_weights=True)
-    else:
-        fresh = setting.sample_tasks(num_sequences, ood_gen)
-        index = torch.arange(num_sequences)
-        batches["ood"] = (
-            setting.sample_batch(fresh, num_sequences, ood_gen, task_index=index),
-            fresh,
-        )
-    return {k: v if isinstance(v, tuple) else (v, tasks) for k, v in batches.items()}
+    return setting.evaluation_batches(
+        tasks, spec.evaluation.num_sequences, spec.seed, run.num_tasks
+    )
 
 
 def strategy_dataset(run: Run, device="cpu", progress=None) -> xr.Dataset:
@@ -68,7 +44,7 @@ def strategy_dataset(run: Run, device="cpu", progress=None) -> xr.Dataset:
     batches = evaluation_batches(run, tasks)
     splits = list(batches)
     predictions = np.stack(
-        [all_strategy_predictions(setting, b, tasks).numpy() for b, _ in batches.values()], axis=1
+        [setting.strategy_predictions(b, tasks).numpy() for b, _ in batches.values()], axis=1
     )  # (Q, split, S, P, O)
     data = {
         "strategy_prediction": (
@@ -76,7 +52,7 @@ def strategy_dataset(run: Run, device="cpu", progress=None) -> xr.Dataset:
             predictions,
             _attrs(
                 "strategy prediction",
-                "probability" if setting.num_outcomes > 1 else "y",
+                "y" if setting.facts.prediction_kind == "mean" else "probability",
                 "each Bayesian strategy's prediction at each position from the context before it",
             ),
         ),
@@ -107,7 +83,8 @@ def strategy_dataset(run: Run, device="cpu", progress=None) -> xr.Dataset:
         "strategy": list(STRATEGIES),
         "task": np.arange(run.num_tasks),
     }
-    if setting.name != "categorical-sequence":
+    dims = {d for v in setting.input_dims.values() for d in v} | {setting.task_dim}
+    if "feature" in dims:
         coords["feature"] = np.arange(spec.num_dims)
     return xr.Dataset(data, coords=coords, attrs=run_attributes(run))
 
@@ -137,13 +114,7 @@ def run_attributes(run: Run) -> dict:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": spec.to_toml(),
     }
-    if spec.setting == "linear-regression":
-        attrs["noise_variance"] = spec.effective_noise_variance
-    if spec.setting == "classification":
-        attrs["within_class_variance"] = spec.within_class_variance
-    if spec.setting == "categorical-sequence":
-        attrs["prior"] = make_setting(spec).concentration.numpy()
-    return attrs
+    return attrs | make_setting(spec).file_attributes()
 
 
 def _attrs(long_name: str, units: str, description: str) -> dict:
@@ -156,30 +127,17 @@ def _stack(batches: dict, field: str) -> np.ndarray:
 
 def _inputs(setting, batches: dict) -> dict:
     """The evaluation inputs, enough to recompute every strategy prediction from the file."""
-    if setting.name == "categorical-sequence":
-        out = {"tokens": (("split", "sequence", "position"), _stack(batches, "tokens"))}
-    elif setting.name == "linear-regression":
-        out = {
-            "x": (("split", "sequence", "position", "feature"), _stack(batches, "x")),
-            "y": (("split", "sequence", "position"), _stack(batches, "y")),
-        }
-    else:
-        return {
-            "context_items": (
-                ("split", "sequence", "context", "feature"),
-                _stack(batches, "context_items"),
+    out = {name: (dims, _stack(batches, name)) for name, dims in setting.input_dims.items()}
+    if setting.writes_sequence_task:
+        # The true task of each evaluation sequence, for losses against the truth (e.g. KL).
+        sequence_task = np.stack([t.tasks[b.task_index].numpy() for b, t in batches.values()])
+        out["sequence_task"] = (
+            ("split", "sequence", setting.task_dim),
+            sequence_task,
+            _attrs(
+                "task of each sequence", "", "the true task parameters that generated the sequence"
             ),
-            "context_labels": (("split", "sequence", "context"), _stack(batches, "context_labels")),
-            "query_item": (("split", "sequence", "feature"), _stack(batches, "query_item")),
-        }
-    # The true task of each evaluation sequence, for losses against the truth (e.g. KL).
-    task_dim = "outcome" if setting.name == "categorical-sequence" else "feature"
-    sequence_task = np.stack([t.tasks[b.task_index].numpy() for b, t in batches.values()])
-    out["sequence_task"] = (
-        ("split", "sequence", task_dim),
-        sequence_task,
-        _attrs("task of each sequence", "", "the true task parameters that generated the sequence"),
-    )
+        )
     return out
 
 
@@ -228,15 +186,14 @@ def _evaluation_losses(setting, batches: dict, predictions: np.ndarray) -> np.nd
     for j, (batch, split_tasks) in enumerate(batches.values()):
         for q in range(predictions.shape[0]):
             prediction = torch.from_numpy(predictions[q, j]).double()  # (S, P, O)
-            losses[q, j] = prediction_loss(setting, prediction, batch, split_tasks).mean().item()
+            losses[q, j] = setting.prediction_loss(prediction, batch, split_tasks).mean().item()
     return losses
 
 
 def _tasks(setting, tasks: TaskSet) -> dict:
-    task_dim = "outcome" if setting.name == "categorical-sequence" else "feature"
     out = {
         "training_tasks": (
-            ("task", task_dim),
+            ("task", setting.task_dim),
             tasks.tasks.numpy(),
             _attrs("training tasks", "", "the D task parameters the run trains on"),
         )
