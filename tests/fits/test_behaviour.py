@@ -215,6 +215,35 @@ def test_behaviour_rejects_an_unknown_setting(make_run):
         behaviour(runs.assign_attrs(setting="poker"))
 
 
+def test_behaviour_dispatches_on_the_file_facts_not_the_setting_name(make_run):
+    rng = np.random.default_rng(7)
+    runs = _combined(make_run, [_run(make_run, rng, d) for d in (2, 4)])
+    expected = behaviour(runs)  # a categorical file from before the facts
+    facts = {
+        "prediction_kind": "probabilities",
+        "distance_kind": "kl",
+        "loss_kind": "task-kl",
+        "alternative_generalizer": "tempered",
+    }
+    renamed = behaviour(runs.assign_attrs(setting="poker", **facts))
+    for name in ("distance", "relative_distance", "barycentric_weight"):
+        np.testing.assert_array_equal(renamed[name].values, expected[name].values)
+    # as mean predictions: squared error, and no under-confident generalizer
+    means = runs.assign_attrs(
+        setting="poker", **facts | {"distance_kind": "mse", "alternative_generalizer": "none"}
+    )
+    measured = behaviour(means)
+    assert measured.attrs["distance_measure"] == "mean squared error"
+    transformer = runs.transformer_prediction.isel(num_tasks=0, checkpoint=0, split=0)
+    memorizing = runs.strategy_prediction.sel(strategy="memorizing").isel(num_tasks=0, split=0)
+    np.testing.assert_allclose(
+        measured.distance.sel(strategy="memorizing").isel(num_tasks=0, checkpoint=0, split=0),
+        ((transformer.values.astype(np.float64) - memorizing.values) ** 2).mean(),
+        rtol=1e-12,
+    )
+    assert "barycentric_weight" in measured
+
+
 # ---------------------------------------------------------------------------- barycentric
 # Synthetic transformers built from a tiny preset's own strategy predictions (``ricl data``
 # on the preset at its smallest, a middle and its largest num_tasks): under-confident

@@ -105,6 +105,38 @@ def test_regression_simulation_keeps_relative_distance_unbiased(tmp_path, make_r
     assert abs(float(error.mean())) < 0.02
 
 
+def test_simulation_follows_the_file_facts_not_the_setting_name(tmp_path, make_run):
+    """A file whose facts say "mean" gets additive noise and the squared-error loss."""
+    rng = np.random.default_rng(1)
+    data = tmp_path / "data"
+    data.mkdir()
+    facts = {
+        "prediction_kind": "mean",
+        "distance_kind": "mse",
+        "loss_kind": "squared-error",
+        "alternative_generalizer": "none",
+    }
+    run = make_run(4, np.zeros((2, 2, 8, 5, 1)), rng.normal(size=(3, 2, 8, 5, 1)))
+    run = run.drop_vars(["transformer_prediction", "transformer_loss", "checkpoint"])
+    run["target"] = (("split", "sequence", "position"), rng.normal(size=(2, 8, 5)))
+    run.assign_attrs(setting="gaussian-mean", noise_variance=0.5, **facts).to_netcdf(
+        data / "run.nc"
+    )
+    simulate_runs(data, tmp_path / "runs", checkpoints=[20, 40], noise=0.0)
+    out = xr.load_dataset(tmp_path / "runs" / "run.nc")
+    mixture = (out.simulated_weight * out.strategy_prediction).sum("strategy")
+    # noise 0: the exact mixture, not renormalised over the one outcome as probabilities are
+    np.testing.assert_allclose(
+        out.transformer_prediction, mixture.transpose(*out.transformer_prediction.dims), rtol=1e-6
+    )
+    error = (out.target - out.transformer_prediction.isel(outcome=0).astype(np.float64)) ** 2
+    expected = (error / (2 * 0.5)).mean(["sequence", "position"])
+    np.testing.assert_allclose(
+        out.transformer_loss, expected.transpose("checkpoint", "split"), rtol=1e-5
+    )
+    assert out.transformer_prediction.attrs["units"] == "units of y"
+
+
 def test_simulate_runs_errors(tmp_path, data_folder):
     with pytest.raises(RiclError, match="no data files in"):
         simulate_runs(tmp_path, tmp_path / "out")

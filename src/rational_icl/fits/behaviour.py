@@ -44,18 +44,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from rational_icl.errors import RiclError
+from rational_icl.facts import setting_facts
 from rational_icl.fits.runs import config_dims, open_runs
 
 # Floor inside logs: a predicted probability of exactly 0 costs a large but finite amount.
 LOG_FLOOR = 1e-12
 # Dims a distance averages (outcome is summed for KL, averaged for MSE).
 PREDICTION_DIMS = ("sequence", "position", "outcome")
-_DISTANCE_KINDS = {
-    "categorical-sequence": "kl",
-    "classification": "kl",
-    "linear-regression": "mse",
-}
 _NEWTON_STEPS = 30
 # Barycentric measure: rounds of block coordinate descent, and the weight on M and G below
 # which their share is not measured: the transformer is mostly the constant predictor, and
@@ -100,7 +95,7 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
         Coordinates ``strategy``, ``num_tasks``, ``checkpoint``, ``split``, ``source_file``
         and the config dims; attributes those of ``runs`` plus ``distance_measure``.
     """
-    kind = distance_kind(runs.attrs.get("setting"))
+    kind = distance_kind(runs.attrs)
     grid = ("num_tasks", *config_dims(runs))
     transformer = runs["transformer_prediction"].astype("float64")
     strategies = runs["strategy_prediction"].astype("float64")
@@ -208,11 +203,11 @@ def _barycentric_variables(runs, transformer, strategies, kind, cell, unit, meas
     }
 
 
-def distance_kind(setting) -> str:
-    """``"kl"`` for settings that predict probabilities, ``"mse"`` for regression."""
-    if setting not in _DISTANCE_KINDS:
-        raise RiclError(f"runs have setting {setting!r}; allowed: {', '.join(_DISTANCE_KINDS)}")
-    return _DISTANCE_KINDS[setting]
+def distance_kind(attrs) -> str:
+    """The distance of runs with these global attributes: ``"kl"`` (symmetrized KL, for
+    settings that predict probabilities) or ``"mse"`` (predicted means); the file's
+    ``distance_kind`` fact (rational_icl.facts)."""
+    return setting_facts(attrs).distance_kind
 
 
 def prediction_distance(a: xr.DataArray, b: xr.DataArray, kind: str) -> xr.DataArray:
@@ -439,21 +434,26 @@ def _mix(weight, a, b):
 def alternative_generalizer(runs: xr.Dataset, generalizing: xr.DataArray) -> xr.DataArray:
     """The under-confident generalizer the barycentric measure sets beside G.
 
-    Regression: one step of in-context gradient descent (:func:`gradient_step_prediction`);
-    probabilities: G tempered, G^(1/2) renormalised over outcomes. Both use no training
-    task, and both are what a transformer on its way to G can look like (docs/science.md's second
-    caution); mixed with G and the constant predictor they span the shrunk, tempered and
-    one-step generalizers that the relative distance reads as memorizing. None for a
-    regression file without its inputs ``x`` and ``y``.
+    The file's ``alternative_generalizer`` fact chooses it: ``"gradient-step"`` (regression),
+    one step of in-context gradient descent (:func:`gradient_step_prediction`);
+    ``"tempered"`` (probabilities), G^(1/2) renormalised over outcomes; ``"none"``. Both use
+    no training task, and both are what a transformer on its way to G can look like
+    (docs/science.md's second caution); mixed with G and the constant predictor they span the
+    shrunk, tempered and one-step generalizers that the relative distance reads as
+    memorizing. None for a gradient step without the file's inputs ``x`` and ``y``.
     """
-    if runs.attrs.get("setting") == "linear-regression":
+    kind = setting_facts(runs.attrs).alternative_generalizer
+    if kind == "gradient-step":
         return gradient_step_prediction(runs) if "x" in runs and "y" in runs else None
+    if kind == "none":
+        return None
     tempered = np.sqrt(generalizing)
     return tempered / tempered.sum("outcome")
 
 
 def gradient_step_prediction(runs: xr.Dataset) -> xr.DataArray:
-    """Regression: one step of in-context gradient descent on the squared error from w = 0.
+    """One step of in-context gradient descent on the squared error from w = 0, on a file's
+    inputs ``x`` (..., position, feature) and ``y`` (a linear-Gaussian setting's).
 
     ŵ_t = η_t·Σ_{s<t} y_s x_s, predicting x_t·ŵ_t, with the step η_t = 1/(t + d + 1 + σ²)
     that minimises the expected squared error under the prior w ~ N(0, I_d): the simplest

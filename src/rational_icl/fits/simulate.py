@@ -23,6 +23,7 @@ import xarray as xr
 
 from rational_icl import formulas
 from rational_icl.errors import RiclError
+from rational_icl.facts import setting_facts
 from rational_icl.io import load_netcdf, open_netcdf, write_netcdf
 
 # Defaults for a realistic grid (K in bits, K_M ~ 64·D·K bits, K_G ~ 10^3 bits; L_G − L_M
@@ -203,8 +204,8 @@ def _simulate_one(data, steps, alpha, beta, gamma, noise, seed, strategies, path
     mixture = mixture.transpose("checkpoint", "split", "sequence", "position", "outcome")
     rng = np.random.default_rng([seed, zlib.crc32(path.name.encode())])
     eps = rng.standard_normal(mixture.shape)
-    setting = data.attrs.get("setting")
-    if setting == "linear-regression":
+    means = setting_facts(data.attrs).prediction_kind == "mean"
+    if means:
         prediction = mixture + noise * eps
     else:
         logits = np.log(mixture.clip(min=_LOG_FLOOR)) + noise * eps
@@ -214,7 +215,7 @@ def _simulate_one(data, steps, alpha, beta, gamma, noise, seed, strategies, path
     out = data.copy()
     out["transformer_prediction"] = prediction.astype(np.float32).assign_attrs(
         long_name="transformer prediction (simulated)",
-        units="1" if setting != "linear-regression" else "units of y",
+        units="units of y" if means else "1",
         description="rational-model mixture of the strategy predictions plus noise",
     )
     loss = _prediction_loss(prediction, data).transpose("checkpoint", "split")
@@ -243,19 +244,21 @@ def _simulate_one(data, steps, alpha, beta, gamma, noise, seed, strategies, path
 
 
 def _prediction_loss(prediction: xr.DataArray, data: xr.Dataset) -> xr.DataArray:
-    """Mean per-prediction loss over sequences and positions, (checkpoint, split).
+    """Mean per-prediction loss over sequences and positions, (checkpoint, split): the
+    file's ``loss_kind`` (rational_icl.facts), as the strategy losses.
 
-    Categorical with ``sequence_task``: KL(θ ‖ prediction), as the strategy losses.
-    Other probabilities: cross-entropy of ``target``. Regression: (y − ŷ)² / (2σ²).
+    ``task-kl`` with ``sequence_task``: KL(θ ‖ prediction); ``cross-entropy`` (or
+    ``task-kl`` without ``sequence_task``): cross-entropy of ``target``;
+    ``squared-error``: (y − ŷ)² / (2σ²).
     """
-    setting = data.attrs.get("setting")
+    loss_kind = setting_facts(data.attrs).loss_kind
     dims = ["sequence", "position"]
-    if setting == "linear-regression":
+    if loss_kind == "squared-error":
         variance = formulas.run_noise_variance(data)
         error = (data["target"] - prediction.squeeze("outcome", drop=True)) ** 2
         return (error / (2 * variance)).mean(dims)
     log_prediction = np.log(prediction.clip(min=_LOG_FLOOR))
-    if setting == "categorical-sequence" and "sequence_task" in data:
+    if loss_kind == "task-kl" and "sequence_task" in data:
         task = data["sequence_task"]
         entropy = (task * np.log(task.clip(min=_LOG_FLOOR))).sum("outcome")
         return (entropy - (task * log_prediction).sum("outcome")).mean(dims)
