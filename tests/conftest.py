@@ -13,3 +13,18 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def coin_setting():
+    """The toy setting of tests/coin.py, registered for one test and removed after it, so
+    that every other test sees the built-in settings only."""
+    from rational_icl.data import SETTINGS
+    from tests import coin  # registers Coin on its first import
+
+    SETTINGS[coin.Coin.name] = coin.Coin
+    yield coin.Coin
+    SETTINGS.pop(coin.Coin.name)

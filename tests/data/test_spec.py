@@ -1,5 +1,6 @@
 """Spec loading, validation (one-line errors) and grid expansion."""
 
+import re
 import tomllib
 
 import pytest
@@ -140,3 +141,26 @@ def test_memory_estimate_follows_its_terms():
     assert parts["context_length"] == 4 * 3 * 2 * 32 * 8 * (2 * 16 * (4 + 8) + 2 * 8)
     assert parts["num_sequences"] == 4 * 2 * 3 * 64 * 8 * width * (3 + 10)
     assert parts["hidden_size"] == 4 * 4 * 2 * (2 * 16**2 * 12 + 16 * width)
+
+
+def test_a_setting_brings_its_own_keys(coin_setting):
+    spec = spec_from_dict({"setting": "coin", "coin_concentration": 3, "num_tasks": [2]})
+    assert spec.option("coin_concentration") == 3 and spec.options == (("coin_concentration", 3),)
+    assert "coin_concentration = 3\n" in spec.to_toml()
+    assert spec_from_dict(tomllib.loads(spec.to_toml())) == spec
+    assert spec_from_dict({"setting": "coin"}).option("coin_concentration") == 1
+    errors = [
+        ({"coin_concentration": 0}, "'coin_concentration': value 0 is out of range; allowed: "),
+        ({"coin_concentration": "two"}, "'coin_concentration': value 'two' has the wrong type"),
+        ({"coin_concentration": [1, 2]}, "'coin_concentration': value [1, 2] is a list"),
+        ({"prior": [1.0]}, "'prior' is for the categorical-sequence setting only, not 'coin'"),
+        ({"colour": 1}, "'colour' is unknown; allowed keys: coin_concentration, context_length"),
+    ]
+    for extra, message in errors:
+        with pytest.raises(SpecError, match=re.escape(message)):
+            spec_from_dict({"setting": "coin", **extra})
+    with pytest.raises(SpecError, match="spec key 'coin_concentration' is unknown"):
+        spec_from_dict({"setting": "categorical-sequence", "coin_concentration": 3})
+    # the registered settings are the allowed values of `setting`
+    with pytest.raises(SpecError, match="allowed: one of categorical-sequence, .*, coin"):
+        spec_from_dict({"setting": "urns"})

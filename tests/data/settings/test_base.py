@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rational_icl.data import (
+    SETTINGS,
     STRATEGIES,
     CategoricalSequence,
     Classification,
@@ -14,8 +15,36 @@ from rational_icl.data import (
     generator,
     load_specs,
     make_setting,
+    register,
+    setting_class,
 )
 from tests.data.settings import cases
+
+
+def test_the_package_registers_a_setting_per_module_in_order():
+    import pkgutil
+    import sys
+
+    import rational_icl.data.settings as package
+
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+    assert all(f"{package.__name__}.{name}" in sys.modules for name in modules)
+    assert list(SETTINGS) == ["categorical-sequence", "linear-regression", "classification"]
+    assert {cls.__module__.rsplit(".", 1)[1] for cls in SETTINGS.values()} == modules - {
+        "base",
+        "closed_forms",
+    }
+
+
+def test_registry_refuses_a_second_setting_of_a_name_and_names_the_known_ones(coin_setting):
+    assert setting_class("coin") is coin_setting
+    with pytest.raises(ValueError, match="'coin' is registered twice"):
+        register(type("Coin", (coin_setting,), {}))
+    with pytest.raises(ValueError, match="strategy_sources must name"):
+        register(type("Die", (coin_setting,), {"name": "die", "strategy_sources": {}}))
+    assert "die" not in SETTINGS
+    with pytest.raises(ValueError, match="'poetry' is unknown; allowed: categorical-sequence, "):
+        setting_class("poetry")
 
 
 def test_make_setting_from_presets():
