@@ -64,7 +64,7 @@ class SettingFacts:
 
 FACT_NAMES = tuple(f.name for f in fields(SettingFacts))
 
-# The facts of the settings whose files predate the fact attributes (package 0.x files).
+# The facts of the settings whose files were written before the facts were attributes.
 _FACTS_BEFORE_ATTRIBUTES = {
     "categorical-sequence": SettingFacts("probabilities", "kl", "task-kl", "tempered"),
     "linear-regression": SettingFacts("mean", "mse", "squared-error", "gradient-step"),
