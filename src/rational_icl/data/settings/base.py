@@ -115,7 +115,8 @@ class Setting(ABC):
     exclusive_keys : tuple of str
         ExperimentSpec fields no other setting may set (e.g. ``prior``).
     token_layouts : tuple of str
-        The ``model.regression_tokens`` values it reads (:meth:`token_layout`).
+        The ``model.regression_tokens`` values it accepts (:meth:`token_layout` reads
+        them); the default, ``("interleaved",)``, is a setting with one layout.
     input_dims : dict of str to tuple of str
         Its input variables in the predictions file and their dims; each is the batch
         field of the same name, stacked over the splits.
@@ -278,8 +279,7 @@ def register(cls: type[Setting]) -> type[Setting]:
     """Class decorator: make ``cls`` the setting of its ``name``."""
     if cls.name in SETTINGS and SETTINGS[cls.name] is not cls:
         raise ValueError(f"setting {cls.name!r} is registered twice")
-    unknown = set(cls.strategy_sources) ^ set(STRATEGIES)
-    if unknown:
+    if set(cls.strategy_sources) != set(STRATEGIES):
         raise ValueError(f"setting {cls.name!r}: strategy_sources must name {STRATEGIES}")
     SETTINGS[cls.name] = cls
     return cls
