@@ -46,13 +46,14 @@ from numpyro.infer.util import potential_energy
 
 from rational_icl.fits import inference
 from rational_icl.fits import model as rational
+from rational_icl.fits.parameters import Priors
 
 PARAMETERS = ("alpha", "beta", "gamma")
 NUM_TASKS = 2 ** np.arange(1, 12)
 STEPS = np.unique(np.geomspace(20, 1e5, 30).round()).astype(np.int64)
 NUM_BINS = 10
 KEPT_DRAWS = 99  # at most; fewer when the chain's ESS is lower
-SBC_PRIORS = rational.Priors(
+SBC_PRIORS = Priors(
     alpha_logit_scale=0.5,  # alpha in about (0.27, 0.73)
     beta_log_loc=float(np.log(0.3)),
     beta_log_scale=0.3,

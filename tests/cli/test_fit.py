@@ -6,8 +6,7 @@ import xarray as xr
 
 from rational_icl.cli import fit as fit_command
 from rational_icl.cli.main import main
-from rational_icl.fits import inference
-from rational_icl.fits import model as rational
+from rational_icl.fits import inference, parameters
 from rational_icl.fits.simulate import simulate_runs
 
 NUM_TASKS = [2, 4, 8, 16, 32, 64, 128, 256]
@@ -61,8 +60,8 @@ def _ricl(capsys, *argv):
 
 
 def test_choices_match_the_fits_module():
-    assert fit_command.ABLATIONS == rational.ABLATIONS
-    assert fit_command.POOLINGS == rational.POOLINGS
+    assert fit_command.ABLATIONS == parameters.ABLATIONS
+    assert fit_command.POOLINGS == parameters.POOLINGS
     assert fit_command.OBSERVATIONS == inference.OBSERVATIONS
     assert fit_command.METHODS == inference.METHODS
 

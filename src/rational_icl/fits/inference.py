@@ -34,6 +34,7 @@ from numpyro.infer.util import log_density
 from rational_icl import __version__, formulas
 from rational_icl.errors import RiclError, reading_error
 from rational_icl.fits import model as rational
+from rational_icl.fits import parameters
 from rational_icl.io import load_datatree, write_datatree
 
 numpyro.enable_x64()  # K ** beta and N ** (1 - alpha) span many orders of magnitude
@@ -69,14 +70,14 @@ class FitSettings:
     pointwise_draws: int = 1000  # draws kept (all chains) for the per-cell predictive, log lik
     outputs_bin_width: float | None = 0.25  # Dirichlet normaliser nodes (dirichlet_statistics)
     progress_bar: bool = False
-    priors: rational.Priors = rational.Priors()
+    priors: parameters.Priors = parameters.Priors()
 
     def __post_init__(self):
         for name, allowed in [
             ("observation", OBSERVATIONS),
             ("measure", ("auto", *MEASURES)),
-            ("ablation", rational.ABLATIONS),
-            ("pooling", rational.POOLINGS),
+            ("ablation", parameters.ABLATIONS),
+            ("pooling", parameters.POOLINGS),
             ("method", METHODS),
         ]:
             if getattr(self, name) not in allowed:
@@ -776,7 +777,7 @@ def _derived(problem, latent, settings):
 
 
 def _parameters_only(ablation, pooling, num_configurations, priors):
-    rational.rational_parameters(
+    parameters.rational_parameters(
         ablation=ablation, pooling=pooling, num_configurations=num_configurations, priors=priors
     )
 

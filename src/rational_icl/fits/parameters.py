@@ -1,0 +1,110 @@
+"""The rational model's parameters alpha, beta, gamma: their priors, the ablations that fix
+one of them, and their pooling over model configurations.
+
+Priors (weakly informative, in the maths' units; NUTS works on the unconstrained logit/log
+scale that NumPyro derives from each prior's support, which is what keeps the sampler happy
+when K is thousands of bits and N thousands of steps):
+
+- ``alpha`` ~ LogitNormal(0, 1.5): sublinear sample efficiency in (0, 1), roughly flat;
+- ``beta`` ~ LogNormal(log 0.5, 1): complexity exponent, 95% in (0.07, 3.6);
+  under the ``linear-complexity`` ablation beta is a per-bit price, LogNormal(log 1e-3, 3);
+- ``gamma`` ~ LogNormal(0, 3): evidence scale, 95% in (0.003, 360);
+- ``sigma`` ~ HalfNormal(0.2) per split: noise of the observed weight;
+- ``concentration`` ~ LogNormal(log 100, 2): Dirichlet concentration (``outputs``,
+  probabilities); ``output_sigma`` ~ HalfNormal(1) (``outputs``, regression).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions.transforms import SigmoidTransform
+
+ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
+POOLINGS = ("complete", "none", "partial")
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Locations and scales of the weakly-informative priors (see the module docstring)."""
+
+    alpha_logit_loc: float = 0.0
+    alpha_logit_scale: float = 1.5
+    beta_log_loc: float = math.log(0.5)
+    beta_log_scale: float = 1.0
+    linear_beta_log_loc: float = math.log(1e-3)
+    linear_beta_log_scale: float = 3.0
+    gamma_log_loc: float = 0.0
+    gamma_log_scale: float = 3.0
+    sigma_scale: float = 0.2
+    concentration_log_loc: float = math.log(100.0)
+    concentration_log_scale: float = 2.0
+    output_sigma_scale: float = 1.0
+    population_scale: float = 0.5  # half-normal scale of the between-configuration spread
+
+
+def rational_parameters(
+    *,
+    ablation: str = "none",
+    pooling: str = "complete",
+    num_configurations: int = 1,
+    priors: Priors = Priors(),
+):
+    """Sample sites ``alpha``, ``beta``, ``gamma`` (deterministic where an ablation fixes one).
+
+    ``pooling="complete"`` gives scalars; ``"none"`` independent values per configuration;
+    ``"partial"`` per-configuration values drawn from a population (non-centred: on the
+    logit/log scale, ``loc + scale * offset`` with ``offset ~ Normal(0, 1)``), with sites
+    ``alpha_loc``, ``alpha_scale``, ``alpha_offset`` and the like.
+    """
+    check_choice("ablation", ablation, ABLATIONS)
+    check_choice("pooling", pooling, POOLINGS)
+    shape = () if pooling == "complete" else (num_configurations,)
+    if ablation == "linear-complexity":
+        beta_prior = (priors.linear_beta_log_loc, priors.linear_beta_log_scale)
+    else:
+        beta_prior = (priors.beta_log_loc, priors.beta_log_scale)
+    specs = {
+        "alpha": ((priors.alpha_logit_loc, priors.alpha_logit_scale), jax.nn.sigmoid, 0.0),
+        "beta": (beta_prior, jnp.exp, 1.0),
+        "gamma": ((priors.gamma_log_loc, priors.gamma_log_scale), jnp.exp, 1.0),
+    }
+    fixed_name = {"linear-likelihood": "alpha", "fixed-complexity": "beta", "unit-gamma": "gamma"}
+    values = []
+    for name, ((loc, scale), link, fixed) in specs.items():
+        if fixed_name.get(ablation) == name:
+            values.append(numpyro.deterministic(name, jnp.full(shape, fixed)))
+        elif pooling == "partial":
+            values.append(_population_site(name, loc, scale, link, num_configurations, priors))
+        else:
+            prior = dist.Normal(loc, scale)
+            prior = (
+                dist.TransformedDistribution(prior, SigmoidTransform())
+                if name == "alpha"
+                else dist.LogNormal(loc, scale)
+            )
+            if shape:
+                prior = prior.expand(shape).to_event(1)
+            values.append(numpyro.sample(name, prior))
+    return tuple(values)
+
+
+def _population_site(name, loc, scale, link, num_configurations, priors):
+    """Non-centred hierarchical parameter on the logit (alpha) or log (beta, gamma) scale."""
+    population_loc = numpyro.sample(f"{name}_loc", dist.Normal(loc, scale))
+    population_scale = numpyro.sample(f"{name}_scale", dist.HalfNormal(priors.population_scale))
+    offset = numpyro.sample(
+        f"{name}_offset", dist.Normal(0.0, 1.0).expand([num_configurations]).to_event(1)
+    )
+    return numpyro.deterministic(name, link(population_loc + population_scale * offset))
+
+
+def check_choice(name: str, value: str, allowed) -> None:
+    """Raise ValueError unless ``value`` is one of ``allowed`` (the models' own checks)."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
