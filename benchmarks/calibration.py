@@ -44,8 +44,9 @@ from numpyro.infer import Predictive
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import potential_energy
 
-from rational_icl.fits import inference
+from rational_icl.fits import engines
 from rational_icl.fits import model as rational
+from rational_icl.fits.inputs import FitSettings, model_inputs
 from rational_icl.fits.parameters import Priors
 
 PARAMETERS = ("alpha", "beta", "gamma")
@@ -99,13 +100,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=200)
     args = parser.parse_args()
 
-    settings = inference.FitSettings(priors=SBC_PRIORS)
-    inputs = inference._model_inputs(template(), settings)
+    settings = FitSettings(priors=SBC_PRIORS)
+    inputs = model_inputs(template(), settings)
     # One problem and one sampler for every replication: only the data change, so the
     # compiled log density and NUTS are reused (arrays are arguments, not constants).
-    problem = inference._Problem(
-        rational.relative_distance_model, inputs.kwargs, "relative_distance"
-    )
+    problem = engines.Problem(rational.relative_distance_model, inputs.kwargs, "relative_distance")
     prior_data = {k: v for k, v in problem.data.items() if k != "relative_distance"}
     key_prior, key_fit = jax.random.split(jax.random.PRNGKey(args.seed))
     prior = Predictive(problem.model, num_samples=args.replications)(key_prior, **prior_data)

@@ -43,6 +43,8 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from rational_icl.fits import inference  # noqa: E402
+from rational_icl.fits.diagnostics import diagnostics  # noqa: E402
+from rational_icl.fits.inputs import FitSettings  # noqa: E402
 from rational_icl.fits.simulate import rational_weight  # noqa: E402
 
 TRUTH = {"alpha": 0.5, "beta": 0.3, "gamma": 3.0}
@@ -176,13 +178,13 @@ def paper_main(skip_nuts: bool) -> None:
     data, truth = paper_behaviour()
     cells = int(np.prod([data.sizes[d] for d in data.relative_distance.dims]))
     rows = []
-    settings = inference.FitSettings(method="map", pooling="partial")
+    settings = FitSettings(method="map", pooling="partial")
     label, seconds, found, tree = _timed("MAP + Laplace, partial pooling", data, settings)
     rows.append((label, seconds, 30, f"{found}; {_coverage(tree, truth)}"))
     if not skip_nuts:
-        settings = inference.FitSettings(pooling="partial")
+        settings = FitSettings(pooling="partial")
         label, seconds, found, tree = _timed("NUTS 4x1000+1000, partial pooling", data, settings)
-        rhat = max(float(inference.diagnostics(tree)[f"{n}_r_hat"].max()) for n in truth)
+        rhat = max(float(diagnostics(tree)[f"{n}_r_hat"].max()) for n in truth)
         divergences = int(tree.sample_stats.diverging.sum())
         rows.append(
             (
@@ -227,24 +229,22 @@ def main() -> None:
 
     data = behaviour()
     rows = []
-    label, seconds, found, tree = _timed(
-        "NUTS 4x1000+1000, relative-distance", data, inference.FitSettings()
-    )
+    label, seconds, found, tree = _timed("NUTS 4x1000+1000, relative-distance", data, FitSettings())
     divergences = int(tree.sample_stats.diverging.sum())
     rows.append((label, seconds, 60, f"{found}; {divergences} divergences"))
     label, seconds, found, _ = _timed(
-        "MAP + Laplace, relative-distance", data, inference.FitSettings(method="map")
+        "MAP + Laplace, relative-distance", data, FitSettings(method="map")
     )
     rows.append((label, seconds, 5, found))
     if not args.skip_outputs:
         predictions = runs(args.sequences, args.positions, args.outcomes)
         size = f"{args.sequences}x{args.positions}x{args.outcomes}"
-        settings = inference.FitSettings(observation="outputs", method="map", chains=1, draws=100)
+        settings = FitSettings(observation="outputs", method="map", chains=1, draws=100)
         label, seconds, found, _ = _timed(
             f"MAP, outputs ({size} per cell)", data, settings, runs=predictions
         )
         rows.append((label, seconds, 60, found))
-        settings = inference.FitSettings(observation="outputs", method="map")
+        settings = FitSettings(observation="outputs", method="map")
         label, seconds, found, tree = _timed(
             "  same, 4x1000 draws (log lik. on 1000)", data, settings, runs=predictions
         )
