@@ -102,7 +102,8 @@ def loo(tree: xr.DataTree):
 
     Cells whose log likelihood is (nearly) the same in every draw (a saturated weight
     observed at exactly 0 or 1) have uniform importance weights; arviz-stats refuses
-    constant tails, so those cells get a 1e-10 jitter, which changes ELPD by ~1e-10.
+    constant tails, so those cells get a jitter of at most 1e-10 (a ramp over the draws),
+    which changes ELPD by ~1e-10.
     A log likelihood on thinned draws (``outputs`` fits) is matched by the same draws of
     the posterior, whose effective sample size sets the relative efficiency.
     """
@@ -120,10 +121,10 @@ def loo(tree: xr.DataTree):
     (name,) = log_lik.data_vars
     values = log_lik[name]
     constant = (values.max(SAMPLE_DIMS) - values.min(SAMPLE_DIMS)) < 1e-8
-    if bool(constant.any()):
-        rng = np.random.default_rng(0)
-        jitter = values.copy(data=1e-10 * rng.standard_normal(values.shape))
-        log_lik[name] = values + jitter.where(constant, 0.0)
+    if bool(constant.any()):  # a deterministic ramp over the draws: no random numbers
+        ramp = np.linspace(-1.0, 1.0, values.sizes["chain"] * values.sizes["draw"])
+        ramp = xr.DataArray(ramp.reshape(values.sizes["chain"], -1), dims=SAMPLE_DIMS)
+        log_lik[name] = values + (1e-10 * ramp).where(constant, 0.0)
     tree = tree.copy()
     tree["log_likelihood"] = xr.DataTree(log_lik)
     if "thinned_from" in log_lik.attrs:

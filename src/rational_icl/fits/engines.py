@@ -1,12 +1,18 @@
 """The inference engines: NUTS, MAP with a Laplace approximation, and SVI.
 
-Each takes a model with its data and returns the posterior draws of the latent sites
-(chain, draw, ...) and the engine's own statistics (an ``xarray.Dataset``).
+They are built from NumPyro's parts: ``initialize_model`` finds a model's latent sites and
+their transforms to the unconstrained scale, ``log_density`` gives its log joint, ``MCMC``
+with ``NUTS`` and ``SVI`` sample and optimise. Each engine returns ``Draws``: the latent
+sites' draws (chain, draw, ...), constrained, and the engine's own statistics.
+
+All randomness comes from one ``jax.random.PRNGKey(seed)``, split once into ``Keys``.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +24,128 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal
-from numpyro.infer.util import log_density
+from numpyro.infer.util import initialize_model, log_density, transform_fn
 
 from rational_icl.fits.inputs import SAMPLE_DIMS, FitSettings
+
+
+class Keys(NamedTuple):
+    """The random keys of one fit, all from ``jax.random.PRNGKey(seed)``."""
+
+    start: jax.Array  # prior draws searched for a starting point
+    engine: jax.Array  # NUTS: the chains' jittered starts; SVI: the optimisation
+    draws: jax.Array  # NUTS: the sampler; MAP: the Laplace draws; SVI: the guide's draws
+    predict: jax.Array  # the posterior predictive
+    relative_distance_start: jax.Array  # outputs model: its start's relative-distance MAP
+
+    @classmethod
+    def of(cls, seed: int) -> Keys:
+        # the split of earlier versions, so that their NUTS and SVI fits repeat bit for bit
+        start, fit, predict = jax.random.split(jax.random.PRNGKey(seed), 3)
+        engine, draws = jax.random.split(fit)
+        return cls(start, engine, draws, predict, jax.random.fold_in(start, 1))
+
+
+class Draws(NamedTuple):
+    """An engine's result: constrained draws of every latent site, (chain, draw, ...) numpy
+    arrays, and the engine's statistics (``sample_stats`` of the fit)."""
+
+    latent: dict
+    sample_stats: xr.Dataset
+
+
+class Target:
+    """A model with its data: the log joint density the engines explore.
+
+    Arrays go into compiled functions as arguments (``data``; constants would be folded by
+    XLA, slowly); strings and settings are bound to the model. The latent sites and their
+    transforms come from NumPyro's ``initialize_model``, traced abstractly (``key`` is only
+    traced: nothing is drawn, and the model is not evaluated on the data).
+    """
+
+    def __init__(self, model, kwargs: dict, observed: str, key):
+        self.data = {k: v for k, v in kwargs.items() if _is_data(v)}
+        self.model = functools.partial(
+            model, **{k: v for k, v in kwargs.items() if k not in self.data}
+        )
+        self.observed = observed
+        self.sites, self.transforms = {}, {}
+
+        def structure(key, data):  # traced abstractly: the sites, not their values
+            info = initialize_model(key, self.model, model_kwargs=data, dynamic_args=True)
+            for name, site in info.model_trace.items():
+                self.sites[name] = site["type"]
+                if site["type"] == "sample" and not site["is_observed"]:
+                    self.transforms[name] = biject_to(site["fn"].support)
+            return info.param_info.z  # an unconstrained point
+
+        example = jax.eval_shape(structure, key, self.data)
+        flat, self.unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape), example))
+        self.size = flat.size  # number of unconstrained scalars
+        self._objective = jax.jit(self._negative_log_joint)
+        self._value_and_grad = jax.jit(jax.value_and_grad(self._negative_log_joint))
+        self._hessian = jax.jit(jax.hessian(self._negative_log_joint))
+        self._scores = jax.jit(jax.vmap(self._negative_log_joint, in_axes=(0, None)))
+        self._prior_draws = {}
+
+    def _negative_log_joint(self, x, data):
+        """-log p(data, theta) at the flat unconstrained ``x``, without the transforms'
+        Jacobian: its minimum is the posterior mode in the maths' units."""
+        return -log_density(self.model, (), data, self.constrain(self.unravel(x)))[0]
+
+    def constrain(self, unconstrained: dict) -> dict:
+        return transform_fn(self.transforms, unconstrained)
+
+    def constrain_flat(self, flat) -> dict:
+        """Constrained latent sites of flat unconstrained vectors (draws, size)."""
+        return jax.vmap(lambda x: self.constrain(self.unravel(x)))(jnp.asarray(flat))
+
+    def hessian(self, x) -> np.ndarray:
+        """Exact Hessian of the negative log joint (``jax.hessian``) at flat ``x``."""
+        return np.asarray(self._hessian(jnp.asarray(x), self.data))
+
+    def best_prior_draw(self, key, num_draws: int, fixed: dict | None = None):
+        """The prior draw (flat, unconstrained) with the highest log joint: a start away
+        from flat regions where every weight is 0 or 1 and the gradient vanishes.
+
+        ``fixed`` sites (constrained values) replace those of every draw.
+        """
+        if num_draws not in self._prior_draws:  # compiled once per target and size
+            predictive = Predictive(
+                self.model, num_samples=num_draws, return_sites=list(self.transforms)
+            )
+            self._prior_draws[num_draws] = jax.jit(lambda k, data: predictive(k, **data))
+        prior_data = {k: v for k, v in self.data.items() if k != self.observed}
+        draws = self._prior_draws[num_draws](key, prior_data)
+        for name, value in (fixed or {}).items():
+            if name in draws:
+                draws[name] = jnp.broadcast_to(value, draws[name].shape)
+        flat = jax.vmap(lambda d: ravel_pytree(transform_fn(self.transforms, d, invert=True))[0])(
+            draws
+        )
+        scores = np.asarray(self._scores(flat, self.data))
+        return flat[int(np.nanargmin(np.where(np.isfinite(scores), scores, np.inf)))]
+
+    def map_estimate(self, start):
+        """Minimise the negative log joint with L-BFGS on the unconstrained scale.
+
+        Returns the optimum (flat unconstrained vector) and scipy's result.
+        """
+
+        def objective(x):
+            value, grad = self._value_and_grad(jnp.asarray(x), self.data)
+            if not np.isfinite(value):  # an overshooting line search step: make it backtrack
+                return 1e300, np.zeros_like(x)
+            return float(value), np.asarray(grad, dtype=np.float64)
+
+        result = scipy.optimize.minimize(
+            objective,
+            np.asarray(start, dtype=np.float64),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-8},
+        )
+        return jnp.asarray(result.x), result
 
 
 def _is_data(value) -> bool:
@@ -29,163 +154,60 @@ def _is_data(value) -> bool:
     return bool(leaves) and all(isinstance(leaf, jax.Array) for leaf in leaves)
 
 
-class Problem:
-    """A model with its data: latent sites, their transforms and the log joint density."""
-
-    def __init__(self, model, kwargs, observed_key):
-        # Arrays go into compiled functions as arguments (not as constants XLA would fold);
-        # strings and settings are bound to the model.
-        self.data = {k: v for k, v in kwargs.items() if _is_data(v)}
-        self.model = functools.partial(
-            model, **{k: v for k, v in kwargs.items() if k not in self.data}
-        )
-        self.kwargs, self.observed_key = kwargs, observed_key
-        sites = {}
-
-        def record_sites(data):  # traced abstractly: learns the sites without running the model
-            trace = numpyro.handlers.trace(numpyro.handlers.seed(self.model, 0)).get_trace(**data)
-            for name, site in trace.items():
-                if site["type"] == "sample" and not site["is_observed"]:
-                    sites[name] = (biject_to(site["fn"].support), site["value"].shape)
-            return 0.0
-
-        jax.make_jaxpr(record_sites)(self.data)
-        self.latent = {name: transform for name, (transform, _) in sites.items()}
-        self.shapes = {name: shape for name, (_, shape) in sites.items()}
-        example = {name: jnp.zeros(shape) for name, shape in self.shapes.items()}
-        _, self.unravel = ravel_pytree(example)
-        self._objective = jax.jit(self._negative_log_joint)
-        self._prior_draws = {}
-        self._value_and_grad = jax.jit(jax.value_and_grad(self._negative_log_joint))
-
-    def _negative_log_joint(self, x, data):
-        values = self.constrain(self.unravel(x))
-        return -log_density(self.model, (), data, values)[0]
-
-    def objective(self, x):
-        return self._objective(x, self.data)
-
-    def value_and_grad(self, x):
-        return self._value_and_grad(x, self.data)
-
-    def constrain(self, unconstrained: dict) -> dict:
-        return {name: t(unconstrained[name]) for name, t in self.latent.items()}
-
-    def unconstrain(self, values: dict) -> dict:
-        return {name: t.inv(values[name]) for name, t in self.latent.items()}
-
-    def best_prior_draw(self, key, num_draws: int, fixed: dict | None = None):
-        """The prior draw (flat, unconstrained) with the highest log joint: a start away
-        from flat regions where every weight is 0 or 1 and the gradient vanishes.
-
-        ``fixed`` sites (constrained values) replace those of every draw.
-        """
-        if num_draws not in self._prior_draws:  # compiled once per problem and size
-            predictive = Predictive(
-                self.model, num_samples=num_draws, return_sites=list(self.latent)
-            )
-            self._prior_draws[num_draws] = jax.jit(lambda k, data: predictive(k, **data))
-        prior_data = {k: v for k, v in self.data.items() if k != self.observed_key}
-        draws = self._prior_draws[num_draws](key, prior_data)
-        for name, value in (fixed or {}).items():
-            if name in draws:
-                draws[name] = jnp.broadcast_to(value, draws[name].shape)
-        flat = jax.vmap(lambda d: ravel_pytree(self.unconstrain(d))[0])(draws)
-        scores = np.array([float(self.objective(x)) for x in flat])
-        return flat[int(np.nanargmin(np.where(np.isfinite(scores), scores, np.inf)))]
-
-    def map_estimate(self, start):
-        """Minimise the negative log joint with L-BFGS on the unconstrained scale (no
-        Jacobian term: the mode of the posterior density in the maths' units).
-
-        Returns the optimum (flat unconstrained vector) and scipy's result.
-        """
-
-        def scipy_objective(x):
-            value, grad = self.value_and_grad(jnp.asarray(x))
-            if not np.isfinite(value):  # an overshooting line search step: make it backtrack
-                return 1e300, np.zeros_like(x)
-            return float(value), np.asarray(grad, dtype=np.float64)
-
-        result = scipy.optimize.minimize(
-            scipy_objective,
-            np.asarray(start, dtype=np.float64),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-8},
-        )
-        return jnp.asarray(result.x), result
-
-    def hessian(self, x, step: float = 1e-5):
-        """Hessian of the objective by forward differences of the (compiled) gradient."""
-        x = np.asarray(x, dtype=np.float64)
-        centre = np.asarray(self.value_and_grad(jnp.asarray(x))[1])
-        columns = []
-        for i in range(x.size):
-            shifted = x.copy()
-            shifted[i] += step
-            gradient = np.asarray(self.value_and_grad(jnp.asarray(shifted))[1])
-            columns.append((gradient - centre) / step)
-        hessian = np.stack(columns, axis=1)
-        return 0.5 * (hessian + hessian.T)
-
-
-def nuts(problem: Problem, start, key, settings: FitSettings):
-    optimum, _ = problem.map_estimate(start)
-    key_jitter, key_run = jax.random.split(key)
-    noise = jax.random.normal(key_jitter, (settings.chains, optimum.size)) * 0.1
-    init = jax.vmap(problem.unravel)(optimum + noise)
+def nuts(target: Target, start, keys: Keys, settings: FitSettings) -> Draws:
+    """NUTS (dense mass matrix, target acceptance 0.9), every chain started near the MAP."""
+    optimum, _ = target.map_estimate(start)
+    noise = jax.random.normal(keys.engine, (settings.chains, optimum.size)) * 0.1
+    init = jax.vmap(target.unravel)(optimum + noise)
     if settings.chains == 1:  # numpyro takes one chain's start without the chain axis
         init = jax.tree.map(lambda v: v[0], init)
     chain_method = "parallel" if jax.local_device_count() >= settings.chains else "sequential"
-    kernel = NUTS(problem.model, dense_mass=True, target_accept_prob=0.9)
     mcmc = MCMC(
-        kernel,
+        NUTS(target.model, dense_mass=True, target_accept_prob=0.9),
         num_warmup=settings.warmup,
         num_samples=settings.draws,
         num_chains=settings.chains,
         chain_method=chain_method,
         progress_bar=settings.progress_bar,
         jit_model_args=True,
+        # the latent sites only: the per-cell deterministic sites are computed afterwards,
+        # in float32 chunks (rational_icl.fits.predictive), not kept in float64 per step
+        postprocess_fn=target.constrain,
     )
     mcmc.run(
-        key_run,
+        keys.draws,
         init_params=init,
         extra_fields=("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size"),
-        **problem.data,
+        **target.data,
     )
-    samples = mcmc.get_samples(group_by_chain=True)
-    latent = {name: np.asarray(samples[name]) for name in problem.latent}
+    latent = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = mcmc.get_extra_fields(group_by_chain=True)
+    names = {
+        "diverging": "diverging",
+        "energy": "energy",
+        "n_steps": "num_steps",
+        "acceptance_rate": "accept_prob",
+        "step_size": "adapt_state.step_size",
+    }
     stats = xr.Dataset(
-        {
-            "diverging": (SAMPLE_DIMS, np.asarray(extra["diverging"])),
-            "energy": (SAMPLE_DIMS, np.asarray(extra["energy"])),
-            "n_steps": (SAMPLE_DIMS, np.asarray(extra["num_steps"])),
-            "acceptance_rate": (SAMPLE_DIMS, np.asarray(extra["accept_prob"])),
-            "step_size": (SAMPLE_DIMS, np.asarray(extra["adapt_state.step_size"])),
-        },
+        {name: (SAMPLE_DIMS, np.asarray(extra[field])) for name, field in names.items()},
         attrs={"inference": "NUTS", "num_warmup": settings.warmup, "chain_method": chain_method},
     )
-    return latent, stats
+    return Draws(latent, stats)
 
 
-def map_laplace(problem: Problem, start, key, settings: FitSettings):
-    """MAP, then draws from the Laplace approximation on the unconstrained scale."""
-    optimum, result = problem.map_estimate(start)
-    hessian = problem.hessian(optimum)
+def map_laplace(target: Target, start, keys: Keys, settings: FitSettings) -> Draws:
+    """MAP, then draws from the Laplace approximation on the unconstrained scale: a normal
+    around the optimum whose precision is the exact Hessian of the negative log joint."""
+    optimum, result = target.map_estimate(start)
+    hessian = target.hessian(optimum)
     eigenvalues, eigenvectors = np.linalg.eigh(hessian)
     # a flat or non-convex direction gets unit variance rather than an infinite one
     scale = np.where(eigenvalues > 1e-8, 1.0 / np.sqrt(np.abs(eigenvalues)), 1.0)
-    rng = np.random.default_rng([settings.seed, 1])
-    noise = rng.standard_normal((settings.chains * settings.draws, optimum.size))
-    flat = np.asarray(optimum) + (noise * scale) @ eigenvectors.T
+    total = settings.chains * settings.draws
+    noise = np.asarray(jax.random.normal(keys.draws, (total, optimum.size)))
+    flat = np.asarray(optimum) + (noise * scale) @ eigenvectors.T  # (draws, size)
     flat[0] = optimum  # the first draw is the MAP itself
-    draws = jax.jit(jax.vmap(lambda x: problem.constrain(problem.unravel(x))))(flat)
-    latent = {
-        name: np.asarray(value).reshape(settings.chains, settings.draws, *value.shape[1:])
-        for name, value in draws.items()
-    }
     stats = xr.Dataset(
         {
             "optimizer_success": ((), _converged(result, hessian)),
@@ -195,7 +217,7 @@ def map_laplace(problem: Problem, start, key, settings: FitSettings):
         },
         attrs={"inference": "MAP with Laplace approximation"},
     )
-    return latent, stats
+    return Draws(_by_chain(target.constrain_flat(flat), settings), stats)
 
 
 def _converged(result, hessian, tolerance: float = 0.01) -> bool:
@@ -215,27 +237,32 @@ def _converged(result, hessian, tolerance: float = 0.01) -> bool:
     return bool(np.isfinite(decrement) and 0.0 <= decrement < tolerance**2)
 
 
-def svi(problem: Problem, start, key, settings: FitSettings):
-    start = problem.constrain(problem.unravel(start))
+def svi(target: Target, start, keys: Keys, settings: FitSettings) -> Draws:
+    """SVI with a multivariate normal guide (on the unconstrained scale) from ``start``."""
+    start = target.constrain(target.unravel(start))
     guide = AutoMultivariateNormal(
-        problem.model, init_loc_fn=numpyro.infer.init_to_value(values=start)
+        target.model, init_loc_fn=numpyro.infer.init_to_value(values=start)
     )
-    svi = SVI(problem.model, guide, numpyro.optim.Adam(0.01), Trace_ELBO())
-    key_run, key_draw = jax.random.split(key)
-    result = svi.run(
-        key_run, settings.svi_steps, progress_bar=settings.progress_bar, **problem.data
+    optimiser = SVI(target.model, guide, numpyro.optim.Adam(0.01), Trace_ELBO())
+    result = optimiser.run(
+        keys.engine, settings.svi_steps, progress_bar=settings.progress_bar, **target.data
     )
     draws = guide.sample_posterior(
-        key_draw, result.params, sample_shape=(settings.chains * settings.draws,)
+        keys.draws, result.params, sample_shape=(settings.chains * settings.draws,)
     )
-    latent = {
-        name: np.asarray(draws[name]).reshape(
-            settings.chains, settings.draws, *problem.shapes[name]
-        )
-        for name in problem.latent
-    }
     stats = xr.Dataset(
         {"elbo_loss": (("svi_step",), np.asarray(result.losses))},
         attrs={"inference": "SVI, AutoMultivariateNormal guide, Adam(0.01)"},
     )
-    return latent, stats
+    return Draws(_by_chain({k: draws[k] for k in target.transforms}, settings), stats)
+
+
+def _by_chain(flat: dict, settings: FitSettings) -> dict:
+    """(chains * draws, ...) arrays as (chain, draw, ...) numpy arrays."""
+    return {
+        name: np.asarray(value).reshape(settings.chains, settings.draws, *value.shape[1:])
+        for name, value in flat.items()
+    }
+
+
+ENGINES: dict[str, Callable[..., Draws]] = {"nuts": nuts, "map": map_laplace, "svi": svi}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import xarray as xr
 
 from rational_icl.fits import engines
@@ -44,25 +43,18 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
         if settings.observation == "relative-distance"
         else rational.outputs_model
     )
-    problem = engines.Problem(model, inputs.kwargs, inputs.observed_key)
-    key = jax.random.PRNGKey(settings.seed)
-    key_init, key_fit, key_predict = jax.random.split(key, 3)
+    keys = engines.Keys.of(settings.seed)
+    target = engines.Target(model, inputs.kwargs, inputs.observed_key, keys.start)
     if settings.observation == "outputs":  # each candidate costs a pass over every sequence
-        start = problem.best_prior_draw(
-            key_init, 2, fixed=_relative_distance_map(behaviour, settings)
-        )
+        fixed = _relative_distance_map(behaviour, settings, keys.relative_distance_start)
+        start = target.best_prior_draw(keys.start, 2, fixed=fixed)
     else:
-        start = problem.best_prior_draw(key_init, 256)
-    if settings.method == "nuts":
-        latent, sample_stats = engines.nuts(problem, start, key_fit, settings)
-    elif settings.method == "map":
-        latent, sample_stats = engines.map_laplace(problem, start, key_fit, settings)
-    else:
-        latent, sample_stats = engines.svi(problem, start, key_fit, settings)
-    return datatree(problem, inputs, latent, sample_stats, key_predict, settings, behaviour)
+        start = target.best_prior_draw(keys.start, 256)
+    draws = engines.ENGINES[settings.method](target, start, keys, settings)
+    return datatree(target, inputs, draws, keys.predict, settings, behaviour)
 
 
-def _relative_distance_map(behaviour, settings: FitSettings) -> dict:
+def _relative_distance_map(behaviour, settings: FitSettings, key) -> dict:
     """MAP of the cheap relative-distance model: the start of the outputs model, whose
     likelihood over every sequence is costly and has poor local optima far from it."""
     cheap = dataclasses.replace(
@@ -73,9 +65,9 @@ def _relative_distance_map(behaviour, settings: FitSettings) -> dict:
         drop_early=False,
     )
     inputs = model_inputs(behaviour, cheap)
-    problem = engines.Problem(rational.relative_distance_model, inputs.kwargs, "relative_distance")
-    optimum, _ = problem.map_estimate(
-        problem.best_prior_draw(jax.random.PRNGKey(settings.seed), 256)
+    target = engines.Target(
+        rational.relative_distance_model, inputs.kwargs, "relative_distance", key
     )
-    values = problem.constrain(problem.unravel(optimum))
+    optimum, _ = target.map_estimate(target.best_prior_draw(key, 256))
+    values = target.constrain(target.unravel(optimum))
     return {k: v for k, v in values.items() if k != "sigma"}

@@ -5,223 +5,186 @@ constant data; and the fit file itself (``write_fit``, ``read_fit``).
 
 from __future__ import annotations
 
-import functools
 import math
 from datetime import UTC, datetime
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
+import arviz_base as azb
 import numpy as np
 import numpyro
-import scipy.special
-import scipy.stats
 import xarray as xr
 
 from rational_icl import __version__
 from rational_icl.errors import RiclError, reading_error
-from rational_icl.fits import model as rational
-from rational_icl.fits import parameters
-from rational_icl.fits.inputs import AUTHORS_WITHIN, SAMPLE_DIMS, ModelInputs, authors_kept
+from rational_icl.fits.engines import Draws, Target
+from rational_icl.fits.inputs import (
+    AUTHORS_WITHIN,
+    SAMPLE_DIMS,
+    FitSettings,
+    ModelInputs,
+    authors_kept,
+)
 from rational_icl.fits.metrics import fit_metrics
+from rational_icl.fits.predictive import pointwise_log_likelihood, predictive_draws, site_draws
 from rational_icl.io import load_datatree, write_datatree
 
 
-def datatree(problem, inputs: ModelInputs, latent, sample_stats, key, settings, behaviour):
-    chains, draws = next(iter(latent.values())).shape[:2]
-    inputs.chains_draws = (chains, draws)
-    flat_latent = {k: v.reshape(chains * draws, *v.shape[2:]) for k, v in latent.items()}
-    derived = _derived(problem, flat_latent, settings)
-    observed = inputs.relative_distance
-    coords = {d: observed[d].values for d in observed.dims}
-    coords |= {"chain": np.arange(chains), "draw": np.arange(draws)}
+def datatree(
+    target: Target,
+    inputs: ModelInputs,
+    draws: Draws,
+    key,
+    settings: FitSettings,
+    behaviour: xr.Dataset,
+) -> xr.DataTree:
+    """The fit of docs/files.md §3 from an engine's draws.
 
-    def draws_array(name, values, dims=(), kept=None):
-        kept = np.arange(draws) if kept is None else kept
-        values = np.asarray(values).reshape(chains, kept.size, *np.shape(values)[1:])
-        array = _as_dataarray(name, values, (chains, kept.size), SAMPLE_DIMS, inputs, dims)
-        return array.assign_coords(draw=kept)
-
-    grid = ("num_tasks", "checkpoint")
-    posterior = {
-        name: draws_array(name, value)
-        for name, value in (flat_latent | derived["parameters"]).items()
+    ``key`` draws the posterior predictive. The groups are built with ArviZ's
+    ``dict_to_dataset`` (what ``arviz_base.from_numpyro`` uses per group): from_numpyro
+    itself cannot unflatten the model's configuration axis into the configuration dims,
+    thin the pointwise draws or store per-cell draws in float32.
+    """
+    chains, num_draws = next(iter(draws.latent.values())).shape[:2]
+    latent = {  # trace order, flat chain-major draws
+        name: draws.latent[name].reshape(chains * num_draws, *draws.latent[name].shape[2:])
+        for name in target.transforms
     }
-    # Per-cell draws are the bulk of the file: float32 (7 digits, far below their posterior
-    # spread) halves it. Everything read from the tree, the metrics too, sees these values.
-    for name, values, dims in [
-        ("weight_memorizing", derived["weight_memorizing"], grid),
-        ("log_posterior_odds", derived["log_posterior_odds"], grid),
-        ("expected_relative_distance", derived["expected"], (*grid, "split")),
-    ]:
-        posterior[name] = draws_array("", values.astype(np.float32), dims)
-    posterior = _describe(xr.Dataset(posterior, coords=coords))
-    kept = _pointwise_draws(chains, draws, settings.pointwise_draws)
-    split_fitted = np.asarray(inputs.kwargs["fit_mask"]).any(axis=(0, 1, 2))  # (S,)
-    predictive = _posterior_predictive(
-        _thinned(derived, chains, draws, kept), settings, key, split_fitted
-    )
-    predictive = xr.Dataset(
-        {"relative_distance": draws_array("", predictive, (*grid, "split"), kept)},
-        coords=coords | {"draw": kept},
-    )
-    if kept.size < draws:
-        predictive.attrs["thinned_from"] = draws
+    labels = _Labels(inputs, chains, num_draws)
+    posterior = _posterior(target, latent, inputs, labels, settings)
+    kept = pointwise_draws(chains, num_draws, settings.pointwise_draws)
+    thinned = {
+        k: v.reshape(chains, num_draws, *v.shape[1:])[:, kept].reshape(-1, *v.shape[1:])
+        for k, v in latent.items()
+    }
     groups = {
         "posterior": posterior,
-        "posterior_predictive": predictive,
-        "observed_data": xr.Dataset({"relative_distance": observed}),
+        "posterior_predictive": _posterior_predictive(
+            target, thinned, posterior, kept, key, inputs, labels, settings
+        ),
+        "observed_data": xr.Dataset({"relative_distance": inputs.relative_distance}),
         "constant_data": _constant_data(behaviour, inputs, settings),
-        "sample_stats": sample_stats.assign_coords(
-            {d: coords[d] for d in SAMPLE_DIMS if d in sample_stats.dims}
+        "sample_stats": draws.sample_stats.assign_coords(
+            {d: labels.coords[d] for d in SAMPLE_DIMS if d in draws.sample_stats.dims}
         ),
     }
-    log_lik = _log_likelihood(problem, derived, inputs, settings)
+    log_lik = _log_likelihood(target, thinned, kept, inputs, labels, settings)
     if log_lik is not None:
         groups["log_likelihood"] = log_lik
+    for name in ("posterior_predictive", "log_likelihood"):
+        if name in groups and kept.size < num_draws:
+            groups[name].attrs["thinned_from"] = num_draws
     if settings.method == "map":  # the optimum itself (the first Laplace draw)
         groups["point_estimate"] = posterior[parameter_names_of(posterior)].isel(
             chain=0, draw=0, drop=True
         )
     tree = xr.DataTree.from_dict(groups)
-    tree.attrs = {
-        "observation_model": settings.observation,
-        "measure": inputs.relative_distance.attrs["measure"],
-        "fitted_splits": ",".join(settings.splits or map(str, observed.split.values)),
-        "ablation": settings.ablation,
-        "pooling": settings.pooling,
-        "strategies": ",".join(settings.strategies),
-        "context_dependent": int(settings.context_dependent),
-        "inference_method": settings.method,
-        "seed": settings.seed,
-        "setting": str(behaviour.attrs.get("setting", "")),
-        "package_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    tree.attrs = _root_attributes(inputs, settings, behaviour)
     tree.attrs |= fit_metrics(tree)
     return tree
 
 
-def _as_dataarray(name, values, leading_shape, leading_dims, inputs: ModelInputs, dims=()):
-    """Label one site's values: (leading..., [C,] dims...) with C unflattened into the
-    configuration dims (dropped when there is one configuration)."""
-    site_shape = values.shape[len(leading_shape) :]
-    if name == "sigma":
-        return xr.DataArray(values, dims=(*leading_dims, "split"))
-    if not site_shape:
-        return xr.DataArray(values, dims=leading_dims)
-    rest = site_shape[1:]  # after the configuration axis
-    values = values.reshape(*leading_shape, *inputs.config_shape, *rest)
-    extra = dims if dims else tuple(f"{name}_dim_{i}" for i in range(len(rest)))
-    return xr.DataArray(values, dims=(*leading_dims, *inputs.config_dims, *extra))
+class _Labels:
+    """Dims and coordinates of a fit's arrays: the model's configuration axis C (flattened)
+    unflattened into the configuration dims, which are dropped when there is one."""
 
+    def __init__(self, inputs: ModelInputs, chains: int, draws: int):
+        observed = inputs.relative_distance
+        self.inputs = inputs
+        self.coords = {d: observed[d].values for d in observed.dims}
+        self.coords |= {"chain": np.arange(chains), "draw": np.arange(draws)}
 
-def _derived(problem, latent, settings):
-    """alpha, beta, gamma (also where deterministic), weights, log odds, expected weights."""
-    kwargs = problem.kwargs
-    with_context = "context_loss" in kwargs and settings.observation == "relative-distance"
-    num_splits = kwargs["fit_mask"].shape[-1]
-    parameters_model = functools.partial(
-        _parameters_only,
-        kwargs["ablation"],
-        kwargs["pooling"],
-        kwargs["strategy_loss"].shape[1],
-        kwargs["priors"],
-    )
+    def dataset(self, values: dict, dims: dict, draw, attrs=None) -> xr.Dataset:
+        """``values`` (chain * draws, [C,] rest...) as a Dataset (chain, draw, config..., ...).
 
-    def one(draw, data):
-        parameters = numpyro.handlers.substitute(parameters_model, data=draw)
-        trace = numpyro.handlers.trace(numpyro.handlers.seed(parameters, 0)).get_trace()
-        alpha, beta, gamma = (trace[n]["value"] for n in ("alpha", "beta", "gamma"))
-        log_post = rational.log_posterior(
-            data["strategy_loss"],
-            data["strategy_complexity"],
-            data["checkpoint"],
-            alpha,
-            beta,
-            gamma,
-            linear_complexity=settings.ablation == "linear-complexity",
+        ``dims`` names the dims after the configuration ones (ArviZ names the others
+        ``{name}_dim_{i}``).
+        """
+        inputs, chains = self.inputs, self.coords["chain"].size
+        data, named = {}, {}
+        for name, value in values.items():
+            value = value.reshape(chains, -1, *value.shape[1:])
+            rest = value.shape[2:]
+            if name == "sigma" or not rest:  # per split, or one value
+                data[name], named[name] = value, list(dims.get(name, ()))
+                continue
+            data[name] = value.reshape(chains, value.shape[1], *inputs.config_shape, *rest[1:])
+            named[name] = [*inputs.config_dims, *dims.get(name, ())]
+        return azb.dict_to_dataset(
+            data,
+            coords=self.coords | {"draw": draw},
+            dims=named,
+            sample_dims=SAMPLE_DIMS,
+            inference_library=numpyro,
+            attrs=attrs,
         )
-        weights = jax.nn.softmax(log_post, axis=0)
-        if with_context:
-            extra = rational.context_evidence(
-                data["context_loss"], data["context_size"], alpha, gamma
-            )
-            log_w = log_post[..., None, None] + extra[:, :, :, None]
-            expected = jax.nn.softmax(log_w, axis=0)[0].mean(-1)
-        else:
-            expected = jnp.broadcast_to(weights[0][..., None], (*weights.shape[1:], num_splits))
-        return (alpha, beta, gamma), weights[0], log_post[0] - log_post[1], expected
-
-    names = ["strategy_loss", "strategy_complexity", "checkpoint", "context_loss", "context_size"]
-    data = {k: problem.data[k] for k in names if k in problem.data}
-    compute = jax.jit(lambda draws, data: jax.lax.map(lambda d: one(d, data), draws, batch_size=64))
-    (alpha, beta, gamma), weight, odds, expected = compute(latent, data)
-    return {
-        "parameters": {"alpha": alpha, "beta": beta, "gamma": gamma},
-        "weight_memorizing": np.asarray(weight),
-        "log_posterior_odds": np.asarray(odds),
-        "expected": np.asarray(expected),
-        "latent": latent,
-    }
 
 
-def _parameters_only(ablation, pooling, num_configurations, priors):
-    parameters.rational_parameters(
-        ablation=ablation, pooling=pooling, num_configurations=num_configurations, priors=priors
+GRID = ("num_tasks", "checkpoint")
+PARAMETERS = ("alpha", "beta", "gamma")
+
+
+def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
+    """The latent sites, alpha, beta, gamma (also where deterministic), and the per-cell
+    deterministic sites in float32."""
+    # Per-cell draws are the bulk of the file: float32 (7 digits, far below their posterior
+    # spread) halves it. Everything read from the tree, the metrics too, sees these values.
+    per_cell = ["weight_memorizing", "log_posterior_odds"]
+    if "expected_relative_distance" in target.sites:  # context-dependent weights
+        per_cell.append("expected_relative_distance")
+    cells = int(np.prod(inputs.relative_distance.shape))
+    values = site_draws(
+        target,
+        latent,
+        [*PARAMETERS, *per_cell],
+        cells=cells,
+        one_at_a_time=settings.context_dependent,
+        dtypes=dict.fromkeys(per_cell, np.float32),
     )
+    dims = {"sigma": ["split"], "weight_memorizing": GRID, "log_posterior_odds": GRID}
+    dims["expected_relative_distance"] = (*GRID, "split")
+    values = {name: values[name] for name in [*PARAMETERS, *per_cell]}  # in this order
+    posterior = labels.dataset(latent | values, dims, labels.coords["draw"])
+    if "expected_relative_distance" not in posterior:
+        # the model predicts w_M in every split: a view, not a copy (as read_fit makes it)
+        weight = posterior.weight_memorizing.drop_attrs()
+        split = labels.coords["split"]
+        expected = weight.expand_dims(split=split.size, axis=-1)
+        posterior["expected_relative_distance"] = expected.assign_coords(split=split)
+    return _describe(posterior)
 
 
-def _pointwise_draws(chains: int, draws: int, limit: int) -> np.ndarray:
+def pointwise_draws(chains: int, draws: int, limit: int) -> np.ndarray:
     """The draws of every chain kept for per-cell quantities: evenly spaced (every k-th),
     at most ``limit`` over all chains, at least one per chain."""
     return np.arange(draws)[:: math.ceil(chains * draws / limit)]
 
 
-def _thinned(derived, chains: int, draws: int, kept: np.ndarray) -> dict:
-    """``derived`` (flat chain-major draws) with only the ``kept`` draws of every chain."""
+def _posterior_predictive(target, thinned, posterior, kept, key, inputs, labels, settings):
+    """Observed-weight draws (float32) for every cell, fitted and held out, on the ``kept``
+    draws.
 
-    def thin(value):
-        value = np.asarray(value)
-        return value.reshape(chains, draws, *value.shape[1:])[:, kept].reshape(
-            chains * kept.size, *value.shape[1:]
-        )
-
-    return {
-        "expected": thin(derived["expected"]),
-        "latent": {name: thin(value) for name, value in derived["latent"].items()},
-    }
-
-
-def _posterior_predictive(derived, settings, key, split_fitted):
-    """Observed-weight draws (float32) for every cell, fitted and held out.
-
-    A split with no fitted cell (``--splits id``) learns nothing about its noise scale: its
-    sigma is a draw from the prior, whose intervals cover everything. It is predicted with
-    the mean sigma of the fitted splits instead, per draw.
+    ``relative-distance``: draws of the model's observation site. A split with no fitted
+    cell (``--splits id``) learns nothing about its noise scale: its sigma is a draw from
+    the prior, whose intervals cover everything; it is predicted with the mean sigma of
+    the fitted splits instead, per draw. ``outputs``: the noise-free mixture's observed
+    weight, w_M.
     """
-    expected = derived["expected"]  # (draws, C, D, N, S)
     if settings.observation == "outputs":
-        return expected.astype(np.float32)  # the noise-free mixture's observed weight: w_M
-    sigma = np.asarray(derived["latent"]["sigma"])  # (draws, S)
+        expected = posterior.expected_relative_distance.sel(draw=kept).drop_attrs()
+        return xr.Dataset({"relative_distance": expected}, attrs=posterior.attrs)
+    split_fitted = np.asarray(inputs.kwargs["fit_mask"]).any(axis=(0, 1, 2))  # (S,)
+    sigma = thinned["sigma"]  # (draws, S)
     if not split_fitted.all() and split_fitted.any():
         pooled = sigma[:, split_fitted].mean(axis=1, keepdims=True)
-        sigma = np.where(split_fitted, sigma, pooled)
-    sigma = sigma[:, None, None, None, :]
-    rng = np.random.default_rng([settings.seed, 2])
-    noisy = expected + sigma * rng.standard_normal(expected.shape)
-    return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+        thinned = thinned | {"sigma": np.where(split_fitted, sigma, pooled)}
+    cells = int(np.prod(inputs.relative_distance.shape))
+    values = predictive_draws(target, thinned, key, cells=cells)  # (draws, C, D, N, S)
+    return labels.dataset(
+        {"relative_distance": values}, {"relative_distance": (*GRID, "split")}, kept
+    )
 
 
-def _clipped_normal_log_prob(value, loc, scale):
-    """numpy twin of ``ClippedNormal.log_prob`` (no compilation for a one-off evaluation)."""
-    inside = scipy.stats.norm.logpdf(value, loc, scale)
-    below = scipy.special.log_ndtr(-loc / scale)
-    above = scipy.special.log_ndtr((loc - 1.0) / scale)
-    return np.where(value <= 0.0, below, np.where(value >= 1.0, above, inside))
-
-
-def _log_likelihood(problem, derived, inputs, settings):
+def _log_likelihood(target, thinned, kept, inputs, labels, settings):
     """Pointwise log likelihood of the fitted cells (dim ``fitted_cell``), for PSIS-LOO.
 
     Held-out cells are left out, as they are of the fit. Computed on at most
@@ -233,23 +196,17 @@ def _log_likelihood(problem, derived, inputs, settings):
     nodes of every cell per draw. Context-dependent ``outputs`` fits have none (one pass
     over every prediction per draw): returns None.
     """
-    chains, draws = inputs.chains_draws
-    mask = np.asarray(inputs.kwargs["fit_mask"])
-    kept = _pointwise_draws(chains, draws, settings.pointwise_draws)
-    thinned = _thinned(derived, chains, draws, kept)
-    if settings.observation == "outputs":
-        if "statistics" not in inputs.kwargs:
-            return None
-        values = _outputs_cell_log_likelihood(problem, thinned["latent"])
-        name = "transformer_prediction"
-    else:
-        sigma = np.asarray(thinned["latent"]["sigma"])[:, None, None, None, :]
-        expected = thinned["expected"]
-        sigma = np.broadcast_to(sigma, expected.shape)
-        value = np.asarray(inputs.kwargs["relative_distance"])
-        values = _clipped_normal_log_prob(value, expected, sigma)
-        name = "relative_distance"
-    values = values[:, mask].reshape(chains, kept.size, -1)
+    outputs = settings.observation == "outputs"
+    if outputs and "statistics" not in inputs.kwargs:
+        return None
+    mask = np.asarray(inputs.kwargs["fit_mask"])  # (C, D, N, S)
+    values = pointwise_log_likelihood(
+        target,
+        thinned,
+        cells=mask.size,
+        fitted=np.flatnonzero(mask),
+    )  # (draws, fitted cells)
+    chains = labels.coords["chain"].size
     where = dict(
         zip(inputs.relative_distance.dims, np.nonzero(inputs.fit_mask.values), strict=True)
     )
@@ -257,27 +214,32 @@ def _log_likelihood(problem, derived, inputs, settings):
         f"fitted_{dim}": ("fitted_cell", inputs.relative_distance[dim].values[index])
         for dim, index in where.items()
     }
-    log_lik = xr.Dataset(
-        {name: ((*SAMPLE_DIMS, "fitted_cell"), values)},
-        coords=cells | {"chain": np.arange(chains), "draw": kept},
+    log_lik = azb.dict_to_dataset(
+        {target.observed: values.reshape(chains, kept.size, -1)},
+        coords={"chain": labels.coords["chain"], "draw": kept},
+        dims={target.observed: ["fitted_cell"]},
+        sample_dims=SAMPLE_DIMS,
+        inference_library=numpyro,
     )
-    if kept.size < draws:
-        log_lik.attrs["thinned_from"] = draws
-    return log_lik
+    return log_lik.assign_coords(cells)
 
 
-def _outputs_cell_log_likelihood(problem, latent):
-    """The ``outputs`` model's per-cell log likelihood (draws, C, D, N, S), from its
-    observation site with every draw substituted; one draw at a time, as one draw's
-    quadrature terms are already (C, D, N, S, K)."""
-
-    def one(draw, data):
-        model = numpyro.handlers.substitute(numpyro.handlers.seed(problem.model, 0), data=draw)
-        site = numpyro.handlers.trace(model).get_trace(**data)[problem.observed_key]
-        return site["fn"].log_prob(site["value"])
-
-    compute = jax.jit(lambda draws, data: jax.lax.map(lambda d: one(d, data), draws))
-    return np.asarray(compute(latent, problem.data))
+def _root_attributes(inputs: ModelInputs, settings: FitSettings, behaviour) -> dict:
+    observed = inputs.relative_distance
+    return {
+        "observation_model": settings.observation,
+        "measure": observed.attrs["measure"],
+        "fitted_splits": ",".join(settings.splits or map(str, observed.split.values)),
+        "ablation": settings.ablation,
+        "pooling": settings.pooling,
+        "strategies": ",".join(settings.strategies),
+        "context_dependent": int(settings.context_dependent),
+        "inference_method": settings.method,
+        "seed": settings.seed,
+        "setting": str(behaviour.attrs.get("setting", "")),
+        "package_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _constant_data(behaviour, inputs, settings):
