@@ -1,10 +1,13 @@
 """The engines: NUTS recovers the parameters, MAP finds the posterior mode, SVI is close,
 seeds repeat."""
 
+import jax
 import numpy as np
 import pytest
 
-from rational_icl.fits import diagnostics, inference, inputs
+from rational_icl.errors import RiclError
+from rational_icl.fits import diagnostics, engines, inference, inputs
+from rational_icl.fits import model as rational
 from tests.fits.simulated import PARAMETERS, TRUTH
 
 
@@ -45,3 +48,67 @@ def test_seeds_make_fits_repeatable(behaviour, map_fit):
     np.testing.assert_array_equal(
         again.posterior_predictive.relative_distance, map_fit.posterior_predictive.relative_distance
     )
+
+
+@pytest.fixture(scope="module")
+def target(behaviour):
+    kwargs = inputs.model_inputs(behaviour, inputs.FitSettings()).kwargs
+    key = jax.random.PRNGKey(0)
+    return engines.Target(rational.relative_distance_model, kwargs, "relative_distance", key)
+
+
+def test_hessian_is_exact(target):
+    start = target.best_prior_draw(jax.random.PRNGKey(1), 64)
+    optimum, result = target.map_estimate(start)
+    assert result.success
+    exact = target.hessian(optimum)
+    # central differences of the compiled gradient, in float64
+    step = 1e-5 * np.maximum(np.abs(np.asarray(optimum)), 1.0)
+    columns = []
+    for i in range(optimum.size):
+        shift = np.zeros(optimum.size)
+        shift[i] = step[i]
+        up = target._value_and_grad(optimum + shift, target.data)[1]
+        down = target._value_and_grad(optimum - shift, target.data)[1]
+        columns.append(np.asarray(up - down) / (2 * step[i]))
+    differences = np.stack(columns, axis=1)
+    np.testing.assert_allclose(exact, exact.T, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(exact, differences, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
+
+
+def test_newton_steps_finish_an_unconverged_optimisation(target, monkeypatch):
+    start = target.best_prior_draw(jax.random.PRNGKey(1), 64)
+    optimum, _ = target.map_estimate(start)
+    monkeypatch.setattr(engines, "LBFGS_ITERATIONS", 3)  # L-BFGS stops far from the mode
+    polished, result = target.map_estimate(start)
+    assert result.nit > 3
+    # at the mode: the Newton step left is a tiny fraction of a posterior sd (the gradient
+    # itself stays above scipy's tolerance, rounding in a sum over thousands of cells)
+    assert engines._converged(result, target.hessian(polished))
+    np.testing.assert_allclose(polished, optimum, rtol=1e-6, atol=1e-6)
+
+
+def test_nuts_with_the_laplace_mass_matrix_agrees(behaviour, nuts_fit):
+    settings = inputs.FitSettings(chains=2, warmup=300, draws=300, seed=1, mass_matrix="laplace")
+    tree = inference.fit(behaviour, settings)
+    assert tree.sample_stats.attrs["mass_matrix"] == "laplace"
+    found = diagnostics.diagnostics(tree)
+    for name in PARAMETERS:
+        assert float(found[f"{name}_r_hat"]) < 1.01
+        adapted, laplace = nuts_fit.posterior[name], tree.posterior[name]
+        # two samplers of one posterior: means within 4 Monte Carlo standard errors
+        ess = min(float(found[f"{name}_ess_bulk"]), 600)
+        error = float(adapted.std()) * np.sqrt(2 / ess)
+        assert abs(float(laplace.mean()) - float(adapted.mean())) < 4 * error
+        assert float(laplace.std()) == pytest.approx(float(adapted.std()), rel=0.2)
+    assert int(found.divergences.sum()) == 0
+    with pytest.raises(RiclError, match="mass_matrix must be one of adapted, laplace"):
+        inputs.FitSettings(mass_matrix="unit")
+
+
+def test_keys_come_from_one_seed():
+    keys, again = engines.Keys.of(3), engines.Keys.of(3)
+    for key, same in zip(keys, again, strict=True):
+        np.testing.assert_array_equal(key, same)
+    values = {tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in keys}
+    assert len(values) == len(keys)  # every key distinct

@@ -31,6 +31,7 @@ MEASURES = {"barycentric": "barycentric_weight", "relative-distance": "relative_
 
 
 METHODS = ("nuts", "map", "svi")
+MASS_MATRICES = ("adapted", "laplace")  # NUTS's inverse mass matrix (engines.nuts)
 
 
 SAMPLE_DIMS = ("chain", "draw")
@@ -45,9 +46,11 @@ class FitSettings:
     splits: tuple[str, ...] | None = None  # None fits every split
     ablation: str = "none"
     pooling: str = "complete"
+    centred: bool = False  # partial pooling: centred parameterisation (parameters.py)
     strategies: tuple[str, ...] = ("memorizing", "generalizing")
     context_dependent: bool = False
     method: str = "nuts"
+    mass_matrix: str = "adapted"  # NUTS: windowed adaptation, or the fixed Laplace covariance
     chains: int = 4
     warmup: int = 1000
     draws: int = 1000
@@ -67,6 +70,7 @@ class FitSettings:
             ("ablation", parameters.ABLATIONS),
             ("pooling", parameters.POOLINGS),
             ("method", METHODS),
+            ("mass_matrix", MASS_MATRICES),
         ]:
             if getattr(self, name) not in allowed:
                 raise RiclError(
@@ -254,6 +258,7 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
         ablation=settings.ablation,
         pooling=settings.pooling,
         priors=settings.priors,
+        centred=settings.centred,
     )
     if settings.observation == "relative-distance":
         kwargs["relative_distance"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))

@@ -153,6 +153,7 @@ def relative_distance_model(
     ablation: str = "none",
     pooling: str = "complete",
     priors: Priors = Priors(),
+    centred: bool = False,
 ):
     """The rational model observed through the relative distance (the default model).
 
@@ -174,7 +175,7 @@ def relative_distance_model(
         Cells that enter the likelihood (the rest are held out); None fits every cell.
     context_loss : array (Q, C, D, S, P) or None
     context_size : array (P,) or None
-    ablation, pooling, priors
+    ablation, pooling, priors, centred
         See ``rational_parameters``.
 
     Sites
@@ -184,7 +185,7 @@ def relative_distance_model(
     context-dependent, observed ``relative_distance`` (C, D, N, S).
     """
     log_post, alpha, gamma = _training_log_posterior(
-        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors
+        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
     )
     if relative_distance is not None:
         num_splits = relative_distance.shape[-1]
@@ -225,6 +226,7 @@ def outputs_model(
     ablation: str = "none",
     pooling: str = "complete",
     priors: Priors = Priors(),
+    centred: bool = False,
 ):
     """The rational model observed through the transformer's own predictions.
 
@@ -258,6 +260,8 @@ def outputs_model(
         Per-sequence mean loss over the first t observations: context-dependent weights
         (the weights then vary by sequence and position: not with ``statistics``).
     context_size : array (P,) or None
+    ablation, pooling, priors, centred
+        See ``rational_parameters``.
 
     Sites
     -----
@@ -278,7 +282,7 @@ def outputs_model(
                 "strategy_prediction and transformer_prediction, not statistics"
             )
     log_post, alpha, gamma = _training_log_posterior(
-        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors
+        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
     )
     if outcome_kind == "probabilities":
         scale = numpyro.sample(
@@ -322,7 +326,7 @@ def outputs_model(
 
 
 def _training_log_posterior(
-    strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors
+    strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
 ):
     """Sample the parameters, record ``weight_memorizing`` and ``log_posterior_odds``.
 
@@ -333,6 +337,7 @@ def _training_log_posterior(
         pooling=pooling,
         num_configurations=strategy_loss.shape[1],
         priors=priors,
+        centred=centred,
     )
     log_post = log_posterior(
         strategy_loss,

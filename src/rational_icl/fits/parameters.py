@@ -54,13 +54,19 @@ def rational_parameters(
     pooling: str = "complete",
     num_configurations: int = 1,
     priors: Priors = Priors(),
+    centred: bool = False,
 ):
     """Sample sites ``alpha``, ``beta``, ``gamma`` (deterministic where an ablation fixes one).
 
     ``pooling="complete"`` gives scalars; ``"none"`` independent values per configuration;
-    ``"partial"`` per-configuration values drawn from a population (non-centred: on the
-    logit/log scale, ``loc + scale * offset`` with ``offset ~ Normal(0, 1)``), with sites
-    ``alpha_loc``, ``alpha_scale``, ``alpha_offset`` and the like.
+    ``"partial"`` per-configuration values drawn from a population on the logit (alpha) or
+    log (beta, gamma) scale, with sites ``alpha_loc``, ``alpha_scale`` and the like.
+    Non-centred by default: ``loc + scale * offset`` with ``offset ~ Normal(0, 1)`` (sites
+    ``alpha_offset``...; ``alpha`` deterministic), which samples well when each
+    configuration's data say little. ``centred=True``: ``alpha ~ LogitNormal(alpha_loc,
+    alpha_scale)``, ``beta ~ LogNormal(beta_loc, beta_scale)``... directly, which samples
+    (and Laplace-approximates) far better when every configuration has many informative
+    cells (the paper's grids: benchmarks/fits.py --grid paper).
     """
     check_choice("ablation", ablation, ABLATIONS)
     check_choice("pooling", pooling, POOLINGS)
@@ -69,7 +75,7 @@ def rational_parameters(
         beta_prior = (priors.linear_beta_log_loc, priors.linear_beta_log_scale)
     else:
         beta_prior = (priors.beta_log_loc, priors.beta_log_scale)
-    specs = {
+    specs = {  # prior (loc, scale) on the link scale, inverse link, value when fixed
         "alpha": ((priors.alpha_logit_loc, priors.alpha_logit_scale), jax.nn.sigmoid, 0.0),
         "beta": (beta_prior, jnp.exp, 1.0),
         "gamma": ((priors.gamma_log_loc, priors.gamma_log_scale), jnp.exp, 1.0),
@@ -80,28 +86,32 @@ def rational_parameters(
         if fixed_name.get(ablation) == name:
             values.append(numpyro.deterministic(name, jnp.full(shape, fixed)))
         elif pooling == "partial":
-            values.append(_population_site(name, loc, scale, link, num_configurations, priors))
-        else:
-            prior = dist.Normal(loc, scale)
-            prior = (
-                dist.TransformedDistribution(prior, SigmoidTransform())
-                if name == "alpha"
-                else dist.LogNormal(loc, scale)
+            population_loc = numpyro.sample(f"{name}_loc", dist.Normal(loc, scale))
+            population_scale = numpyro.sample(
+                f"{name}_scale", dist.HalfNormal(priors.population_scale)
             )
+            if centred:
+                prior = _linked(name, population_loc, population_scale).expand(shape)
+                values.append(numpyro.sample(name, prior.to_event(1)))
+            else:
+                offset = numpyro.sample(
+                    f"{name}_offset", dist.Normal(0.0, 1.0).expand(shape).to_event(1)
+                )
+                raw = population_loc + population_scale * offset
+                values.append(numpyro.deterministic(name, link(raw)))
+        else:
+            prior = _linked(name, loc, scale)
             if shape:
                 prior = prior.expand(shape).to_event(1)
             values.append(numpyro.sample(name, prior))
     return tuple(values)
 
 
-def _population_site(name, loc, scale, link, num_configurations, priors):
-    """Non-centred hierarchical parameter on the logit (alpha) or log (beta, gamma) scale."""
-    population_loc = numpyro.sample(f"{name}_loc", dist.Normal(loc, scale))
-    population_scale = numpyro.sample(f"{name}_scale", dist.HalfNormal(priors.population_scale))
-    offset = numpyro.sample(
-        f"{name}_offset", dist.Normal(0.0, 1.0).expand([num_configurations]).to_event(1)
-    )
-    return numpyro.deterministic(name, link(population_loc + population_scale * offset))
+def _linked(name: str, loc, scale):
+    """Normal(loc, scale) on the logit (alpha) or log (beta, gamma) scale."""
+    if name == "alpha":
+        return dist.TransformedDistribution(dist.Normal(loc, scale), SigmoidTransform())
+    return dist.LogNormal(loc, scale)
 
 
 def check_choice(name: str, value: str, allowed) -> None:
