@@ -9,11 +9,7 @@ from rational_icl.fits import inference, inputs
 from rational_icl.fits import model as rational
 
 TRUTH = {"alpha": 0.5, "beta": 0.3, "gamma": 3.0}
-
-
 NUM_TASKS = 2 ** np.arange(1, 12)  # 2 ... 2048, 11 values as in the paper's grids
-
-
 PARAMETERS = ("alpha", "beta", "gamma")
 
 
