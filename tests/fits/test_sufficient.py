@@ -12,16 +12,9 @@ import scipy.stats
 
 from rational_icl.fits import model as rational
 from rational_icl.fits import sufficient
+from tests.fits.test_model import COMPLEXITY, LOSS, STEPS, _trace
 
 numpyro.enable_x64()
-
-LOSS = np.array([[[0.05, 0.10, 0.15]], [[0.20, 0.20, 0.20]]])  # (Q=2, C=1, D=3)
-COMPLEXITY = np.array([[[2500.0, 5000.0, 9000.0]], [[1200.0, 1200.0, 1200.0]]])
-STEPS = np.array([20.0, 200.0, 2000.0, 20000.0])
-
-
-def _trace(model, seed=0, **kwargs):
-    return numpyro.handlers.trace(numpyro.handlers.seed(model, seed)).get_trace(**kwargs)
 
 
 def _outputs_case(seed, num_sequences=5, num_positions=6, num_outcomes=4, num_strategies=2):

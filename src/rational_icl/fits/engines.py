@@ -28,7 +28,7 @@ from numpyro.infer.util import initialize_model, log_density, transform_fn
 
 from rational_icl.fits.inputs import SAMPLE_DIMS, FitSettings
 
-LBFGS_ITERATIONS = 500  # then Newton steps (Target.map_estimate)
+LBFGS_ITERATIONS = 100  # then Newton steps (Target.map_estimate)
 
 
 class Keys(NamedTuple):
@@ -89,6 +89,7 @@ class Target:
         self._hessian = jax.jit(jax.hessian(self._negative_log_joint))
         self._scores = jax.jit(jax.vmap(self._negative_log_joint, in_axes=(0, None)))
         self._prior_draws = {}
+        self._last_hessian = None
 
     def _negative_log_joint(self, x, data):
         """-log p(data, theta) at the flat unconstrained ``x``, without the transforms'
@@ -104,7 +105,11 @@ class Target:
 
     def hessian(self, x) -> np.ndarray:
         """Exact Hessian of the negative log joint (``jax.hessian``) at flat ``x``."""
-        return np.asarray(self._hessian(jnp.asarray(x), self.data))
+        x = np.asarray(x, dtype=np.float64)
+        if self._last_hessian is None or not np.array_equal(self._last_hessian[0], x):
+            # the last Newton step's Hessian is the Laplace approximation's: kept, not redone
+            self._last_hessian = (x, np.asarray(self._hessian(jnp.asarray(x), self.data)))
+        return self._last_hessian[1]
 
     def best_prior_draw(self, key, num_draws: int, fixed: dict | None = None):
         """The prior draw (flat, unconstrained) with the highest log joint: a start away

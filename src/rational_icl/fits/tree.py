@@ -93,7 +93,7 @@ class _Labels:
         self.coords = {d: observed[d].values for d in observed.dims}
         self.coords |= {"chain": np.arange(chains), "draw": np.arange(draws)}
 
-    def dataset(self, values: dict, dims: dict, draw, attrs=None) -> xr.Dataset:
+    def dataset(self, values: dict, dims: dict, draw) -> xr.Dataset:
         """``values`` (chain * draws, [C,] rest...) as a Dataset (chain, draw, config..., ...).
 
         ``dims`` names the dims after the configuration ones (ArviZ names the others
@@ -115,7 +115,6 @@ class _Labels:
             dims=named,
             sample_dims=SAMPLE_DIMS,
             inference_library=numpyro,
-            attrs=attrs,
         )
 
 
