@@ -84,7 +84,6 @@ class Target:
         example = jax.eval_shape(structure, key, self.data)
         flat, self.unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape), example))
         self.size = flat.size  # number of unconstrained scalars
-        self._objective = jax.jit(self._negative_log_joint)
         self._value_and_grad = jax.jit(jax.value_and_grad(self._negative_log_joint))
         self._hessian = jax.jit(jax.hessian(self._negative_log_joint))
         self._scores = jax.jit(jax.vmap(self._negative_log_joint, in_axes=(0, None)))
