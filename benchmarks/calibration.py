@@ -44,15 +44,17 @@ from numpyro.infer import Predictive
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import potential_energy
 
-from rational_icl.fits import inference
+from rational_icl.fits import engines
 from rational_icl.fits import model as rational
+from rational_icl.fits.inputs import FitSettings, model_inputs
+from rational_icl.fits.parameters import Priors
 
 PARAMETERS = ("alpha", "beta", "gamma")
 NUM_TASKS = 2 ** np.arange(1, 12)
 STEPS = np.unique(np.geomspace(20, 1e5, 30).round()).astype(np.int64)
 NUM_BINS = 10
 KEPT_DRAWS = 99  # at most; fewer when the chain's ESS is lower
-SBC_PRIORS = rational.Priors(
+SBC_PRIORS = Priors(
     alpha_logit_scale=0.5,  # alpha in about (0.27, 0.73)
     beta_log_loc=float(np.log(0.3)),
     beta_log_scale=0.3,
@@ -98,15 +100,15 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=200)
     args = parser.parse_args()
 
-    settings = inference.FitSettings(priors=SBC_PRIORS)
-    inputs = inference._model_inputs(template(), settings)
+    settings = FitSettings(priors=SBC_PRIORS)
+    inputs = model_inputs(template(), settings)
     # One problem and one sampler for every replication: only the data change, so the
     # compiled log density and NUTS are reused (arrays are arguments, not constants).
-    problem = inference._Problem(
-        rational.relative_distance_model, inputs.kwargs, "relative_distance"
+    key_prior, key_fit = jax.random.split(jax.random.PRNGKey(args.seed))
+    problem = engines.Target(
+        rational.relative_distance_model, inputs.kwargs, "relative_distance", key_prior
     )
     prior_data = {k: v for k, v in problem.data.items() if k != "relative_distance"}
-    key_prior, key_fit = jax.random.split(jax.random.PRNGKey(args.seed))
     prior = Predictive(problem.model, num_samples=args.replications)(key_prior, **prior_data)
     sample = _compiled_nuts(problem, args.warmup, args.draws)
     ranks = {name: [] for name in PARAMETERS}
@@ -121,7 +123,7 @@ def main() -> None:
             samples = _laplace_draws(problem, start, args.draws, replication)
         else:
             flat, diverging = sample(key, start, data)
-            samples = jax.vmap(lambda x: problem.constrain(problem.unravel(x)))(flat)
+            samples = problem.constrain_flat(flat)
             divergent_fits += int(np.any(diverging))
         for name in PARAMETERS:
             truth = float(prior[name][replication])
@@ -217,8 +219,7 @@ def _laplace_draws(problem, optimum, num_draws: int, seed: int) -> dict:
     scale = np.where(eigenvalues > 1e-8, 1.0 / np.sqrt(np.abs(eigenvalues)), 1.0)
     noise = np.random.default_rng(seed).standard_normal((num_draws, optimum.size))
     flat = np.asarray(optimum) + (noise * scale) @ eigenvectors.T
-    draws = [problem.constrain(problem.unravel(x)) for x in flat]
-    return {name: np.stack([d[name] for d in draws]) for name in draws[0]}
+    return problem.constrain_flat(flat)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ numpyro.set_host_device_count(2)  # before JAX starts: one CPU device per chain
 numpyro.enable_x64()
 
 from rational_icl.fits import model as rational  # noqa: E402
+from rational_icl.fits.parameters import rational_parameters  # noqa: E402
 
 
 def load_arrays(folder: str | None):
@@ -64,7 +65,7 @@ def load_arrays(folder: str | None):
 
 def beta_weight_model(strategy_loss, strategy_complexity, checkpoint, observed=None):
     """Variant: the rational weights with a Beta likelihood (weights squeezed into (0, 1))."""
-    alpha, beta, gamma = rational.rational_parameters()  # the documented priors
+    alpha, beta, gamma = rational_parameters()  # the documented priors
     log_post = rational.log_posterior(
         strategy_loss, strategy_complexity, checkpoint, alpha, beta, gamma
     )

@@ -23,7 +23,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from rational_icl.fits import inference, inputs
+from rational_icl.fits.behaviour import load_behaviour
+from rational_icl.fits.runs import open_runs
 from rational_icl.fits.simulate import simulate_runs
+from tests.fits.simulated import outputs_map, simulated_behaviour
 
 STRATEGIES = ["memorizing", "generalizing", "constant"]
 NUM_TASKS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
@@ -258,3 +262,48 @@ def ricl_data_folder(tmp_path_factory) -> Path:
     if result.returncode != 0:
         pytest.fail(f"ricl data failed: {result.stderr.strip()}")
     return out
+
+
+# ---- fits of simulated behaviour, shared by the tests of the fits modules (session)
+
+
+@pytest.fixture(scope="session")
+def behaviour():
+    # One fixed data set. A 90% interval misses the truth 10% of the time by design; the
+    # calibration over many data sets is checked by benchmarks/calibration.py.
+    return simulated_behaviour(seed=4)
+
+
+@pytest.fixture(scope="session")
+def nuts_fit(behaviour):
+    settings = inputs.FitSettings(chains=2, warmup=300, draws=300, seed=1)
+    return inference.fit(behaviour, settings)
+
+
+@pytest.fixture(scope="session")
+def map_fit(behaviour):
+    return inference.fit(behaviour, inputs.FitSettings(method="map", chains=1, draws=400))
+
+
+@pytest.fixture(scope="session")
+def two_configurations():
+    return simulated_behaviour(num_checkpoints=16, mlp=[1.0, 4.0], seed=4)
+
+
+@pytest.fixture(scope="session")
+def outputs_fits(synthetic_runs):
+    """The full outputs model and its unit-gamma ablation (MAP), the latter on 2 x 700
+    draws, which its log likelihood thins to every second draw."""
+    runs = open_runs(synthetic_runs.folder)
+    measured = load_behaviour(synthetic_runs.folder)
+    full = outputs_map(measured, runs, draws=200)
+    ablated = outputs_map(measured, runs, chains=2, draws=700, ablation="unit-gamma")
+    return runs, full, ablated
+
+
+@pytest.fixture(scope="session")
+def unidentified_map_fit(behaviour):
+    """Issue 15's symptom: with two num_tasks values (one fitted) alpha, beta and gamma are
+    barely identified and the Laplace draws of a MAP fit fall far outside the posterior."""
+    settings = inputs.FitSettings(method="map", chains=1, draws=400)
+    return inference.fit(behaviour.isel(num_tasks=[0, 1]), settings)

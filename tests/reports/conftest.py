@@ -55,14 +55,14 @@ def behaviour(runs_folder) -> xr.Dataset:
 
 @pytest.fixture(scope="session")
 def fit(behaviour) -> xr.DataTree:
-    from rational_icl.fits.inference import FitSettings
     from rational_icl.fits.inference import fit as fit_model
+    from rational_icl.fits.inputs import FitSettings
 
     return fit_model(behaviour, FitSettings(method="map", chains=2, draws=100, seed=0))
 
 
 @pytest.fixture(scope="session")
 def fit_file(fit, tmp_path_factory) -> Path:
-    from rational_icl.fits.inference import write_fit
+    from rational_icl.fits.tree import write_fit
 
     return write_fit(fit, tmp_path_factory.mktemp("fit") / "fit.nc")

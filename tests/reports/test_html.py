@@ -144,8 +144,8 @@ def test_no_file_borne_string_reaches_the_page_raw(behaviour, fit, tmp_path):
 
 
 def test_a_fit_with_unreliable_loo_gets_a_note_not_numbers(behaviour, fit, tmp_path):
-    from rational_icl.fits.inference import FitSettings
     from rational_icl.fits.inference import fit as fit_model
+    from rational_icl.fits.inputs import FitSettings
 
     # two num_tasks values, one fitted: the Laplace draws miss the posterior (issue 15)
     settings = FitSettings(method="map", chains=1, draws=200, seed=0)

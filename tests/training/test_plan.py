@@ -6,9 +6,10 @@ import tomllib
 import pytest
 
 from rational_icl.data import spec_from_dict
-from rational_icl.fits import inference
+from rational_icl.fits import inference, inputs
 from rational_icl.fits.behaviour import behaviour
 from rational_icl.fits.runs import open_runs
+from rational_icl.fits.tree import write_fit
 from rational_icl.training.loop import train
 from rational_icl.training.plan import format_plan, plan_job
 from tests.specs import SMALL_CATEGORICAL
@@ -42,7 +43,7 @@ def test_disk_estimates_are_within_10_percent_of_the_files_written(spec, plan, t
     written = sum(path.stat().st_size for path in files)
     assert plan.predictions_bytes == pytest.approx(written, rel=0.10)
     runs = open_runs(tmp_path / "runs")
-    settings = inference.FitSettings(chains=2, warmup=100, draws=200, pointwise_draws=100)
+    settings = inputs.FitSettings(chains=2, warmup=100, draws=200, pointwise_draws=100)
     tree = inference.fit(behaviour(runs).compute(), settings)
-    fit_file = inference.write_fit(tree, tmp_path / "fit.nc")
+    fit_file = write_fit(tree, tmp_path / "fit.nc")
     assert plan.fit_bytes == pytest.approx(fit_file.stat().st_size, rel=0.10)

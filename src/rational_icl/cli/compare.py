@@ -23,14 +23,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from rational_icl.fits import inference
+    from rational_icl.fits.diagnostics import compare
+    from rational_icl.fits.tree import read_fit
 
     names = [path.stem for path in args.fits]
     if len(set(names)) != len(names):
         raise RiclError("two fit files have the same name; give each fit a distinct file name")
-    fits = {name: inference.read_fit(path) for name, path in zip(names, args.fits, strict=True)}
+    fits = {name: read_fit(path) for name, path in zip(names, args.fits, strict=True)}
     _check_same_cells(fits, args.fits)
-    table = inference.compare(fits)
+    table = compare(fits)
     for name in table.index:
         table.loc[name, "ablation"] = fits[name].attrs.get("ablation", "")
         table.loc[name, "method"] = fits[name].attrs.get("inference_method", "")

@@ -104,7 +104,7 @@ def run(args) -> int:
 
 def fit_settings(args):
     """The FitSettings of ``ricl fit``'s options."""
-    from rational_icl.fits.inference import FitSettings
+    from rational_icl.fits.inputs import FitSettings
 
     return FitSettings(
         **shared_fit_settings(args),
@@ -142,9 +142,10 @@ def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None
     import numpyro
 
     numpyro.set_host_device_count(max(settings.chains, os.cpu_count() or 1))
-    from rational_icl.fits import inference
     from rational_icl.fits.behaviour import behaviour
+    from rational_icl.fits.inference import fit
     from rational_icl.fits.runs import open_runs
+    from rational_icl.fits.tree import write_fit
 
     runs = open_runs(runs_dir)
     _warn_diverged(runs)
@@ -156,9 +157,9 @@ def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None
     else:
         measured = behaviour(runs).compute()
     needs_runs = settings.observation == "outputs" or settings.context_dependent
-    tree = inference.fit(measured, settings, runs=runs if needs_runs else None)
-    _report(tree, inference)
-    inference.write_fit(tree, out)
+    tree = fit(measured, settings, runs=runs if needs_runs else None)
+    _report(tree)
+    write_fit(tree, out)
     print(f"wrote {out}")
     return tree
 
@@ -212,15 +213,17 @@ def _warn_diverged(runs) -> None:
         )
 
 
-def _report(tree, inference) -> None:
+def _report(tree) -> None:
     """Summary table, fit quality, dropped checkpoints, diagnostics and LOO, on stdout."""
+    from rational_icl.fits.diagnostics import diagnostic_warnings, loo, loo_problem, summary
+
     print(
         f"rational model, observation {tree.attrs['observation_model']} (measure "
         f"{tree.attrs['measure']}, fitted splits {tree.attrs['fitted_splits']}), ablation "
         f"{tree.attrs['ablation']}, pooling {tree.attrs['pooling']}, method "
         f"{tree.attrs['inference_method']}"
     )
-    print(inference.summary(tree).to_string())
+    print(summary(tree).to_string())
     for split in tree.observed_data.split.values:
         fitted = tree.attrs.get(f"fitted_correlation_{split}")
         held = tree.attrs.get(f"heldout_correlation_{split}")
@@ -248,11 +251,11 @@ def _report(tree, inference) -> None:
             steps = dropped.checkpoint.values[dropped.sel(num_tasks=num_tasks).values]
             if steps.size:
                 print(f"num_tasks {num_tasks}: early checkpoints not fitted {steps.tolist()}")
-    for problem in inference.diagnostic_warnings(tree):
+    for problem in diagnostic_warnings(tree):
         print(problem.line)
     if "log_likelihood" in tree.children:
-        result = inference.loo(tree)
-        problem = inference.loo_problem(tree, result)
+        result = loo(tree)
+        problem = loo_problem(tree, result)
         if problem is not None:
             print(f"warning: {problem}")
             return

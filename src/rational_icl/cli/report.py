@@ -61,7 +61,7 @@ def read_inputs(paths: list[Path]):
     folder and stem where stems repeat).
     """
     from rational_icl.fits import load_behaviour
-    from rational_icl.fits.inference import read_fit
+    from rational_icl.fits.tree import read_fit
 
     behaviour_sources, fit_paths = [], []
     for path in paths:

@@ -175,7 +175,7 @@ def run_spec(spec, folder: Path, args) -> Path:
 def _fit_settings(args):
     """ricl fit's defaults, with the options ricl run shares with it."""
     from rational_icl.cli.fit import shared_fit_settings
-    from rational_icl.fits.inference import FitSettings
+    from rational_icl.fits.inputs import FitSettings
 
     return FitSettings(**shared_fit_settings(args))
 

@@ -18,68 +18,37 @@ Every function here is public and can be used in a researcher's own NumPyro scri
 - ``strategy_prediction``: (Q, C, D, S, B, P, O) and ``transformer_prediction``:
   (C, D, N, S, B, P, O) for the ``outputs`` observation model (B sequences, P positions,
   O outcomes). To fit it, reduce them once to per-cell sums (``dirichlet_statistics``,
-  ``normal_statistics``) and pass those as ``statistics``: a fit then never revisits the
-  B x P x O predictions of each of the C x D x N x S cells.
+  ``normal_statistics`` in ``rational_icl.fits.sufficient``) and pass those as
+  ``statistics``: a fit then never revisits the B x P x O predictions of each of the
+  C x D x N x S cells.
 
-Priors (weakly informative, in the maths' units; NUTS works on the unconstrained logit/log
-scale that NumPyro derives from each prior's support, which is what keeps the sampler happy
-when K is thousands of bits and N thousands of steps):
-
-- ``alpha`` ~ LogitNormal(0, 1.5): sublinear sample efficiency in (0, 1), roughly flat;
-- ``beta`` ~ LogNormal(log 0.5, 1): complexity exponent, 95% in (0.07, 3.6);
-  under the ``linear-complexity`` ablation beta is a per-bit price, LogNormal(log 1e-3, 3);
-- ``gamma`` ~ LogNormal(0, 3): evidence scale, 95% in (0.003, 360);
-- ``sigma`` ~ HalfNormal(0.2) per split: noise of the observed weight;
-- ``concentration`` ~ LogNormal(log 100, 2): Dirichlet concentration (``outputs``,
-  probabilities); ``output_sigma`` ~ HalfNormal(1) (``outputs``, regression).
+The parameters and their priors are in ``rational_icl.fits.parameters``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import itertools
 import math
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import log_ndtr
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import SigmoidTransform
 
 from rational_icl import formulas
+from rational_icl.fits.parameters import Priors, check_choice, rational_parameters
+from rational_icl.fits.sufficient import (
+    DirichletStatistics,
+    NormalStatistics,
+    fitted_cells_only,
+    floored,
+    outputs_log_likelihood,
+)
 
 STRATEGIES = ("memorizing", "generalizing", "constant")
-ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
-POOLINGS = ("complete", "none", "partial")
 OUTCOME_KINDS = ("probabilities", "regression")
-_SHIFT = 6  # recurrence steps before the asymptotic series of log_gamma, polygamma
-_BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66)  # B_2, B_4, ... B_10
-_PROBABILITY_FLOOR = 1e-6  # probabilities below this are floored for the Dirichlet
-
-
-@dataclass(frozen=True)
-class Priors:
-    """Locations and scales of the weakly-informative priors (see the module docstring)."""
-
-    alpha_logit_loc: float = 0.0
-    alpha_logit_scale: float = 1.5
-    beta_log_loc: float = math.log(0.5)
-    beta_log_scale: float = 1.0
-    linear_beta_log_loc: float = math.log(1e-3)
-    linear_beta_log_scale: float = 3.0
-    gamma_log_loc: float = 0.0
-    gamma_log_scale: float = 3.0
-    sigma_scale: float = 0.2
-    concentration_log_loc: float = math.log(100.0)
-    concentration_log_scale: float = 2.0
-    output_sigma_scale: float = 1.0
-    population_scale: float = 0.5  # half-normal scale of the between-configuration spread
 
 
 class ClippedNormal(dist.Distribution):
@@ -171,52 +140,6 @@ def context_evidence(context_loss, context_size, alpha, gamma):
     return -formulas.evidence(jnp.asarray(context_size), alpha, gamma) * context_loss
 
 
-def rational_parameters(
-    *,
-    ablation: str = "none",
-    pooling: str = "complete",
-    num_configurations: int = 1,
-    priors: Priors = Priors(),
-):
-    """Sample sites ``alpha``, ``beta``, ``gamma`` (deterministic where an ablation fixes one).
-
-    ``pooling="complete"`` gives scalars; ``"none"`` independent values per configuration;
-    ``"partial"`` per-configuration values drawn from a population (non-centred: on the
-    logit/log scale, ``loc + scale * offset`` with ``offset ~ Normal(0, 1)``), with sites
-    ``alpha_loc``, ``alpha_scale``, ``alpha_offset`` and the like.
-    """
-    _check_choice("ablation", ablation, ABLATIONS)
-    _check_choice("pooling", pooling, POOLINGS)
-    shape = () if pooling == "complete" else (num_configurations,)
-    if ablation == "linear-complexity":
-        beta_prior = (priors.linear_beta_log_loc, priors.linear_beta_log_scale)
-    else:
-        beta_prior = (priors.beta_log_loc, priors.beta_log_scale)
-    specs = {
-        "alpha": ((priors.alpha_logit_loc, priors.alpha_logit_scale), jax.nn.sigmoid, 0.0),
-        "beta": (beta_prior, jnp.exp, 1.0),
-        "gamma": ((priors.gamma_log_loc, priors.gamma_log_scale), jnp.exp, 1.0),
-    }
-    fixed_name = {"linear-likelihood": "alpha", "fixed-complexity": "beta", "unit-gamma": "gamma"}
-    values = []
-    for name, ((loc, scale), link, fixed) in specs.items():
-        if fixed_name.get(ablation) == name:
-            values.append(numpyro.deterministic(name, jnp.full(shape, fixed)))
-        elif pooling == "partial":
-            values.append(_population_site(name, loc, scale, link, num_configurations, priors))
-        else:
-            prior = dist.Normal(loc, scale)
-            prior = (
-                dist.TransformedDistribution(prior, SigmoidTransform())
-                if name == "alpha"
-                else dist.LogNormal(loc, scale)
-            )
-            if shape:
-                prior = prior.expand(shape).to_event(1)
-            values.append(numpyro.sample(name, prior))
-    return tuple(values)
-
-
 def relative_distance_model(
     strategy_loss,
     strategy_complexity,
@@ -230,6 +153,7 @@ def relative_distance_model(
     ablation: str = "none",
     pooling: str = "complete",
     priors: Priors = Priors(),
+    centred: bool = False,
 ):
     """The rational model observed through the relative distance (the default model).
 
@@ -251,7 +175,7 @@ def relative_distance_model(
         Cells that enter the likelihood (the rest are held out); None fits every cell.
     context_loss : array (Q, C, D, S, P) or None
     context_size : array (P,) or None
-    ablation, pooling, priors
+    ablation, pooling, priors, centred
         See ``rational_parameters``.
 
     Sites
@@ -261,7 +185,7 @@ def relative_distance_model(
     context-dependent, observed ``relative_distance`` (C, D, N, S).
     """
     log_post, alpha, gamma = _training_log_posterior(
-        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors
+        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
     )
     if relative_distance is not None:
         num_splits = relative_distance.shape[-1]
@@ -287,200 +211,6 @@ def relative_distance_model(
     )
 
 
-class DirichletStatistics(NamedTuple):
-    """Data-only sums of the Dirichlet ``outputs`` likelihood per cell (``dirichlet_statistics``).
-
-    For one prediction with observed probabilities y and mixture h = sum_Q w_Q * Q(x),
-    ``log Dirichlet(y | kappa * h) = lgamma(kappa) - sum_o lgamma(kappa * h_o)
-    + sum_o (kappa * h_o - 1) * log y_o``. Summed over the sequences and positions of a
-    cell, the last term is linear in the cell's weights w and needs only
-    ``strategy_log_observed`` and ``log_observed``; the normaliser ``sum lgamma(kappa * h)``
-    needs only the strategies' predictions, which have no checkpoint axis, and is summed over
-    quadrature nodes (``node_*``) instead of every prediction.
-    """
-
-    num_predictions: jax.Array  # (): B * P predictions per cell
-    log_observed: jax.Array  # (C, D, N, S): sum of log y over sequences, positions, outcomes
-    strategy_log_observed: jax.Array  # (Q, C, D, N, S): sum of Q_o(x) * log y_o
-    node_count: jax.Array  # (C, D, S, K): predictions (b, p, o) of each node
-    node_mean: jax.Array  # (Q, C, D, S, K): mean of Q_o(x) over a node's predictions
-    node_moments: tuple  # (Q^r, C, D, S, K) central moments, r = 2, 3, ...; () when exact
-
-
-class NormalStatistics(NamedTuple):
-    """Data-only sums of the Normal ``outputs`` likelihood per cell (``normal_statistics``).
-
-    ``sum (y - h)^2 = sum y^2 - 2 * sum_Q w_Q * sum Q(x) y + sum_QR w_Q w_R * sum Q(x) R(x)``
-    over the sequences, positions and outcomes of a cell: exact.
-    """
-
-    num_values: jax.Array  # (): B * P * O values per cell
-    squared_observed: jax.Array  # (C, D, N, S): sum of y^2
-    strategy_observed: jax.Array  # (Q, C, D, N, S): sum of Q(x) * y
-    strategy_cross: jax.Array  # (Q, Q, C, D, S): sum of Q(x) * R(x)
-
-
-def dirichlet_statistics(
-    strategy_prediction, transformer_prediction, *, bin_width=0.25, order: int = 4
-):
-    """Sufficient statistics of the Dirichlet ``outputs`` likelihood, computed once.
-
-    The normaliser ``sum over (b, p, o) of lgamma(kappa * h_o)`` is the only part of the
-    log density that is not linear in the weights. It is approximated on quadrature nodes:
-    the predictions of a (configuration, num_tasks, split) are grouped into boxes of side
-    ``bin_width`` in (log M_o(x), log G_o(x)[, log C_o(x)]), and each box of n predictions
-    contributes the Taylor expansion of their lgamma around the box mean hbar = w' mean,
-    ``n * [lgamma(kappa hbar) + sum_{r=2..order} kappa^r psi^(r-2)(kappa hbar) / r! * m_r(w)]``,
-    with m_r(w) the box's r-th central moment of h, a polynomial in w whose coefficients
-    (the strategies' joint central moments) are stored. The first-order term vanishes; with
-    ``order=4`` the error is of sixth order in the box side (relative differences within a
-    box are below ``bin_width``). Tested against the exact sum in float64: for 64 x 128 x 8
-    random predictions per group, some 1000 nodes in place of 65536 change the log
-    likelihood by a relative 1e-7 and move its optimum by ~1e-7, far inside the posterior.
-    ``bin_width=None`` makes every prediction its own node: exact, and as slow as the
-    plain likelihood.
-
-    Parameters
-    ----------
-    strategy_prediction : array (Q, C, D, S, B, P, O)
-    transformer_prediction : array (C, D, N, S, B, P, O)
-        Both are floored at 1e-6 and renormalised, as in ``outputs_model``.
-    bin_width : float or None
-        Side of the quadrature boxes in natural-log units.
-    order : int
-        Highest central moment of the expansion (at least 2).
-
-    Returns
-    -------
-    DirichletStatistics
-    """
-    if order < 2:
-        raise ValueError(f"order must be at least 2; got {order}")
-    strategy = np.asarray(strategy_prediction, dtype=np.float64)
-    # a configuration absent from the grid (NaN) gets uniform nodes; its cells are not fitted
-    strategy = _floored(np.where(np.isfinite(strategy), strategy, 1.0))
-    sums = _dirichlet_sums(jnp.asarray(strategy), jnp.asarray(transformer_prediction))
-    log_observed, strategy_log_observed = sums
-    q, c, d, s, b, p, o = strategy.shape
-    elements = strategy.reshape(q, c * d * s, b * p * o)
-    if bin_width is None:
-        count, mean, moments = np.ones(elements.shape[1:]), elements, ()
-    else:
-        count, mean, moments = _quadrature_nodes(elements, bin_width, order)
-    return DirichletStatistics(
-        num_predictions=jnp.asarray(float(b * p)),
-        log_observed=log_observed,
-        strategy_log_observed=strategy_log_observed,
-        node_count=jnp.asarray(count.reshape(c, d, s, -1)),
-        node_mean=jnp.asarray(mean.reshape(q, c, d, s, -1)),
-        node_moments=tuple(jnp.asarray(m.reshape(-1, c, d, s, count.shape[-1])) for m in moments),
-    )
-
-
-def normal_statistics(strategy_prediction, transformer_prediction):
-    """Sufficient statistics of the Normal ``outputs`` likelihood (exact), computed once.
-
-    Parameters
-    ----------
-    strategy_prediction : array (Q, C, D, S, B, P, O)
-    transformer_prediction : array (C, D, N, S, B, P, O)
-
-    Returns
-    -------
-    NormalStatistics
-    """
-    strategy = jnp.nan_to_num(jnp.asarray(strategy_prediction, dtype=jnp.float64))
-    squared, cross_observed = _normal_sums(strategy, jnp.asarray(transformer_prediction))
-    b, p, o = strategy.shape[-3:]
-    return NormalStatistics(
-        num_values=jnp.asarray(float(b * p * o)),
-        squared_observed=squared,
-        strategy_observed=cross_observed,
-        strategy_cross=jnp.einsum("qcdsbpo,rcdsbpo->qrcds", strategy, strategy),
-    )
-
-
-def outputs_log_likelihood(weights, scale, statistics):
-    """Log likelihood of every cell's predictions from its sufficient statistics.
-
-    Parameters
-    ----------
-    weights : array (Q, C, D, N) or (Q, C, D, N, S)
-        w_Q of every cell.
-    scale : scalar
-        ``concentration`` (Dirichlet) or ``output_sigma`` (Normal).
-    statistics : DirichletStatistics or NormalStatistics
-
-    Returns
-    -------
-    array (C, D, N, S)
-        Summed over the sequences and positions (and outcomes) of each cell.
-    """
-    if weights.ndim == 4:
-        weights = weights[..., None]  # the same weights for every split
-    if isinstance(statistics, NormalStatistics):
-        linear = jnp.sum(weights * statistics.strategy_observed, axis=0)
-        pairs = weights[:, None] * weights[None, :]  # (Q, Q, C, D, N, S)
-        quadratic = jnp.sum(pairs * statistics.strategy_cross[:, :, :, :, None], axis=(0, 1))
-        squares = statistics.squared_observed - 2.0 * linear + quadratic
-        return -0.5 * statistics.num_values * jnp.log(2 * math.pi * scale**2) - squares / (
-            2.0 * scale**2
-        )
-    kappa = scale
-    weights = jnp.broadcast_to(weights, statistics.strategy_log_observed.shape)
-    # batched matrix products over (C, D, S): no (Q, ..., N, S, K) temporaries
-    node_value = kappa * jnp.einsum("qcdns,qcdsk->cdnsk", weights, statistics.node_mean)
-    terms = log_gamma(node_value)  # (C, D, N, S, K)
-    products = weights
-    for r, moment in enumerate(statistics.node_moments, start=2):
-        products = (products[:, None] * weights[None, :]).reshape(-1, *weights.shape[1:])
-        central = jnp.einsum("acdns,acdsk->cdnsk", products, moment)  # m_r(w) of every node
-        scale = kappa**r / math.factorial(r)
-        terms = terms + scale * polygamma(r - 1, node_value) * central
-    normaliser = jnp.einsum("cdnsk,cdsk->cdns", terms, statistics.node_count)
-    linear = jnp.sum(weights * statistics.strategy_log_observed, axis=0)
-    return (
-        statistics.num_predictions * log_gamma(kappa)
-        - normaliser
-        + kappa * linear
-        - statistics.log_observed
-    )
-
-
-def log_gamma(x):
-    """ln Gamma(x) for x > 0: six recurrence steps, then Stirling's series (error < 1e-10).
-
-    Cheaper than ``jax.scipy.special.gammaln`` in float64, and differentiable into a
-    digamma of the same accuracy.
-    """
-    shifted = x + _SHIFT
-    product = x * (x + 1) * (x + 2) * (x + 3) * (x + 4) * (x + 5)
-    inverse, inverse_square = 1.0 / shifted, 1.0 / shifted**2
-    series = inverse * (
-        1 / 12 - inverse_square * (1 / 360 - inverse_square * (1 / 1260 - inverse_square / 1680))
-    )
-    return (
-        (shifted - 0.5) * jnp.log(shifted)
-        - shifted
-        + 0.5 * math.log(2 * math.pi)
-        + series
-        - jnp.log(product)
-    )
-
-
-def polygamma(order: int, x):
-    """psi^(order)(x), the derivatives of digamma, for x > 0 and order >= 1: six
-    recurrence steps, then the asymptotic series (relative error < 1e-9)."""
-    sign, factorial = (-1.0) ** (order + 1), math.factorial(order)
-    recurrence = sum((x + j) ** -(order + 1) for j in range(_SHIFT))
-    inverse = 1.0 / (x + _SHIFT)
-    series = math.factorial(order - 1) * inverse**order + factorial / 2 * inverse ** (order + 1)
-    for k, bernoulli in enumerate(_BERNOULLI, start=1):
-        coefficient = bernoulli * math.factorial(2 * k + order - 1) / math.factorial(2 * k)
-        series = series + coefficient * inverse ** (2 * k + order)
-    return sign * (factorial * recurrence + series)
-
-
 def outputs_model(
     strategy_loss,
     strategy_complexity,
@@ -496,6 +226,7 @@ def outputs_model(
     ablation: str = "none",
     pooling: str = "complete",
     priors: Priors = Priors(),
+    centred: bool = False,
 ):
     """The rational model observed through the transformer's own predictions.
 
@@ -529,6 +260,8 @@ def outputs_model(
         Per-sequence mean loss over the first t observations: context-dependent weights
         (the weights then vary by sequence and position: not with ``statistics``).
     context_size : array (P,) or None
+    ablation, pooling, priors, centred
+        See ``rational_parameters``.
 
     Sites
     -----
@@ -536,7 +269,7 @@ def outputs_model(
     ``weight_memorizing`` and ``log_posterior_odds`` (C, D, N), observed
     ``transformer_prediction`` (C, D, N, S, B, P, O), or a factor of that name (C, D, N, S).
     """
-    _check_choice("outcome_kind", outcome_kind, OUTCOME_KINDS)
+    check_choice("outcome_kind", outcome_kind, OUTCOME_KINDS)
     if statistics is None and strategy_prediction is None:
         raise ValueError("outputs_model needs strategy_prediction or statistics")
     if statistics is not None:
@@ -549,7 +282,7 @@ def outputs_model(
                 "strategy_prediction and transformer_prediction, not statistics"
             )
     log_post, alpha, gamma = _training_log_posterior(
-        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors
+        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
     )
     if outcome_kind == "probabilities":
         scale = numpyro.sample(
@@ -560,7 +293,7 @@ def outputs_model(
         scale = numpyro.sample("output_sigma", dist.HalfNormal(priors.output_sigma_scale))
     if statistics is not None:
         if fit_mask is not None:  # held-out cells may be NaN: keep them out of gradients
-            statistics = _fitted_cells_only(statistics, fit_mask)
+            statistics = fitted_cells_only(statistics, fit_mask)
         cell = outputs_log_likelihood(jax.nn.softmax(log_post, axis=0), scale, statistics)
         _observe_factor("transformer_prediction", cell, fit_mask)
         return
@@ -576,9 +309,9 @@ def outputs_model(
         weights = jax.nn.softmax(log_w, axis=0).astype(dtype)[..., None]
     observed = transformer_prediction
     if outcome_kind == "probabilities":
-        strategy_prediction = _floored(strategy_prediction)
+        strategy_prediction = floored(strategy_prediction)
         if observed is not None:
-            observed = _floored(observed)
+            observed = floored(observed)
     mixture = jnp.sum(weights * strategy_prediction[:, :, :, None], axis=0)
     if outcome_kind == "probabilities":
         likelihood = dist.Dirichlet(jnp.asarray(scale, dtype) * mixture)
@@ -593,7 +326,7 @@ def outputs_model(
 
 
 def _training_log_posterior(
-    strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors
+    strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
 ):
     """Sample the parameters, record ``weight_memorizing`` and ``log_posterior_odds``.
 
@@ -604,6 +337,7 @@ def _training_log_posterior(
         pooling=pooling,
         num_configurations=strategy_loss.shape[1],
         priors=priors,
+        centred=centred,
     )
     log_post = log_posterior(
         strategy_loss,
@@ -617,100 +351,6 @@ def _training_log_posterior(
     numpyro.deterministic("weight_memorizing", jax.nn.softmax(log_post, axis=0)[0])
     numpyro.deterministic("log_posterior_odds", log_post[0] - log_post[1])
     return log_post, alpha, gamma
-
-
-def _floored(probabilities):
-    """Floor probabilities at 1e-6 and renormalise (numpy or JAX arrays, last axis)."""
-    probabilities = probabilities.clip(_PROBABILITY_FLOOR, None)
-    return probabilities / probabilities.sum(-1, keepdims=True)
-
-
-def _per_run_sums(per_run, strategy, transformer):
-    """Apply ``per_run`` to one (configuration, num_tasks) at a time (float64 temporaries of
-    one run instead of the whole grid) and lay its two sums out per cell.
-
-    ``per_run`` maps (Q, S, B, P, O) strategy and (N, S, B, P, O) transformer predictions to
-    a data-only sum (N, S) and a per-strategy sum (Q, N, S); returned as (C, D, N, S) and
-    (Q, C, D, N, S).
-    """
-    q, c, d = strategy.shape[:3]
-    strategy = strategy.reshape(q, c * d, *strategy.shape[3:]).swapaxes(0, 1)
-    transformer = transformer.reshape(c * d, *transformer.shape[2:])
-    observed, per_strategy = jax.lax.map(lambda pair: per_run(*pair), (strategy, transformer))
-    n, s = observed.shape[1:]
-    return observed.reshape(c, d, n, s), per_strategy.swapaxes(0, 1).reshape(q, c, d, n, s)
-
-
-def _dirichlet_run_sums(strategy, observed):
-    """sum log y and sum_o Q_o log y_o of one run's cells."""
-    log_observed = jnp.log(_floored(observed.astype(jnp.float64)))
-    per_strategy = jnp.einsum("qsbpo,nsbpo->qns", strategy, log_observed)
-    return log_observed.sum((-3, -2, -1)), per_strategy
-
-
-def _normal_run_sums(strategy, observed):
-    """sum y^2 and sum Q(x) y of one run's cells."""
-    observed = observed.astype(jnp.float64)
-    per_strategy = jnp.einsum("qsbpo,nsbpo->qns", strategy, observed)
-    return (observed**2).sum((-3, -2, -1)), per_strategy
-
-
-_dirichlet_sums = jax.jit(functools.partial(_per_run_sums, _dirichlet_run_sums))
-_normal_sums = jax.jit(functools.partial(_per_run_sums, _normal_run_sums))
-
-
-def _quadrature_nodes(elements, bin_width, order):
-    """Group the predictions of every group into log-spaced boxes: count, mean, moments.
-
-    ``elements`` (Q, G, E): the strategies' predictions, G groups of E predictions each.
-    Returns count (G, K), mean (Q, G, K) and the central moments of orders 2 ... ``order``,
-    each (Q^r, G, K) with the strategy indices flattened in C order; K is the most boxes
-    of any group, and unused slots have count 0 (and mean 1, so that lgamma stays finite).
-    """
-    num_strategies, num_groups, _ = elements.shape
-    codes = np.floor(np.log(elements) / bin_width).astype(np.int64)
-    codes -= codes.min()
-    base = int(codes.max()) + 1
-    if num_groups * float(base) ** num_strategies >= 2**62:
-        raise ValueError(f"bin_width {bin_width} is too small for the quadrature keys")
-    key = np.arange(num_groups)[:, None] * base**num_strategies
-    for q in range(num_strategies):
-        key = key + codes[q] * base**q
-    boxes, box_of = np.unique(key.ravel(), return_inverse=True)  # sorted group by group
-    box_group = boxes // base**num_strategies
-    slot = np.arange(boxes.size) - np.searchsorted(box_group, box_group)
-    num_slots = int(slot.max()) + 1
-
-    def box_mean(values):
-        return np.bincount(box_of, weights=values, minlength=boxes.size) / count
-
-    flat = elements.reshape(num_strategies, -1)
-    count = np.bincount(box_of, minlength=boxes.size).astype(np.float64)
-    mean = np.stack([box_mean(v) for v in flat])
-    centred = flat - mean[:, box_of]
-    moments, known = [], {}
-    for r in range(2, order + 1):
-        indices = list(itertools.product(range(num_strategies), repeat=r))
-        for index in {tuple(sorted(i)) for i in indices}:  # each moment once, by symmetry
-            known[index] = box_mean(np.prod(centred[list(index)], axis=0))
-        moments.append(np.stack([known[tuple(sorted(i))] for i in indices]))
-
-    def padded(values, fill):  # (..., boxes) -> (..., G, K)
-        out = np.full((*values.shape[:-1], num_groups, num_slots), fill, dtype=np.float64)
-        out[..., box_group, slot] = values
-        return out
-
-    return padded(count, 0.0), padded(mean, 1.0), [padded(m, 0.0) for m in moments]
-
-
-def _population_site(name, loc, scale, link, num_configurations, priors):
-    """Non-centred hierarchical parameter on the logit (alpha) or log (beta, gamma) scale."""
-    population_loc = numpyro.sample(f"{name}_loc", dist.Normal(loc, scale))
-    population_scale = numpyro.sample(f"{name}_scale", dist.HalfNormal(priors.population_scale))
-    offset = numpyro.sample(
-        f"{name}_offset", dist.Normal(0.0, 1.0).expand([num_configurations]).to_event(1)
-    )
-    return numpyro.deterministic(name, link(population_loc + population_scale * offset))
 
 
 def _per_configuration(parameter, *, trailing: int):
@@ -729,17 +369,6 @@ def _observe(name, likelihood, observed, fit_mask, *, fill):
         return numpyro.sample(name, likelihood, obs=observed)
 
 
-def _fitted_cells_only(statistics, fit_mask):
-    """Zero the per-cell sums of the cells outside ``fit_mask`` (C, D, N, S)."""
-    names = {
-        DirichletStatistics: ("log_observed", "strategy_log_observed"),
-        NormalStatistics: ("squared_observed", "strategy_observed"),
-    }[type(statistics)]
-    return statistics._replace(
-        **{name: jnp.where(fit_mask, getattr(statistics, name), 0.0) for name in names}
-    )
-
-
 def _observe_factor(name, log_factor, fit_mask):
     """A per-cell log-likelihood term, masked like ``_observe`` (pointwise for LOO)."""
     with _cells(fit_mask):
@@ -749,8 +378,3 @@ def _observe_factor(name, log_factor, fit_mask):
 def _cells(fit_mask):
     """Mask the sites inside to the cells of ``fit_mask``; no mask when it is None."""
     return contextlib.nullcontext() if fit_mask is None else numpyro.handlers.mask(mask=fit_mask)
-
-
-def _check_choice(name: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -51,7 +51,7 @@ def parameter_table(fit: xr.DataTree) -> pd.DataFrame:
 
 def diagnostics_table(fit: xr.DataTree) -> pd.DataFrame:
     """The fit's sampler warnings, each with what it means in plain words."""
-    from rational_icl.fits.inference import diagnostic_warnings
+    from rational_icl.fits.diagnostics import diagnostic_warnings
 
     method = fit.attrs.get("inference_method", "")
     rows = []
@@ -84,11 +84,11 @@ def heldout_table(fit: xr.DataTree) -> pd.DataFrame:
 def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
     """PSIS-LOO comparison (ELPD, best first) of two or more fits, by name.
 
-    A fit whose LOO is unreliable (``inference.loo_problem``) gets a row with no numbers
+    A fit whose LOO is unreliable (``diagnostics.loo_problem``) gets a row with no numbers
     and the reason in the ``note`` column; with fewer than two reliable fits, all rows are
     such rows."""
     from rational_icl.errors import RiclError
-    from rational_icl.fits.inference import compare, loo, loo_problem
+    from rational_icl.fits.diagnostics import compare, loo, loo_problem
 
     try:
         table = compare(fits)

@@ -1,0 +1,341 @@
+"""What a fit reads and how: ``FitSettings``, the held-out and early cells, the authors'
+early-checkpoint rule, and the model's input arrays built from a behaviour dataset (and,
+for the ``outputs`` model or context-dependent weights, from the predictions files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import xarray as xr
+
+from rational_icl import formulas
+from rational_icl.errors import RiclError
+from rational_icl.fits import parameters, sufficient
+
+# before any array is made: K ** beta and N ** (1 - alpha) span many orders of magnitude
+numpyro.enable_x64()
+
+CONFIGURATION_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
+
+
+OBSERVATIONS = ("relative-distance", "outputs")
+
+
+# Behaviour measures the relative-distance model can observe, and their behaviour variables
+# (the fit's observed_data keeps the name relative_distance for every measure: docs/files.md §3).
+MEASURES = {"barycentric": "barycentric_weight", "relative-distance": "relative_distance"}
+
+
+METHODS = ("nuts", "map", "svi")
+MASS_MATRICES = ("adapted", "laplace")  # NUTS's inverse mass matrix (engines.nuts)
+
+
+SAMPLE_DIMS = ("chain", "draw")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What to fit and how. Defaults follow the paper and issue 4."""
+
+    observation: str = "relative-distance"
+    measure: str = "auto"  # barycentric where the behaviour has it, else relative-distance
+    splits: tuple[str, ...] | None = None  # None fits every split
+    ablation: str = "none"
+    pooling: str = "complete"
+    centred: bool = False  # partial pooling: centred parameterisation (parameters.py)
+    strategies: tuple[str, ...] = ("memorizing", "generalizing")
+    context_dependent: bool = False
+    method: str = "nuts"
+    mass_matrix: str = "adapted"  # NUTS: windowed adaptation, or the fixed Laplace covariance
+    chains: int = 4
+    warmup: int = 1000
+    draws: int = 1000
+    seed: int = 0
+    held_out_fraction: float = 0.8
+    drop_early: bool = False
+    svi_steps: int = 5000
+    pointwise_draws: int = 1000  # draws kept (all chains) for the per-cell predictive, log lik
+    outputs_bin_width: float | None = 0.25  # Dirichlet normaliser nodes (dirichlet_statistics)
+    progress_bar: bool = False
+    priors: parameters.Priors = parameters.Priors()
+
+    def __post_init__(self):
+        for name, allowed in [
+            ("observation", OBSERVATIONS),
+            ("measure", ("auto", *MEASURES)),
+            ("ablation", parameters.ABLATIONS),
+            ("pooling", parameters.POOLINGS),
+            ("method", METHODS),
+            ("mass_matrix", MASS_MATRICES),
+        ]:
+            if getattr(self, name) not in allowed:
+                raise RiclError(
+                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        if tuple(self.strategies[:2]) != ("memorizing", "generalizing") or not set(
+            self.strategies[2:]
+        ) <= {"constant"}:
+            raise RiclError(
+                "strategies must be memorizing,generalizing or memorizing,generalizing,constant;"
+                f" got {','.join(self.strategies)!r}"
+            )
+        if len(self.strategies) == 3 and self.observation == "relative-distance":
+            raise RiclError(
+                "the constant strategy needs --observation outputs: the relative distance "
+                "measures memorizing against generalizing only"
+            )
+        for name in ("chains", "draws", "svi_steps", "pointwise_draws"):
+            if getattr(self, name) < 1:
+                raise RiclError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise RiclError(f"warmup must be at least 0; got {self.warmup}")
+        if self.outputs_bin_width is not None and not self.outputs_bin_width > 0:
+            raise RiclError(
+                f"outputs_bin_width must be positive or None; got {self.outputs_bin_width}"
+            )
+        if not 0.0 < self.held_out_fraction <= 1.0:
+            raise RiclError(f"held_out_fraction must be in (0, 1]; got {self.held_out_fraction}")
+
+
+def held_out_cells(num_tasks, checkpoint, fraction: float = 0.8) -> xr.DataArray:
+    """True for the cells not used to fit: all but the first ``fraction`` of the checkpoints
+    and the first ``fraction`` of the num_tasks values (both sorted increasing).
+
+    The number fitted along each axis is ``round(fraction * n)``, at least 1 and, when
+    ``fraction < 1``, at most n - 1, so some cells are always held out.
+    """
+    num_tasks, checkpoint = np.asarray(num_tasks), np.asarray(checkpoint)
+    fitted_tasks = np.argsort(np.argsort(num_tasks)) < _num_fitted(len(num_tasks), fraction)
+    fitted_steps = np.argsort(np.argsort(checkpoint)) < _num_fitted(len(checkpoint), fraction)
+    held_out = ~(fitted_tasks[:, None] & fitted_steps[None, :])
+    return xr.DataArray(
+        held_out,
+        dims=("num_tasks", "checkpoint"),
+        coords={"num_tasks": num_tasks, "checkpoint": checkpoint},
+        name="held_out",
+        attrs={"long_name": "cell not used to fit", "fraction_fitted": fraction},
+    )
+
+
+def early_cells(interpolation_distance: xr.DataArray, within: float = 0.2) -> xr.DataArray:
+    """True for the checkpoints before the transformer first comes within ``within`` (of its
+    range over checkpoints) of its best memorizing-generalizing mixture, per cell.
+
+    The paper fits only later checkpoints: early on the transformer is far from any mixture.
+    """
+    distance = interpolation_distance
+    low, high = distance.min("checkpoint"), distance.max("checkpoint")
+    close = distance <= low + within * (high - low)
+    return (close.cumsum("checkpoint") == 0).rename("dropped")
+
+
+def _fitted_splits(split: xr.DataArray, splits) -> xr.DataArray:
+    """True for the splits that enter the likelihood (all when ``splits`` is None)."""
+    if splits is None:
+        return xr.ones_like(split, dtype=bool)
+    unknown = [s for s in splits if s not in split.values]
+    if unknown or not splits:
+        raise RiclError(
+            f"splits {','.join(splits)!r}: allowed are {', '.join(map(str, split.values))}"
+        )
+    return split.isin(list(splits))
+
+
+def authors_kept(interpolation_distance: xr.DataArray, within: float) -> xr.DataArray:
+    """The authors' early-checkpoint rule: one threshold common to all num_tasks.
+
+    The threshold is the largest over num_tasks of the first checkpoint whose ``id``
+    interpolation distance is within ``within`` of its range over checkpoints (the authors'
+    p: 0.2, and 0.1 for regression); checkpoints from it on are kept. Returns bool
+    (config..., num_tasks, checkpoint).
+    """
+    distance = interpolation_distance.sel(split="id", drop=True)
+    early = early_cells(distance, within)
+    first = distance.checkpoint.where(~early).min("checkpoint")  # per num_tasks
+    common = first.max("num_tasks")  # per configuration
+    return (distance.checkpoint >= common).broadcast_like(distance).rename("authors_kept")
+
+
+# The authors' early-checkpoint tolerance p (find_approximate_interpolation_threshold).
+AUTHORS_WITHIN = {"linear-regression": 0.1}
+
+
+def _num_fitted(n: int, fraction: float) -> int:
+    if fraction >= 1.0:
+        return n
+    return int(min(max(round(fraction * n), 1), n - 1))
+
+
+@dataclass
+class ModelInputs:
+    """Arrays for the model functions, with the configuration axis C flattened."""
+
+    kwargs: dict  # model keyword arguments (observations included)
+    observed_key: str
+    relative_distance: xr.DataArray  # (config..., num_tasks, checkpoint, split)
+    fit_mask: xr.DataArray  # same dims, bool
+    held_out: xr.DataArray
+    dropped: xr.DataArray | None
+    config_dims: tuple[str, ...]
+    config_shape: tuple[int, ...]
+    chains_draws: tuple[int, int] = (0, 0)
+
+
+def resolved_measure(behaviour: xr.Dataset, measure: str) -> str:
+    """``measure``, with ``"auto"`` read as barycentric where ``behaviour`` has it."""
+    if measure != "auto":
+        return measure
+    return "barycentric" if MEASURES["barycentric"] in behaviour else "relative-distance"
+
+
+def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> ModelInputs:
+    measure = resolved_measure(behaviour, settings.measure)
+    measured = MEASURES[measure]
+    for name in (measured, "strategy_loss", "strategy_complexity"):
+        if name not in behaviour:
+            hint = (
+                "; the barycentric measure needs the constant strategy's predictions "
+                "(recompute the behaviour with this version, or use --measure relative-distance)"
+                if name == "barycentric_weight"
+                else ""
+            )
+            raise RiclError(f"behaviour dataset has no variable {name!r}{hint}")
+    config_dims = tuple(d for d in CONFIGURATION_DIMS if d in behaviour.dims)
+    if settings.pooling != "complete" and not config_dims:
+        raise RiclError(
+            f"pooling {settings.pooling!r} needs several configurations "
+            f"({', '.join(CONFIGURATION_DIMS)}); the runs have one, use --pooling complete"
+        )
+    missing = [s for s in settings.strategies if s not in behaviour.strategy.values]
+    if missing:
+        raise RiclError(f"behaviour dataset has no strategy {missing[0]!r}")
+    for dim in ("num_tasks", "checkpoint"):
+        if behaviour.sizes.get(dim, 0) < 2:
+            raise RiclError(
+                f"the fit needs at least 2 {dim} values; got {behaviour.sizes.get(dim, 0)}"
+            )
+    observed = behaviour[measured].transpose(*config_dims, "num_tasks", "checkpoint", "split")
+    observed = observed.rename("relative_distance").assign_attrs(measure=measure)
+    strategies = list(settings.strategies)
+    cell_dims = (*config_dims, "num_tasks")
+    loss = behaviour.strategy_loss.sel(strategy=strategies)
+    complexity = behaviour.strategy_complexity.sel(strategy=strategies)
+    template = observed.isel(checkpoint=0, split=0, drop=True)
+    loss, complexity = (
+        a.broadcast_like(template).transpose("strategy", *cell_dims) for a in (loss, complexity)
+    )
+    if not (np.isfinite(loss.values).all() and (complexity.values > 0).all()):
+        raise RiclError("strategy_loss must be finite and strategy_complexity positive")
+    held_out = held_out_cells(
+        behaviour.num_tasks.values, behaviour.checkpoint.values, settings.held_out_fraction
+    )
+    fit_mask = (~held_out) & observed.notnull() & _fitted_splits(observed.split, settings.splits)
+    dropped = None
+    if settings.drop_early:
+        if "interpolation_distance" not in behaviour:
+            raise RiclError("dropping early checkpoints needs interpolation_distance")
+        dropped = early_cells(behaviour.interpolation_distance).transpose(*observed.dims)
+        fit_mask = fit_mask & ~dropped
+    fit_mask = fit_mask.transpose(*observed.dims)
+    config_shape = tuple(behaviour.sizes[d] for d in config_dims)
+    num_config = int(np.prod(config_shape)) if config_dims else 1
+
+    def flat(values, leading=0):  # (lead..., config..., rest) -> (lead..., C, rest)
+        values = np.asarray(values)
+        return values.reshape(
+            values.shape[:leading] + (num_config,) + values.shape[leading + len(config_dims) :]
+        )
+
+    kwargs = dict(
+        strategy_loss=jnp.asarray(flat(loss.values, 1)),
+        strategy_complexity=jnp.asarray(flat(complexity.values, 1)),
+        checkpoint=jnp.asarray(behaviour.checkpoint.values, dtype=jnp.float64),
+        fit_mask=jnp.asarray(flat(fit_mask.values)),
+        ablation=settings.ablation,
+        pooling=settings.pooling,
+        priors=settings.priors,
+        centred=settings.centred,
+    )
+    if settings.observation == "relative-distance":
+        kwargs["relative_distance"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
+        key = "relative_distance"
+        if settings.context_dependent:
+            losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)
+            kwargs["context_loss"] = jnp.asarray(flat(losses.mean("sequence").values, 1))
+            kwargs["context_size"] = jnp.asarray(size)
+    else:
+        key = "transformer_prediction"
+        kwargs.update(_outputs_inputs(runs, strategies, cell_dims, config_dims, flat, settings))
+    return ModelInputs(
+        kwargs, key, observed, fit_mask, held_out, dropped, config_dims, config_shape
+    )
+
+
+def context_loss(runs: xr.Dataset) -> xr.DataArray:
+    """Mean loss of each strategy over the first t observations of every evaluation sequence.
+
+    Categorical: log loss of the observed symbol; regression: squared error / (2 sigma^2)
+    with sigma^2 the run's ``noise_variance``. Zero at t = 0 (no observations yet).
+
+    Returns
+    -------
+    xr.DataArray (strategy, ..., split, sequence, position)
+    """
+    setting = runs.attrs.get("setting")
+    prediction = runs.strategy_prediction
+    if setting == "categorical-sequence":
+        chosen = prediction.isel(outcome=runs.target.astype(int).compute())
+        per_step = -np.log(np.clip(chosen, 1e-12, None))
+    elif setting == "linear-regression":
+        noise = formulas.run_noise_variance(runs)
+        per_step = (prediction.squeeze("outcome", drop=True) - runs.target) ** 2 / (2 * noise)
+    else:
+        raise RiclError(
+            f"context-dependent weights need a setting with a context of predictions "
+            f"(categorical-sequence, linear-regression); got {setting!r}"
+        )
+    previous = per_step.cumsum("position").shift(position=1, fill_value=0.0)
+    size = xr.DataArray(np.arange(runs.sizes["position"]), dims="position")
+    return (previous / np.maximum(size, 1)).rename("context_loss")
+
+
+def _context_inputs(runs, strategies, cell_dims, config_dims):
+    if runs is None:
+        raise RiclError("context-dependent weights need the predictions files, not only behaviour")
+    if "context_length" in config_dims:
+        raise RiclError("context-dependent weights need one context_length across the runs")
+    losses = context_loss(runs).sel(strategy=strategies)
+    losses = losses.transpose("strategy", *cell_dims, "split", "sequence", "position")
+    return losses, np.arange(runs.sizes["position"], dtype=float)
+
+
+def _outputs_inputs(runs, strategies, cell_dims, config_dims, flat, settings):
+    if runs is None:
+        raise RiclError("--observation outputs needs the predictions files, not only behaviour")
+    if "transformer_prediction" not in runs:
+        raise RiclError("--observation outputs needs transformer_prediction in the runs")
+    order = ("split", "sequence", "position", "outcome")
+    strategy = runs.strategy_prediction.sel(strategy=strategies)
+    strategy = strategy.transpose("strategy", *cell_dims, *order)
+    transformer = runs.transformer_prediction.transpose(*cell_dims, "checkpoint", *order)
+    kind = "regression" if runs.attrs.get("setting") == "linear-regression" else "probabilities"
+    strategy_values = flat(strategy.values, 1)
+    transformer_values = flat(transformer.values)
+    inputs = dict(outcome_kind=kind)
+    if settings.context_dependent:  # weights per sequence and position: every prediction
+        losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)
+        inputs["context_loss"] = jnp.asarray(flat(losses.values, 1))
+        inputs["context_size"] = jnp.asarray(size)
+        inputs["strategy_prediction"] = jnp.asarray(strategy_values, dtype=jnp.float32)
+        inputs["transformer_prediction"] = jnp.asarray(transformer_values, dtype=jnp.float32)
+    elif kind == "probabilities":  # per-cell sums, computed once (see outputs_model)
+        inputs["statistics"] = sufficient.dirichlet_statistics(
+            strategy_values, transformer_values, bin_width=settings.outputs_bin_width
+        )
+    else:
+        inputs["statistics"] = sufficient.normal_statistics(strategy_values, transformer_values)
+    return inputs

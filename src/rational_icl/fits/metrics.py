@@ -1,0 +1,94 @@
+"""How well a fit predicts the observed weight on memorizing: our held-out evaluation,
+the authors' evaluation, and the no-skill baselines beside both (root attributes of the
+fit, docs/files.md §3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.stats
+import xarray as xr
+
+from rational_icl.fits.inputs import SAMPLE_DIMS
+
+
+def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
+    """How well the predicted (posterior mean) weight on memorizing matches the observed one.
+
+    Our evaluation, per split, on held-out and on fitted cells: Pearson and Spearman
+    correlation, mean TVD and R^2, and the same for a no-skill baseline that predicts each
+    num_tasks' mean observed weight (``baseline_heldout_*``). The authors' evaluation
+    (``authors_*``, where the fit has ``constant_data.authors_kept``): the id split, every
+    checkpoint from their common early threshold on, pooled over num_tasks, per
+    configuration then averaged; with the same baseline (``authors_baseline_*``) and the
+    threshold itself (``authors_threshold``, the latest over configurations).
+    """
+    # skipna=False: per-cell draws are never NaN, and a broadcast view stays a view
+    predicted = tree.posterior.expected_relative_distance.mean(SAMPLE_DIMS, skipna=False)
+    observed = tree.observed_data.relative_distance
+    constant = tree.constant_data
+    usable = observed.notnull()
+    if "dropped" in constant:
+        usable = usable & ~constant.dropped
+    metrics = {}
+    for subset, mask in [("heldout", constant.held_out & usable), ("fitted", constant.fit_mask)]:
+        for split in observed.split.values:
+            cells = mask.broadcast_like(observed).sel(split=split)
+            o, p = observed.sel(split=split), predicted.sel(split=split)
+            metrics |= _agreement(p, o, cells, f"{subset}_{{}}_{split}")
+            if subset == "heldout":
+                baseline = _mean_per_num_tasks(o, cells)
+                metrics |= _agreement(baseline, o, cells, f"baseline_heldout_{{}}_{split}")
+    if "authors_kept" in constant and "id" in observed.split.values:
+        kept = constant.authors_kept & usable.sel(split="id", drop=True)
+        metrics |= _authors_metrics(predicted, observed, kept)
+        threshold = constant.checkpoint.where(constant.authors_kept).min("checkpoint").max()
+        metrics["authors_threshold"] = float(threshold)
+    return metrics
+
+
+def _authors_metrics(predicted, observed, kept) -> dict[str, float]:
+    """The authors' pooled agreement on the id split, per configuration, then averaged."""
+    o, p = observed.sel(split="id", drop=True), predicted.sel(split="id", drop=True)
+    kept = kept.broadcast_like(o)
+    configurations = [d for d in o.dims if d not in ("num_tasks", "checkpoint")]
+    stacked = [(o, p, kept)]
+    if configurations:
+        stack = {"configuration": configurations}
+        o, p, kept = (x.stack(stack) for x in (o, p, kept))
+        stacked = [
+            (o.isel(configuration=i), p.isel(configuration=i), kept.isel(configuration=i))
+            for i in range(o.sizes["configuration"])
+        ]
+    per_configuration = []
+    for o_c, p_c, kept_c in stacked:
+        row = _agreement(p_c, o_c, kept_c, "authors_{}")
+        row |= _agreement(_mean_per_num_tasks(o_c, kept_c), o_c, kept_c, "authors_baseline_{}")
+        per_configuration.append(row)
+    return {k: float(np.nanmean([r[k] for r in per_configuration])) for k in per_configuration[0]}
+
+
+def _mean_per_num_tasks(observed: xr.DataArray, cells: xr.DataArray) -> xr.DataArray:
+    """The no-skill prediction: each num_tasks' mean observed weight over ``cells``."""
+    mean = observed.where(cells).mean("checkpoint", skipna=True)
+    return mean.broadcast_like(observed)
+
+
+def _agreement(predicted, observed, cells, name: str) -> dict[str, float]:
+    """Pearson, Spearman, mean |difference| (TVD) and R^2 over the cells where ``cells``."""
+    m = cells.broadcast_like(observed).values & observed.notnull().values
+    p = predicted.broadcast_like(observed).values[m]
+    o = observed.values[m]
+    if p.size < 3 or np.std(p) == 0 or np.std(o) == 0:
+        values = dict.fromkeys(("correlation", "spearman"), math.nan)
+    else:
+        values = {
+            "correlation": scipy.stats.pearsonr(p, o).statistic,
+            "spearman": scipy.stats.spearmanr(p, o).statistic,
+        }
+    values["tvd"] = float(np.mean(np.abs(p - o))) if p.size else math.nan
+    total = np.sum((o - o.mean()) ** 2) if p.size else 0.0
+    values["r2"] = 1.0 - np.sum((o - p) ** 2) / total if total > 0 else math.nan
+    return {name.format(k): float(v) for k, v in values.items()}

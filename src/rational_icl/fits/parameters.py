@@ -1,0 +1,120 @@
+"""The rational model's parameters alpha, beta, gamma: their priors, the ablations that fix
+one of them, and their pooling over model configurations.
+
+Priors (weakly informative, in the maths' units; NUTS works on the unconstrained logit/log
+scale that NumPyro derives from each prior's support, which is what keeps the sampler happy
+when K is thousands of bits and N thousands of steps):
+
+- ``alpha`` ~ LogitNormal(0, 1.5): sublinear sample efficiency in (0, 1), roughly flat;
+- ``beta`` ~ LogNormal(log 0.5, 1): complexity exponent, 95% in (0.07, 3.6);
+  under the ``linear-complexity`` ablation beta is a per-bit price, LogNormal(log 1e-3, 3);
+- ``gamma`` ~ LogNormal(0, 3): evidence scale, 95% in (0.003, 360);
+- ``sigma`` ~ HalfNormal(0.2) per split: noise of the observed weight;
+- ``concentration`` ~ LogNormal(log 100, 2): Dirichlet concentration (``outputs``,
+  probabilities); ``output_sigma`` ~ HalfNormal(1) (``outputs``, regression).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions.transforms import SigmoidTransform
+
+ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
+POOLINGS = ("complete", "none", "partial")
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Locations and scales of the weakly-informative priors (see the module docstring)."""
+
+    alpha_logit_loc: float = 0.0
+    alpha_logit_scale: float = 1.5
+    beta_log_loc: float = math.log(0.5)
+    beta_log_scale: float = 1.0
+    linear_beta_log_loc: float = math.log(1e-3)
+    linear_beta_log_scale: float = 3.0
+    gamma_log_loc: float = 0.0
+    gamma_log_scale: float = 3.0
+    sigma_scale: float = 0.2
+    concentration_log_loc: float = math.log(100.0)
+    concentration_log_scale: float = 2.0
+    output_sigma_scale: float = 1.0
+    population_scale: float = 0.5  # half-normal scale of the between-configuration spread
+
+
+def rational_parameters(
+    *,
+    ablation: str = "none",
+    pooling: str = "complete",
+    num_configurations: int = 1,
+    priors: Priors = Priors(),
+    centred: bool = False,
+):
+    """Sample sites ``alpha``, ``beta``, ``gamma`` (deterministic where an ablation fixes one).
+
+    ``pooling="complete"`` gives scalars; ``"none"`` independent values per configuration;
+    ``"partial"`` per-configuration values drawn from a population on the logit (alpha) or
+    log (beta, gamma) scale, with sites ``alpha_loc``, ``alpha_scale`` and the like.
+    Non-centred by default: ``loc + scale * offset`` with ``offset ~ Normal(0, 1)`` (sites
+    ``alpha_offset``...; ``alpha`` deterministic), which samples well when each
+    configuration's data say little. ``centred=True``: ``alpha ~ LogitNormal(alpha_loc,
+    alpha_scale)``, ``beta ~ LogNormal(beta_loc, beta_scale)``... directly, which samples
+    (and Laplace-approximates) far better when every configuration has many informative
+    cells (the paper's grids: benchmarks/fits.py --grid paper).
+    """
+    check_choice("ablation", ablation, ABLATIONS)
+    check_choice("pooling", pooling, POOLINGS)
+    shape = () if pooling == "complete" else (num_configurations,)
+    if ablation == "linear-complexity":
+        beta_prior = (priors.linear_beta_log_loc, priors.linear_beta_log_scale)
+    else:
+        beta_prior = (priors.beta_log_loc, priors.beta_log_scale)
+    specs = {  # prior (loc, scale) on the link scale, inverse link, value when fixed
+        "alpha": ((priors.alpha_logit_loc, priors.alpha_logit_scale), jax.nn.sigmoid, 0.0),
+        "beta": (beta_prior, jnp.exp, 1.0),
+        "gamma": ((priors.gamma_log_loc, priors.gamma_log_scale), jnp.exp, 1.0),
+    }
+    fixed_name = {"linear-likelihood": "alpha", "fixed-complexity": "beta", "unit-gamma": "gamma"}
+    values = []
+    for name, ((loc, scale), link, fixed) in specs.items():
+        if fixed_name.get(ablation) == name:
+            values.append(numpyro.deterministic(name, jnp.full(shape, fixed)))
+        elif pooling == "partial":
+            population_loc = numpyro.sample(f"{name}_loc", dist.Normal(loc, scale))
+            population_scale = numpyro.sample(
+                f"{name}_scale", dist.HalfNormal(priors.population_scale)
+            )
+            if centred:
+                prior = _linked(name, population_loc, population_scale).expand(shape)
+                values.append(numpyro.sample(name, prior.to_event(1)))
+            else:
+                offset = numpyro.sample(
+                    f"{name}_offset", dist.Normal(0.0, 1.0).expand(shape).to_event(1)
+                )
+                raw = population_loc + population_scale * offset
+                values.append(numpyro.deterministic(name, link(raw)))
+        else:
+            prior = _linked(name, loc, scale)
+            if shape:
+                prior = prior.expand(shape).to_event(1)
+            values.append(numpyro.sample(name, prior))
+    return tuple(values)
+
+
+def _linked(name: str, loc, scale):
+    """Normal(loc, scale) on the logit (alpha) or log (beta, gamma) scale."""
+    if name == "alpha":
+        return dist.TransformedDistribution(dist.Normal(loc, scale), SigmoidTransform())
+    return dist.LogNormal(loc, scale)
+
+
+def check_choice(name: str, value: str, allowed) -> None:
+    """Raise ValueError unless ``value`` is one of ``allowed`` (the models' own checks)."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

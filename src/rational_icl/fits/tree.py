@@ -1,0 +1,344 @@
+"""The fit's ArviZ DataTree (docs/files.md §3): posterior draws and per-cell derived
+quantities, the posterior predictive, the pointwise log likelihood, the observed and
+constant data; and the fit file itself (``write_fit``, ``read_fit``).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import arviz_base as azb
+import numpy as np
+import numpyro
+import xarray as xr
+
+from rational_icl import __version__
+from rational_icl.errors import RiclError, reading_error
+from rational_icl.fits.engines import Draws, Target
+from rational_icl.fits.inputs import (
+    AUTHORS_WITHIN,
+    SAMPLE_DIMS,
+    FitSettings,
+    ModelInputs,
+    authors_kept,
+)
+from rational_icl.fits.metrics import fit_metrics
+from rational_icl.fits.predictive import pointwise_log_likelihood, predictive_draws, site_draws
+from rational_icl.io import load_datatree, write_datatree
+
+
+def datatree(
+    target: Target,
+    inputs: ModelInputs,
+    draws: Draws,
+    key,
+    settings: FitSettings,
+    behaviour: xr.Dataset,
+) -> xr.DataTree:
+    """The fit of docs/files.md §3 from an engine's draws.
+
+    ``key`` draws the posterior predictive. The groups are built with ArviZ's
+    ``dict_to_dataset`` (what ``arviz_base.from_numpyro`` uses per group): from_numpyro
+    itself cannot unflatten the model's configuration axis into the configuration dims,
+    thin the pointwise draws or store per-cell draws in float32.
+    """
+    chains, num_draws = next(iter(draws.latent.values())).shape[:2]
+    latent = {  # trace order, flat chain-major draws
+        name: draws.latent[name].reshape(chains * num_draws, *draws.latent[name].shape[2:])
+        for name in target.transforms
+    }
+    labels = _Labels(inputs, chains, num_draws)
+    posterior = _posterior(target, latent, inputs, labels, settings)
+    kept = pointwise_draws(chains, num_draws, settings.pointwise_draws)
+    thinned = {
+        k: v.reshape(chains, num_draws, *v.shape[1:])[:, kept].reshape(-1, *v.shape[1:])
+        for k, v in latent.items()
+    }
+    groups = {
+        "posterior": posterior,
+        "posterior_predictive": _posterior_predictive(
+            target, thinned, posterior, kept, key, inputs, labels, settings
+        ),
+        "observed_data": xr.Dataset({"relative_distance": inputs.relative_distance}),
+        "constant_data": _constant_data(behaviour, inputs, settings),
+        "sample_stats": draws.sample_stats.assign_coords(
+            {d: labels.coords[d] for d in SAMPLE_DIMS if d in draws.sample_stats.dims}
+        ),
+    }
+    log_lik = _log_likelihood(target, thinned, kept, inputs, labels, settings)
+    if log_lik is not None:
+        groups["log_likelihood"] = log_lik
+    for name in ("posterior_predictive", "log_likelihood"):
+        if name in groups and kept.size < num_draws:
+            groups[name].attrs["thinned_from"] = num_draws
+    if settings.method == "map":  # the optimum itself (the first Laplace draw)
+        groups["point_estimate"] = posterior[parameter_names_of(posterior)].isel(
+            chain=0, draw=0, drop=True
+        )
+    tree = xr.DataTree.from_dict(groups)
+    tree.attrs = _root_attributes(inputs, settings, behaviour)
+    tree.attrs |= fit_metrics(tree)
+    return tree
+
+
+class _Labels:
+    """Dims and coordinates of a fit's arrays: the model's configuration axis C (flattened)
+    unflattened into the configuration dims, which are dropped when there is one."""
+
+    def __init__(self, inputs: ModelInputs, chains: int, draws: int):
+        observed = inputs.relative_distance
+        self.inputs = inputs
+        self.coords = {d: observed[d].values for d in observed.dims}
+        self.coords |= {"chain": np.arange(chains), "draw": np.arange(draws)}
+
+    def dataset(self, values: dict, dims: dict, draw) -> xr.Dataset:
+        """``values`` (chain * draws, [C,] rest...) as a Dataset (chain, draw, config..., ...).
+
+        ``dims`` names the dims after the configuration ones (ArviZ names the others
+        ``{name}_dim_{i}``).
+        """
+        inputs, chains = self.inputs, self.coords["chain"].size
+        data, named = {}, {}
+        for name, value in values.items():
+            value = value.reshape(chains, -1, *value.shape[1:])
+            rest = value.shape[2:]
+            if name == "sigma" or not rest:  # per split, or one value
+                data[name], named[name] = value, list(dims.get(name, ()))
+                continue
+            data[name] = value.reshape(chains, value.shape[1], *inputs.config_shape, *rest[1:])
+            named[name] = [*inputs.config_dims, *dims.get(name, ())]
+        return azb.dict_to_dataset(
+            data,
+            coords=self.coords | {"draw": draw},
+            dims=named,
+            sample_dims=SAMPLE_DIMS,
+            inference_library=numpyro,
+        )
+
+
+GRID = ("num_tasks", "checkpoint")
+PARAMETERS = ("alpha", "beta", "gamma")
+
+
+def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
+    """The latent sites, alpha, beta, gamma (also where deterministic), and the per-cell
+    deterministic sites in float32."""
+    # Per-cell draws are the bulk of the file: float32 (7 digits, far below their posterior
+    # spread) halves it. Everything read from the tree, the metrics too, sees these values.
+    per_cell = ["weight_memorizing", "log_posterior_odds"]
+    if "expected_relative_distance" in target.sites:  # context-dependent weights
+        per_cell.append("expected_relative_distance")
+    cells = int(np.prod(inputs.relative_distance.shape))
+    values = site_draws(
+        target,
+        latent,
+        [*PARAMETERS, *per_cell],
+        cells=cells,
+        one_at_a_time=settings.context_dependent,
+        dtypes=dict.fromkeys(per_cell, np.float32),
+    )
+    dims = {"sigma": ["split"], "weight_memorizing": GRID, "log_posterior_odds": GRID}
+    dims["expected_relative_distance"] = (*GRID, "split")
+    values = {name: values[name] for name in [*PARAMETERS, *per_cell]}  # in this order
+    posterior = labels.dataset(latent | values, dims, labels.coords["draw"])
+    if "expected_relative_distance" not in posterior:
+        # the model predicts w_M in every split: a view, not a copy (as read_fit makes it)
+        weight = posterior.weight_memorizing.drop_attrs()
+        split = labels.coords["split"]
+        expected = weight.expand_dims(split=split.size, axis=-1)
+        posterior["expected_relative_distance"] = expected.assign_coords(split=split)
+    return _describe(posterior)
+
+
+def pointwise_draws(chains: int, draws: int, limit: int) -> np.ndarray:
+    """The draws of every chain kept for per-cell quantities: evenly spaced (every k-th),
+    at most ``limit`` over all chains, at least one per chain."""
+    return np.arange(draws)[:: math.ceil(chains * draws / limit)]
+
+
+def _posterior_predictive(target, thinned, posterior, kept, key, inputs, labels, settings):
+    """Observed-weight draws (float32) for every cell, fitted and held out, on the ``kept``
+    draws.
+
+    ``relative-distance``: draws of the model's observation site. A split with no fitted
+    cell (``--splits id``) learns nothing about its noise scale: its sigma is a draw from
+    the prior, whose intervals cover everything; it is predicted with the mean sigma of
+    the fitted splits instead, per draw. ``outputs``: the noise-free mixture's observed
+    weight, w_M.
+    """
+    if settings.observation == "outputs":
+        expected = posterior.expected_relative_distance.sel(draw=kept).drop_attrs()
+        return xr.Dataset({"relative_distance": expected}, attrs=posterior.attrs)
+    split_fitted = np.asarray(inputs.kwargs["fit_mask"]).any(axis=(0, 1, 2))  # (S,)
+    sigma = thinned["sigma"]  # (draws, S)
+    if not split_fitted.all() and split_fitted.any():
+        pooled = sigma[:, split_fitted].mean(axis=1, keepdims=True)
+        thinned = thinned | {"sigma": np.where(split_fitted, sigma, pooled)}
+    cells = int(np.prod(inputs.relative_distance.shape))
+    values = predictive_draws(target, thinned, key, cells=cells)  # (draws, C, D, N, S)
+    return labels.dataset(
+        {"relative_distance": values}, {"relative_distance": (*GRID, "split")}, kept
+    )
+
+
+def _log_likelihood(target, thinned, kept, inputs, labels, settings):
+    """Pointwise log likelihood of the fitted cells (dim ``fitted_cell``), for PSIS-LOO.
+
+    Held-out cells are left out, as they are of the fit. Computed on at most
+    ``settings.pointwise_draws`` draws, evenly thinned in every chain (the file grows with
+    cells x draws; PSIS-LOO needs a few hundred draws, not thousands); the ``draw``
+    coordinate says which, and ``attrs["thinned_from"]`` the draws per chain. The
+    ``outputs`` model (variable ``transformer_prediction``: the log density of a cell's
+    predictions, summed over its sequences and positions) costs a pass over the quadrature
+    nodes of every cell per draw. Context-dependent ``outputs`` fits have none (one pass
+    over every prediction per draw): returns None.
+    """
+    outputs = settings.observation == "outputs"
+    if outputs and "statistics" not in inputs.kwargs:
+        return None
+    mask = np.asarray(inputs.kwargs["fit_mask"])  # (C, D, N, S)
+    values = pointwise_log_likelihood(
+        target,
+        thinned,
+        cells=mask.size,
+        fitted=np.flatnonzero(mask),
+    )  # (draws, fitted cells)
+    chains = labels.coords["chain"].size
+    where = dict(
+        zip(inputs.relative_distance.dims, np.nonzero(inputs.fit_mask.values), strict=True)
+    )
+    cells = {
+        f"fitted_{dim}": ("fitted_cell", inputs.relative_distance[dim].values[index])
+        for dim, index in where.items()
+    }
+    log_lik = azb.dict_to_dataset(
+        {target.observed: values.reshape(chains, kept.size, -1)},
+        coords={"chain": labels.coords["chain"], "draw": kept},
+        dims={target.observed: ["fitted_cell"]},
+        sample_dims=SAMPLE_DIMS,
+        inference_library=numpyro,
+    )
+    return log_lik.assign_coords(cells)
+
+
+def _root_attributes(inputs: ModelInputs, settings: FitSettings, behaviour) -> dict:
+    observed = inputs.relative_distance
+    return {
+        "observation_model": settings.observation,
+        "measure": observed.attrs["measure"],
+        "fitted_splits": ",".join(settings.splits or map(str, observed.split.values)),
+        "ablation": settings.ablation,
+        "pooling": settings.pooling,
+        "strategies": ",".join(settings.strategies),
+        "context_dependent": int(settings.context_dependent),
+        "inference_method": settings.method,
+        "seed": settings.seed,
+        "setting": str(behaviour.attrs.get("setting", "")),
+        "package_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _constant_data(behaviour, inputs, settings):
+    strategies = list(settings.strategies)
+    data = xr.Dataset(
+        {
+            "strategy_loss": behaviour.strategy_loss.sel(strategy=strategies),
+            "strategy_complexity": behaviour.strategy_complexity.sel(strategy=strategies),
+            "held_out": inputs.held_out,
+            "fit_mask": inputs.fit_mask,
+        }
+    )
+    if inputs.dropped is not None:
+        data["dropped"] = inputs.dropped
+    if "interpolation_distance" in behaviour and "id" in behaviour.split.values:
+        within = AUTHORS_WITHIN.get(str(behaviour.attrs.get("setting")), 0.2)
+        kept = authors_kept(behaviour.interpolation_distance, within)
+        data["authors_kept"] = kept.assign_attrs(
+            long_name="kept by the authors' common early-checkpoint threshold",
+            within=within,
+        )
+    return data
+
+
+def _describe(posterior: xr.Dataset) -> xr.Dataset:
+    descriptions = {
+        "alpha": "sublinear sample efficiency: evidence grows as N ** (1 - alpha)",
+        "beta": "complexity exponent: log prior = -ln2 * K ** beta",
+        "gamma": "evidence scale: log likelihood = -gamma * N ** (1 - alpha) * L",
+        "sigma": "noise of the observed weight on memorizing (censored normal), per split",
+        "weight_memorizing": "posterior weight of the memorizing strategy after N steps",
+        "log_posterior_odds": "log w_memorizing - log w_generalizing",
+        "expected_relative_distance": "predicted observed weight on memorizing per cell",
+    }
+    for name, text in descriptions.items():
+        if name in posterior:
+            posterior[name].attrs["description"] = text
+    return posterior
+
+
+_SAME_IN_EVERY_SPLIT = "expected_relative_distance_is_weight_memorizing"
+
+
+def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
+    """Write a fit to netCDF atomically (temporary file, then rename), every group
+    compressed losslessly (``rational_icl.io.compression_encoding``).
+
+    Without context-dependent weights ``expected_relative_distance`` is
+    ``weight_memorizing`` in every split: it is then not stored (a third of the file) and
+    ``read_fit`` rebuilds it, bit for bit.
+    """
+    return write_datatree(_without_repeated_weights(tree), path)
+
+
+def _without_repeated_weights(tree: xr.DataTree) -> xr.DataTree:
+    posterior = tree.posterior.to_dataset(inherit=False)
+    if "expected_relative_distance" not in posterior or "weight_memorizing" not in posterior:
+        return tree
+    expected = posterior.expected_relative_distance
+    weight = posterior.weight_memorizing.broadcast_like(expected).transpose(*expected.dims)
+    if expected.dtype != weight.dtype or not np.array_equal(expected.values, weight.values):
+        return tree
+    stored = posterior.drop_vars("expected_relative_distance")
+    stored.attrs[_SAME_IN_EVERY_SPLIT] = 1
+    tree = tree.copy()
+    tree["posterior"] = xr.DataTree(stored)
+    return tree
+
+
+def read_fit(path: str | Path) -> xr.DataTree:
+    """Read a fit written by ``write_fit``."""
+    path = Path(path)
+    if path.is_dir():
+        raise RiclError(f"fit file {str(path)!r} is a folder; give the fit's .nc file")
+    if not path.is_file():
+        raise RiclError(f"fit file {str(path)!r} does not exist")
+    try:
+        tree = load_datatree(path)
+    except (OSError, ValueError) as err:
+        raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
+    if "posterior" not in tree.children:
+        raise RiclError(f"{path}: not a fit file (no posterior group)")
+    posterior = tree.posterior.to_dataset(inherit=False)
+    if posterior.attrs.pop(_SAME_IN_EVERY_SPLIT, None) is not None:  # see write_fit
+        weight = posterior.weight_memorizing.drop_attrs()
+        # by size, not values: the dataset's own split coordinate (and its dtype) labels it
+        posterior["expected_relative_distance"] = weight.expand_dims(
+            split=posterior.sizes["split"], axis=-1
+        )
+        tree["posterior"] = xr.DataTree(_describe(posterior))
+    return tree
+
+
+DERIVED = ("weight_memorizing", "log_posterior_odds", "expected_relative_distance")
+
+
+def parameter_names(tree: xr.DataTree) -> list[str]:
+    """Posterior variables that are parameters (not per-cell derived quantities)."""
+    return parameter_names_of(tree.posterior.ds)
+
+
+def parameter_names_of(posterior: xr.Dataset) -> list[str]:
+    return [name for name in posterior.data_vars if name not in DERIVED]

@@ -1,0 +1,77 @@
+"""Diagnostics, PSIS-LOO (reported only where reliable), compare, the summary table."""
+
+import types
+
+import numpy as np
+import pytest
+
+from rational_icl.errors import RiclError
+from rational_icl.fits import diagnostics, inference, inputs
+from rational_icl.fits.tree import read_fit, write_fit
+
+
+def test_compare_ranks_the_true_model_first(behaviour, map_fit, unidentified_map_fit):
+    ablated = inference.fit(
+        behaviour, inputs.FitSettings(method="map", ablation="unit-gamma", chains=1, draws=400)
+    )
+    table = diagnostics.compare({"full": map_fit, "unit-gamma": ablated})
+    assert list(table.index) == ["full", "unit-gamma"]
+    result = diagnostics.loo(map_fit)
+    assert (
+        np.isfinite(result.elpd)
+        and result.pareto_k.size == map_fit.log_likelihood.sizes["fitted_cell"]
+    )
+    # a fit whose LOO cannot be trusted is left out of the ranking, with the reason
+    unidentified = unidentified_map_fit
+    table = diagnostics.compare({"full": map_fit, "bad": unidentified, "unit-gamma": ablated})
+    assert list(table.index) == ["full", "unit-gamma"]
+    assert list(table.attrs["not_ranked"]) == ["bad"]
+    assert table.attrs["not_ranked"]["bad"].startswith("PSIS-LOO not reported: ")
+    with pytest.raises(RiclError, match="^fewer than two fits have a reliable PSIS-LOO"):
+        diagnostics.compare({"full": map_fit, "bad": unidentified})
+
+
+def test_loo_is_reported_only_where_psis_supports_it(map_fit, nuts_fit, unidentified_map_fit):
+    for tree in (nuts_fit, map_fit):  # the model that made the data: LOO stands
+        result = diagnostics.loo(tree)
+        assert diagnostics.loo_problem(tree, result) is None
+        assert result.p < diagnostics.num_parameters(tree) + 1
+    assert diagnostics.num_parameters(map_fit) == 5  # alpha, beta, gamma, sigma[id], sigma[ood]
+    unidentified = unidentified_map_fit
+    result = diagnostics.loo(unidentified)
+    assert not result.p < 100 * 5  # hundreds of "effective parameters", or NaN
+    problem = diagnostics.loo_problem(unidentified, result)
+    assert problem.startswith("PSIS-LOO not reported: ") and "Pareto k above" in problem
+    assert problem.endswith("(the map draws); refit with --method nuts")
+    # good Pareto k, but p_loo far above the parameter count: not reported either
+    inflated = types.SimpleNamespace(pareto_k=np.zeros(100), good_k=0.7, p=16.0)
+    problem = diagnostics.loo_problem(map_fit, inflated)
+    assert "p_loo exceeds 3 times the model's 5 free parameters" in problem
+    inflated.p = 14.0
+    assert diagnostics.loo_problem(map_fit, inflated) is None
+
+
+def test_outputs_fits_are_compared_by_loo(outputs_fits, map_fit, tmp_path):
+    _, full, ablated = outputs_fits
+    ablated = read_fit(write_fit(ablated, tmp_path / "ablated.nc"))
+    result = diagnostics.loo(full)
+    assert np.isfinite(result.elpd)
+    assert result.pareto_k.size == full.log_likelihood.sizes["fitted_cell"]
+    log_lik = ablated.log_likelihood  # 1400 draws: every second kept
+    assert log_lik.attrs["thinned_from"] == 700
+    np.testing.assert_array_equal(log_lik.draw.values, np.arange(0, 700, 2))
+    assert log_lik.sizes["chain"] == 2
+    # The ablation (gamma fixed at 1, truth 3) is misspecified enough that its Laplace
+    # draws give p_loo in the hundreds: it is not ranked, and the reason is kept.
+    table = diagnostics.compare({"full": full, "unit-gamma": ablated, "copy": full})
+    assert sorted(table.index) == ["copy", "full"]
+    assert "p_loo exceeds 3 times" in table.attrs["not_ranked"]["unit-gamma"]
+    with pytest.raises(RiclError, match="one observation model"):
+        diagnostics.compare({"outputs": full, "relative-distance": map_fit})
+
+
+def test_summary_prints_90_percent_intervals(map_fit):
+    table = diagnostics.summary(map_fit)
+    assert {"eti90_lb", "eti90_ub"} <= set(table.columns)
+    low = float(map_fit.posterior.alpha.quantile(0.05))
+    assert float(table.loc["alpha", "eti90_lb"]) == pytest.approx(low, abs=2e-3)

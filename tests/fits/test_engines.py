@@ -1,0 +1,114 @@
+"""The engines: NUTS recovers the parameters, MAP finds the posterior mode, SVI is close,
+seeds repeat."""
+
+import jax
+import numpy as np
+import pytest
+
+from rational_icl.errors import RiclError
+from rational_icl.fits import diagnostics, engines, inference, inputs
+from rational_icl.fits import model as rational
+from tests.fits.simulated import PARAMETERS, TRUTH
+
+
+def test_nuts_recovers_the_parameters(nuts_fit):
+    posterior = nuts_fit.posterior
+    for name, truth in TRUTH.items():
+        draws = posterior[name]
+        low, high = draws.quantile([0.05, 0.95], ("chain", "draw")).values
+        assert low <= truth <= high, f"{name}: 90% interval ({low:.3g}, {high:.3g})"
+        assert float(draws.mean()) == pytest.approx(truth, rel=0.10)
+    found = diagnostics.diagnostics(nuts_fit)
+    for name in PARAMETERS:
+        assert float(found[f"{name}_r_hat"]) < 1.01
+    assert int(found.divergences.sum()) == 0
+    assert nuts_fit.attrs["heldout_correlation_id"] > 0.95
+    assert nuts_fit.attrs["heldout_correlation_ood"] > 0.95
+
+
+def test_map_agrees_with_the_posterior_mode(map_fit, nuts_fit):
+    point = map_fit.point_estimate
+    for name in PARAMETERS:
+        draws = nuts_fit.posterior[name]
+        # posterior nearly normal here: its mode is within a fraction of an sd of its median
+        assert abs(float(point[name]) - float(draws.median())) < 0.5 * float(draws.std())
+    assert bool(map_fit.sample_stats.optimizer_success)
+
+
+def test_svi_runs_and_is_close(behaviour):
+    settings = inputs.FitSettings(method="svi", chains=1, draws=200, svi_steps=1500)
+    tree = inference.fit(behaviour, settings)
+    for name, truth in TRUTH.items():
+        assert float(tree.posterior[name].mean()) == pytest.approx(truth, rel=0.1)
+
+
+def test_seeds_make_fits_repeatable(behaviour, map_fit):
+    again = inference.fit(behaviour, inputs.FitSettings(method="map", chains=1, draws=400))
+    np.testing.assert_array_equal(again.posterior.gamma, map_fit.posterior.gamma)
+    np.testing.assert_array_equal(
+        again.posterior_predictive.relative_distance, map_fit.posterior_predictive.relative_distance
+    )
+
+
+@pytest.fixture(scope="module")
+def target(behaviour):
+    kwargs = inputs.model_inputs(behaviour, inputs.FitSettings()).kwargs
+    key = jax.random.PRNGKey(0)
+    return engines.Target(rational.relative_distance_model, kwargs, "relative_distance", key)
+
+
+def test_hessian_is_exact(target):
+    start = target.best_prior_draw(jax.random.PRNGKey(1), 64)
+    optimum, result = target.map_estimate(start)
+    assert result.success
+    exact = target.hessian(optimum)
+    # central differences of the compiled gradient, in float64
+    step = 1e-5 * np.maximum(np.abs(np.asarray(optimum)), 1.0)
+    columns = []
+    for i in range(optimum.size):
+        shift = np.zeros(optimum.size)
+        shift[i] = step[i]
+        up = target._value_and_grad(optimum + shift, target.data)[1]
+        down = target._value_and_grad(optimum - shift, target.data)[1]
+        columns.append(np.asarray(up - down) / (2 * step[i]))
+    differences = np.stack(columns, axis=1)
+    np.testing.assert_allclose(exact, exact.T, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(exact, differences, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
+
+
+def test_newton_steps_finish_an_unconverged_optimisation(target, monkeypatch):
+    start = target.best_prior_draw(jax.random.PRNGKey(1), 64)
+    optimum, _ = target.map_estimate(start)
+    monkeypatch.setattr(engines, "LBFGS_ITERATIONS", 3)  # L-BFGS stops far from the mode
+    polished, result = target.map_estimate(start)
+    assert result.nit > 3
+    # at the mode: the Newton step left is a tiny fraction of a posterior sd (the gradient
+    # itself stays above scipy's tolerance, rounding in a sum over thousands of cells)
+    assert engines._converged(result, target.hessian(polished))
+    np.testing.assert_allclose(polished, optimum, rtol=1e-6, atol=1e-6)
+
+
+def test_nuts_with_the_laplace_mass_matrix_agrees(behaviour, nuts_fit):
+    settings = inputs.FitSettings(chains=2, warmup=300, draws=300, seed=1, mass_matrix="laplace")
+    tree = inference.fit(behaviour, settings)
+    assert tree.sample_stats.attrs["mass_matrix"] == "laplace"
+    found = diagnostics.diagnostics(tree)
+    for name in PARAMETERS:
+        assert float(found[f"{name}_r_hat"]) < 1.01
+        adapted, laplace = nuts_fit.posterior[name], tree.posterior[name]
+        # two samplers of one posterior: means within 4 Monte Carlo standard errors
+        ess = min(float(found[f"{name}_ess_bulk"]), 600)
+        error = float(adapted.std()) * np.sqrt(2 / ess)
+        assert abs(float(laplace.mean()) - float(adapted.mean())) < 4 * error
+        assert float(laplace.std()) == pytest.approx(float(adapted.std()), rel=0.2)
+    assert int(found.divergences.sum()) == 0
+    with pytest.raises(RiclError, match="mass_matrix must be one of adapted, laplace"):
+        inputs.FitSettings(mass_matrix="unit")
+
+
+def test_keys_come_from_one_seed():
+    keys, again = engines.Keys.of(3), engines.Keys.of(3)
+    for key, same in zip(keys, again, strict=True):
+        np.testing.assert_array_equal(key, same)
+    values = {tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in keys}
+    assert len(values) == len(keys)  # every key distinct

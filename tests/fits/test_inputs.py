@@ -1,0 +1,80 @@
+"""FitSettings, held-out and early cells, the authors' threshold, the context loss."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from rational_icl.errors import RiclError
+from rational_icl.fits import inference, inputs
+from tests.fits.simulated import NUM_TASKS, simulated_behaviour
+
+
+def test_held_out_mask_is_the_last_20_percent():
+    held_out = inputs.held_out_cells(NUM_TASKS, np.arange(1, 101) * 10)
+    assert held_out.dims == ("num_tasks", "checkpoint")
+    fitted = ~held_out.values
+    assert fitted[:9, :80].all()  # round(0.8 * 11) = 9 num_tasks, 80 checkpoints
+    assert not fitted[9:].any() and not fitted[:, 80:].any()
+    shuffled = inputs.held_out_cells([8, 2, 4, 16, 32], [30, 10, 20, 40, 50])
+    # ranks, not positions: the largest values are held out
+    assert shuffled.sel(num_tasks=32).all() and not shuffled.sel(num_tasks=2, checkpoint=10)
+    assert shuffled.sel(checkpoint=50).all()
+
+
+def test_early_checkpoints_are_dropped():
+    distance = xr.DataArray(
+        [[5.0, 4.0, 1.5, 1.0, 1.2], [1.0, 1.0, 1.0, 1.0, 1.0]],
+        dims=("num_tasks", "checkpoint"),
+        coords={"num_tasks": [2, 4], "checkpoint": [10, 20, 30, 40, 50]},
+    )
+    dropped = inputs.early_cells(distance, within=0.2)
+    # range 1..5: within 0.2 * 4 = 0.8 of the minimum from step 30 on
+    np.testing.assert_array_equal(dropped.sel(num_tasks=2), [True, True, False, False, False])
+    assert not dropped.sel(num_tasks=4).any()
+
+
+def test_authors_threshold_is_the_latest_first_close_checkpoint():
+    """Hand case: ranges [1, 0] per num_tasks; within 0.2 of the range at steps 30 and 50."""
+    distance = xr.DataArray(
+        [
+            [[1.0, 9.0], [0.5, 9.0], [0.1, 9.0], [0.0, 9.0], [0.0, 9.0]],  # first close: 30
+            [[1.0, 0.0], [0.9, 0.0], [0.5, 0.0], [0.3, 0.0], [0.0, 0.0]],  # first close: 50
+        ],
+        dims=("num_tasks", "checkpoint", "split"),
+        coords={"num_tasks": [2, 4], "checkpoint": [10, 20, 30, 40, 50], "split": ["id", "ood"]},
+    )
+    kept = inputs.authors_kept(distance, within=0.2)
+    assert kept.dims == ("num_tasks", "checkpoint")
+    np.testing.assert_array_equal(kept.values, [[False] * 4 + [True]] * 2)
+    kept = inputs.authors_kept(distance, within=0.5)  # first close: 20 and 30
+    np.testing.assert_array_equal(kept.checkpoint.where(kept).min(), 30)
+
+
+def test_settings_are_validated():
+    with pytest.raises(RiclError, match="ablation must be one of"):
+        inputs.FitSettings(ablation="half")
+    with pytest.raises(RiclError, match="constant strategy needs --observation outputs"):
+        inputs.FitSettings(strategies=("memorizing", "generalizing", "constant"))
+    with pytest.raises(RiclError, match="needs several configurations"):
+        inference.fit(simulated_behaviour(num_checkpoints=5), inputs.FitSettings(pooling="none"))
+
+
+def test_context_loss_uses_the_default_regression_noise():
+    # no noise_variance attribute: sigma^2 = num_dims / 256, as the data stage assumes
+    rng = np.random.default_rng(3)
+    prediction, target = rng.normal(size=(2, 1, 3, 5, 1)), rng.normal(size=(1, 3, 5))
+    runs = xr.Dataset(
+        {
+            "strategy_prediction": (
+                ("strategy", "split", "sequence", "position", "outcome"),
+                prediction,
+            ),
+            "target": (("split", "sequence", "position"), target),
+        },
+        attrs={"setting": "linear-regression", "num_dims": 4},
+    )
+    got = inputs.context_loss(runs).values  # (strategy, split, sequence, position)
+    per_step = (prediction[..., 0] - target) ** 2 / (2 * 4 / 256)
+    for t in range(5):
+        expected = per_step[..., :t].mean(-1) if t else 0.0
+        np.testing.assert_allclose(got[..., t], expected, rtol=1e-12)
