@@ -78,3 +78,43 @@ def test_context_loss_uses_the_default_regression_noise():
     for t in range(5):
         expected = per_step[..., :t].mean(-1) if t else 0.0
         np.testing.assert_allclose(got[..., t], expected, rtol=1e-12)
+
+
+def _probability_runs(num_positions: int, attrs: dict) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(4)
+    prediction = rng.dirichlet(np.ones(3), size=(2, 1, 4, num_positions))  # (Q, S, B, P, O)
+    target = rng.integers(3, size=(1, 4, num_positions))
+    runs = xr.Dataset(
+        {
+            "strategy_prediction": (
+                ("strategy", "split", "sequence", "position", "outcome"),
+                prediction,
+            ),
+            "target": (("split", "sequence", "position"), target),
+        },
+        attrs=attrs,
+    )
+    return runs, prediction, target
+
+
+def test_context_loss_reads_the_file_facts_not_the_setting_name():
+    # a setting no fits code names, whose files state that they predict probabilities
+    facts = dict(
+        prediction_kind="probabilities",
+        distance_kind="kl",
+        loss_kind="cross-entropy",
+        alternative_generalizer="tempered",
+    )
+    runs, prediction, target = _probability_runs(6, {"setting": "coin", **facts})
+    got = inputs.context_loss(runs).values  # (strategy, split, sequence, position)
+    chosen = np.take_along_axis(prediction, target[None, ..., None], axis=-1)[..., 0]
+    per_step = -np.log(chosen)  # (Q, S, B, P), brute force
+    for t in range(6):
+        expected = per_step[..., :t].mean(-1) if t else 0.0
+        np.testing.assert_allclose(got[..., t], expected, rtol=1e-12)
+
+
+def test_context_loss_needs_a_context_of_predictions():
+    runs, _, _ = _probability_runs(1, {"setting": "classification"})
+    with pytest.raises(RiclError, match="need a context of predictions.*'classification'"):
+        inputs.context_loss(runs)

@@ -14,6 +14,7 @@ import xarray as xr
 
 from rational_icl import formulas
 from rational_icl.errors import RiclError
+from rational_icl.facts import setting_facts
 from rational_icl.fits import parameters, sufficient
 
 # before any array is made: K ** beta and N ** (1 - alpha) span many orders of magnitude
@@ -278,26 +279,26 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
 def context_loss(runs: xr.Dataset) -> xr.DataArray:
     """Mean loss of each strategy over the first t observations of every evaluation sequence.
 
-    Categorical: log loss of the observed symbol; regression: squared error / (2 sigma^2)
-    with sigma^2 the run's ``noise_variance``. Zero at t = 0 (no observations yet).
+    Probabilities: log loss of the observed outcome; means: squared error / (2 sigma^2)
+    with sigma^2 the run's ``noise_variance`` (the file's ``prediction_kind``). Zero at
+    t = 0 (no observations yet).
 
     Returns
     -------
     xr.DataArray (strategy, ..., split, sequence, position)
     """
-    setting = runs.attrs.get("setting")
+    if runs.sizes["position"] < 2:
+        raise RiclError(
+            f"context-dependent weights need a context of predictions (several positions per "
+            f"sequence); the runs of setting {runs.attrs.get('setting')!r} predict one"
+        )
     prediction = runs.strategy_prediction
-    if setting == "categorical-sequence":
+    if setting_facts(runs.attrs).prediction_kind == "probabilities":
         chosen = prediction.isel(outcome=runs.target.astype(int).compute())
         per_step = -np.log(np.clip(chosen, 1e-12, None))
-    elif setting == "linear-regression":
+    else:
         noise = formulas.run_noise_variance(runs)
         per_step = (prediction.squeeze("outcome", drop=True) - runs.target) ** 2 / (2 * noise)
-    else:
-        raise RiclError(
-            f"context-dependent weights need a setting with a context of predictions "
-            f"(categorical-sequence, linear-regression); got {setting!r}"
-        )
     previous = per_step.cumsum("position").shift(position=1, fill_value=0.0)
     size = xr.DataArray(np.arange(runs.sizes["position"]), dims="position")
     return (previous / np.maximum(size, 1)).rename("context_loss")
@@ -322,7 +323,8 @@ def _outputs_inputs(runs, strategies, cell_dims, config_dims, flat, settings):
     strategy = runs.strategy_prediction.sel(strategy=strategies)
     strategy = strategy.transpose("strategy", *cell_dims, *order)
     transformer = runs.transformer_prediction.transpose(*cell_dims, "checkpoint", *order)
-    kind = "regression" if runs.attrs.get("setting") == "linear-regression" else "probabilities"
+    mean = setting_facts(runs.attrs).prediction_kind == "mean"
+    kind = "regression" if mean else "probabilities"
     strategy_values = flat(strategy.values, 1)
     transformer_values = flat(transformer.values)
     inputs = dict(outcome_kind=kind)
