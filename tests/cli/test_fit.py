@@ -1,5 +1,7 @@
 """``ricl fit`` and ``ricl compare``: fits written and ranked, one-line errors."""
 
+import argparse
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -65,6 +67,7 @@ def test_choices_match_the_fits_module():
     assert fit_command.POOLINGS == parameters.POOLINGS
     assert fit_command.OBSERVATIONS == inputs.OBSERVATIONS
     assert fit_command.METHODS == inputs.METHODS
+    assert fit_command.MASS_MATRICES == inputs.MASS_MATRICES
 
 
 def test_fit_writes_a_fit_and_compare_ranks_fits(folders, tmp_path, capsys):
@@ -76,6 +79,7 @@ def test_fit_writes_a_fit_and_compare_ranks_fits(folders, tmp_path, capsys):
     assert "held out" in out and "alpha" in out and f"wrote {full}" in out
     tree = read_fit(full)
     assert tree.attrs["ablation"] == "none"
+    assert (tree.attrs["centred"], tree.attrs["mass_matrix"]) == (0, "adapted")
     assert abs(float(tree.point_estimate.beta) - 0.3) < 0.03
     code, out, err = _ricl(capsys, "fit", runs, "-o", ablated, "--ablation", "unit-gamma", *common)
     assert code == 0, err
@@ -271,3 +275,15 @@ def test_fit_warns_about_a_diverged_run(folders, tmp_path, capsys):
     (line,) = [line for line in out.splitlines() if "diverged" in line]
     assert line.startswith(f"warning: run {str(diverged)!r} diverged: its final transformer_loss")
     assert f"constant strategy's {bound:.3g}" in line
+
+
+def test_centred_and_laplace_mass_matrix_reach_the_fit_settings(tmp_path):
+    parser = argparse.ArgumentParser()
+    fit_command.add_parser(parser.add_subparsers())
+    argv = ["fit", str(tmp_path), "-o", str(tmp_path / "f.nc"), "--pooling", "partial"]
+    default = fit_command.fit_settings(parser.parse_args(argv))
+    assert (default.centred, default.mass_matrix) == (False, "adapted")
+    chosen = fit_command.fit_settings(
+        parser.parse_args([*argv, "--centred", "--mass-matrix", "laplace"])
+    )
+    assert (chosen.centred, chosen.mass_matrix) == (True, "laplace")

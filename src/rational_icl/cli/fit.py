@@ -15,6 +15,7 @@ MEASURES = ("auto", "barycentric", "relative-distance")
 ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
 POOLINGS = ("complete", "none", "partial")
 METHODS = ("nuts", "map", "svi")
+MASS_MATRICES = ("adapted", "laplace")
 
 
 def add_parser(subparsers) -> None:
@@ -59,6 +60,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--ablation", choices=ABLATIONS, default="none")
     parser.add_argument("--pooling", choices=POOLINGS, default="complete")
     parser.add_argument(
+        "--centred",
+        action="store_true",
+        help="partial pooling: draw each configuration's alpha, beta, gamma from the "
+        "population directly (centred) instead of as standardised offsets; far better "
+        "when every configuration has many cells, as in the paper's grids",
+    )
+    parser.add_argument(
         "--strategies",
         default="memorizing,generalizing",
         help="strategies in the softmax: memorizing,generalizing[,constant]",
@@ -69,6 +77,13 @@ def add_parser(subparsers) -> None:
         help="weights also accumulate evidence along the context",
     )
     parser.add_argument("--method", choices=METHODS, default="nuts")
+    parser.add_argument(
+        "--mass-matrix",
+        choices=MASS_MATRICES,
+        default="adapted",
+        help="NUTS's mass matrix: adapted during warm-up (default), or fixed at the Laplace "
+        "covariance of the MAP (for large hierarchical fits, e.g. the paper's grids)",
+    )
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)
@@ -111,6 +126,8 @@ def fit_settings(args):
         observation=args.observation,
         ablation=args.ablation,
         pooling=args.pooling,
+        centred=args.centred,
+        mass_matrix=args.mass_matrix,
         strategies=tuple(s.strip() for s in args.strategies.split(",")),
         context_dependent=args.context_dependent,
         seed=args.seed,

@@ -231,6 +231,8 @@ def _root_attributes(inputs: ModelInputs, settings: FitSettings, behaviour) -> d
         "fitted_splits": ",".join(settings.splits or map(str, observed.split.values)),
         "ablation": settings.ablation,
         "pooling": settings.pooling,
+        "centred": int(settings.centred),
+        "mass_matrix": settings.mass_matrix,
         "strategies": ",".join(settings.strategies),
         "context_dependent": int(settings.context_dependent),
         "inference_method": settings.method,
