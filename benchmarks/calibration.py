@@ -22,10 +22,12 @@ Checks behind the numbers (issue 11): the censored likelihood's score has mean 0
 truth over 4000 simulated grids (ClippedNormal.sample and log_prob agree); 2 x 1000-draw
 chains from dispersed starts, and chains started at the truth, give the posteriors of the
 200-draw chain from the MAP; the prior draws follow SBC_PRIORS. 100 replications resolve a
-90% coverage only to +- 0.03 (one binomial standard error). Measured (2 shared CPU cores,
-load 5-10, one thread; 13-18 min per 200 replications): 90% coverage alpha / beta / gamma
-0.93 / 0.91 / 0.85 (seed 0), 0.90 / 0.92 / 0.89 (seed 1), 0.89 / 0.89 / 0.92 (seed 2);
-over the 600, 0.91 / 0.91 / 0.89, 50% coverage 0.47 / 0.47 / 0.47.
+90% coverage only to +- 0.03 (one binomial standard error), 200 to +- 0.02. Measured with
+the NumPyro-part engines (one thread; 347 s per 200 replications on a quiet AVX-512 box,
+566-632 s on a 2-core AVX2 box with a training job beside it): 90% coverage alpha / beta /
+gamma 0.93 / 0.90 / 0.86 (seed 0), 0.89 / 0.91 / 0.90 (seed 1), 0.90 / 0.90 / 0.92
+(seed 2); over the 600, 0.91 / 0.90 / 0.89, 50% coverage 0.49 / 0.47 / 0.47; 14 of 600
+fits had a divergent transition.
 """
 
 from __future__ import annotations
