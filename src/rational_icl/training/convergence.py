@@ -2,9 +2,10 @@
 
 The rational-model fit reads a transformer's predictions as a mixture of the memorizing (M)
 and generalizing (G) strategies; that reading explains nothing for a transformer that has
-not learned (docs/science.md, "Two cautions"). This module compares, per run, the transformer's
-loss at its last checkpoint (``transformer_loss``) with the strategies' expected losses
-(``strategy_loss``), both in nats per prediction, and names the runs that fall short:
+not learned (docs/science.md, "Three cautions"). This module compares, per run, the
+transformer's loss at its last checkpoint (``transformer_loss``) with the strategies'
+expected losses (``strategy_loss``), both in nats per prediction, and names the runs that
+fall short:
 
 - at the smallest and the largest num_tasks D, the ``id`` loss must be within ``tolerance``
   (default 1.3) of the better strategy, min(L_M, L_G);
