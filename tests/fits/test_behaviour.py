@@ -247,7 +247,7 @@ def test_behaviour_dispatches_on_the_file_facts_not_the_setting_name(make_run):
 # ---------------------------------------------------------------------------- barycentric
 # Synthetic transformers built from a tiny preset's own strategy predictions (``ricl data``
 # on the preset at its smallest, a middle and its largest num_tasks): under-confident
-# generalizers must not read as memorizing (docs/science.md, second caution).
+# generalizers must not read as memorizing (docs/science.md, "Reading the weight on M").
 
 _PRESET_NUM_TASKS = {"smallest": 0, "largest": -1}
 
