@@ -1,6 +1,7 @@
 """``ricl fit`` and ``ricl compare``: fits written and ranked, one-line errors."""
 
 import argparse
+import re
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def _ricl(capsys, *argv):
 
 def test_choices_match_the_fits_module():
     assert fit_command.ABLATIONS == parameters.ABLATIONS
-    assert fit_command.POOLINGS == parameters.POOLINGS
+    assert fit_command.POOLINGS == ("auto", *parameters.POOLINGS)
     assert fit_command.OBSERVATIONS == inputs.OBSERVATIONS
     assert fit_command.METHODS == inputs.METHODS
     assert fit_command.MASS_MATRICES == inputs.MASS_MATRICES
@@ -219,7 +220,9 @@ def test_fit_on_the_id_split_prints_both_evaluations(folders, tmp_path, capsys):
     assert code == 0
     assert "fitted splits id" in stdout and "measure barycentric" in stdout
     assert "authors' evaluation (id split, checkpoints from step" in stdout
-    assert "no-skill baseline" in stdout
+    assert "oracle (sees held-out cells" in stdout and "no-skill" not in stdout
+    assert "held-out design authors" in stdout and "persistence" in stdout
+    assert re.search(r"skill = 1 - RMSE\(model\) / RMSE\(best baseline.*\): id [+-]\d", stdout)
     tree = read_fit(out)
     mask = tree.constant_data.fit_mask
     assert not bool(mask.sel(split="ood").any()) and bool(mask.sel(split="id").any())

@@ -6,19 +6,7 @@ import xarray as xr
 
 from rational_icl.errors import RiclError
 from rational_icl.fits import inference, inputs
-from tests.fits.simulated import NUM_TASKS, simulated_behaviour
-
-
-def test_held_out_mask_is_the_last_20_percent():
-    held_out = inputs.held_out_cells(NUM_TASKS, np.arange(1, 101) * 10)
-    assert held_out.dims == ("num_tasks", "checkpoint")
-    fitted = ~held_out.values
-    assert fitted[:9, :80].all()  # round(0.8 * 11) = 9 num_tasks, 80 checkpoints
-    assert not fitted[9:].any() and not fitted[:, 80:].any()
-    shuffled = inputs.held_out_cells([8, 2, 4, 16, 32], [30, 10, 20, 40, 50])
-    # ranks, not positions: the largest values are held out
-    assert shuffled.sel(num_tasks=32).all() and not shuffled.sel(num_tasks=2, checkpoint=10)
-    assert shuffled.sel(checkpoint=50).all()
+from tests.fits.simulated import simulated_behaviour
 
 
 def test_early_checkpoints_are_dropped():

@@ -125,9 +125,9 @@ def _mutations():
         ),
         ("duplicate", lambda ds: ds.assign_attrs(num_tasks=2), "are the same run"),
         (
-            "other seed",
-            lambda ds: ds.assign_attrs(num_tasks=2, seed=7),
-            "they differ in seed=7 vs 1, which is not stacked",
+            "other hidden size",
+            lambda ds: ds.assign_attrs(num_tasks=2, hidden_size=7),
+            "they differ in hidden_size=7 vs",
         ),
         ("strategy", lambda ds: ds.isel(strategy=[0, 2]), "lacks generalizing"),
         ("attribute", lambda ds: ds.drop_attrs(deep=False), "missing global attribute"),
@@ -150,6 +150,19 @@ def test_open_runs_rejects_bad_file_naming_it(tmp_path, make_run, mutate, words)
     assert "\n" not in message
     assert words in message
     assert "bad_D8.nc" in message
+
+
+def test_training_seeds_stack_as_replicates(tmp_path, make_run):
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    for seed in (1, 2):
+        for d in (2, 8):
+            run = _random_run(make_run, d).assign_attrs(seed=seed)
+            _write(folder, run, f"run_D{d}_seed{seed}.nc")
+    runs = open_runs(folder)
+    assert "seed" in config_dims(runs) and runs.seed.values.tolist() == [1, 2]
+    assert runs.transformer_prediction.dims[:2] == ("num_tasks", "seed")
+    assert runs.source_file.sel(num_tasks=8, seed=2).item().endswith("run_D8_seed2.nc")
 
 
 def test_open_runs_errors_for_folders(tmp_path, make_run):

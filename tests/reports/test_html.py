@@ -42,7 +42,7 @@ def test_report_embeds_every_figure_and_writes_pngs_and_csvs(report):
     assert len(images) == len(drawn)
     assert all(image.startswith(PNG_SIGNATURE) for image in images)
     tables = sorted(p.name for p in (report.parent / "tables").glob("*.csv"))
-    assert tables == ["diagnostics.csv", "heldout.csv", "parameters.csv"]
+    assert tables == ["diagnostics.csv", "heldout.csv", "parameters.csv", "skill.csv"]
     parameters = pd.read_csv(report.parent / "tables" / "parameters.csv", index_col=0)
     assert {"alpha", "beta", "gamma"} <= set(parameters.index)
     assert {"mean", "sd", "5%", "95%"} <= set(parameters.columns)
@@ -59,6 +59,17 @@ def test_heldout_table_holds_the_fits_correlations(report, fit):
     table = pd.read_csv(report.parent / "tables" / "heldout.csv")
     row = table[(table["cells"] == "held out") & (table["split"] == "id")]
     assert row["Pearson r"].item() == pytest.approx(fit.attrs["heldout_correlation_id"])
+
+
+def test_skill_table_comes_first_and_holds_the_fits_numbers(report, fit):
+    page = report.read_text()
+    assert page.index("Predictive skill on the held-out cells") < page.index("Parameter summary")
+    assert "oracle (sees held-out cells)" in page and "no-skill" not in page
+    table = pd.read_csv(report.parent / "tables" / "skill.csv", header=[0, 1], index_col=0)
+    model = table.loc["rational model (posterior mean)"]
+    assert model[("id", "RMSE")] == pytest.approx(fit.attrs["heldout_rmse_id"])
+    skill = table.loc["skill: 1 - RMSE model / RMSE best baseline", ("id", "skill")]
+    assert skill == pytest.approx(fit.attrs["skill_id"])
 
 
 def test_runs_only_report_names_the_figures_it_skips(behaviour, tmp_path):

@@ -13,7 +13,7 @@ from rational_icl.errors import RiclError
 OBSERVATIONS = ("relative-distance", "outputs")
 MEASURES = ("auto", "barycentric", "relative-distance")
 ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
-POOLINGS = ("complete", "none", "partial")
+POOLINGS = ("auto", "complete", "none", "partial")
 METHODS = ("nuts", "map", "svi")
 MASS_MATRICES = ("adapted", "laplace")
 
@@ -58,7 +58,14 @@ def add_parser(subparsers) -> None:
         "measured here from the runs",
     )
     parser.add_argument("--ablation", choices=ABLATIONS, default="none")
-    parser.add_argument("--pooling", choices=POOLINGS, default="complete")
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="auto",
+        help="alpha, beta, gamma shared by every configuration (complete), one set each "
+        "(none), or drawn from a population (partial); auto (default): partial where the "
+        "runs vary in training seed, else complete",
+    )
     parser.add_argument(
         "--centred",
         action="store_true",
@@ -99,8 +106,10 @@ def add_parser(subparsers) -> None:
         "--held-out-fraction",
         type=float,
         default=0.8,
-        help="fraction of checkpoints and of num_tasks values fitted (default 0.8)",
+        help="the authors design: fraction of checkpoints and of num_tasks values fitted "
+        "(default 0.8)",
     )
+    add_held_out_option(parser)
     parser.add_argument(
         "--drop-early",
         action="store_true",
@@ -109,6 +118,20 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing fit file")
     parser.set_defaults(func=run)
+
+
+def add_held_out_option(parser) -> None:
+    """``--held-out``, shared by ``ricl fit`` and ``ricl run``."""
+    parser.add_argument(
+        "--held-out",
+        default="authors",
+        metavar="DESIGN",
+        help="which cells the fit leaves out to predict: authors (default: the last 20%% of "
+        "checkpoints and of num_tasks values), forecast:F (every checkpoint after F x "
+        "max_steps, e.g. forecast:0.3), num-tasks (every other num_tasks value), seed:S "
+        "(every run of training seed S; runs of several seeds). The model is scored on "
+        "them beside baselines that see only the fitted cells",
+    )
 
 
 def run(args) -> int:
@@ -147,6 +170,7 @@ def shared_fit_settings(args) -> dict:
         warmup=args.warmup,
         draws=args.draws,
         drop_early=args.drop_early,
+        held_out=args.held_out,
         progress_bar=os.isatty(2),
     )
 
@@ -230,6 +254,94 @@ def _warn_diverged(runs) -> None:
         )
 
 
+def skill_table(tree) -> str:
+    """The held-out table: the model and every baseline on the same cells, per split, and
+    the skill line (empty for a fit without a predictive_skill group)."""
+    if "predictive_skill" not in tree.children:
+        return ""
+    import pandas as pd
+
+    skill = tree.predictive_skill.to_dataset()
+    columns = {}
+    for split in skill.split.values:
+        row = skill.sel(split=split)
+        columns[(str(split), "RMSE")] = row.rmse.values
+        columns[(str(split), "r")] = row.correlation.values
+        columns[(str(split), "90% cover")] = row.coverage.values
+    table = pd.DataFrame(columns, index=list(skill.label.values)).dropna(how="all")
+    counts = zip(skill.split.values, skill.num_cells.values, strict=True)
+    cells = ", ".join(f"{s} {int(n)}" for s, n in counts)
+    lines = [
+        f"held-out design {tree.attrs.get('held_out_design', 'authors')} (held-out cells: "
+        f"{cells}); every predictor scored on the same cells:",
+        table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"),
+        "skill = 1 - RMSE(model) / RMSE(best baseline seeing only fitted cells): "
+        + "; ".join(
+            f"{s} {float(k):+.3f} (best: {b})"
+            for s, k, b in zip(
+                skill.split.values, skill.skill.values, skill.best_baseline.values, strict=True
+            )
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def population_lines(tree) -> str:
+    """Population and per-configuration alpha, beta, gamma of a partially pooled fit."""
+    if tree.attrs.get("pooling") != "partial":
+        return ""
+    from rational_icl.fits.diagnostics import population_summary
+
+    found = population_summary(tree)
+    lines = []
+    for name in found.data_vars:
+        row = found[name]
+        per = row.sel(quantity="configuration")
+        dims = [d for d in per.dims if d not in ("quantity", "statistic")]
+        stacked = per.stack(configuration=dims) if dims else per.expand_dims("configuration")
+        each = ", ".join(
+            f"{_config_label(stacked, i)} {float(v[1]):.3g} [{float(v[0]):.3g}, {float(v[2]):.3g}]"
+            for i, v in enumerate(stacked.transpose("configuration", "statistic").values)
+        )
+        pop = row.sel(quantity="population").isel({d: 0 for d in dims})
+        new = row.sel(quantity="new_configuration").isel({d: 0 for d in dims})
+        lines.append(
+            f"{name}: population median {float(pop[1]):.3g} [90%: {float(pop[0]):.3g}, "
+            f"{float(pop[2]):.3g}], a new configuration's 95% range [{float(new[0]):.3g}, "
+            f"{float(new[2]):.3g}]; per configuration: {each}"
+        )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _config_label(stacked, i: int) -> str:
+    if "configuration" not in stacked.indexes:
+        return ""
+    value = stacked.indexes["configuration"][i]
+    names = stacked.indexes["configuration"].names
+    value = value if isinstance(value, tuple) else (value,)
+    return " ".join(f"{n}={v}" for n, v in zip(names, value, strict=True))
+
+
+def adequacy_line(tree) -> str:
+    """One warning naming the num_tasks values the strategies cannot represent ("" if none)."""
+    flagged = str(tree.attrs.get("inadequate_num_tasks", ""))
+    if not flagged:
+        return ""
+    summary = tree.constant_data.family_distance_summary
+    worst = summary.sel(num_tasks=[int(d) for d in flagged.split(",")]).max("split")
+    values = ", ".join(
+        f"{int(d)} ({float(v):.2f})"
+        for d, v in zip(worst.num_tasks.values, worst.values, strict=True)
+    )
+    return (
+        f"warning: at num_tasks {flagged} the transformer is far from every mixture of the "
+        f"strategies (median distance over the memorizing-generalizing distance, later half "
+        f"of training: {values}; threshold {tree.attrs['family_distance_threshold']:g}): its "
+        "weight there is the projection of another strategy, and alpha fitted to it is not "
+        "to be trusted (docs/science.md, Adequacy)"
+    )
+
+
 def _report(tree) -> None:
     """Summary table, fit quality, dropped checkpoints, diagnostics and LOO, on stdout."""
     from rational_icl.fits.diagnostics import diagnostic_warnings, loo, loo_problem, summary
@@ -241,25 +353,29 @@ def _report(tree) -> None:
         f"{tree.attrs['inference_method']}"
     )
     print(summary(tree).to_string())
+    print(population_lines(tree), end="")
+    print(skill_table(tree), end="")
     for split in tree.observed_data.split.values:
         fitted = tree.attrs.get(f"fitted_correlation_{split}")
         held = tree.attrs.get(f"heldout_correlation_{split}")
+        oracle = tree.attrs.get(f"oracle_heldout_correlation_{split}")
         print(
             f"{split}: Pearson r predicted vs observed weight on memorizing: "
             f"held out {held:.3f}, fitted {fitted:.3f}; held-out Spearman "
             f"{tree.attrs.get(f'heldout_spearman_{split}'):.3f}, TVD "
             f"{tree.attrs.get(f'heldout_tvd_{split}'):.3f}, R^2 "
-            f"{tree.attrs.get(f'heldout_r2_{split}'):.3f}; no-skill baseline held-out r "
-            f"{tree.attrs.get(f'baseline_heldout_correlation_{split}'):.3f}"
+            f"{tree.attrs.get(f'heldout_r2_{split}'):.3f}; oracle (sees held-out cells: each "
+            f"num_tasks' held-out mean) r {oracle:.3f}"
         )
     if "authors_correlation" in tree.attrs:
         a = tree.attrs
         print(
             f"authors' evaluation (id split, checkpoints from step {a['authors_threshold']:.0f} "
-            f"on, all num_tasks pooled): Pearson r {a['authors_correlation']:.3f}, TVD "
-            f"{a['authors_tvd']:.3f}, R^2 {a['authors_r2']:.3f}; no-skill baseline r "
-            f"{a['authors_baseline_correlation']:.3f}, TVD {a['authors_baseline_tvd']:.3f}, "
-            f"R^2 {a['authors_baseline_r2']:.3f}"
+            f"on, all num_tasks pooled, fitted cells included): Pearson r "
+            f"{a['authors_correlation']:.3f}, TVD {a['authors_tvd']:.3f}, R^2 "
+            f"{a['authors_r2']:.3f}; oracle (each num_tasks' mean over the same cells) r "
+            f"{a['authors_oracle_correlation']:.3f}, TVD {a['authors_oracle_tvd']:.3f}, "
+            f"R^2 {a['authors_oracle_r2']:.3f}"
         )
     if "dropped" in tree.constant_data:
         dropped = tree.constant_data.dropped
@@ -270,6 +386,9 @@ def _report(tree) -> None:
                 print(f"num_tasks {num_tasks}: early checkpoints not fitted {steps.tolist()}")
     for problem in diagnostic_warnings(tree):
         print(problem.line)
+    line = adequacy_line(tree)
+    if line:
+        print(line)
     if "log_likelihood" in tree.children:
         result = loo(tree)
         problem = loo_problem(tree, result)

@@ -18,6 +18,7 @@ spec, ``DIR/<spec name>/``)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +31,10 @@ from rational_icl.cli.checks import (
     check_sampler_options,
     check_writable_folder,
 )
+from rational_icl.cli.fit import add_held_out_option
 from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
+from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
 
 DEFAULT_PRESET = "tiny-categorical"
@@ -85,6 +88,16 @@ def add_parser(subparsers) -> None:
         default=DEFAULT_FIT_SPLITS,
         help="splits that enter the fit's likelihood: all (default) or e.g. id (see ricl fit)",
     )
+    add_held_out_option(parser)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train N training seeds (the spec's seed and the N - 1 after it) as replicates; "
+        "the fit pools them (partial pooling: population and per-seed alpha, beta, gamma) "
+        "and --held-out seed:S can hold one out. Costs N times the training time",
+    )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
     add_memory_option(parser)
     parser.add_argument(
@@ -98,7 +111,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     _check_outputs(args)
-    specs = load_specs(args.spec)
+    specs = [with_seeds(spec, args.seeds) for spec in load_specs(args.spec)]
     check_memory(specs, args)
     if args.plan:
         from rational_icl.cli.plan import print_plan
@@ -114,9 +127,27 @@ def run(args) -> int:
     return 0
 
 
+def with_seeds(spec, count: int | None):
+    """``spec`` with ``count`` training seeds from its own (unchanged when None)."""
+    if count is None:
+        return spec
+    if not isinstance(spec.seed, int):
+        raise RiclError(
+            f"--seeds {count}: the spec already lists seeds {list(spec.seed)}; give one of them"
+        )
+    return dataclasses.replace(
+        spec, seed=spec.seed if count == 1 else tuple(range(spec.seed, spec.seed + count))
+    )
+
+
 def _check_outputs(args) -> None:
     """Every option and the output folder, before the first stage starts."""
     check_writable_folder("-o", args.out)
+    if args.seeds is not None and not 1 <= args.seeds <= 100:
+        raise RiclError(f"--seeds must be between 1 and 100; got {args.seeds}")
+    from rational_icl.fits.designs import held_out_design
+
+    held_out_design(args.held_out)  # a bad design fails before training, not after
     if args.threads is not None:
         check_threads(args.threads)
     check_sampler_options(args)
@@ -187,6 +218,7 @@ def _fit_command(runs_dir: Path, fit_file: Path, behaviour_file: Path, args) -> 
     argv += ["--warmup", str(args.warmup)]
     argv += ["--drop-early"] if args.drop_early else []
     argv += ["--measure", args.measure, "--behaviour", str(behaviour_file)]
+    argv += ["--held-out", args.held_out] if args.held_out != "authors" else []
     return argv + (["--splits", args.splits] if args.splits != "all" else [])
 
 

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from rational_icl import formulas
+from rational_icl.errors import RiclError
 from rational_icl.facts import setting_facts
 from rational_icl.fits.runs import config_dims, open_runs
 
@@ -90,6 +92,12 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
         - ``barycentric_weight``, ``barycentric_distance``, ``strategy_mass`` (*G*,
           checkpoint, split), where the runs have the constant strategy
         - ``strategy_distance`` (*G*, split): d_MG, the distance between M and G
+        - ``family_distance`` (*G*, checkpoint, split): how far the transformer is from
+          every strategy the measure knows (:func:`family_distance`)
+        - ``context_weight`` (*G*, checkpoint, split, position): the best M-G mixture
+          weight at each context position (evidence accumulating along the context)
+        - ``context_loss`` (strategy, *G*, split, position): each strategy's mean loss
+          over the first t observations (:func:`context_loss`), where positions > 1
         - ``strategy_loss``, ``strategy_loss_se``, ``strategy_complexity`` (strategy, *G*)
 
         Coordinates ``strategy``, ``num_tasks``, ``checkpoint``, ``split``, ``source_file``
@@ -161,7 +169,75 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
         out["strategy_loss_se"] = _carried(
             runs["strategy_loss_se"].transpose("strategy", *grid), "nats"
         )
+    out["family_distance"] = family_distance(out)
+    out.update(_context_variables(runs, transformer, memorizing, generalizing, kind, cell))
     return out
+
+
+def family_distance(behaviour: xr.Dataset) -> xr.DataArray:
+    """How far the transformer is from every mixture of the strategies the measure knows,
+    in units of the distance between M and G: ``barycentric_distance / strategy_distance``
+    (the family of M, G, the under-confident generalizer and C), or
+    ``interpolation_distance / strategy_distance`` (the M-G line) without the constant
+    strategy. Near 0 the family represents the transformer and the weight on M means what
+    it says; of order 1 the transformer is as far from the family as M is from G, and its
+    weight is the projection of some other strategy (docs/science.md, "Adequacy").
+    """
+    name = (
+        "barycentric_distance"
+        if "barycentric_distance" in behaviour
+        else ("interpolation_distance")
+    )
+    between = behaviour.strategy_distance
+    ratio = behaviour[name] / between.where(between > 0)
+    return _described(
+        ratio.transpose(*behaviour[name].dims),
+        "distance to the strategy family over the memorizing-generalizing distance",
+        "1",
+        f"{name} / strategy_distance: 0 where a mixture of the strategies is the "
+        "transformer, 1 where it is as far from every mixture as memorizing is from "
+        "generalizing",
+    )
+
+
+def _context_variables(runs, transformer, memorizing, generalizing, kind, cell) -> dict:
+    """context_weight and context_loss, for settings with a context of predictions."""
+    if runs.sizes["position"] < 2:
+        return {}
+    arrays = [transformer, memorizing, generalizing]
+    if any(x.chunks is not None for x in arrays):
+        arrays = [x.chunk({d: -1 for d in PREDICTION_DIMS}) for x in arrays]
+    core = best_mixture_kl if kind == "kl" else _best_mixture_mse_core
+    _, weight = xr.apply_ufunc(
+        functools.partial(core, axes=(-3, -1)),
+        *arrays,
+        input_core_dims=[list(PREDICTION_DIMS)] * 3,
+        output_core_dims=[["position"], ["position"]],
+        dask="parallelized",
+        output_dtypes=[np.float64, np.float64],
+    )
+    found = {
+        "context_weight": _described(
+            weight.transpose(*cell, "position"),
+            "weight on memorizing at each context position",
+            "1",
+            "the w in [0, 1] of the mixture w*memorizing + (1 - w)*generalizing closest to "
+            "the transformer's predictions at this position (over sequences); NaN where "
+            "the two strategies agree (no observation yet)",
+        ),
+    }
+    if "target" not in runs:  # a hand-made file: no losses along the context
+        return found
+    losses = context_loss(runs).mean("sequence")
+    return found | {
+        "context_loss": _described(
+            losses.transpose("strategy", *cell[:-2], "split", "position"),
+            "mean loss over the first t observations of the context",
+            "nats",
+            "each strategy's loss on the context before position t, averaged over "
+            "sequences: the evidence a context-dependent fit accumulates along the context",
+        ),
+    }
 
 
 def _barycentric_variables(runs, transformer, strategies, kind, cell, unit, measure) -> dict:
@@ -201,6 +277,34 @@ def _barycentric_variables(runs, transformer, strategies, kind, cell, unit, meas
             "mean over positions of l_t, 1 - the constant predictor's weight",
         ),
     }
+
+
+def context_loss(runs: xr.Dataset) -> xr.DataArray:
+    """Mean loss of each strategy over the first t observations of every evaluation sequence.
+
+    Probabilities: log loss of the observed outcome; means: squared error / (2 sigma^2)
+    with sigma^2 the run's ``noise_variance`` (the file's ``prediction_kind``). Zero at
+    t = 0 (no observations yet).
+
+    Returns
+    -------
+    xr.DataArray (strategy, ..., split, sequence, position)
+    """
+    if runs.sizes["position"] < 2:
+        raise RiclError(
+            f"context-dependent weights need a context of predictions (several positions per "
+            f"sequence); the runs of setting {runs.attrs.get('setting')!r} predict one"
+        )
+    prediction = runs.strategy_prediction
+    if setting_facts(runs.attrs).prediction_kind == "probabilities":
+        chosen = prediction.isel(outcome=runs.target.astype(int).compute())
+        per_step = -np.log(np.clip(chosen, 1e-12, None))
+    else:
+        noise = formulas.run_noise_variance(runs)
+        per_step = (prediction.squeeze("outcome", drop=True) - runs.target) ** 2 / (2 * noise)
+    previous = per_step.cumsum("position").shift(position=1, fill_value=0.0)
+    size = xr.DataArray(np.arange(runs.sizes["position"]), dims="position")
+    return (previous / np.maximum(size, 1)).rename("context_loss")
 
 
 def distance_kind(attrs) -> str:

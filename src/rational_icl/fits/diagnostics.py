@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import arviz_stats as azs
 import numpy as np
+import scipy.special
+import scipy.stats
 import xarray as xr
 
 from rational_icl.errors import RiclError
@@ -213,3 +215,52 @@ def compare(fits: dict[str, xr.DataTree]):
     table = azs.compare(results)
     table.attrs["not_ranked"] = not_ranked
     return table
+
+
+# Evenly spaced normal quantiles: the population's spread for a new configuration, drawn
+# without a random generator (the same numbers every time).
+_POPULATION_NODES = 64
+_POPULATION_LINKS = {"alpha": "logit", "beta": "log", "gamma": "log"}
+
+
+def population_summary(tree: xr.DataTree) -> xr.Dataset:
+    """alpha, beta, gamma of a partially pooled fit: the population, a new configuration
+    (a new training seed, say) and each fitted configuration.
+
+    Returns
+    -------
+    xr.Dataset
+        One variable per pooled parameter, dims (quantity, statistic, config...):
+        quantity ``population`` (the population median, link^-1(loc): 5%, 50%, 95% over
+        draws), ``new_configuration`` (link^-1(loc + scale z), z ~ N(0, 1) integrated on
+        evenly spaced quantiles: 2.5%, 50%, 97.5%, the population's 95% range) and
+        ``configuration`` (each fitted configuration's value: 5%, 50%, 95%); statistic
+        ``low``, ``median``, ``high``. Empty for a fit without partial pooling.
+    """
+    posterior = tree.posterior
+    nodes = xr.DataArray(
+        scipy.stats.norm.ppf((np.arange(_POPULATION_NODES) + 0.5) / _POPULATION_NODES),
+        dims="node",
+    )
+    out = {}
+    for name, link in _POPULATION_LINKS.items():
+        if f"{name}_loc" not in posterior or f"{name}_scale" not in posterior:
+            continue
+        inverse = scipy.special.expit if link == "logit" else np.exp
+        loc, scale = posterior[f"{name}_loc"], posterior[f"{name}_scale"]
+        rows = {
+            "population": _quantiles(inverse(loc), (0.05, 0.5, 0.95), SAMPLE_DIMS),
+            "new_configuration": _quantiles(
+                inverse(loc + scale * nodes), (0.025, 0.5, 0.975), (*SAMPLE_DIMS, "node")
+            ),
+            "configuration": _quantiles(posterior[name], (0.05, 0.5, 0.95), SAMPLE_DIMS),
+        }
+        out[name] = xr.concat(
+            [v.broadcast_like(rows["configuration"]) for v in rows.values()], dim="quantity"
+        ).assign_coords(quantity=list(rows))
+    return xr.Dataset(out)
+
+
+def _quantiles(values: xr.DataArray, levels, dims) -> xr.DataArray:
+    found = values.quantile(list(levels), dim=list(dims))
+    return found.rename(quantile="statistic").assign_coords(statistic=["low", "median", "high"])

@@ -15,7 +15,7 @@ import xarray as xr
 
 from rational_icl.fits import engines
 from rational_icl.fits import model as rational
-from rational_icl.fits.inputs import FitSettings, model_inputs
+from rational_icl.fits.inputs import FitSettings, model_inputs, resolved_pooling
 from rational_icl.fits.tree import datatree
 
 
@@ -37,6 +37,7 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
     xr.DataTree
         The fit of docs/files.md §3.
     """
+    settings = dataclasses.replace(settings, pooling=resolved_pooling(behaviour, settings.pooling))
     inputs = model_inputs(behaviour, settings, runs)
     model = (
         rational.relative_distance_model

@@ -12,15 +12,17 @@ import numpy as np
 import numpyro
 import xarray as xr
 
-from rational_icl import formulas
 from rational_icl.errors import RiclError
 from rational_icl.facts import setting_facts
 from rational_icl.fits import parameters, sufficient
+from rational_icl.fits.behaviour import context_loss
+from rational_icl.fits.designs import held_out_cells_of, held_out_design
+from rational_icl.fits.runs import CONFIG_DIMS
 
 # before any array is made: K ** beta and N ** (1 - alpha) span many orders of magnitude
 numpyro.enable_x64()
 
-CONFIGURATION_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
+CONFIGURATION_DIMS = CONFIG_DIMS
 
 
 OBSERVATIONS = ("relative-distance", "outputs")
@@ -46,7 +48,7 @@ class FitSettings:
     measure: str = "auto"  # barycentric where the behaviour has it, else relative-distance
     splits: tuple[str, ...] | None = None  # None fits every split
     ablation: str = "none"
-    pooling: str = "complete"
+    pooling: str = "auto"  # partial where the runs vary in seed, else complete
     centred: bool = False  # partial pooling: centred parameterisation (parameters.py)
     strategies: tuple[str, ...] = ("memorizing", "generalizing")
     context_dependent: bool = False
@@ -56,7 +58,8 @@ class FitSettings:
     warmup: int = 1000
     draws: int = 1000
     seed: int = 0
-    held_out_fraction: float = 0.8
+    held_out_fraction: float = 0.8  # the authors design's fitted fraction
+    held_out: str = "authors"  # a design of HELD_OUT_DESIGNS
     drop_early: bool = False
     svi_steps: int = 5000
     pointwise_draws: int = 1000  # draws kept (all chains) for the per-cell predictive, log lik
@@ -69,7 +72,7 @@ class FitSettings:
             ("observation", OBSERVATIONS),
             ("measure", ("auto", *MEASURES)),
             ("ablation", parameters.ABLATIONS),
-            ("pooling", parameters.POOLINGS),
+            ("pooling", ("auto", *parameters.POOLINGS)),
             ("method", METHODS),
             ("mass_matrix", MASS_MATRICES),
         ]:
@@ -100,26 +103,15 @@ class FitSettings:
             )
         if not 0.0 < self.held_out_fraction <= 1.0:
             raise RiclError(f"held_out_fraction must be in (0, 1]; got {self.held_out_fraction}")
+        held_out_design(self.held_out)  # raises on a bad design
 
 
-def held_out_cells(num_tasks, checkpoint, fraction: float = 0.8) -> xr.DataArray:
-    """True for the cells not used to fit: all but the first ``fraction`` of the checkpoints
-    and the first ``fraction`` of the num_tasks values (both sorted increasing).
-
-    The number fitted along each axis is ``round(fraction * n)``, at least 1 and, when
-    ``fraction < 1``, at most n - 1, so some cells are always held out.
-    """
-    num_tasks, checkpoint = np.asarray(num_tasks), np.asarray(checkpoint)
-    fitted_tasks = np.argsort(np.argsort(num_tasks)) < _num_fitted(len(num_tasks), fraction)
-    fitted_steps = np.argsort(np.argsort(checkpoint)) < _num_fitted(len(checkpoint), fraction)
-    held_out = ~(fitted_tasks[:, None] & fitted_steps[None, :])
-    return xr.DataArray(
-        held_out,
-        dims=("num_tasks", "checkpoint"),
-        coords={"num_tasks": num_tasks, "checkpoint": checkpoint},
-        name="held_out",
-        attrs={"long_name": "cell not used to fit", "fraction_fitted": fraction},
-    )
+def resolved_pooling(behaviour: xr.Dataset, pooling: str) -> str:
+    """``pooling``, with ``"auto"`` read as partial where the runs vary in training seed
+    (replicates of one configuration share a population), else complete."""
+    if pooling != "auto":
+        return pooling
+    return "partial" if "seed" in behaviour.dims and behaviour.sizes["seed"] > 1 else "complete"
 
 
 def early_cells(interpolation_distance: xr.DataArray, within: float = 0.2) -> xr.DataArray:
@@ -165,12 +157,6 @@ def authors_kept(interpolation_distance: xr.DataArray, within: float) -> xr.Data
 AUTHORS_WITHIN = {"linear-regression": 0.1}
 
 
-def _num_fitted(n: int, fraction: float) -> int:
-    if fraction >= 1.0:
-        return n
-    return int(min(max(round(fraction * n), 1), n - 1))
-
-
 @dataclass
 class ModelInputs:
     """Arrays for the model functions, with the configuration axis C flattened."""
@@ -206,9 +192,10 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
             )
             raise RiclError(f"behaviour dataset has no variable {name!r}{hint}")
     config_dims = tuple(d for d in CONFIGURATION_DIMS if d in behaviour.dims)
-    if settings.pooling != "complete" and not config_dims:
+    pooling = resolved_pooling(behaviour, settings.pooling)
+    if pooling != "complete" and not config_dims:
         raise RiclError(
-            f"pooling {settings.pooling!r} needs several configurations "
+            f"pooling {pooling!r} needs several configurations "
             f"({', '.join(CONFIGURATION_DIMS)}); the runs have one, use --pooling complete"
         )
     missing = [s for s in settings.strategies if s not in behaviour.strategy.values]
@@ -231,9 +218,9 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
     )
     if not (np.isfinite(loss.values).all() and (complexity.values > 0).all()):
         raise RiclError("strategy_loss must be finite and strategy_complexity positive")
-    held_out = held_out_cells(
-        behaviour.num_tasks.values, behaviour.checkpoint.values, settings.held_out_fraction
-    )
+    held_out = held_out_cells_of(behaviour, settings.held_out, settings.held_out_fraction)
+    grid = observed.isel(split=0, drop=True)  # (config..., num_tasks, checkpoint)
+    held_out = held_out.broadcast_like(grid).transpose(*grid.dims)
     fit_mask = (~held_out) & observed.notnull() & _fitted_splits(observed.split, settings.splits)
     dropped = None
     if settings.drop_early:
@@ -257,7 +244,7 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
         checkpoint=jnp.asarray(behaviour.checkpoint.values, dtype=jnp.float64),
         fit_mask=jnp.asarray(flat(fit_mask.values)),
         ablation=settings.ablation,
-        pooling=settings.pooling,
+        pooling=pooling,
         priors=settings.priors,
         centred=settings.centred,
     )
@@ -274,34 +261,6 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
     return ModelInputs(
         kwargs, key, observed, fit_mask, held_out, dropped, config_dims, config_shape
     )
-
-
-def context_loss(runs: xr.Dataset) -> xr.DataArray:
-    """Mean loss of each strategy over the first t observations of every evaluation sequence.
-
-    Probabilities: log loss of the observed outcome; means: squared error / (2 sigma^2)
-    with sigma^2 the run's ``noise_variance`` (the file's ``prediction_kind``). Zero at
-    t = 0 (no observations yet).
-
-    Returns
-    -------
-    xr.DataArray (strategy, ..., split, sequence, position)
-    """
-    if runs.sizes["position"] < 2:
-        raise RiclError(
-            f"context-dependent weights need a context of predictions (several positions per "
-            f"sequence); the runs of setting {runs.attrs.get('setting')!r} predict one"
-        )
-    prediction = runs.strategy_prediction
-    if setting_facts(runs.attrs).prediction_kind == "probabilities":
-        chosen = prediction.isel(outcome=runs.target.astype(int).compute())
-        per_step = -np.log(np.clip(chosen, 1e-12, None))
-    else:
-        noise = formulas.run_noise_variance(runs)
-        per_step = (prediction.squeeze("outcome", drop=True) - runs.target) ** 2 / (2 * noise)
-    previous = per_step.cumsum("position").shift(position=1, fill_value=0.0)
-    size = xr.DataArray(np.arange(runs.sizes["position"]), dims="position")
-    return (previous / np.maximum(size, 1)).rename("context_loss")
 
 
 def _context_inputs(runs, strategies, cell_dims, config_dims):

@@ -1,6 +1,7 @@
 """How well a fit predicts the observed weight on memorizing: our held-out evaluation,
-the authors' evaluation, and the no-skill baselines beside both (root attributes of the
-fit, docs/files.md §3).
+the authors' evaluation, the oracle beside both (root attributes of the fit, docs/files.md
+§3), and the predictive skill against baselines that see only fitted cells (the fit's
+``predictive_skill`` group, rational_icl.fits.baselines).
 """
 
 from __future__ import annotations
@@ -11,27 +12,69 @@ import numpy as np
 import scipy.stats
 import xarray as xr
 
+from rational_icl.fits.baselines import predictive_skill
 from rational_icl.fits.inputs import SAMPLE_DIMS
+
+
+def skill_of(tree: xr.DataTree) -> xr.Dataset:
+    """The model and the baselines scored on the fit's held-out cells (those the agreement
+    metrics score too): :func:`rational_icl.fits.baselines.predictive_skill`."""
+    predicted = tree.posterior.expected_relative_distance.mean(SAMPLE_DIMS, skipna=False)
+    observed = tree.observed_data.relative_distance
+    constant = tree.constant_data
+    predictive = None
+    if "posterior_predictive" in tree.children:
+        predictive = tree.posterior_predictive.relative_distance
+    skill = predictive_skill(
+        observed,
+        predicted,
+        fitted=constant.fit_mask,
+        scored=constant.held_out & _usable(observed, constant),
+        predictive=predictive,
+    )
+    return skill.assign_attrs(held_out_design=str(tree.attrs.get("held_out_design", "authors")))
+
+
+def skill_attributes(skill: xr.Dataset) -> dict[str, float | str]:
+    """The skill, the model's held-out RMSE and coverage and the best baseline per split,
+    as flat root attributes (``skill_id``, ``heldout_rmse_id``, ``heldout_coverage_id``...)."""
+    out = {}
+    for split in skill.split.values:
+        row = skill.sel(split=split)
+        out[f"skill_{split}"] = float(row.skill)
+        out[f"heldout_rmse_{split}"] = float(row.rmse.sel(predictor="model"))
+        out[f"heldout_coverage_{split}"] = float(row.coverage.sel(predictor="model"))
+        out[f"best_baseline_{split}"] = str(row.best_baseline.values)
+        best = str(row.best_baseline.values)
+        out[f"best_baseline_rmse_{split}"] = float(row.rmse.sel(predictor=best))
+    return out
+
+
+def _usable(observed, constant):
+    usable = observed.notnull()
+    if "dropped" in constant:
+        usable = usable & ~constant.dropped
+    return usable
 
 
 def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
     """How well the predicted (posterior mean) weight on memorizing matches the observed one.
 
     Our evaluation, per split, on held-out and on fitted cells: Pearson and Spearman
-    correlation, mean TVD and R^2, and the same for a no-skill baseline that predicts each
-    num_tasks' mean observed weight (``baseline_heldout_*``). The authors' evaluation
-    (``authors_*``, where the fit has ``constant_data.authors_kept``): the id split, every
-    checkpoint from their common early threshold on, pooled over num_tasks, per
-    configuration then averaged; with the same baseline (``authors_baseline_*``) and the
-    threshold itself (``authors_threshold``, the latest over configurations).
+    correlation, mean TVD and R^2, and the same for an oracle that predicts each
+    num_tasks' mean observed weight over the very cells it is scored on
+    (``oracle_heldout_*``: it sees the held-out cells, so it is no baseline; the fair ones
+    are in :func:`skill_of`). The authors' evaluation (``authors_*``, where the fit has
+    ``constant_data.authors_kept``): the id split, every checkpoint from their common early
+    threshold on, pooled over num_tasks, per configuration then averaged; with the same
+    oracle (``authors_oracle_*``) and the threshold itself (``authors_threshold``, the
+    latest over configurations).
     """
     # skipna=False: per-cell draws are never NaN, and a broadcast view stays a view
     predicted = tree.posterior.expected_relative_distance.mean(SAMPLE_DIMS, skipna=False)
     observed = tree.observed_data.relative_distance
     constant = tree.constant_data
-    usable = observed.notnull()
-    if "dropped" in constant:
-        usable = usable & ~constant.dropped
+    usable = _usable(observed, constant)
     metrics = {}
     for subset, mask in [("heldout", constant.held_out & usable), ("fitted", constant.fit_mask)]:
         for split in observed.split.values:
@@ -40,7 +83,7 @@ def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
             metrics |= _agreement(p, o, cells, f"{subset}_{{}}_{split}")
             if subset == "heldout":
                 baseline = _mean_per_num_tasks(o, cells)
-                metrics |= _agreement(baseline, o, cells, f"baseline_heldout_{{}}_{split}")
+                metrics |= _agreement(baseline, o, cells, f"oracle_heldout_{{}}_{split}")
     if "authors_kept" in constant and "id" in observed.split.values:
         kept = constant.authors_kept & usable.sel(split="id", drop=True)
         metrics |= _authors_metrics(predicted, observed, kept)
@@ -65,13 +108,13 @@ def _authors_metrics(predicted, observed, kept) -> dict[str, float]:
     per_configuration = []
     for o_c, p_c, kept_c in stacked:
         row = _agreement(p_c, o_c, kept_c, "authors_{}")
-        row |= _agreement(_mean_per_num_tasks(o_c, kept_c), o_c, kept_c, "authors_baseline_{}")
+        row |= _agreement(_mean_per_num_tasks(o_c, kept_c), o_c, kept_c, "authors_oracle_{}")
         per_configuration.append(row)
     return {k: float(np.nanmean([r[k] for r in per_configuration])) for k in per_configuration[0]}
 
 
 def _mean_per_num_tasks(observed: xr.DataArray, cells: xr.DataArray) -> xr.DataArray:
-    """The no-skill prediction: each num_tasks' mean observed weight over ``cells``."""
+    """The oracle: each num_tasks' mean observed weight over ``cells`` (those it is scored on)."""
     mean = observed.where(cells).mean("checkpoint", skipna=True)
     return mean.broadcast_like(observed)
 

@@ -3,8 +3,9 @@
 A sweep is a folder of run files, one per trained transformer. ``open_runs`` finds every
 ``*.nc`` below the folder that holds ``strategy_prediction``, checks each one (one line per
 problem, naming the file), and combines them along a new ``num_tasks`` dimension, and along
-``mlp_expansion_factor``, ``context_length`` and ``num_dims`` where those vary between files
-(a configuration grid). Arrays stay lazy (dask), so a large sweep is not loaded into memory.
+``mlp_expansion_factor``, ``context_length``, ``num_dims`` and ``seed`` where those vary
+between files (a configuration grid; training seeds are replicates of one
+configuration). Arrays stay lazy (dask), so a large sweep is not loaded into memory.
 
 Nothing here imports torch: files are read with xarray only.
 """
@@ -20,8 +21,9 @@ import xarray as xr
 from rational_icl.errors import RiclError
 from rational_icl.io import open_netcdf
 
-# Configuration attributes that become dimensions when they differ between run files.
-CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
+# Configuration attributes that become dimensions when they differ between run files. The
+# training seed is one of them: runs of several seeds are replicates, fitted together.
+CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims", "seed")
 
 # The variables a fit needs, with their dims in canonical order.
 REQUIRED_VARIABLES = {
@@ -32,13 +34,12 @@ REQUIRED_VARIABLES = {
     "strategy_complexity": ("strategy",),
 }
 REQUIRED_STRATEGIES = ("memorizing", "generalizing")
-REQUIRED_ATTRIBUTES = ("setting", "num_tasks", *CONFIG_DIMS)
+REQUIRED_ATTRIBUTES = ("setting", "num_tasks", "mlp_expansion_factor", "context_length", "num_dims")
 
 # Training attributes that must agree between the runs of one sweep.
 _SHARED_ATTRIBUTES = ("setting", "batch_size", "learning_rate", "warmup_steps", "max_steps")
 # Spec grid fields that open_runs does not stack: runs differing only in these collide.
 _UNSTACKED_GRID_ATTRIBUTES = (
-    "seed",
     "num_layers",
     "hidden_size",
     "num_heads",
@@ -237,7 +238,7 @@ def _check_consistent(runs: list[tuple[Path, xr.Dataset]]) -> None:
 
 
 def _run_key(ds: xr.Dataset) -> tuple:
-    return (int(ds.attrs["num_tasks"]), *(_scalar(ds.attrs[d]) for d in CONFIG_DIMS))
+    return (int(ds.attrs["num_tasks"]), *(_scalar(ds.attrs.get(d)) for d in CONFIG_DIMS))
 
 
 def _scalar(value):

@@ -16,6 +16,7 @@ import xarray as xr
 
 from rational_icl import __version__
 from rational_icl.errors import RiclError, reading_error
+from rational_icl.fits.adequacy import family_distance_summary, inadequate_num_tasks
 from rational_icl.fits.engines import Draws, Target
 from rational_icl.fits.inputs import (
     AUTHORS_WITHIN,
@@ -24,7 +25,7 @@ from rational_icl.fits.inputs import (
     ModelInputs,
     authors_kept,
 )
-from rational_icl.fits.metrics import fit_metrics
+from rational_icl.fits.metrics import fit_metrics, skill_attributes, skill_of
 from rational_icl.fits.predictive import pointwise_log_likelihood, predictive_draws, site_draws
 from rational_icl.io import load_datatree, write_datatree
 
@@ -80,6 +81,14 @@ def datatree(
     tree = xr.DataTree.from_dict(groups)
     tree.attrs = _root_attributes(inputs, settings, behaviour)
     tree.attrs |= fit_metrics(tree)
+    skill = skill_of(tree)
+    tree["predictive_skill"] = xr.DataTree(skill)
+    tree.attrs |= skill_attributes(skill)
+    if "family_distance_summary" in tree.constant_data:
+        summary = tree.constant_data.family_distance_summary
+        flagged = inadequate_num_tasks(summary, summary.attrs["threshold"])
+        tree.attrs["inadequate_num_tasks"] = ",".join(map(str, flagged))
+        tree.attrs["family_distance_threshold"] = float(summary.attrs["threshold"])
     return tree
 
 
@@ -229,6 +238,7 @@ def _root_attributes(inputs: ModelInputs, settings: FitSettings, behaviour) -> d
         "observation_model": settings.observation,
         "measure": observed.attrs["measure"],
         "fitted_splits": ",".join(settings.splits or map(str, observed.split.values)),
+        "held_out_design": settings.held_out,
         "ablation": settings.ablation,
         "pooling": settings.pooling,
         "centred": int(settings.centred),
@@ -255,6 +265,9 @@ def _constant_data(behaviour, inputs, settings):
     )
     if inputs.dropped is not None:
         data["dropped"] = inputs.dropped
+    if "family_distance" in behaviour:
+        data["family_distance"] = behaviour.family_distance
+        data["family_distance_summary"] = family_distance_summary(behaviour.family_distance)
     if "interpolation_distance" in behaviour and "id" in behaviour.split.values:
         within = AUTHORS_WITHIN.get(str(behaviour.attrs.get("setting")), 0.2)
         kept = authors_kept(behaviour.interpolation_distance, within)

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from rational_icl import formulas
 
 SAMPLE_DIMS = ("chain", "draw")
-CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims")
+CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims", "seed")
 INTERVAL = (0.05, 0.95)  # the 90% intervals and bands of every figure
 _WEIGHT_LABEL = "weight on memorizing (1)"
 _STEP_LABEL = "training step N (log scale)"
@@ -639,8 +639,128 @@ def parameters_by_configuration(fit: xr.DataTree | None) -> Figure:
                     capsize=3,
                     ms=4,
                 )
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel(f"{dim} (log2 scale)")
+            if dim == "seed":  # replicates: a label, not a size
+                ax.set_xticks(x)
+                ax.set_xlabel("training seed")
+            else:
+                ax.set_xscale("log", base=2)
+                ax.set_xlabel(f"{dim} (log2 scale)")
             ax.set_ylabel(f"{name} (1)")
     fig.suptitle("per-configuration parameters: median and 90% interval")
     return fig
+
+
+# ---------------------------------------------------------------------------- 12
+
+
+def family_distance_map(
+    behaviour: xr.Dataset | None = None, fit: xr.DataTree | None = None, config=None
+) -> Figure:
+    """Figure 12: how far the transformer is from every mixture of the strategies, over the
+    memorizing-generalizing distance, per (training step, num_tasks); the contour marks the
+    threshold above which the weight on memorizing is the projection of another strategy."""
+    if behaviour is not None and "family_distance" in behaviour:
+        values, threshold = behaviour.family_distance, None
+    elif fit is not None and "family_distance" in fit["constant_data"]:
+        values = fit["constant_data"]["family_distance"]
+        threshold = fit.attrs.get("family_distance_threshold")
+    else:
+        raise FigureUnavailable("needs family_distance (a behaviour file of this version)")
+    if threshold is None:
+        from rational_icl.fits.adequacy import THRESHOLD as threshold
+    values = _select(values, config)
+    splits = _splits(values)
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(5 * len(splits), 3.8), squeeze=False, layout="constrained"
+    )
+    norm = mcolors.Normalize(0.0, max(1.0, 2 * float(threshold)))
+    for ax, split in zip(axes[0], splits, strict=True):
+        cell = values.sel(split=split).transpose("num_tasks", "checkpoint")
+        mesh = _cell_map(ax, cell.clip(max=norm.vmax), norm, "cividis")
+        if np.nanmax(cell.values, initial=0) > threshold > np.nanmin(cell.values, initial=1):
+            ax.contour(
+                cell.checkpoint.values,
+                cell.num_tasks.values,
+                cell.values,
+                levels=[float(threshold)],
+                colors="white",
+                linewidths=1,
+            )
+        ax.set_title(f"{split} (contour: {float(threshold):g})")
+    bar = fig.colorbar(mesh, ax=axes)
+    bar.set_label("distance to the strategy family / d_MG (1)")
+    return fig
+
+
+# ---------------------------------------------------------------------------- 13
+
+
+def context_weights(
+    behaviour: xr.Dataset | None = None,
+    fit: xr.DataTree | None = None,
+    config=None,
+    max_tasks: int = 4,
+    max_steps: int = 3,
+) -> Figure:
+    """Figure 13: evidence accumulation along the context. The observed weight on
+    memorizing (best memorizing-generalizing mixture at each position, id split) against
+    the context position, for a few num_tasks at a few checkpoints, and the fit's
+    prediction: per position for a context-dependent fit, else the cell's one weight
+    (dashed, flat: that fit has no evidence from the context)."""
+    if behaviour is None or "context_weight" not in behaviour:
+        raise FigureUnavailable("needs context_weight (behaviour of a setting with a context)")
+    weight = _select(behaviour.context_weight, config)
+    split = "id" if "id" in weight.split.values else str(weight.split.values[0])
+    weight = weight.sel(split=split)
+    num_tasks = weight.num_tasks.values
+    tasks = num_tasks[np.unique(np.linspace(0, len(num_tasks) - 1, max_tasks).round().astype(int))]
+    steps = weight.checkpoint.values
+    chosen = steps[np.unique(np.geomspace(1, len(steps), max_steps).round().astype(int) - 1)]
+    predicted = _context_prediction(behaviour, fit, config, split) if fit is not None else None
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(3.6 * len(tasks), 3.6), squeeze=False, layout="constrained"
+    )
+    cmap, step_norm = plt.get_cmap("plasma"), mcolors.LogNorm(steps[0], steps[-1])
+    position = weight.position.values
+    for ax, d in zip(axes[0], tasks, strict=True):
+        for n in chosen:
+            color = cmap(step_norm(n) * 0.85)
+            ax.plot(
+                position,
+                weight.sel(num_tasks=d, checkpoint=n),
+                color=color,
+                lw=1.4,
+                label=f"step {int(n)}",
+            )
+            if predicted is not None:
+                ax.plot(
+                    position, predicted.sel(num_tasks=d, checkpoint=n), color=color, lw=1.1, ls="--"
+                )
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"num_tasks {int(d)}")
+        ax.set_xlabel("context position t")
+    axes[0, 0].set_ylabel(f"{_WEIGHT_LABEL}, {split}")
+    axes[0, 0].legend(fontsize="small", loc="best")
+    key = "solid: observed (best M-G mixture per position)"
+    if predicted is not None:
+        key += "; dashed: " + predicted.attrs["label"]
+    fig.suptitle(key, fontsize="medium")
+    return fig
+
+
+def _context_prediction(behaviour, fit, config, split) -> xr.DataArray:
+    """The fit's weight on memorizing at each position: with context evidence
+    gamma t^(1 - alpha) (L_G(<t) - L_M(<t)) for a context-dependent fit (posterior mean over
+    draws), else its one weight per cell repeated along the context."""
+    position = behaviour.context_weight.position
+    odds = _posterior(fit, "log_posterior_odds", config)  # (chain, draw, num_tasks, checkpoint)
+    if not int(fit.attrs.get("context_dependent", 0)) or "context_loss" not in behaviour:
+        weight = _posterior(fit, "weight_memorizing", config).mean(SAMPLE_DIMS)
+        weight = weight.expand_dims(position=position.values, axis=-1)
+        return weight.assign_attrs(label="fit, one weight per cell (no context evidence)")
+    loss = _select(behaviour.context_loss, config).sel(split=split)
+    gap = loss.sel(strategy="generalizing") - loss.sel(strategy="memorizing")
+    alpha, gamma = (_posterior(fit, name, config) for name in ("alpha", "gamma"))
+    context = formulas.evidence(position.astype(float), alpha, gamma) * gap
+    weight = 1 / (1 + np.exp(-(odds + context)))
+    return weight.mean(SAMPLE_DIMS).assign_attrs(label="fit, with context evidence")

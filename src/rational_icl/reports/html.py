@@ -122,6 +122,22 @@ FIGURES = (
         lambda b, f, c: figures.parameters_by_configuration(f),
         per_configuration=False,
     ),
+    FigureSpec(
+        "12_family_distance",
+        "How far the transformer is from the strategies the model knows",
+        "Distance from the transformer to the closest mixture of the strategies, over the "
+        "distance between memorizing and generalizing. Where it is large (inside the white "
+        "contour) no mixture represents the transformer: its weight on memorizing is the "
+        "projection of another strategy, and the fit should not be read there.",
+        lambda b, f, c: figures.family_distance_map(b, f, c),
+    ),
+    FigureSpec(
+        "13_context_weights",
+        "Evidence accumulation along the context",
+        "Weight on memorizing at each context position for a few num_tasks and training "
+        "steps: solid observed, dashed the fit's prediction.",
+        lambda b, f, c: figures.context_weights(b, f, c),
+    ),
 )
 
 
@@ -174,7 +190,14 @@ def report_tables(fits: dict[str, xr.DataTree]) -> dict[str, tuple[str, pd.DataF
     if not fits:
         return {}
     name, fit = next(iter(fits.items()))
-    found = {
+    found = {}
+    if "predictive_skill" in fit.children:
+        design = html.escape(str(fit.attrs.get("held_out_design", "authors")))
+        found["skill"] = (
+            f"Predictive skill on the held-out cells, design {design} ({name})",
+            tables.skill_table(fit),
+        )
+    found |= {
         "parameters": (f"Parameter summary ({name})", tables.parameter_table(fit)),
         "diagnostics": (f"Diagnostics ({name})", tables.diagnostics_table(fit)),
         "heldout": (f"Held-out agreement ({name})", tables.heldout_table(fit)),
@@ -300,7 +323,10 @@ def _summary(behaviour, fit) -> str:
         lines.append(
             f"fit: {attrs.get('inference_method', '?')}, observation model "
             f"{attrs.get('observation_model', '?')}, ablation {attrs.get('ablation', '?')}, "
-            f"pooling {attrs.get('pooling', '?')}"
+            f"pooling {attrs.get('pooling', '?')}, strategies "
+            f"{attrs.get('strategies', 'memorizing,generalizing')}"
+            f"{', context-dependent' if attrs.get('context_dependent') == '1' else ''}; "
+            f"held-out design {attrs.get('held_out_design', 'authors')}"
         )
         lines.append(
             f"observed weight: {attrs.get('measure', 'relative-distance')} measure; fitted "
@@ -308,21 +334,40 @@ def _summary(behaviour, fit) -> str:
         )
         numbers = fit.attrs  # formatted as floats below, so never raw text
         for split in ("id", "ood", "iwl"):
+            if f"skill_{split}" in numbers:
+                lines.append(
+                    f"<b>skill ({split}): {float(numbers[f'skill_{split}']):+.3f}</b> = 1 − "
+                    f"RMSE of the model ({float(numbers[f'heldout_rmse_{split}']):.3f}) / RMSE "
+                    f"of the best baseline that sees only fitted cells "
+                    f"({html.escape(str(numbers[f'best_baseline_{split}']))}, "
+                    f"{float(numbers[f'best_baseline_rmse_{split}']):.3f}); 90% predictive "
+                    f"interval coverage {float(numbers[f'heldout_coverage_{split}']):.2f}"
+                )
             value = numbers.get(f"heldout_correlation_{split}")
-            baseline = numbers.get(f"baseline_heldout_correlation_{split}")
+            oracle = numbers.get(f"oracle_heldout_correlation_{split}")
             if value is not None:
                 text = f"held-out correlation ({split}): {float(value):.3f}"
-                if baseline is not None:
-                    text += f" (no-skill baseline, each num_tasks' mean: {float(baseline):.3f})"
+                if oracle is not None:
+                    text += (
+                        " (oracle that sees the held-out cells, each num_tasks' held-out "
+                        f"mean: {float(oracle):.3f})"
+                    )
                 lines.append(text)
+        flagged = html.escape(str(numbers.get("inadequate_num_tasks", "")))
+        if flagged:
+            lines.append(
+                f"<b>warning</b>: at num_tasks {flagged} the transformer is far from every "
+                "mixture of the strategies (figure 12): the weight there is not a mixture "
+                "weight, and neither is the fit's reading of it"
+            )
         if "authors_correlation" in numbers:
             lines.append(
                 "authors' evaluation (id split, checkpoints from their common early "
                 f"threshold, step {float(numbers['authors_threshold']):.0f}, on, num_tasks "
                 f"pooled): r {float(numbers['authors_correlation']):.3f}, TVD "
                 f"{float(numbers['authors_tvd']):.3f}, R<sup>2</sup> "
-                f"{float(numbers['authors_r2']):.3f}; no-skill baseline r "
-                f"{float(numbers['authors_baseline_correlation']):.3f}"
+                f"{float(numbers['authors_r2']):.3f}; oracle (each num_tasks' mean over the "
+                f"same cells) r {float(numbers['authors_oracle_correlation']):.3f}"
             )
     else:
         lines.append("no fit given: figures that need one are listed, not drawn")

@@ -4,6 +4,8 @@
 - :func:`diagnostics_table`: one row per problem, in plain words (empty: nothing to report);
 - :func:`heldout_table`: correlation, Spearman, mean |error| and R² on fitted and held-out
   cells, per split (the fit's root attributes);
+- :func:`skill_table`: the model and the baselines on the held-out cells (RMSE, r, 90%
+  coverage) and the skill, per split (the fit's ``predictive_skill`` group);
 - :func:`comparison_table`: PSIS-LOO comparison of several fits.
 """
 
@@ -79,6 +81,22 @@ def heldout_table(fit: xr.DataTree) -> pd.DataFrame:
                 row[title] = float(fit.attrs.get(f"{subset}_{metric}_{split}", np.nan))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def skill_table(fit: xr.DataTree) -> pd.DataFrame:
+    """One row per predictor (the model, each baseline seeing only fitted cells, the
+    labelled oracle) and a last row with the skill; columns (split, metric)."""
+    skill = fit["predictive_skill"].to_dataset()
+    columns = {}
+    for split in [str(s) for s in skill.split.values]:
+        row = skill.sel(split=split)
+        columns[(split, "RMSE")] = [*row.rmse.values, np.nan]
+        columns[(split, "Pearson r")] = [*row.correlation.values, np.nan]
+        columns[(split, "90% coverage")] = [*row.coverage.values, np.nan]
+        columns[(split, "skill")] = [np.nan] * skill.sizes["predictor"] + [float(row.skill)]
+    index = [*map(str, skill.label.values), "skill: 1 - RMSE model / RMSE best baseline"]
+    table = pd.DataFrame(columns, index=pd.Index(index, name="predictor"))
+    return table.dropna(how="all")
 
 
 def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:

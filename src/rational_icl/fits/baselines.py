@@ -1,0 +1,248 @@
+"""Baselines that see only the fitted cells, and a fit's predictive skill beside them.
+
+A predictive number means something only beside the simplest prediction that sees no more
+data than the model. Every baseline here is built from the fitted cells alone (the observed
+weight where the fit's mask is true) and predicts every cell; all are scored on exactly the
+held-out cells the model is scored on:
+
+- ``persistence``: the weight stays where it was: each run's mean over its last
+  ``PERSISTENCE_CHECKPOINTS`` fitted checkpoints, carried forward;
+- ``num_tasks_mean``: each run's mean fitted weight;
+- ``log_num_tasks_interpolation``: at each checkpoint, linear interpolation in log D between
+  the fitted num_tasks values (nearest at the ends); a fitted run's unfitted checkpoints
+  hold its persistence value;
+- ``other_seeds_mean`` (runs of several training seeds): the mean of the other seeds'
+  fitted weights at the same num_tasks, checkpoint and split.
+
+A run without a fitted cell (a held-out num_tasks value or seed) gets the persistence and
+mean values of its neighbours, interpolated in log D. A split without fitted cells
+(``--splits id``) is predicted from the fitted splits' mean, as the model predicts it.
+The one baseline that sees the held-out cells, each num_tasks' mean over them, is kept only
+as ``oracle``, labelled so, and never counts as the best baseline.
+
+The numpy work is in private helpers over the ``num_tasks`` or ``checkpoint`` axis; the
+public functions take and return xarray objects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+PERSISTENCE_CHECKPOINTS = 3
+INTERVAL = (0.05, 0.95)  # the predictive interval whose coverage is reported (90%)
+ORACLE = "oracle"
+BASELINES = ("persistence", "num_tasks_mean", "log_num_tasks_interpolation", "other_seeds_mean")
+LABELS = {
+    "model": "rational model (posterior mean)",
+    "persistence": f"persistence (mean of a run's last {PERSISTENCE_CHECKPOINTS} fitted "
+    "checkpoints)",
+    "num_tasks_mean": "each num_tasks' fitted mean",
+    "log_num_tasks_interpolation": "interpolation in log num_tasks",
+    "other_seeds_mean": "mean of the other seeds",
+    ORACLE: "oracle (sees held-out cells): each num_tasks' held-out mean",
+}
+
+
+def baseline_predictions(observed: xr.DataArray, fitted: xr.DataArray) -> xr.Dataset:
+    """Every baseline's prediction of every cell, from the ``fitted`` cells alone.
+
+    Parameters
+    ----------
+    observed : xr.DataArray
+        The observed weight on memorizing, dims (config..., num_tasks, checkpoint, split).
+    fitted : xr.DataArray
+        bool, the cells that entered the fit (broadcastable to ``observed``).
+
+    Returns
+    -------
+    xr.Dataset
+        One variable per baseline of ``BASELINES`` that applies (``other_seeds_mean`` only
+        with a ``seed`` dim of at least two values), each shaped like ``observed``.
+    """
+    values, known = _fitted_values(observed, fitted.broadcast_like(observed))
+    persistence = _persistence(values, known)
+    run_mean = values.where(known).mean("checkpoint")
+    predictions = {
+        "persistence": _fill_num_tasks(persistence),
+        "num_tasks_mean": _fill_num_tasks(run_mean),
+        "log_num_tasks_interpolation": _fill_num_tasks(values.where(known, persistence)),
+    }
+    if "seed" in observed.dims and observed.sizes["seed"] > 1:
+        predictions["other_seeds_mean"] = _other_seeds_mean(values, known)
+    return xr.Dataset(
+        {k: v.broadcast_like(observed).transpose(*observed.dims) for k, v in predictions.items()}
+    )
+
+
+def predictive_skill(
+    observed: xr.DataArray,
+    predicted: xr.DataArray,
+    fitted: xr.DataArray,
+    scored: xr.DataArray,
+    predictive: xr.DataArray | None = None,
+    sample_dims: tuple[str, ...] = ("chain", "draw"),
+) -> xr.Dataset:
+    """The model and every baseline scored on the same held-out cells, per split.
+
+    Parameters
+    ----------
+    observed : xr.DataArray
+        (config..., num_tasks, checkpoint, split) observed weights.
+    predicted : xr.DataArray
+        The model's point prediction (posterior mean), broadcastable to ``observed``.
+    fitted, scored : xr.DataArray
+        bool: the cells that entered the fit, and the held-out cells to score.
+    predictive : xr.DataArray, optional
+        Posterior predictive draws of the observed weight (``sample_dims`` + cells): gives
+        the model's 90% interval coverage.
+
+    Returns
+    -------
+    xr.Dataset
+        Dims (predictor, split): ``rmse``, ``correlation`` (Pearson), ``coverage`` (model
+        only, NaN for the baselines); per split: ``skill`` = 1 - RMSE_model / RMSE of the
+        best baseline, ``best_baseline`` and ``num_cells``. Coordinate ``label`` names each
+        predictor in words; ``sees_held_out`` is True for the oracle only.
+    """
+    scored = (scored.broadcast_like(observed) & observed.notnull()).transpose(*observed.dims)
+    baselines = baseline_predictions(observed, fitted)
+    oracle = observed.where(scored).mean("checkpoint").broadcast_like(observed)
+    predictors = {"model": predicted, **dict(baselines.data_vars), ORACLE: oracle}
+    coverage = _coverage(observed, predictive, scored, sample_dims)
+    rows = [_scores(p.broadcast_like(observed), observed, scored) for p in predictors.values()]
+    names = list(predictors)
+    skill = xr.Dataset(
+        {
+            "rmse": xr.concat([r.rmse for r in rows], dim="predictor"),
+            "correlation": xr.concat([r.correlation for r in rows], dim="predictor"),
+            "coverage": xr.concat(
+                [coverage] + [xr.full_like(coverage, np.nan)] * (len(rows) - 1), dim="predictor"
+            ),
+        }
+    ).assign_coords(predictor=names)
+    skill["num_cells"] = scored.sum([d for d in scored.dims if d != "split"])
+    fair = skill.rmse.sel(predictor=[n for n in names if n in BASELINES])
+    best = fair.fillna(np.inf).argmin("predictor")
+    best_name = fair.predictor.isel(predictor=best).drop_vars("predictor")
+    # the narrowest string dtype, as a netCDF file reads it back
+    skill["best_baseline"] = best_name.copy(data=np.array([str(v) for v in best_name.values]))
+    best_rmse = fair.isel(predictor=best).drop_vars("predictor")
+    skill["skill"] = 1.0 - skill.rmse.sel(predictor="model", drop=True) / best_rmse
+    skill = skill.assign_coords(
+        label=("predictor", [LABELS[n] for n in names]),
+        sees_held_out=("predictor", [n == ORACLE for n in names]),
+    )
+    return _describe(skill)
+
+
+# ---------------------------------------------------------------------------- baselines
+
+
+def _fitted_values(observed, fitted):
+    """The observed weight where fitted; a split with no fitted cell takes, cell by cell,
+    the mean of the fitted splits (what an id-only fit predicts the other splits from)."""
+    known = fitted & observed.notnull()
+    values = observed.where(known)
+    split_fitted = known.any([d for d in known.dims if d != "split"])
+    if bool(split_fitted.all()) or not bool(split_fitted.any()):
+        return values, known
+    pooled = values.sel(split=split_fitted).mean("split")
+    values = values.where(split_fitted, pooled)
+    known = known.where(split_fitted, known.sel(split=split_fitted).any("split"))
+    return values, known.astype(bool)
+
+
+def _persistence(values, known):
+    """Each run's mean over its last PERSISTENCE_CHECKPOINTS fitted checkpoints."""
+    later = known.isel(checkpoint=slice(None, None, -1)).cumsum("checkpoint")
+    later = later.isel(checkpoint=slice(None, None, -1))  # fitted cells at or after each
+    last = known & (later <= PERSISTENCE_CHECKPOINTS)
+    return values.where(last).mean("checkpoint")
+
+
+def _other_seeds_mean(values, known):
+    total = values.where(known, 0.0).sum("seed")
+    count = known.sum("seed")
+    others = (total - values.where(known, 0.0)) / (count - known)
+    return others.where(count - known > 0)
+
+
+def _fill_num_tasks(values: xr.DataArray) -> xr.DataArray:
+    """NaN cells filled by linear interpolation in log num_tasks between the known values
+    of the same row, the nearest known value beyond the ends."""
+    log_tasks = np.log(values.num_tasks.values.astype(np.float64))
+    filled = xr.apply_ufunc(
+        _interpolate_missing,
+        values,
+        kwargs={"x": log_tasks},
+        input_core_dims=[["num_tasks"]],
+        output_core_dims=[["num_tasks"]],
+    )
+    return filled.transpose(*values.dims)
+
+
+def _interpolate_missing(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Numpy core over the last axis: NaN entries of ``y`` interpolated linearly in ``x``
+    (increasing) between their known neighbours, the nearest known one past the ends; rows
+    with no known entry stay NaN."""
+    known = ~np.isnan(y)
+    index = np.arange(y.shape[-1])
+    left = np.maximum.accumulate(np.where(known, index, -1), axis=-1)
+    right = np.minimum.accumulate(np.where(known, index, y.shape[-1])[..., ::-1], axis=-1)
+    right = right[..., ::-1]
+    has_left, has_right = left >= 0, right < y.shape[-1]
+    left_i, right_i = np.clip(left, 0, None), np.clip(right, None, y.shape[-1] - 1)
+    y_left = np.take_along_axis(y, left_i, axis=-1)
+    y_right = np.take_along_axis(y, right_i, axis=-1)
+    span = x[right_i] - x[left_i]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(span > 0, (x[index] - x[left_i]) / span, 0.0)
+    between = y_left + t * (y_right - y_left)
+    out = np.where(has_left & has_right, between, np.where(has_left, y_left, y_right))
+    return np.where(known, y, out)
+
+
+# ---------------------------------------------------------------------------- scores
+
+
+def _scores(predicted, observed, scored) -> xr.Dataset:
+    """RMSE and Pearson r over the scored cells of each split (NaN where the predictor
+    leaves a scored cell unpredicted: it is then not scored on the same cells)."""
+    cells = [d for d in observed.dims if d != "split"]
+    error = (predicted - observed).where(scored)
+    complete = ~(scored & predicted.isnull()).any(cells)
+    rmse = np.sqrt((error**2).mean(cells)).where(complete)
+    p, o = predicted.where(scored), observed.where(scored)
+    dp, do = p - p.mean(cells), o - o.mean(cells)
+    covariance = (dp * do).mean(cells)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = covariance / np.sqrt((dp**2).mean(cells) * (do**2).mean(cells))
+    return xr.Dataset({"rmse": rmse, "correlation": correlation.where(complete)})
+
+
+def _coverage(observed, predictive, scored, sample_dims) -> xr.DataArray:
+    """Share of the scored cells whose observed weight lies in the 90% predictive
+    interval, per split (NaN without predictive draws)."""
+    cells = [d for d in observed.dims if d != "split"]
+    if predictive is None:
+        return xr.full_like(observed.isel({d: 0 for d in cells}, drop=True), np.nan, float)
+    low, high = (
+        predictive.quantile(q, dim=list(sample_dims)).drop_vars("quantile") for q in INTERVAL
+    )
+    inside = (observed >= low) & (observed <= high)
+    return inside.where(scored).sum(cells) / scored.sum(cells)
+
+
+def _describe(skill: xr.Dataset) -> xr.Dataset:
+    texts = {
+        "rmse": "root mean squared error of the predicted weight on memorizing, held-out cells",
+        "correlation": "Pearson correlation of predicted and observed weight, held-out cells",
+        "coverage": "share of held-out cells inside the model's 90% predictive interval",
+        "skill": "1 - RMSE of the model / RMSE of the best baseline that sees only fitted cells",
+        "best_baseline": "the baseline (seeing only fitted cells) with the lowest RMSE",
+        "num_cells": "held-out cells scored",
+    }
+    for name, text in texts.items():
+        skill[name].attrs["description"] = text
+    return skill

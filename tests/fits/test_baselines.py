@@ -1,0 +1,131 @@
+"""Baselines that see only fitted cells, and the skill: against hand computations."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import xarray as xr
+
+from rational_icl.fits import baselines
+
+NUM_TASKS, STEPS = [2, 4, 8], [10, 20, 30, 40, 50]
+# observed weight (num_tasks, checkpoint), split id; ood is 1 - id
+ID = np.array(
+    [
+        [0.1, 0.2, 0.3, 0.4, 0.5],
+        [0.5, 0.5, 0.6, 0.7, 0.9],
+        [0.9, 0.9, 0.9, 1.0, 1.0],
+    ]
+)
+
+
+def _observed(values=ID) -> xr.DataArray:
+    return xr.DataArray(
+        np.stack([values, 1 - values], axis=-1),
+        dims=("num_tasks", "checkpoint", "split"),
+        coords={"num_tasks": NUM_TASKS, "checkpoint": STEPS, "split": ["id", "ood"]},
+    )
+
+
+def _mask(rows) -> xr.DataArray:
+    return xr.DataArray(
+        np.array(rows, bool),
+        dims=("num_tasks", "checkpoint"),
+        coords={"num_tasks": NUM_TASKS, "checkpoint": STEPS},
+    )
+
+
+# D = 4 held out entirely, every D's last checkpoint held out (a mix of both designs)
+FITTED = _mask([[1, 1, 1, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
+
+
+def test_persistence_carries_the_last_three_fitted_checkpoints_forward():
+    got = baselines.baseline_predictions(_observed(), FITTED).persistence.sel(split="id")
+    d2, d8 = (0.2 + 0.3 + 0.4) / 3, (0.9 + 0.9 + 1.0) / 3
+    # D = 4 has no fitted cell: halfway between D = 2 and D = 8 in log D
+    expected = np.array([[d2] * 5, [(d2 + d8) / 2] * 5, [d8] * 5])
+    np.testing.assert_allclose(got.values, expected, rtol=1e-12)
+
+
+def test_num_tasks_mean_is_each_runs_fitted_mean():
+    got = baselines.baseline_predictions(_observed(), FITTED).num_tasks_mean.sel(split="ood")
+    d2, d8 = 1 - np.mean([0.1, 0.2, 0.3, 0.4]), 1 - np.mean([0.9, 0.9, 0.9, 1.0])
+    np.testing.assert_allclose(got.values, [[d2] * 5, [(d2 + d8) / 2] * 5, [d8] * 5])
+
+
+def test_interpolation_in_log_num_tasks_per_checkpoint():
+    observed = _observed()
+    got = baselines.baseline_predictions(observed, FITTED).log_num_tasks_interpolation
+    got = got.sel(split="id").values
+    # fitted cells are the observed ones; D = 4 at a fitted checkpoint interpolates its
+    # neighbours at that checkpoint; the last checkpoint holds each fitted run's persistence
+    np.testing.assert_allclose(got[0, :4], ID[0, :4])
+    np.testing.assert_allclose(got[1, :4], (ID[0, :4] + ID[2, :4]) / 2)
+    d2, d8 = (0.2 + 0.3 + 0.4) / 3, (0.9 + 0.9 + 1.0) / 3
+    np.testing.assert_allclose(got[:, 4], [d2, (d2 + d8) / 2, d8])
+
+
+def test_interpolation_is_linear_in_log_num_tasks_and_nearest_past_the_ends():
+    y = np.array([[np.nan, 1.0, np.nan, np.nan, 4.0, np.nan]])
+    x = np.log([1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+    got = baselines._interpolate_missing(y, x)
+    np.testing.assert_allclose(got, [[1.0, 1.0, 2.0, 3.0, 4.0, 4.0]])
+    assert np.isnan(baselines._interpolate_missing(np.full((1, 3), np.nan), x[:3])).all()
+
+
+def test_an_unfitted_split_is_predicted_from_the_fitted_splits():
+    fitted = FITTED & xr.DataArray([True, False], dims="split", coords={"split": ["id", "ood"]})
+    got = baselines.baseline_predictions(_observed(), fitted).persistence
+    np.testing.assert_allclose(got.sel(split="ood").values, got.sel(split="id").values)
+
+
+def test_other_seeds_mean_leaves_the_seed_out():
+    observed = xr.concat(
+        [_observed(ID), _observed(ID + 0.05), _observed(ID - 0.1)], dim="seed"
+    ).assign_coords(seed=[1, 2, 3])
+    fitted = xr.DataArray([True, True, False], dims="seed", coords={"seed": [1, 2, 3]})
+    got = baselines.baseline_predictions(observed, fitted).other_seeds_mean.sel(split="id")
+    np.testing.assert_allclose(got.sel(seed=3).values, ID + 0.025, rtol=1e-12)
+    np.testing.assert_allclose(got.sel(seed=1).values, ID + 0.05, rtol=1e-12)
+
+
+def test_skill_scores_every_predictor_on_the_same_cells():
+    observed = _observed()
+    predicted = observed * 0.5 + 0.25  # the "model"
+    draws = xr.DataArray(np.linspace(-0.2, 0.2, 40), dims="draw").expand_dims(chain=1)
+    predictive = predicted + draws  # interval: predicted +- 0.18
+    scored = ~FITTED
+    skill = baselines.predictive_skill(observed, predicted, FITTED, scored, predictive)
+
+    cells = np.broadcast_to(scored.values[..., None], observed.shape)
+    for split in ("id", "ood"):
+        s = observed.get_index("split").get_loc(split)
+        o = observed.values[..., s][cells[..., s]]
+        p = predicted.values[..., s][cells[..., s]]
+        row = skill.sel(split=split)
+        model = row.sel(predictor="model")
+        assert float(model.rmse) == pytest.approx(np.sqrt(np.mean((p - o) ** 2)))
+        assert float(model.correlation) == pytest.approx(scipy.stats.pearsonr(p, o).statistic)
+        low, high = np.quantile(p[:, None] + draws.values[0], [0.05, 0.95], axis=1)
+        assert float(model.coverage) == pytest.approx(np.mean((o >= low) & (o <= high)))
+        rmses = {}
+        for name in ("persistence", "num_tasks_mean", "log_num_tasks_interpolation"):
+            b = baselines.baseline_predictions(observed, FITTED)[name]
+            b = b.values[..., s][cells[..., s]]
+            rmses[name] = np.sqrt(np.mean((b - o) ** 2))
+            assert float(row.rmse.sel(predictor=name)) == pytest.approx(rmses[name])
+            assert np.isnan(float(row.coverage.sel(predictor=name)))
+        best = min(rmses, key=rmses.get)
+        assert str(row.best_baseline.values) == best
+        assert float(row.skill) == pytest.approx(1 - float(model.rmse) / rmses[best])
+        assert int(row.num_cells) == cells[..., s].sum() == 7
+
+
+def test_the_oracle_is_labelled_and_never_the_best_baseline():
+    observed = _observed()
+    skill = baselines.predictive_skill(observed, observed, FITTED, ~FITTED)
+    oracle = skill.sel(predictor="oracle")
+    assert bool(oracle.sees_held_out) and "sees held-out cells" in str(oracle.label.values)
+    assert not skill.sees_held_out.sel(predictor="persistence")
+    assert (skill.best_baseline != "oracle").all()
+    # a perfect model: RMSE 0, skill 1
+    np.testing.assert_allclose(skill.skill.values, 1.0)
