@@ -7,6 +7,8 @@ simulated runs of the very spec first, which `ricl run` counts as trained.
 from __future__ import annotations
 
 from rational_icl.cli.main import main
+from rational_icl.cli.run import with_seeds
+from rational_icl.data import load_specs
 from rational_icl.fits import simulate_runs
 from tests.specs import SMALL_CATEGORICAL as SPEC
 from tests.specs import SMALL_SWEEP
@@ -79,3 +81,36 @@ def test_run_prints_convergence_and_warns_for_an_untrained_spec(tmp_path, capsys
         captured.err
     )
     assert (job / "report" / "index.html").is_file()  # a warning, not an error
+
+
+def test_run_with_seeds_pools_them_and_can_hold_one_out(tmp_path, capsys):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(SPEC)
+    seeds = tmp_path / "seeds.toml"  # the runs `--seeds 2` trains: seed 1 and seed 2
+    (scalar,) = load_specs(str(spec))
+    seeds.write_text(with_seeds(scalar, 2).to_toml())
+    job = tmp_path / "job"
+    assert main(["data", str(seeds), "--out", str(tmp_path / "data")]) == 0
+    simulate_runs(tmp_path / "data", job / "runs", seed=2)
+    capsys.readouterr()
+
+    argv = ["run", str(spec), "-o", str(job), "--seeds", "2", "--held-out", "seed:2", *FIT]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "== train: done" in out  # both seeds' runs were found: nothing trained
+    assert "held-out design seed:2" in out and "mean of the other seeds" in out
+    assert "alpha: population median" in out and "seed=1" in out and "seed=2" in out
+    (fit_line,) = [line for line in out.splitlines() if line.startswith("== ricl fit")]
+    assert "--held-out seed:2" in fit_line
+    from rational_icl.fits.tree import read_fit
+
+    tree = read_fit(job / "fit.nc")
+    assert tree.attrs["pooling"] == "partial" and tree.attrs["held_out_design"] == "seed:2"
+    held_out = tree.constant_data.held_out
+    assert bool(held_out.sel(seed=2).all()) and not bool(held_out.sel(seed=1).any())
+
+
+def test_run_refuses_a_bad_held_out_design_before_anything_runs(tmp_path, capsys):
+    assert main(["run", "tiny-categorical", "-o", str(tmp_path), "--held-out", "later"]) == 1
+    assert "held-out design 'later' is not valid; allowed:" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -356,3 +356,38 @@ def test_barycentric_core_recovers_a_mixture_with_constant_weight_per_position()
     # least squares: the same family, exactly
     distance, share, mass = barycentric_core(t, m, g, c, kind="mse")
     assert share == pytest.approx(0.3, abs=1e-4) and mass == pytest.approx(0.6, abs=1e-4)
+
+
+@pytest.mark.parametrize("setting", ["categorical-sequence", "linear-regression"])
+def test_context_weight_is_the_best_mixture_at_each_position(make_run, setting):
+    """Against a float64 grid search of w at each position (over sequences and outcomes)."""
+    rng = np.random.default_rng(5)
+    runs = _combined(make_run, [_run(make_run, rng, d, setting=setting) for d in (2, 4)])
+    got = behaviour(runs).context_weight.compute()
+    assert got.dims == (*CELL, "position")
+    t, s = runs["transformer_prediction"].values, runs["strategy_prediction"].values
+    grid = np.linspace(0, 1, 2001)
+    for n, c, k, position in [(0, 0, 0, 0), (1, 2, 1, 3), (0, 1, 1, 4)]:
+        m, g = s[n, 0, k, :, position], s[n, 1, k, :, position]  # (sequence, outcome)
+        h = grid[:, None, None] * m + (1 - grid[:, None, None]) * g
+        x = t[n, c, k, :, position]
+        if setting == "linear-regression":
+            loss = ((x - h) ** 2).sum((-2, -1))
+        else:
+            log_x, log_h = np.log(np.maximum(x, LOG_FLOOR)), np.log(np.maximum(h, LOG_FLOOR))
+            loss = (0.5 * (x - h) * (log_x - log_h)).sum((-2, -1))
+        expected = grid[np.argmin(loss)]
+        assert float(got.values[n, c, k, position]) == pytest.approx(expected, abs=1e-3)
+
+
+def test_family_distance_is_the_barycentric_distance_over_the_strategy_distance(make_run):
+    rng = np.random.default_rng(6)
+    runs = _combined(make_run, [_run(make_run, rng, d) for d in (2, 4)])
+    out = behaviour(runs).compute()
+    expected = out.barycentric_distance / out.strategy_distance
+    np.testing.assert_allclose(out.family_distance.values, expected.values, rtol=1e-12)
+    at_memorizing = runs["strategy_prediction"].sel(strategy="memorizing")
+    exact = runs.assign(
+        transformer_prediction=at_memorizing.expand_dims(checkpoint=runs.checkpoint, axis=1)
+    )
+    assert float(behaviour(exact).family_distance.max()) < 1e-3  # M is in the family

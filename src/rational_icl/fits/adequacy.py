@@ -18,7 +18,7 @@ import xarray as xr
 # median distance to the family exceeds this fraction of the memorizing-generalizing
 # distance. Chosen on the classification case (docs/science.md, "Adequacy"): there the
 # transformers at D = 8-32 learn a memory + context predictor outside the family.
-THRESHOLD = 0.25
+THRESHOLD = 0.2
 
 
 def family_distance_summary(family_distance: xr.DataArray) -> xr.DataArray:
