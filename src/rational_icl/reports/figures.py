@@ -635,10 +635,12 @@ def parameters_by_configuration(fit: xr.DataTree | None) -> Figure:
                     x + 0.02 * i * x,
                     median,
                     yerr=[median - low, high - median],
-                    fmt="o-",
+                    fmt="o" if dim == "seed" else "o-",  # seeds are labels: no line
                     capsize=3,
                     ms=4,
                 )
+            if dim == "seed":
+                _population_band(ax, fit, name)
             if dim == "seed":  # replicates: a label, not a size
                 ax.set_xticks(x)
                 ax.set_xlabel("training seed")
@@ -648,6 +650,34 @@ def parameters_by_configuration(fit: xr.DataTree | None) -> Figure:
             ax.set_ylabel(f"{name} (1)")
     fig.suptitle("per-configuration parameters: median and 90% interval")
     return fig
+
+
+def _population_band(ax, fit: xr.DataTree, name: str) -> None:
+    """The population median and the 95% range of a new configuration (a new seed), for a
+    partially pooled fit."""
+    from rational_icl.fits.diagnostics import population_summary
+
+    parameter = name.replace("1 - ", "")
+    found = population_summary(fit)
+    if parameter not in found:
+        return
+    values = found[parameter]
+    values = values.isel({d: 0 for d in values.dims if d not in ("quantity", "statistic")})
+    new, median = values.sel(quantity="new_configuration"), values.sel(quantity="population")
+    if name.startswith("1 - "):
+        new, median = 1 - new, 1 - median
+    ax.axhspan(
+        float(new.sel(statistic="low")),
+        float(new.sel(statistic="high")),
+        color="tab:gray",
+        alpha=0.15,
+        lw=0,
+        label="new seed, 95% range",
+    )
+    ax.axhline(
+        float(median.sel(statistic="median")), color="tab:gray", lw=1, label="population median"
+    )
+    ax.legend(fontsize="small")
 
 
 # ---------------------------------------------------------------------------- 12
