@@ -391,3 +391,14 @@ def test_family_distance_is_the_barycentric_distance_over_the_strategy_distance(
         transformer_prediction=at_memorizing.expand_dims(checkpoint=runs.checkpoint, axis=1)
     )
     assert float(behaviour(exact).family_distance.max()) < 1e-3  # M is in the family
+
+
+def test_context_weight_leaves_out_positions_where_the_strategies_agree(make_run):
+    rng = np.random.default_rng(7)
+    runs = _combined(make_run, [_run(make_run, rng, d) for d in (2, 4)])
+    strategies = runs["strategy_prediction"].copy()
+    general = strategies.sel(strategy="generalizing").isel(position=2)
+    strategies.loc[{"strategy": "memorizing", "position": strategies.position[2]}] = general
+    got = behaviour(runs.assign(strategy_prediction=strategies)).context_weight
+    assert bool(got.isel(position=2).isnull().all())
+    assert bool(got.isel(position=[0, 1, 3, 4]).notnull().all())

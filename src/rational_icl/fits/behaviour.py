@@ -60,6 +60,9 @@ _NEWTON_STEPS = 30
 _BARYCENTRIC_ROUNDS = 20
 _BARYCENTRIC_TOLERANCE = 1e-4
 MIN_STRATEGY_MASS = 0.3
+# context_weight: a position where M and G are closer than this fraction of their mean
+# distance over positions does not tell them apart
+_MIN_POSITION_SEPARATION = 0.1
 BARYCENTRIC_STRATEGIES = ("memorizing", "generalizing", "constant")
 _NEWTON_TOLERANCE = 1e-10
 
@@ -174,6 +177,14 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
     return out
 
 
+def _position_distance(a: xr.DataArray, b: xr.DataArray, kind: str) -> xr.DataArray:
+    """prediction_distance at each position (averaged over sequences only)."""
+    if kind == "mse":
+        return ((a - b) ** 2).mean(["sequence", "outcome"], skipna=True)
+    log_ratio = np.log(a.clip(min=LOG_FLOOR)) - np.log(b.clip(min=LOG_FLOOR))
+    return (0.5 * (a - b) * log_ratio).sum("outcome", skipna=True).mean("sequence")
+
+
 def family_distance(behaviour: xr.Dataset) -> xr.DataArray:
     """How far the transformer is from every mixture of the strategies the measure knows,
     in units of the distance between M and G: ``barycentric_distance / strategy_distance``
@@ -216,6 +227,9 @@ def _context_variables(runs, transformer, memorizing, generalizing, kind, cell) 
         dask="parallelized",
         output_dtypes=[np.float64, np.float64],
     )
+    # where M and G nearly agree at a position the weight there is noise: left out
+    between = _position_distance(memorizing, generalizing, kind)  # (grid..., split, position)
+    weight = weight.where(between >= _MIN_POSITION_SEPARATION * between.mean("position"))
     found = {
         "context_weight": _described(
             weight.transpose(*cell, "position"),
@@ -223,7 +237,8 @@ def _context_variables(runs, transformer, memorizing, generalizing, kind, cell) 
             "1",
             "the w in [0, 1] of the mixture w*memorizing + (1 - w)*generalizing closest to "
             "the transformer's predictions at this position (over sequences); NaN where "
-            "the two strategies agree (no observation yet)",
+            "the two strategies are closer than "
+            f"{_MIN_POSITION_SEPARATION:g} of their mean distance over positions",
         ),
     }
     if "target" not in runs:  # a hand-made file: no losses along the context
