@@ -286,7 +286,9 @@ def _page(title, rendered, found_tables, sources, behaviour, fit) -> str:
                 parts.append("<p>Nothing to report.</p>")
             else:
                 parts.append(
-                    table.to_html(float_format=lambda x: f"{x:.4g}", border=0, escape=True)
+                    table.to_html(
+                        float_format=lambda x: f"{x:.4g}", border=0, escape=True, na_rep=""
+                    )
                 )
     parts.append("<h2>Figures</h2>")
     for item in rendered:
