@@ -334,11 +334,12 @@ def adequacy_line(tree) -> str:
         for d, v in zip(worst.num_tasks.values, worst.values, strict=True)
     )
     return (
-        f"warning: at num_tasks {flagged} the transformer is far from every mixture of the "
-        f"strategies (median distance over the memorizing-generalizing distance, later half "
-        f"of training: {values}; threshold {tree.attrs['family_distance_threshold']:g}): its "
-        "weight there is the projection of another strategy, and alpha fitted to it is not "
-        "to be trusted (docs/science.md, Adequacy)"
+        f"warning: at num_tasks {flagged} no mixture of the strategies comes within "
+        f"{tree.attrs['family_distance_threshold']:g} of the memorizing-generalizing distance "
+        f"of the transformer (median over the later half of training: {values}): the "
+        "observed weight there is partly what no strategy explains (another strategy, or a "
+        "misfit as large as the difference the weight measures), and so is alpha fitted to "
+        "it (docs/science.md, Adequacy)"
     )
 
 

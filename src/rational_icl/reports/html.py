@@ -358,9 +358,9 @@ def _summary(behaviour, fit) -> str:
         flagged = html.escape(str(numbers.get("inadequate_num_tasks", "")))
         if flagged:
             lines.append(
-                f"<b>warning</b>: at num_tasks {flagged} the transformer is far from every "
-                "mixture of the strategies (figure 12): the weight there is not a mixture "
-                "weight, and neither is the fit's reading of it"
+                f"<b>warning</b>: at num_tasks {flagged} no mixture of the strategies comes "
+                "close to the transformer (figure 12): the observed weight there is partly "
+                "what no strategy explains, and so is the fit's reading of it"
             )
         if "authors_correlation" in numbers:
             lines.append(
