@@ -129,3 +129,21 @@ def test_the_oracle_is_labelled_and_never_the_best_baseline():
     assert (skill.best_baseline != "oracle").all()
     # a perfect model: RMSE 0, skill 1
     np.testing.assert_allclose(skill.skill.values, 1.0)
+
+
+def test_a_held_out_seed_is_predicted_from_the_other_seeds():
+    observed = xr.concat(
+        [_observed(ID), _observed(ID + 0.05), _observed(ID - 0.1)], dim="seed"
+    ).assign_coords(seed=[1, 2, 3])
+    fitted = xr.DataArray([True, True, False], dims="seed", coords={"seed": [1, 2, 3]})
+    fitted = fitted & _mask([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])  # D=8 step 10
+    got = baselines.baseline_predictions(observed, fitted).sel(split="id", seed=3)
+    last = ID[:, 2:].mean(axis=1) + 0.025  # seeds 1 and 2: last 3 checkpoints, averaged
+    np.testing.assert_allclose(got.persistence.values, np.repeat(last[:, None], 5, 1))
+    others = got.other_seeds_mean.values
+    np.testing.assert_allclose(others[:, 1:], ID[:, 1:] + 0.025)
+    # D = 8 at step 10: no other seed fitted there, so their persistence at D = 8
+    assert others[2, 0] == pytest.approx(last[2])
+    skill = baselines.predictive_skill(observed, observed, fitted, ~fitted)
+    assert np.isfinite(skill.rmse.sel(predictor="other_seeds_mean")).all()
+    assert np.isfinite(skill.rmse.sel(predictor="persistence")).all()

@@ -14,8 +14,9 @@ held-out cells the model is scored on:
 - ``other_seeds_mean`` (runs of several training seeds): the mean of the other seeds'
   fitted weights at the same num_tasks, checkpoint and split.
 
-A run without a fitted cell (a held-out num_tasks value or seed) gets the persistence and
-mean values of its neighbours, interpolated in log D. A split without fitted cells
+A run without a fitted cell (a held-out num_tasks value) gets the persistence and mean
+values of its neighbours, interpolated in log D; a configuration without any (a held-out
+seed) gets the other configurations' mean. A split without fitted cells
 (``--splits id``) is predicted from the fitted splits' mean, as the model predicts it.
 The one baseline that sees the held-out cells, each num_tasks' mean over them, is kept only
 as ``oracle``, labelled so, and never counts as the best baseline.
@@ -63,13 +64,18 @@ def baseline_predictions(observed: xr.DataArray, fitted: xr.DataArray) -> xr.Dat
     values, known = _fitted_values(observed, fitted.broadcast_like(observed))
     persistence = _persistence(values, known)
     run_mean = values.where(known).mean("checkpoint")
+    configurations = [d for d in observed.dims if d not in ("num_tasks", "checkpoint", "split")]
     predictions = {
-        "persistence": _fill_num_tasks(persistence),
-        "num_tasks_mean": _fill_num_tasks(run_mean),
-        "log_num_tasks_interpolation": _fill_num_tasks(values.where(known, persistence)),
+        "persistence": _fill(persistence, configurations),
+        "num_tasks_mean": _fill(run_mean, configurations),
+        "log_num_tasks_interpolation": _fill(values.where(known, persistence), configurations),
     }
     if "seed" in observed.dims and observed.sizes["seed"] > 1:
-        predictions["other_seeds_mean"] = _other_seeds_mean(values, known)
+        # where no other seed was fitted at this very cell (its early checkpoints were
+        # dropped, say), the other seeds' persistence at this num_tasks
+        others = _leave_one_out_mean(values, known, "seed")
+        fallback = _leave_one_out_mean(persistence, persistence.notnull(), "seed")
+        predictions["other_seeds_mean"] = others.fillna(fallback)
     return xr.Dataset(
         {k: v.broadcast_like(observed).transpose(*observed.dims) for k, v in predictions.items()}
     )
@@ -161,11 +167,20 @@ def _persistence(values, known):
     return values.where(last).mean("checkpoint")
 
 
-def _other_seeds_mean(values, known):
-    total = values.where(known, 0.0).sum("seed")
-    count = known.sum("seed")
-    others = (total - values.where(known, 0.0)) / (count - known)
-    return others.where(count - known > 0)
+def _leave_one_out_mean(values, known, dim: str):
+    """Mean over ``dim`` of the known values, each entry's own left out (NaN if none)."""
+    own = values.where(known, 0.0)
+    count = known.sum(dim) - known
+    return ((own.sum(dim) - own) / count).where(count > 0)
+
+
+def _fill(values: xr.DataArray, configurations: list[str]) -> xr.DataArray:
+    """Runs without a value take their neighbours' in log num_tasks; a configuration with
+    no fitted run at all (a held-out seed) takes the other configurations' mean."""
+    filled = _fill_num_tasks(values)
+    if configurations:
+        filled = filled.fillna(filled.mean(configurations))
+    return filled
 
 
 def _fill_num_tasks(values: xr.DataArray) -> xr.DataArray:
