@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rational_icl.data import STRATEGIES, Classification, TaskSet, generator
+from rational_icl.data.settings import classification as classification_module
 from rational_icl.data.settings.classification import (
     classification_contextual,
     classification_generalizing,
@@ -145,6 +146,15 @@ def test_classification_contextual_matches_reference(seed):
         *(a.float() if a.is_floating_point() else a for a in args), tasks.labels, eps
     )
     assert np.abs(contextual32.numpy() - reference).max() <= 1e-4
+
+
+def test_classification_contextual_in_chunks_of_sequences_is_the_same(monkeypatch):
+    setting, tasks, batch = classification(0, batch=7)
+    whole = setting.strategy_prediction(batch, tasks, "contextual")
+    # 3 sequences x 7 context pairs x 6 tasks per chunk: chunks of 3, 3, 1
+    monkeypatch.setattr(classification_module, "_CONTEXTUAL_CHUNK_ELEMENTS", 3 * 7 * 6)
+    chunked = setting.strategy_prediction(batch, tasks, "contextual")
+    assert torch.allclose(whole, chunked, atol=1e-12, rtol=0) and chunked.shape == (7, 1, 2)
 
 
 def test_classification_contextual_reads_the_exact_match_as_noise_vanishes():

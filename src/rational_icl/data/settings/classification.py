@@ -33,6 +33,9 @@ from rational_icl.data.settings.closed_forms import _one_hot, _posterior_mean
 from rational_icl.errors import SpecError
 from rational_icl.facts import SettingFacts
 
+# Sequences x context x tasks elements of one chunk of the contextual strategy's evaluation.
+_CONTEXTUAL_CHUNK_ELEMENTS = 2**22
+
 
 @dataclass
 class ClassificationBatch(Batch):
@@ -261,14 +264,20 @@ class Classification(Setting):
 
     def contextual(self, batch: ClassificationBatch, tasks: TaskSet) -> torch.Tensor:
         table = task_table(batch, tasks)
-        return classification_contextual(
-            batch.context_items.to(table.dtype),
-            batch.context_labels,
-            batch.query_item.to(table.dtype),
-            table,
-            tasks.labels.to(table.device),
-            self.within_class_variance,
+        labels = tasks.labels.to(table.device)
+        # In chunks of sequences: the closed form holds a few (B, C, D) arrays at once.
+        num_context = max(batch.context_labels.shape[1], 1)
+        rows = max(1, _CONTEXTUAL_CHUNK_ELEMENTS // (num_context * len(tasks)))
+        chunks = zip(
+            batch.context_items.to(table.dtype).split(rows),
+            batch.context_labels.split(rows),
+            batch.query_item.to(table.dtype).split(rows),
+            strict=True,
         )
+        eps = self.within_class_variance
+        return torch.cat(
+            [classification_contextual(c, y, q, table, labels, eps) for c, y, q in chunks]
+        )  # (B, 1, 2)
 
     def generalizing(self, batch: ClassificationBatch, tasks: TaskSet) -> torch.Tensor:
         dtype = tasks.tasks.dtype
