@@ -1,6 +1,7 @@
 """The classification setting: noisy item-label pairs, the query from the context or kept
 out of it, and its strategies against brute-force float64 references with explicit loops."""
 
+import itertools
 import math
 
 import numpy as np
@@ -146,6 +147,33 @@ def test_classification_contextual_matches_reference(seed):
         *(a.float() if a.is_floating_point() else a for a in args), tasks.labels, eps
     )
     assert np.abs(contextual32.numpy() - reference).max() <= 1e-4
+
+
+def test_classification_contextual_is_the_bayes_predictor_of_the_generative_process():
+    # Enumerate every assignment of stored pairs to the C context positions and every query
+    # position: the exact posterior predictive of the sampler's process, no derivation used.
+    setting, tasks, batch = classification(4, num_tasks=3, batch=3, length=4)
+    eps, dims = setting.within_class_variance, setting.num_dims
+    variance = eps / ((1 + eps) * dims)
+    means = tasks.tasks.numpy() / math.sqrt(1 + eps)
+    labels, num_context = tasks.labels.numpy(), 3
+    for b in range(3):
+        items, context_labels = batch.context_items[b].numpy(), batch.context_labels[b].numpy()
+        query = batch.query_item[b].numpy()
+        joint = np.zeros(2)
+        for assignment in itertools.product(range(3), repeat=num_context):
+            if any(labels[k] != y for k, y in zip(assignment, context_labels, strict=True)):
+                continue
+            context = sum(
+                _gauss_log_density(items[c], means[k], variance) for c, k in enumerate(assignment)
+            )
+            for position in range(num_context):
+                k = assignment[position]
+                log_p = context + _gauss_log_density(query, means[k], variance)
+                joint[labels[k]] += math.exp(log_p)
+        expected = joint / joint.sum()
+        contextual = setting.strategy_prediction(batch, tasks, "contextual")[b, 0].numpy()
+        assert np.abs(contextual - expected).max() <= 1e-9
 
 
 def test_classification_contextual_in_chunks_of_sequences_is_the_same(monkeypatch):
