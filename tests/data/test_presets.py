@@ -33,7 +33,9 @@ def _losses_and_distance(run: Run, num_sequences: int = 4000):
     setting, tasks, num_tasks = make_setting(run.spec), training_tasks(run), run.num_tasks
     batch = setting.sample_batch(tasks, num_sequences, generator(7, "preset-batch", num_tasks))
     assert tasks.tasks.dtype == torch.float64  # the strategies compute in this dtype
-    memorizing, generalizing, _ = setting.strategy_predictions(batch, tasks)[:, :, 0]
+    memorizing, generalizing = (
+        setting.strategy_prediction(batch, tasks, q)[:, 0] for q in ("memorizing", "generalizing")
+    )
     label = batch.query_label[:, None]
 
     def loss(p):

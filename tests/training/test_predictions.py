@@ -67,6 +67,11 @@ def test_regression_file_recomputes_and_targets_are_y():
 def test_classification_file_has_three_splits_and_recomputes():
     spec, ds = _dataset("classification")
     assert list(ds.split.values) == ["id", "ood", "iwl"] and ds.sizes["position"] == 1
+    # classification adds its context-conditioned memorizing strategy after the shared three
+    assert list(ds.strategy.values) == [*STRATEGIES, "contextual"]
+    assert np.isfinite(ds.strategy_loss.values).all()
+    assert ds.strategy_loss_se.sel(strategy="contextual") > 0
+    assert (ds.strategy_complexity.sel(strategy="contextual") > 0).all()
     setting = make_setting(spec)
     tasks = TaskSet(
         torch.from_numpy(ds.training_tasks.values), torch.from_numpy(ds.training_task_labels.values)

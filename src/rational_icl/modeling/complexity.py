@@ -40,9 +40,10 @@ def stripped_source(function) -> str:
 
 
 def strategy_parameters(setting, tasks, strategy: str) -> np.ndarray:
-    """The numbers a strategy stores: the task table for memorizing, the prior otherwise."""
+    """The numbers a strategy stores: the task table for memorizing (and the setting's other
+    ``table_strategies``), the prior otherwise."""
     prior = setting.prior_parameters()
-    if strategy != "memorizing":
+    if strategy not in setting.table_strategies:
         return prior.astype(np.float64)
     table = tasks.tasks.double().numpy()
     if tasks.labels is not None:

@@ -37,8 +37,9 @@ def strategy_loss(
     of per-sequence mean losses, which are independent across sequences.
     """
     per_sequence = []
-    # Only memorizing holds a (sequence, position, task) array; the others scale with num_dims.
-    width = max(len(tasks) if strategy == "memorizing" else 1, setting.num_dims)
+    # Only the table strategies hold a (sequence, position, task) array; the others scale
+    # with num_dims.
+    width = max(len(tasks) if strategy in setting.table_strategies else 1, setting.num_dims)
     chunk = max(1, _CHUNK_ELEMENTS // (setting.context_length * width))
     remaining = num_sequences
     while remaining > 0:

@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 
 from rational_icl import __version__
-from rational_icl.data import STRATEGIES, Run, TaskSet, generator, make_setting
+from rational_icl.data import Run, TaskSet, generator, make_setting
 from rational_icl.modeling.complexity import strategy_complexity
 from rational_icl.modeling.losses import strategy_loss
 
@@ -80,7 +80,7 @@ def strategy_dataset(run: Run, device="cpu", progress=None) -> xr.Dataset:
         "sequence": np.arange(spec.evaluation.num_sequences),
         "position": np.arange(predictions.shape[3]),
         "outcome": ["y"] if setting.num_outcomes == 1 else np.arange(setting.num_outcomes),
-        "strategy": list(STRATEGIES),
+        "strategy": list(setting.strategies),
         "task": np.arange(run.num_tasks),
     }
     dims = {d for v in setting.input_dims.values() for d in v} | {setting.task_dim}
@@ -144,12 +144,12 @@ def _inputs(setting, batches: dict) -> dict:
 def _losses(run: Run, setting, tasks: TaskSet, device, progress) -> dict:
     num_sequences = run.spec.effective_num_loss_sequences
     estimates = []
-    for strategy in STRATEGIES:
+    for strategy in setting.strategies:
         if progress:
             progress(f"{run.name}: loss of {strategy}")
         gen = generator(run.spec.seed, "loss", run.num_tasks, strategy)
         estimates.append(strategy_loss(setting, tasks, strategy, num_sequences, gen, device))
-    complexity = [strategy_complexity(setting, tasks, q) for q in STRATEGIES]
+    complexity = [strategy_complexity(setting, tasks, q) for q in setting.strategies]
     how = f"Monte Carlo over {num_sequences} sequences from the training tasks"
     return {
         "strategy_loss": (

@@ -42,6 +42,10 @@ def test_registry_refuses_a_second_setting_of_a_name_and_names_the_known_ones(co
         register(type("Coin", (coin_setting,), {}))
     with pytest.raises(ValueError, match="strategy_sources must name"):
         register(type("Die", (coin_setting,), {"name": "die", "strategy_sources": {}}))
+    # a setting's own strategies come after the shared three
+    extra = {"name": "die", "strategies": ("memorizing", "constant")}
+    with pytest.raises(ValueError, match="strategies must start with"):
+        register(type("Die", (coin_setting,), extra))
     assert "die" not in SETTINGS
     with pytest.raises(ValueError, match="'poetry' is unknown; allowed: categorical-sequence, "):
         setting_class("poetry")

@@ -25,6 +25,7 @@ import torch
 from rational_icl.data.seeds import generator
 from rational_icl.facts import SettingFacts
 
+# The strategies every setting has; a setting may add more after them (``Setting.strategies``).
 STRATEGIES = ("memorizing", "generalizing", "constant")
 
 
@@ -124,6 +125,12 @@ class Setting(ABC):
         The dimension of one task's parameters in ``training_tasks`` and ``sequence_task``.
     writes_sequence_task : bool
         Whether the file holds ``sequence_task``, the true task of each sequence.
+    strategies : tuple of str
+        Its strategies, in the order of the files' ``strategy`` dim: STRATEGIES, then any of
+        its own (each a method of the same name, e.g. classification's ``contextual``).
+    table_strategies : tuple of str
+        The strategies that store the D-task table (K_Q counts it; L_Q's Monte Carlo chunks
+        hold a (sequence, position, task) array for them).
     strategy_sources : dict of str to tuple of functions
         The functions each strategy runs (helpers included): the source text K_Q measures.
     num_dims, context_length, num_outcomes : int
@@ -140,6 +147,8 @@ class Setting(ABC):
     input_dims: ClassVar[dict[str, tuple[str, ...]]]
     task_dim: ClassVar[str] = "feature"
     writes_sequence_task: ClassVar[bool] = True
+    strategies: ClassVar[tuple[str, ...]] = STRATEGIES
+    table_strategies: ClassVar[tuple[str, ...]] = ("memorizing",)
     strategy_sources: ClassVar[dict[str, tuple[Callable, ...]]]
 
     num_dims: int
@@ -215,13 +224,14 @@ class Setting(ABC):
         """One strategy's prediction on a batch: (B, P, O), O = 1 (the mean of y) for a
         setting that predicts means. In the dtype of the task parameters (float64 for exact
         references)."""
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+        if strategy not in self.strategies:
+            allowed = ", ".join(self.strategies)
+            raise ValueError(f"unknown strategy {strategy!r}; allowed: {allowed}")
         return getattr(self, strategy)(batch, tasks)
 
     def strategy_predictions(self, batch: Batch, tasks: TaskSet) -> torch.Tensor:
-        """Every strategy's prediction stacked in STRATEGIES order: (Q, B, P, O)."""
-        return torch.stack([self.strategy_prediction(batch, tasks, q) for q in STRATEGIES])
+        """Every strategy's prediction stacked in ``strategies`` order: (Q, B, P, O)."""
+        return torch.stack([self.strategy_prediction(batch, tasks, q) for q in self.strategies])
 
     # ------------------------------------------------------------------------ loss
 
@@ -279,8 +289,10 @@ def register(cls: type[Setting]) -> type[Setting]:
     """Class decorator: make ``cls`` the setting of its ``name``."""
     if cls.name in SETTINGS and SETTINGS[cls.name] is not cls:
         raise ValueError(f"setting {cls.name!r} is registered twice")
-    if set(cls.strategy_sources) != set(STRATEGIES):
-        raise ValueError(f"setting {cls.name!r}: strategy_sources must name {STRATEGIES}")
+    if cls.strategies[: len(STRATEGIES)] != STRATEGIES:
+        raise ValueError(f"setting {cls.name!r}: strategies must start with {STRATEGIES}")
+    if set(cls.strategy_sources) != set(cls.strategies):
+        raise ValueError(f"setting {cls.name!r}: strategy_sources must name {cls.strategies}")
     SETTINGS[cls.name] = cls
     return cls
 

@@ -20,6 +20,7 @@ import torch
 
 from rational_icl.data.seeds import generator
 from rational_icl.data.settings.base import (
+    STRATEGIES,
     Batch,
     Setting,
     TaskSet,
@@ -31,6 +32,9 @@ from rational_icl.data.settings.base import (
 from rational_icl.data.settings.closed_forms import _one_hot, _posterior_mean
 from rational_icl.errors import SpecError
 from rational_icl.facts import SettingFacts
+
+# Sequences x context x tasks elements of one chunk of the contextual strategy's evaluation.
+_CONTEXTUAL_CHUNK_ELEMENTS = 2**22
 
 
 @dataclass
@@ -71,6 +75,44 @@ def classification_memorizing(
     return _posterior_mean(log_likelihood, labels)[:, None, :]
 
 
+def classification_contextual(
+    context_items: torch.Tensor,
+    context_labels: torch.Tensor,
+    query_item: torch.Tensor,
+    task_items: torch.Tensor,
+    task_labels: torch.Tensor,
+    within_class_variance: float,
+) -> torch.Tensor:
+    """Memorizing conditioned on the context: the Bayes predictor of the training sequences.
+
+    The prior is uniform over the D stored pairs, as for memorizing, but the query is a noisy
+    copy of one context position c (uniform a priori) whose pair k is shared: the posterior
+    of c is proportional to sum_k N(x_c; m_k) [l_k = y_c] N(x_q; m_k) / sum_k N(x_c; m_k)
+    [l_k = y_c], with m_k = mu_k / sqrt(1+eps) and variance eps / ((1+eps) d) I, and the query's
+    label is y_c. The Gaussians' constants cancel. A context pair no stored pair explains
+    gets weight 0; where none is explained the prediction is uniform.
+    context_items: (B, C, d); context_labels: (B, C); query_item: (B, d); task_items: (D, d);
+    task_labels: (D,). Returns (B, 1, 2).
+    """
+    eps, num_dims = within_class_variance, query_item.shape[-1]
+    means = task_items / math.sqrt(1 + eps)  # (D, d)
+    variance = eps / ((1 + eps) * num_dims)
+    log_query = -_squared_distance(query_item, means) / (2 * variance)  # (B, D)
+    log_context = -_squared_distance(context_items, means) / (2 * variance)  # (B, C, D)
+    same_label = context_labels[:, :, None] == task_labels  # (B, C, D)
+    log_context = log_context.masked_fill(~same_label, -math.inf)
+    evidence = torch.logsumexp(log_context, -1)  # (B, C)
+    joint = torch.logsumexp(log_context + log_query[:, None, :], -1)  # (B, C)
+    explained = evidence > -math.inf  # (B, C)
+    log_weight = torch.where(explained, joint - evidence, -math.inf)  # (B, C)
+    log_weight = torch.where(explained.any(-1, keepdim=True), log_weight, 0.0)
+    posterior = torch.softmax(log_weight, dim=-1)  # (B, C)
+    labels = _one_hot(context_labels, 2, posterior.dtype)  # (B, C, 2)
+    prediction = torch.einsum("bc,bco->bo", posterior, labels)  # (B, 2)
+    prediction = torch.where(explained.any(-1, keepdim=True), prediction, 0.5)
+    return prediction[:, None, :]
+
+
 def classification_generalizing(
     context_items: torch.Tensor,
     context_labels: torch.Tensor,
@@ -100,7 +142,7 @@ def classification_constant(query_item: torch.Tensor) -> torch.Tensor:
 
 
 def _squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """||a_i - b_j||^2 for (B, d) and (D, d) -> (B, D), through one matmul."""
+    """||a_i - b_j||^2 for (..., d) and (D, d) -> (..., D), through one matmul."""
     return (a**2).sum(-1, keepdim=True) - 2 * a @ b.T + (b**2).sum(-1)
 
 
@@ -132,8 +174,13 @@ class Classification(Setting):
         "query_item": ("split", "sequence", "feature"),
     }
     writes_sequence_task = False
+    # contextual: memorizing conditioned on the context (what the transformers learn at
+    # intermediate D, docs/science.md); it stores the same D-pair table as memorizing.
+    strategies = (*STRATEGIES, "contextual")
+    table_strategies = ("memorizing", "contextual")
     strategy_sources = {
         "memorizing": (classification_memorizing, _squared_distance, _one_hot),
+        "contextual": (classification_contextual, _squared_distance, _one_hot),
         "generalizing": (classification_generalizing, _one_hot),
         "constant": (classification_constant,),
     }
@@ -214,6 +261,23 @@ class Classification(Setting):
         query = batch.query_item.to(table.dtype)
         labels = tasks.labels.to(table.device)
         return classification_memorizing(query, table, labels, self.within_class_variance)
+
+    def contextual(self, batch: ClassificationBatch, tasks: TaskSet) -> torch.Tensor:
+        table = task_table(batch, tasks)
+        labels = tasks.labels.to(table.device)
+        # In chunks of sequences: the closed form holds a few (B, C, D) arrays at once.
+        num_context = max(batch.context_labels.shape[1], 1)
+        rows = max(1, _CONTEXTUAL_CHUNK_ELEMENTS // (num_context * len(tasks)))
+        chunks = zip(
+            batch.context_items.to(table.dtype).split(rows),
+            batch.context_labels.split(rows),
+            batch.query_item.to(table.dtype).split(rows),
+            strict=True,
+        )
+        eps = self.within_class_variance
+        return torch.cat(
+            [classification_contextual(c, y, q, table, labels, eps) for c, y, q in chunks]
+        )  # (B, 1, 2)
 
     def generalizing(self, batch: ClassificationBatch, tasks: TaskSet) -> torch.Tensor:
         dtype = tasks.tasks.dtype
