@@ -10,7 +10,7 @@ from rational_icl.modeling.model import EnsembleTransformer, TransformerConfig
 from rational_icl.training.checkpoint import load_state, state_path
 from rational_icl.training.loop import train
 from rational_icl.training.predictions import strategy_dataset
-from rational_icl.training.recorder import Recorder, ensemble_member, read_out
+from rational_icl.training.recorder import Recorder, RecordHook, ensemble_member, read_out
 
 
 def _spec(setting="categorical-sequence"):
@@ -121,3 +121,21 @@ def test_a_missing_or_foreign_file_is_one_line(tmp_path):
     xr.Dataset({"a": ("x", [1.0])}).to_netcdf(foreign)
     with pytest.raises(RiclError, match="not a predictions file"):
         Recorder(foreign)
+
+
+def test_the_hook_records_at_the_spec_checkpoints_with_mean_losses_and_resumes(tmp_path):
+    spec = _spec()
+    path = _strategy_file(spec, 8, tmp_path)
+    model = EnsembleTransformer(TransformerConfig.from_spec(spec), seeds=[0])
+    member = ensemble_member(model)
+    hook = RecordHook(path)
+    written = [step for step in range(1, 26) if hook(step, member, train_loss=float(step))]
+    assert written == [20, 25]
+    resumed = RecordHook(path)  # a loop resumed from step 22: steps <= 25 are skipped
+    assert not any(resumed(step, member, 1.0) for step in range(22, 26))
+    assert [step for step in range(26, 31) if resumed(step, member, 2.0)] == [30]
+    ds = _open(path)
+    assert ds["checkpoint"].values.tolist() == [20, 25, 30]
+    assert ds["step"].values.tolist() == list(range(1, 31))  # log interval 1 at 30 steps
+    assert ds["train_loss"].values[[0, 24, 29]].tolist() == [1.0, 25.0, 2.0]
+    assert ds.attrs["diverged"] in (0, 1)

@@ -163,6 +163,51 @@ class Recorder:
         return predict
 
 
+class RecordHook:
+    """The recorder for a hand-written training loop: call it after every optimizer step.
+
+    It logs the training loss where ``ricl train`` logs it (averaged over the steps since
+    the previous log) and records the model at the spec's checkpoint steps. Steps up to the
+    file's last checkpoint are skipped, so a loop resumed from an earlier saved state
+    continues the file without errors.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run's predictions file.
+    device : optional
+        As for :class:`Recorder`.
+
+    Examples
+    --------
+    >>> hook = RecordHook("runs/categorical-sequence_K8_T64_D16_mlp4_learned_seed1.nc")
+    >>> for step, example in enumerate(loader, start=1):  # doctest: +SKIP
+    ...     loss = train_step(model, example)
+    ...     hook(step, model, loss.item())
+    """
+
+    def __init__(self, path: str | Path, device=None):
+        self.recorder = Recorder(path, device)
+        self.steps = set(self.recorder.checkpoint_steps)
+        self._loss_sum, self._num_losses = 0.0, 0
+
+    def __call__(self, step: int, model: Model, train_loss: float | None = None) -> bool:
+        """Log and record after optimizer step ``step``; True where a checkpoint was written."""
+        if train_loss is not None:
+            self._loss_sum += float(train_loss)
+            self._num_losses += 1
+        last = self.recorder.last_checkpoint
+        if last is not None and step <= last:
+            self._loss_sum, self._num_losses = 0.0, 0
+            return False
+        if self.recorder.wants_log(step) and self._num_losses:
+            self.recorder.log(step, self._loss_sum / self._num_losses)
+            self._loss_sum, self._num_losses = 0.0, 0
+        if step not in self.steps:
+            return False
+        return self.recorder.record_checkpoint(model, step)
+
+
 def read_out(output, layout: TokenLayout, num_sequences: int) -> torch.Tensor:
     """A model's outputs as the read-out (S, P, O): every token's (S, L, O) cut to the
     predicted tokens, a missing O = 1 added; a one-line RiclError for any other shape."""
@@ -253,4 +298,4 @@ def _file_spec(ds: xr.Dataset, path: Path):
     return spec
 
 
-__all__ = ["Recorder", "ensemble_member", "read_out"]
+__all__ = ["RecordHook", "Recorder", "ensemble_member", "read_out"]
