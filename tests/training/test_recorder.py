@@ -139,3 +139,13 @@ def test_the_hook_records_at_the_spec_checkpoints_with_mean_losses_and_resumes(t
     assert ds["step"].values.tolist() == list(range(1, 31))  # log interval 1 at 30 steps
     assert ds["train_loss"].values[[0, 24, 29]].tolist() == [1.0, 25.0, 2.0]
     assert ds.attrs["diverged"] in (0, 1)
+
+
+def test_start_over_leaves_the_strategy_part(tmp_path):
+    spec = _spec()
+    path = _strategy_file(spec, 2, tmp_path)
+    recorder = Recorder(path)
+    recorder.record_checkpoint(lambda tokens: torch.zeros(*tokens.symbols.shape, 4), 20, 1.0)
+    recorder.start_over()
+    assert Recorder(path).last_checkpoint is None
+    assert "transformer_prediction" not in _open(path)

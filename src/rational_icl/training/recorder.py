@@ -138,6 +138,12 @@ class Recorder:
         write_netcdf(self.record.dataset(final=step == self.spec.training.max_steps), self.path)
         return True
 
+    def start_over(self) -> None:
+        """Drop every checkpoint and logged loss of the file (for a model retrained from
+        the start); the file is rewritten with its strategy part only."""
+        self.record = RunRecord(self.path, self.record.base)
+        write_netcdf(self.record.base, self.path)
+
     def dataset(self) -> xr.Dataset:
         """The file as it now stands (the last written checkpoint included)."""
         return self.record.dataset(final=self.last_checkpoint == self.spec.training.max_steps)
