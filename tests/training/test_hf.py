@@ -1,6 +1,8 @@
 """The HF integration: a tiny GPT-NeoX trained with the HF Trainer and recorded by the
 callback gives files ``ricl fit`` reads like ours."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,73 @@ def test_the_read_out_takes_tokens_for_the_recorder_and_keywords_for_the_trainer
     torch.testing.assert_close(trained["outputs"], outputs)
     assert model.take_train_loss() == pytest.approx(trained["loss"].item())
     assert model.take_train_loss() is None
+
+
+FACTORY = """
+import transformers
+from rational_icl.training.hf import HFReadOut
+
+
+def build(run):
+    config = transformers.GPTNeoXConfig(
+        vocab_size=5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=8,
+    )
+    return HFReadOut(transformers.GPTNeoXForCausalLM(config), run)
+"""
+
+
+def test_ricl_record_reads_the_trainers_saved_checkpoints_as_the_callback_recorded(
+    tmp_path, capsys
+):
+    torch.set_num_threads(1)
+    (spec,) = spec_from_dict(
+        {
+            "setting": "categorical-sequence",
+            "num_dims": 4,
+            "context_length": 8,
+            "num_tasks": [4],
+            "training": {"batch_size": 8, "max_steps": 30, "num_checkpoints": 3},
+            "evaluation": {"num_sequences": 8, "num_loss_sequences": 50},
+        }
+    ).expand()
+    run = Run(spec, 4)
+    (tmp_path / "factory.py").write_text(FACTORY)
+    folder = tmp_path / "callback"
+    write_netcdf(strategy_dataset(run), run_path(run, folder))
+    module_spec = importlib.util.spec_from_file_location("factory", tmp_path / "factory.py")
+    factory = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(factory)
+    torch.manual_seed(0)
+    trainer = transformers.Trainer(
+        model=factory.build(run),
+        args=training_arguments(
+            run,
+            tmp_path / "ckpt" / run.name,
+            use_cpu=True,
+            save_strategy="steps",
+            save_steps=5,
+            save_only_model=True,
+        ),
+        train_dataset=TaskStream(run),
+        callbacks=[RecordCallback(run_path(run, folder))],
+    )
+    trainer.train()
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text(spec.to_toml())
+    argv = ["record", spec_file, "--runs", tmp_path / "saved", "--checkpoints", tmp_path / "ckpt"]
+    code = main([str(a) for a in [*argv, "--model", f"{tmp_path / 'factory.py'}:build"]])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    with (
+        xr.open_dataset(run_path(run, folder)) as ours,
+        xr.open_dataset(run_path(run, tmp_path / "saved")) as saved,
+    ):
+        assert saved["checkpoint"].values.tolist() == [5, 10, 15, 20, 25, 30]
+        assert ours["checkpoint"].values.tolist() == [20, 25, 30]
+        np.testing.assert_allclose(
+            saved["transformer_prediction"].sel(checkpoint=[20, 25, 30]).values,
+            ours["transformer_prediction"].values,
+            rtol=1e-5,
+            atol=1e-7,
+        )
