@@ -203,3 +203,16 @@ def test_ricl_record_reads_the_trainers_saved_checkpoints_as_the_callback_record
             rtol=1e-5,
             atol=1e-7,
         )
+
+
+def test_the_read_out_of_classification_embeds_features_and_labels():
+    (spec,) = spec_from_dict(
+        {"setting": "classification", "num_dims": 4, "context_length": 5, "num_tasks": [8]}
+    ).expand()
+    run = Run(spec, 8)
+    model = HFReadOut(_backbone(run), run)  # a GPTNeoXModel: features in
+    assert model.symbols_in is not None and model.read_out is not None
+    example = next(iter(TaskStream(run, batched=True, num_steps=1)))
+    outputs = model(Tokens(example["features"][:3], example["symbols"][:3]))
+    assert outputs.shape == (3, 1, 2)  # one prediction, at the query, of 2 label logits
+    assert model(**example)["loss"].item() == pytest.approx(np.log(2), abs=0.2)
