@@ -61,7 +61,8 @@ class HFReadOut(nn.Module):
     def __init__(self, backbone: nn.Module, run: Run):
         super().__init__()
         self.backbone = backbone
-        self.kind, self.layout = read_out_of(run).kind, read_out_of(run).layout
+        read_out = read_out_of(run)
+        self.kind, self.layout = read_out.kind, read_out.layout
         hidden = backbone.config.hidden_size
         lay = self.layout
         self.features_in = nn.Linear(lay.features, hidden) if lay.features else None
@@ -167,5 +168,6 @@ class RecordCallback(TrainerCallback):
         step = state.global_step
         wants = self.hook.recorder.wants_log(step) or step in self.hook.steps
         loss = take() if take is not None and wants else None
-        self.hook(step, model, loss)
+        if state.is_world_process_zero:  # one writer per file when the Trainer is distributed
+            self.hook(step, model, loss)
         return control
