@@ -2,6 +2,7 @@
 stage, the torch-free stages never load torch, and nothing imports in a circle."""
 
 import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rational_icl"
 STAGES = ("data", "modeling", "training", "fits", "reports", "cli")
 SHARED = ("errors", "io", "formulas", "facts")  # top-level modules every stage may use
 TORCH_FREE = ("fits", "reports")
+# modules of an optional extra, and the one package each may import that the core may not
+OPTIONAL = {"rational_icl.training.hf": "transformers"}
 
 
 def _modules() -> dict[str, Path]:
@@ -62,6 +65,17 @@ def test_no_module_imports_a_later_stage_or_torch_where_it_must_not():
     assert arrows == []
 
 
+def test_only_the_optional_modules_import_their_extra():
+    extras = set(OPTIONAL.values())
+    found = [
+        f"{name} -> {target}"
+        for name, path in _modules().items()
+        for target in _imports(path)
+        if target.split(".")[0] in extras and OPTIONAL.get(name) != target.split(".")[0]
+    ]
+    assert found == []
+
+
 def test_no_import_circle_between_modules():
     modules = _modules()
     graph = {
@@ -90,6 +104,12 @@ def test_no_import_circle_between_modules():
     assert circles == []
 
 
+def _installed(module: str) -> bool:
+    """Whether a module's optional extra (if it has one) is installed."""
+    extra = OPTIONAL.get(module)
+    return extra is None or importlib.util.find_spec(extra) is not None
+
+
 def _through_own_package(circle: str) -> bool:
     """A submodule that imports its package's __init__, which imports it back, is the usual
     re-export pattern, not a design circle."""
@@ -102,7 +122,7 @@ def _through_own_package(circle: str) -> bool:
 
 @pytest.mark.parametrize("stage", STAGES[:-1])
 def test_importing_a_stage_loads_no_later_stage(stage):
-    modules = [name for name in _modules() if _stage(name) == stage]
+    modules = [name for name in _modules() if _stage(name) == stage and _installed(name)]
     code = (
         "import importlib, json, sys\n"
         f"for name in {modules!r}:\n"

@@ -11,7 +11,7 @@ from rational_icl import __version__
 from rational_icl.errors import RiclError
 
 # One module per subcommand, in the order `ricl --help` lists them.
-COMMAND_MODULES = ["data", "train", "sweep", "fit", "compare", "report", "run"]
+COMMAND_MODULES = ["data", "train", "record", "sweep", "fit", "compare", "report", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

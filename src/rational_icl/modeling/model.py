@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rational_icl.data import Batch, TokenLayout, setting_class
+from rational_icl.data import Batch, TokenLayout, Tokens, setting_class
 
 
 @dataclass(frozen=True)
@@ -296,7 +296,15 @@ class EnsembleTransformer(nn.Module):
         loss : tensor (E,) or None
             Per member: cross-entropy in nats, or the mean squared error of y.
         """
-        x = self._read_in(batch)  # (E, B, L, H)
+        output = self.outputs(self.setting.tokens(batch, self.layout, self.read_out.weight.dtype))
+        loss = None if targets is None else self.loss(output, targets)
+        return output, loss
+
+    def outputs(self, tokens: Tokens) -> torch.Tensor:
+        """The read-out (E, B, P, O) of a batch already made tokens (``Setting.tokens``):
+        logits, or the predicted mean of y. ``forward`` without the batch; the recorder
+        (training/recorder.py) calls it on the tokens of a predictions file."""
+        x = self._read_in(tokens)  # (E, B, L, H)
         num_members, batch_size, length, hidden = x.shape
         if self.position is not None:
             x = x + self.position.weight[:, None, :length]
@@ -304,9 +312,7 @@ class EnsembleTransformer(nn.Module):
         for block in self.blocks:
             x = block(x, batch_size)
         x = self.ln_final(x).view(num_members, batch_size, length, hidden)
-        output = self._read_out(x)  # (E, B, P, O)
-        loss = None if targets is None else self.loss(output, targets)
-        return output, loss
+        return self._read_out(x)  # (E, B, P, O)
 
     def loss(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean training loss per member, (E,), in float32 or better (bf16 outputs upcast)."""
@@ -335,8 +341,7 @@ class EnsembleTransformer(nn.Module):
             return output
         return output.softmax(-1)
 
-    def _read_in(self, batch: Batch) -> torch.Tensor:  # (E, B, L, H)
-        tokens = self.setting.tokens(batch, self.layout, self.read_out.weight.dtype)
+    def _read_in(self, tokens: Tokens) -> torch.Tensor:  # (E, B, L, H)
         if tokens.features is None:
             return self.read_in(tokens.symbols)  # (E, B, L) -> (E, B, L, H)
         num_members, batch_size, length, features = tokens.features.shape

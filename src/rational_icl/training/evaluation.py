@@ -60,12 +60,32 @@ class MemberEvaluation:
 
 def evaluate(trainer, inputs: list[SplitInputs]) -> list[MemberEvaluation]:
     """Every member's predictions and losses on every split it has."""
-    results = [MemberEvaluation() for _ in range(trainer.num_members)]
+    return evaluate_predictor(trainer.predict, trainer.setting, trainer.num_members, inputs)
+
+
+def evaluate_predictor(
+    predict, setting, num_members: int, inputs: list[SplitInputs]
+) -> list[MemberEvaluation]:
+    """Every member's predictions and losses on every split it has, from ``predict``.
+
+    Parameters
+    ----------
+    predict : callable
+        A stacked batch (leading dim E) to probabilities or predicted means (E, S, P, O),
+        float32: the trainer's ``predict``, or the recorder's wrapper of any model.
+    setting : Setting
+        Whose ``prediction_loss`` scores the predictions.
+    num_members : int
+        E.
+    inputs : list of SplitInputs
+        From :func:`evaluation_inputs`.
+    """
+    results = [MemberEvaluation() for _ in range(num_members)]
     for split_inputs in inputs:
-        prediction = trainer.predict(split_inputs.batch).cpu()  # (E, S, P, O)
+        prediction = predict(split_inputs.batch).cpu()  # (E, S, P, O)
         for e in split_inputs.members:
             member_prediction = prediction[e]
-            loss = trainer.setting.prediction_loss(
+            loss = setting.prediction_loss(
                 member_prediction.double(),
                 split_inputs.member_batches[e],
                 split_inputs.member_tasks[e],

@@ -223,7 +223,15 @@ class RunRecord:
                 "checkpoint state; rerun with --force to start over"
             )
         ds = ds.sel(checkpoint=slice(None, step), step=slice(None, step))
+        return cls.from_dataset(path, ds)
+
+    @classmethod
+    def from_dataset(cls, path: Path, ds: xr.Dataset) -> RunRecord:
+        """A loaded predictions dataset with every checkpoint it holds (none after ``ricl
+        data``), to append to and write back to ``path``."""
         record = cls(path, _strategy_part(ds))
+        if "transformer_loss" not in ds:
+            return record
         record.checkpoints = ds["checkpoint"].values.tolist()
         record.predictions = list(ds["transformer_prediction"].values)
         record.losses = list(ds["transformer_loss"].values)

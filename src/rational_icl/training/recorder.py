@@ -1,0 +1,307 @@
+"""Record any model's checkpoints into a run's predictions file (docs/byo-model.md).
+
+The rational analysis reads a model's predictions at checkpoints, never its weights. A
+:class:`Recorder` opens one run's predictions file (as ``ricl data`` or ``ricl train`` wrote
+it), evaluates any callable ``model(tokens) -> outputs`` on the file's evaluation sequences
+of every split and appends that checkpoint with the variables our own training writes
+(``transformer_prediction``, ``transformer_loss``, ``train_loss``, and ``diverged`` at the
+last step). It reuses the training loop's evaluation and file code (``evaluate_predictor``,
+``RunRecord``), so our own transformer recorded here gives what ``ricl train`` records.
+
+The model's contract. It is called once per split with a :class:`~rational_icl.data.Tokens`
+of the split's sequences as the setting's token layout makes them (``Setting.tokens``, one
+member): ``features`` (S, L, F) float32 or None, ``symbols`` (S, L) int64 or None. It
+returns the setting's read-out, raw: logits over the O outcomes where the file's
+``prediction_kind`` is ``probabilities`` (the recorder applies the softmax), the predicted
+mean of y where it is ``mean``; shaped (S, P, O), or (S, L, O) for every token (the
+recorder keeps the layout's ``predicted_tokens``); O = 1 may be left out.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import xarray as xr
+from torch import nn
+
+from rational_icl.data import TokenLayout, Tokens, make_setting, spec_from_dict
+from rational_icl.errors import RiclError
+from rational_icl.formulas import checkpoint_steps
+from rational_icl.io import load_netcdf, write_netcdf
+from rational_icl.training.evaluation import evaluate_predictor, evaluation_inputs
+from rational_icl.training.loop import RunRecord
+from rational_icl.training.schedule import log_interval
+
+Model = Callable[[Tokens], torch.Tensor]
+
+
+class Recorder:
+    """Append checkpoints of any model to one run's predictions file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run's predictions file: its strategy part at least (``ricl data``); checkpoints
+        already in it are kept and the recorder continues after the last.
+    device : str or torch.device, optional
+        Where the tokens go; default: the device of an ``nn.Module``'s first parameter, else
+        the CPU.
+
+    Attributes
+    ----------
+    spec : ExperimentSpec
+        The file's scalar spec (its ``spec`` attribute).
+    setting : Setting
+    layout : TokenLayout
+        The read-in and read-out the model must follow.
+    checkpoint_steps : list of int
+        The spec's checkpoint schedule (what ``ricl train`` records; any increasing step is
+        accepted).
+    """
+
+    def __init__(self, path: str | Path, device=None):
+        self.path = Path(path)
+        ds = _load(self.path)
+        self.spec = _file_spec(ds, self.path)
+        self.setting = make_setting(self.spec)
+        model = self.spec.model
+        self.layout = self.setting.token_layout(
+            self.spec.num_dims, self.spec.context_length, model.regression_tokens or "interleaved"
+        )
+        self.record = RunRecord.from_dataset(self.path, ds)
+        self.inputs = evaluation_inputs([self.record.base])
+        training = self.spec.training
+        self.checkpoint_steps = checkpoint_steps(
+            training.max_steps, training.num_checkpoints
+        ).tolist()
+        self.log_interval = log_interval(training.max_steps)
+        self.device = device
+
+    @property
+    def last_checkpoint(self) -> int | None:
+        """The step of the file's last checkpoint, or None before the first."""
+        return self.record.checkpoints[-1] if self.record.checkpoints else None
+
+    def wants_log(self, step: int) -> bool:
+        """Whether ``ricl train`` logs the training loss at ``step`` (every log interval and
+        at every checkpoint)."""
+        return step % self.log_interval == 0 or step in self.checkpoint_steps
+
+    def log(self, step: int, train_loss: float) -> None:
+        """Keep a training loss for the file's ``train_loss`` (written at the next checkpoint).
+
+        A step at or before the last one logged (a resumed training run repeats steps the file
+        already holds) is ignored.
+        """
+        logged = self.record.logged_steps
+        if logged and step <= logged[-1]:
+            return
+        self.record.log(int(step), float(train_loss))
+
+    def record_checkpoint(self, model: Model, step: int, train_loss: float | None = None) -> bool:
+        """Evaluate ``model`` on every split and append checkpoint ``step`` to the file.
+
+        Parameters
+        ----------
+        model : callable or nn.Module
+            ``model(tokens) -> outputs`` (module docstring); an ``nn.Module`` is put in
+            eval mode for the call and back in its previous mode after.
+        step : int
+            The training step; after the file's last checkpoint.
+        train_loss : float, optional
+            The training loss at ``step``, logged as :meth:`log` does.
+
+        Returns
+        -------
+        bool
+            False where the file already holds ``step`` (nothing is written: recording is
+            idempotent per step), True where the checkpoint was appended.
+        """
+        step = int(step)
+        if step in self.record.checkpoints:
+            return False
+        last = self.last_checkpoint
+        if last is not None and step < last:
+            raise RiclError(
+                f"cannot record step {step} into {str(self.path)!r}: it already ends at step "
+                f"{last} and checkpoints must increase"
+            )
+        if step < 1:
+            raise RiclError(f"cannot record step {step}: training steps start at 1")
+        if train_loss is not None:
+            self.log(step, train_loss)
+        (result,) = evaluate_predictor(self._predictor(model), self.setting, 1, self.inputs)
+        self.record.add_checkpoint(step, result)
+        write_netcdf(self.record.dataset(final=step == self.spec.training.max_steps), self.path)
+        return True
+
+    def start_over(self) -> None:
+        """Drop every checkpoint and logged loss of the file (for a model retrained from
+        the start); the file is rewritten with its strategy part only."""
+        self.record = RunRecord(self.path, self.record.base)
+        write_netcdf(self.record.base, self.path)
+
+    def dataset(self) -> xr.Dataset:
+        """The file as it now stands (the last written checkpoint included)."""
+        return self.record.dataset(final=self.last_checkpoint == self.spec.training.max_steps)
+
+    # ------------------------------------------------------------------------ internals
+
+    def _predictor(self, model: Model):
+        """``predict`` for :func:`evaluate_predictor`: a stacked batch (E = 1) to
+        probabilities or means (1, S, P, O), float32, as ``EnsembleTrainer.predict`` gives."""
+        device = self.device or _module_device(model)
+        means = self.setting.facts.prediction_kind == "mean"
+
+        def predict(batch) -> torch.Tensor:
+            tokens = self.setting.tokens(batch, self.layout, torch.float32)
+            tokens = Tokens(*(None if t is None else t[0].to(device) for t in tokens))
+            with _evaluating(model), torch.no_grad():
+                output = model(tokens)
+            output = read_out(output, self.layout, len(batch.task_index[0])).float()
+            if not means:
+                output = output.softmax(-1)  # as EnsembleTransformer.predict
+            return output[None]  # (1, S, P, O)
+
+        return predict
+
+
+class RecordHook:
+    """The recorder for a hand-written training loop: call it after every optimizer step.
+
+    It logs the training loss where ``ricl train`` logs it (averaged over the steps since
+    the previous log) and records the model at the spec's checkpoint steps. Steps up to the
+    file's last checkpoint are skipped, so a loop resumed from an earlier saved state
+    continues the file without errors.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run's predictions file.
+    device : optional
+        As for :class:`Recorder`.
+
+    Examples
+    --------
+    >>> hook = RecordHook("runs/categorical-sequence_K8_T64_D16_mlp4_learned_seed1.nc")
+    >>> for step, example in enumerate(loader, start=1):  # doctest: +SKIP
+    ...     loss = train_step(model, example)
+    ...     hook(step, model, loss.item())
+    """
+
+    def __init__(self, path: str | Path, device=None):
+        self.recorder = Recorder(path, device)
+        self.steps = set(self.recorder.checkpoint_steps)
+        self._loss_sum, self._num_losses = 0.0, 0
+
+    def __call__(self, step: int, model: Model, train_loss: float | None = None) -> bool:
+        """Log and record after optimizer step ``step``; True where a checkpoint was written."""
+        if train_loss is not None:
+            self._loss_sum += float(train_loss)
+            self._num_losses += 1
+        last = self.recorder.last_checkpoint
+        if last is not None and step <= last:
+            self._loss_sum, self._num_losses = 0.0, 0
+            return False
+        if self.recorder.wants_log(step) and self._num_losses:
+            self.recorder.log(step, self._loss_sum / self._num_losses)
+            self._loss_sum, self._num_losses = 0.0, 0
+        if step not in self.steps:
+            return False
+        return self.recorder.record_checkpoint(model, step)
+
+
+def read_out(output, layout: TokenLayout, num_sequences: int) -> torch.Tensor:
+    """A model's outputs as the read-out (S, P, O): every token's (S, L, O) cut to the
+    predicted tokens, a missing O = 1 added; a one-line RiclError for any other shape."""
+    if not isinstance(output, torch.Tensor):
+        raise RiclError(
+            f"the model returned {type(output).__name__}, not a tensor; it must return the "
+            "read-out (sequences, predictions, outcomes)"
+        )
+    length, positions, outcomes = (
+        layout.sequence_length,
+        layout.num_predictions,
+        layout.num_outcomes,
+    )
+    if output.dim() == 2 and outcomes == 1:
+        output = output[..., None]  # (S, P or L) -> (S, P or L, 1)
+    if output.dim() == 3 and output.shape[1] == length and length != positions:
+        output = output[:, layout.predicted_tokens]  # (S, L, O) -> (S, P, O)
+    if tuple(output.shape) != (num_sequences, positions, outcomes):
+        raise RiclError(
+            f"the model's output has shape {tuple(output.shape)}; the setting's read-out is "
+            f"({num_sequences}, {positions}, {outcomes}) (sequences, predictions, outcomes) or "
+            f"({num_sequences}, {length}, {outcomes}) for every token"
+        )
+    return output.detach().cpu()
+
+
+def ensemble_member(model: nn.Module, member: int = 0) -> Model:
+    """Our own transformer (``EnsembleTransformer``) as a recorder's model: member
+    ``member``'s raw read-out, computed for every member (the ensemble runs as one)."""
+
+    def outputs(tokens: Tokens) -> torch.Tensor:
+        num_members = model.config.num_members
+        stacked = Tokens(
+            *(None if t is None else t.expand(num_members, *t.shape) for t in tokens)
+        )  # (E, S, L, ...)
+        return model.outputs(stacked)[member]  # (S, P, O)
+
+    outputs.module = model  # so the recorder can find its device and eval mode
+    return outputs
+
+
+class _evaluating:
+    """Context: an nn.Module (or a function wrapping one) in eval mode, then back."""
+
+    def __init__(self, model):
+        self.module = model if isinstance(model, nn.Module) else getattr(model, "module", None)
+        self.was_training = bool(self.module is not None and self.module.training)
+
+    def __enter__(self):
+        if self.module is not None:
+            self.module.eval()
+
+    def __exit__(self, *exc):
+        if self.module is not None:
+            self.module.train(self.was_training)
+
+
+def _module_device(model) -> torch.device:
+    module = model if isinstance(model, nn.Module) else getattr(model, "module", None)
+    if isinstance(module, nn.Module):
+        for parameter in module.parameters():
+            return parameter.device
+    return torch.device("cpu")
+
+
+def _load(path: Path) -> xr.Dataset:
+    if not path.is_file():
+        raise RiclError(
+            f"predictions file {str(path)!r} does not exist; write it first (ricl data)"
+        )
+    try:
+        ds = load_netcdf(path)
+    except (OSError, ValueError) as err:
+        raise RiclError(
+            f"predictions file {str(path)!r} is unreadable ({type(err).__name__})"
+        ) from None
+    if "strategy_prediction" not in ds or "spec" not in ds.attrs:
+        raise RiclError(f"{str(path)!r} is not a predictions file (no strategy_prediction)")
+    return ds
+
+
+def _file_spec(ds: xr.Dataset, path: Path):
+    """The file's scalar spec, from its ``spec`` attribute."""
+    try:
+        (spec,) = spec_from_dict(tomllib.loads(ds.attrs["spec"])).expand()
+    except (tomllib.TOMLDecodeError, ValueError) as err:
+        raise RiclError(f"{str(path)!r}: its spec attribute is unreadable ({err})") from None
+    return spec
+
+
+__all__ = ["RecordHook", "Recorder", "ensemble_member", "read_out"]
