@@ -161,12 +161,21 @@ def open_netcdf(path: str | Path, *, chunks: dict | None = None) -> xr.Dataset:
     with NETCDF_LOCK:
         try:
             return xr.open_dataset(path, chunks=chunks, engine="h5netcdf")
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, RuntimeError, KeyError):
+            pass  # a corrupt header ("Link iteration failed", a bad checksum): try libnetcdf
         try:
             return xr.open_dataset(path, chunks=chunks)
-        except (OSError, ValueError, RuntimeError) as err:
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
             raise RiclError(f"file {str(path)!r} cannot be read: {reading_error(err)}") from None
+
+
+def read_netcdf(path: str | Path) -> xr.Dataset:
+    """``load_netcdf``, with a file that cannot be read (not netCDF, a corrupt header or
+    chunk) refused in one line naming it."""
+    try:
+        return load_netcdf(path)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise RiclError(f"file {str(path)!r} cannot be read: {reading_error(err)}") from None
 
 
 def netcdf_groups(path: str | Path) -> list[str]:
@@ -178,7 +187,7 @@ def netcdf_groups(path: str | Path) -> list[str]:
         try:
             with netCDF4.Dataset(path) as nc:
                 return list(nc.groups)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
             raise RiclError(
                 f"file {str(path)!r} cannot be read as netCDF: {reading_error(err)}"
             ) from None

@@ -167,9 +167,9 @@ def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None
     runs = open_runs(runs_dir)
     _warn_diverged(runs)
     if behaviour_file is not None:
-        from rational_icl.io import load_netcdf
+        from rational_icl.io import read_netcdf
 
-        measured = load_netcdf(behaviour_file)
+        measured = read_netcdf(behaviour_file)
         _check_same_cells(measured, runs, behaviour_file, runs_dir)
     else:
         measured = behaviour(runs).compute()

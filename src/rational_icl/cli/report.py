@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rational_icl.errors import RiclError
-from rational_icl.io import load_netcdf, netcdf_groups
+from rational_icl.io import netcdf_groups, read_netcdf
 
 
 def add_parser(subparsers) -> None:
@@ -82,7 +82,7 @@ def read_inputs(paths: list[Path]):
         if source.is_dir():
             behaviour = load_behaviour(source)
         else:
-            behaviour = load_netcdf(source)
+            behaviour = read_netcdf(source)
             if "relative_distance" not in behaviour:
                 raise RiclError(
                     f"file {str(source)!r} is neither a fit (no posterior group) nor a "

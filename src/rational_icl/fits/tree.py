@@ -319,7 +319,7 @@ def read_fit(path: str | Path) -> xr.DataTree:
         raise RiclError(f"fit file {str(path)!r} does not exist")
     try:
         tree = load_datatree(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
