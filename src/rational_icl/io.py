@@ -243,6 +243,20 @@ def folder_lock(folder: str | Path, command: str):
             path.unlink(missing_ok=True)
 
 
+def check_no_live_writer(folder: str | Path, reader: str) -> None:
+    """Refuse to read ``folder`` while a live command holds its lock (or its parent's, the
+    folder of a ``ricl run``): its files are still being written."""
+    for where in (Path(folder), Path(folder).parent):
+        path = where / LOCK_NAME
+        holder = _read_lock(path) if path.exists() else None
+        if holder is not None and not _is_stale(holder):
+            raise RiclError(
+                f"{reader}: {str(folder)!r} is being written by `{holder.get('command')}` "
+                f"(host {holder.get('host')}, pid {holder.get('pid')}, lock {str(path)!r}); "
+                "wait for it to finish"
+            )
+
+
 def _take_lock(path: Path, holder: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
