@@ -339,3 +339,32 @@ def test_unfinished_runs_are_warned_about_and_recorded(folders, tmp_path, capsys
     warned = [line for line in out.splitlines() if line.startswith("warning: unfinished run")]
     assert len(warned) == 1 and f"{paths[0].name} (step 2912 of 4000)" in warned[0]
     assert paths[-1].name in read_fit(out_file).attrs["unfinished_runs"]
+
+
+def test_files_of_other_runs_are_refused_in_fit_compare_and_report(folders, tmp_path, capsys):
+    # item 5: seed 1 and seed 2 fits were ranked together, and --behaviour of other runs used
+    from rational_icl.fits import load_behaviour
+    from rational_icl.io import write_netcdf
+
+    other = tmp_path / "seed2"
+    other.mkdir()
+    for path in sorted(folders[1].glob("*.nc")):
+        with xr.open_dataset(path) as ds:
+            ds.load().assign_attrs(seed=2).to_netcdf(other / path.name)
+    common = ["--method", "map", "--chains", "1", "--draws", "50"]
+    fits = [tmp_path / "a.nc", tmp_path / "b.nc"]
+    for runs, out_file in zip((folders[1], other), fits, strict=True):
+        code, _, err = _ricl(capsys, "fit", runs, "-o", out_file, *common)
+        assert code == 0, err
+    behaviour_b = write_netcdf(load_behaviour(other), tmp_path / "behaviour_b.nc")
+    refusals = [
+        ("fit", folders[1], "-o", tmp_path / "c.nc", "--behaviour", behaviour_b, *common),
+        ("compare", *fits),
+        ("report", folders[1], fits[1], "-o", tmp_path / "rep"),
+    ]
+    for argv in refusals:
+        code, out, err = _ricl(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert code != 0 and len(lines) == 1, err
+        assert "was made from other runs than" in lines[0]
+    assert not (tmp_path / "c.nc").exists() and not (tmp_path / "rep").exists()

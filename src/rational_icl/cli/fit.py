@@ -164,6 +164,7 @@ def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None
 
     numpyro.set_host_device_count(max(settings.chains, os.cpu_count() or 1))
     from rational_icl.fits.behaviour import behaviour
+    from rational_icl.fits.identity import RUNS_IDENTITY, check_same_runs
     from rational_icl.fits.inference import fit
     from rational_icl.fits.runs import open_runs
     from rational_icl.fits.tree import write_fit
@@ -176,6 +177,9 @@ def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None
 
         measured = read_netcdf(behaviour_file)
         _check_same_cells(measured, runs, behaviour_file, runs_dir)
+        check_same_runs(
+            runs.attrs[RUNS_IDENTITY], measured, f"--behaviour {str(behaviour_file)!r}", runs_dir
+        )
     else:
         measured = behaviour(runs).compute()
     needs_runs = settings.observation == "outputs" or settings.context_dependent
@@ -183,8 +187,9 @@ def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None
         # NumPy's warning for a cell without values (e.g. a dropped checkpoint): no news
         warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
         tree = fit(measured, settings, runs=runs if needs_runs else None)
-    if "unfinished_runs" in runs.attrs:
-        tree.attrs["unfinished_runs"] = runs.attrs["unfinished_runs"]
+    for recorded in ("unfinished_runs", RUNS_IDENTITY):  # which runs the fit was made from
+        if recorded in runs.attrs:
+            tree.attrs[recorded] = runs.attrs[recorded]
     write_fit(tree, out)  # before the summary: a summary that fails must not lose the fit
     _report_safely(tree)
     print(f"wrote {out}")

@@ -95,7 +95,23 @@ def read_inputs(paths: list[Path]):
         if name in fits:
             raise RiclError(f"fit {str(path)!r} is given twice")
         fits[name] = read_fit(path)
+    _check_same_runs(behaviour, fits, behaviour_sources, fit_paths)
     return behaviour, fits
+
+
+def _check_same_runs(behaviour, fits, behaviour_sources, fit_paths) -> None:
+    """Every fit must have been made from the runs the report draws (issue 24, item 5)."""
+    from rational_icl.fits.identity import RUNS_IDENTITY, check_same_runs
+
+    if behaviour is None or RUNS_IDENTITY not in behaviour.attrs:
+        return
+    for fit, path in zip(fits.values(), fit_paths, strict=True):
+        check_same_runs(
+            str(behaviour.attrs[RUNS_IDENTITY]),
+            fit,
+            f"fit {str(path)!r}",
+            str(behaviour_sources[0]),
+        )
 
 
 def _is_fit(path: Path) -> bool:

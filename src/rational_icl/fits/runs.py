@@ -18,6 +18,7 @@ import xarray as xr
 
 from rational_icl.errors import RiclError
 from rational_icl.fits import validate
+from rational_icl.fits.identity import RUNS_IDENTITY, runs_identity
 from rational_icl.io import open_netcdf
 
 # Configuration attributes that become dimensions when they differ between run files.
@@ -110,7 +111,9 @@ def _check_before_reading(runs: list[tuple[Path, xr.Dataset]]) -> None:
 
 
 def _with_unfinished(combined: xr.Dataset, runs) -> xr.Dataset:
-    """Attribute ``unfinished_runs``: 'FILE (step S of M)' of runs stopped before max_steps."""
+    """Attribute ``unfinished_runs``: 'FILE (step S of M)' of runs stopped before max_steps;
+    and ``runs_identity``, which behaviour and fit files carry on (fits/identity.py)."""
+    combined.attrs[RUNS_IDENTITY] = runs_identity([ds.attrs for _, ds in runs])
     found = validate.unfinished_runs(runs)
     if found:
         combined.attrs["unfinished_runs"] = "; ".join(
