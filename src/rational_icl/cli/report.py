@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rational_icl.errors import RiclError
-from rational_icl.io import netcdf_groups, read_netcdf
+from rational_icl.io import check_no_live_writer, netcdf_groups, read_netcdf
 
 
 def add_parser(subparsers) -> None:
@@ -66,6 +66,7 @@ def read_inputs(paths: list[Path]):
     behaviour_sources, fit_paths = [], []
     for path in paths:
         if path.is_dir():
+            check_no_live_writer(path, "ricl report")  # its runs are still being written
             behaviour_sources.append(path)
         elif not path.is_file():
             raise RiclError(f"input {str(path)!r} does not exist")
