@@ -260,3 +260,18 @@ def test_a_datatree_reads_back_bit_for_bit_and_lists_its_groups(tmp_path):
     assert (
         io.netcdf_groups(io.write_netcdf(xr.Dataset({"x": ("a", [1.0])}), tmp_path / "d.nc")) == []
     )
+
+
+@pytest.mark.parametrize("offset", [0, 64, 200, 400, 800, 1200, 2000, 4000])
+def test_a_bit_flipped_file_is_one_line_naming_it(tmp_path, offset):
+    # Issue 24, item 9: a flipped header byte raised RuntimeError 'Link iteration failed'.
+    path = write_netcdf(_run_like(np.random.default_rng(2)), tmp_path / "run.nc")
+    data = bytearray(path.read_bytes())
+    for i in range(offset, offset + 16):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    for read in (io.open_netcdf, io.read_netcdf):
+        try:
+            read(path)
+        except RiclError as err:
+            assert str(path) in str(err) and "\n" not in str(err)

@@ -161,12 +161,21 @@ def open_netcdf(path: str | Path, *, chunks: dict | None = None) -> xr.Dataset:
     with NETCDF_LOCK:
         try:
             return xr.open_dataset(path, chunks=chunks, engine="h5netcdf")
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError, RuntimeError, KeyError):
+            pass  # a corrupt header ("Link iteration failed", a bad checksum): try libnetcdf
         try:
             return xr.open_dataset(path, chunks=chunks)
-        except (OSError, ValueError, RuntimeError) as err:
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
             raise RiclError(f"file {str(path)!r} cannot be read: {reading_error(err)}") from None
+
+
+def read_netcdf(path: str | Path) -> xr.Dataset:
+    """``load_netcdf``, with a file that cannot be read (not netCDF, a corrupt header or
+    chunk) refused in one line naming it."""
+    try:
+        return load_netcdf(path)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise RiclError(f"file {str(path)!r} cannot be read: {reading_error(err)}") from None
 
 
 def netcdf_groups(path: str | Path) -> list[str]:
@@ -178,7 +187,7 @@ def netcdf_groups(path: str | Path) -> list[str]:
         try:
             with netCDF4.Dataset(path) as nc:
                 return list(nc.groups)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
             raise RiclError(
                 f"file {str(path)!r} cannot be read as netCDF: {reading_error(err)}"
             ) from None
@@ -232,6 +241,20 @@ def folder_lock(folder: str | Path, command: str):
     finally:
         if _read_lock(path) == holder:  # never remove a lock someone else took over
             path.unlink(missing_ok=True)
+
+
+def check_no_live_writer(folder: str | Path, reader: str) -> None:
+    """Refuse to read ``folder`` while a live command holds its lock (or its parent's, the
+    folder of a ``ricl run``): its files are still being written."""
+    for where in (Path(folder), Path(folder).parent):
+        path = where / LOCK_NAME
+        holder = _read_lock(path) if path.exists() else None
+        if holder is not None and not _is_stale(holder):
+            raise RiclError(
+                f"{reader}: {str(folder)!r} is being written by `{holder.get('command')}` "
+                f"(host {holder.get('host')}, pid {holder.get('pid')}, lock {str(path)!r}); "
+                "wait for it to finish"
+            )
 
 
 def _take_lock(path: Path, holder: dict) -> None:

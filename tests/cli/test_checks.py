@@ -152,3 +152,11 @@ def test_the_memory_check_can_be_overridden(spec, tmp_path, capsys, monkeypatch)
     assert not out.exists()
     assert main(["data", str(spec), "--out", str(out), "--ignore-memory-check"]) == 0
     assert len(list(out.glob("*.nc"))) == 4
+
+
+def test_a_seed_past_64_bits_is_refused_in_one_line(tmp_path, capsys):
+    # Issue 24, item 12: --seed 99999999999999999999999 was an OverflowError traceback.
+    output = tmp_path / "fit.nc"
+    line = _refused(capsys, "fit", tmp_path / "runs", "-o", output, "--seed", "9" * 23)
+    assert "--seed must be an integer from 0 to 9223372036854775807" in line
+    assert not output.exists()

@@ -290,3 +290,84 @@ def test_centred_and_laplace_mass_matrix_reach_the_fit_settings(tmp_path):
         parser.parse_args([*argv, "--centred", "--mass-matrix", "laplace"])
     )
     assert (chosen.centred, chosen.mass_matrix) == (True, "laplace")
+
+
+# ---------------------------------------------------------------------------- issue 24
+
+
+def test_too_few_draws_for_loo_still_write_the_fit(folders, tmp_path, capsys):
+    # item 4: --draws 2 / --pointwise-draws 3 crashed in PSIS-LOO after sampling, losing it
+    out_file = tmp_path / "fit.nc"
+    argv = ["--chains", "1", "--warmup", "20", "--draws", "2", "--pointwise-draws", "3"]
+    code, out, err = _ricl(capsys, "fit", folders[1], "-o", out_file, *argv)
+    assert code == 0, err
+    assert "Traceback" not in err and "Mean of empty slice" not in err  # item 12
+    warned = [line for line in out.splitlines() if "need more draws than 2" in line]
+    assert len(warned) == 1 and out_file.exists()
+
+
+def test_fit_refuses_runs_a_live_command_is_writing(folders, tmp_path, capsys):
+    # item 6: `ricl fit` read runs while `ricl train` held the folder's lock
+    import json
+    import os
+    import socket
+
+    from rational_icl.io import LOCK_NAME
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for path in sorted(folders[1].glob("*.nc")):
+        (runs / path.name).write_bytes(path.read_bytes())
+    holder = {"command": "ricl train", "host": socket.gethostname(), "pid": os.getpid()}
+    (runs / LOCK_NAME).write_text(json.dumps(holder))
+    code, out, err = _ricl(capsys, "fit", runs, "-o", tmp_path / "fit.nc")
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    assert "is being written by `ricl train`" in err and not (tmp_path / "fit.nc").exists()
+
+
+def test_unfinished_runs_are_warned_about_and_recorded(folders, tmp_path, capsys):
+    # item 6: runs stopped at step 1632 of 3000 were fitted silently
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    paths = sorted(folders[1].glob("*.nc"))
+    for path in paths:
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+        ds.isel(checkpoint=slice(0, -3)).to_netcdf(runs / path.name)  # a killed ensemble
+    out_file = tmp_path / "fit.nc"
+    code, out, err = _ricl(
+        capsys, "fit", runs, "-o", out_file, "--method", "map", "--chains", "1", "--draws", "50"
+    )
+    assert code == 0, err
+    warned = [line for line in out.splitlines() if line.startswith("warning: unfinished run")]
+    assert len(warned) == 1 and f"{paths[0].name} (step 2912 of 4000)" in warned[0]
+    assert paths[-1].name in read_fit(out_file).attrs["unfinished_runs"]
+
+
+def test_files_of_other_runs_are_refused_in_fit_compare_and_report(folders, tmp_path, capsys):
+    # item 5: seed 1 and seed 2 fits were ranked together, and --behaviour of other runs used
+    from rational_icl.fits import load_behaviour
+    from rational_icl.io import write_netcdf
+
+    other = tmp_path / "seed2"
+    other.mkdir()
+    for path in sorted(folders[1].glob("*.nc")):
+        with xr.open_dataset(path) as ds:
+            ds.load().assign_attrs(seed=2).to_netcdf(other / path.name)
+    common = ["--method", "map", "--chains", "1", "--draws", "50"]
+    fits = [tmp_path / "a.nc", tmp_path / "b.nc"]
+    for runs, out_file in zip((folders[1], other), fits, strict=True):
+        code, _, err = _ricl(capsys, "fit", runs, "-o", out_file, *common)
+        assert code == 0, err
+    behaviour_b = write_netcdf(load_behaviour(other), tmp_path / "behaviour_b.nc")
+    refusals = [
+        ("fit", folders[1], "-o", tmp_path / "c.nc", "--behaviour", behaviour_b, *common),
+        ("compare", *fits),
+        ("report", folders[1], fits[1], "-o", tmp_path / "rep"),
+    ]
+    for argv in refusals:
+        code, out, err = _ricl(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert code != 0 and len(lines) == 1, err
+        assert "was made from other runs than" in lines[0]
+    assert not (tmp_path / "c.nc").exists() and not (tmp_path / "rep").exists()

@@ -71,3 +71,21 @@ def test_report_out_must_be_a_folder(sweep, tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["report", str(runs), "-o", str(tmp_path / "file")]) == 1
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_report_refuses_runs_a_live_command_is_writing(tmp_path, capsys):
+    # Issue 24, item 6: runs were read while `ricl train` held the folder's lock.
+    import json
+    import os
+    import socket
+
+    from rational_icl.io import LOCK_NAME
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    holder = {"command": "ricl train", "host": socket.gethostname(), "pid": os.getpid()}
+    (runs / LOCK_NAME).write_text(json.dumps(holder))
+    assert main(["report", str(runs), "-o", str(tmp_path / "rep")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is being written by `ricl train`" in err[0]
+    assert not (tmp_path / "rep").exists()

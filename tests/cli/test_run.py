@@ -114,3 +114,33 @@ def test_run_refuses_a_bad_held_out_design_before_anything_runs(tmp_path, capsys
     assert main(["run", "tiny-categorical", "-o", str(tmp_path), "--held-out", "later"]) == 1
     assert "held-out design 'later' is not valid; allowed:" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys):
+    # Issue 24, item 11: a rerun with other fit options kept the old fit ("done, kept");
+    # item 2: a second spec's runs joined the first's in one folder.
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(SPEC)
+    job = tmp_path / "job"
+    assert main(["data", str(spec), "--out", str(tmp_path / "data")]) == 0
+    simulate_runs(tmp_path / "data", job / "runs", seed=2)
+    assert main(["run", str(spec), "-o", str(job), *FIT]) == 0
+    capsys.readouterr()
+
+    before = (job / "fit.nc").stat().st_mtime_ns
+    changed = [*FIT, "--measure", "relative-distance", "--splits", "id"]
+    assert main(["run", str(spec), "-o", str(job), *changed]) == 0
+    out = capsys.readouterr().out
+    assert "== fit: options differ" in out and "measure barycentric -> relative-distance" in out
+    assert "fitted_splits id,ood -> id" in out and "== fit: done, kept" not in out
+    assert (job / "fit.nc").stat().st_mtime_ns != before
+    assert main(["run", str(spec), "-o", str(job), *changed]) == 0
+    assert "== fit: done, kept" in capsys.readouterr().out  # now they agree
+
+    other = tmp_path / "other.toml"
+    other.write_text(SPEC.replace("num_tasks = [2, 8, 32, 128]", "num_tasks = [2, 16]"))
+    listing = sorted(p.name for p in job.rglob("*"))
+    assert main(["run", str(other), "-o", str(job), *FIT]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds runs of the spec in" in err[0] and "spec.toml" in err[0]
+    assert sorted(p.name for p in job.rglob("*")) == listing  # nothing written

@@ -1,5 +1,6 @@
 """Spec loading, validation (one-line errors) and grid expansion."""
 
+import math
 import re
 import tomllib
 
@@ -164,3 +165,35 @@ def test_a_setting_brings_its_own_keys(coin_setting):
     # the registered settings are the allowed values of `setting`
     with pytest.raises(SpecError, match="allowed: one of categorical-sequence, .*, coin"):
         spec_from_dict({"setting": "urns"})
+
+
+# Issue 24, items 3 and 12: legal-looking values that gave NaN files, hangs or tracebacks.
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"prior": [math.inf, 1, 1, 1]}, "spec key 'prior': value inf is not finite"),
+        ({"within_class_variance": math.inf}, "'within_class_variance': value inf is not finite"),
+        ({"model": {"mlp_expansion_factor": math.inf}}, "'model.mlp_expansion_factor': value inf"),
+        ({"noise_variance": math.nan}, "'noise_variance': value nan is not finite"),
+        ({"seed": 2**64}, "'seed': value 18446744073709551616 is out of range; allowed: integers"),
+        ({"num_tasks": [2, 2, 4]}, "'num_tasks': value(s) [2] repeated"),
+        (
+            {"training": {"max_steps": 3, "num_checkpoints": 10}},
+            "'training.num_checkpoints': value 10 needs max_steps > 20",
+        ),
+    ],
+)
+def test_non_finite_out_of_range_and_repeated_values_are_refused(raw, message):
+    setting = "linear-regression" if "noise_variance" in raw else "categorical-sequence"
+    if "within_class_variance" in raw:
+        setting = "classification"
+    with pytest.raises(SpecError) as err:
+        spec_from_dict({"setting": setting, **raw})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_largest_seed_and_one_checkpoint_of_a_short_run_are_allowed():
+    spec_from_dict({"setting": "classification", "seed": 2**63 - 1})
+    spec_from_dict(
+        {"setting": "classification", "training": {"max_steps": 3, "num_checkpoints": 1}}
+    )

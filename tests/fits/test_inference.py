@@ -135,3 +135,11 @@ def test_fitting_one_split_masks_the_others(behaviour):
     spread = noise.std(["chain", "draw", "num_tasks", "checkpoint"])
     np.testing.assert_allclose(spread.sel(split="ood"), spread.sel(split="id"), rtol=0.15)
     assert float(spread.sel(split="id")) == pytest.approx(0.05, rel=0.3)
+
+
+def test_a_fit_without_fitted_cells_is_refused_before_sampling(behaviour):
+    # Issue 24, item 4: a --drop-early that dropped every cell crashed after NUTS had run.
+    empty = behaviour.assign(relative_distance=behaviour.relative_distance * np.nan)
+    settings = inputs.FitSettings(measure="relative-distance", chains=1, draws=10, warmup=10)
+    with pytest.raises(RiclError, match="no cell is left to fit"):
+        inference.fit(empty, settings)

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -169,3 +170,16 @@ def test_a_fit_with_unreliable_loo_gets_a_note_not_numbers(behaviour, fit, tmp_p
     assert row["note"].item().startswith("PSIS-LOO not reported: ")
     assert row["elpd"].item() == ""  # no number for it
     assert (table[table["fit"] != "unidentified"]["note"] == "").all()
+
+
+def test_figure_names_from_file_values_stay_inside_the_report_folder(behaviour, tmp_path):
+    # Issue 24, item 1: a configuration value read from the runs ('/../../x/PWN') became part
+    # of a figure's file name and the report wrote outside -o.
+    hostile = "/../../../escaped/PWN<img src=x onerror=alert(1)>"
+    crafted = behaviour.expand_dims(mlp_expansion_factor=np.array([hostile]))
+    out = tmp_path / "deep" / "er" / "rep"
+    write_report(out, behaviour=crafted)
+    written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
+    assert all(p.parts[:3] == ("deep", "er", "rep") for p in written), written
+    names = [p.name for p in (out / "figures").iterdir()]
+    assert names and all(re.fullmatch(r"[A-Za-z0-9._+-]+\.png", n) for n in names), names

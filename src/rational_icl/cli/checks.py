@@ -46,13 +46,21 @@ def check_writable_file(option: str, path: Path) -> None:
 
 def check_sampler_options(args) -> None:
     """--chains, --draws (and --pointwise-draws where the command has it) at least 1,
-    --warmup at least 0: the sampler options ``ricl fit`` and ``ricl run`` share."""
+    --warmup at least 0, --seed in 0 .. 2^63 - 1: the sampler options ``ricl fit`` and
+    ``ricl run`` share."""
     for name in ("chains", "draws", "pointwise_draws"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise RiclError(f"--{name.replace('_', '-')} must be at least 1; got {value}")
     if args.warmup < 0:
         raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= MAX_FIT_SEED:
+        # jax.random.PRNGKey takes a 64-bit integer (a larger one is an OverflowError)
+        raise RiclError(f"--seed must be an integer from 0 to {MAX_FIT_SEED}; got {seed}")
+
+
+MAX_FIT_SEED = 2**63 - 1
 
 
 def check_device(name: str | None, *, probe: bool = True) -> str:

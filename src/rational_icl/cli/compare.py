@@ -31,6 +31,7 @@ def run(args) -> int:
         raise RiclError("two fit files have the same name; give each fit a distinct file name")
     fits = {name: read_fit(path) for name, path in zip(names, args.fits, strict=True)}
     _check_same_cells(fits, args.fits)
+    _check_same_runs(fits, args.fits)
     table = compare(fits)
     for name in table.index:
         table.loc[name, "ablation"] = fits[name].attrs.get("ablation", "")
@@ -39,6 +40,18 @@ def run(args) -> int:
     for name, why in table.attrs.get("not_ranked", {}).items():
         print(f"warning: {name} not ranked: {why}")
     return 0
+
+
+def _check_same_runs(fits, paths) -> None:
+    """Fits of different runs (recorded ``runs_identity``) cannot be ranked against each
+    other; fits written before the identity was recorded are let through."""
+    from rational_icl.fits.identity import RUNS_IDENTITY, check_same_runs
+
+    first = [(t, p) for t, p in zip(fits.values(), paths, strict=True) if RUNS_IDENTITY in t.attrs]
+    for tree, path in first[1:]:
+        check_same_runs(
+            str(first[0][0].attrs[RUNS_IDENTITY]), tree, f"fit {str(path)!r}", str(first[0][1])
+        )
 
 
 def _check_same_cells(fits, paths) -> None:

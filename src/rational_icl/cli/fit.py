@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from rational_icl.cli.checks import check_sampler_options, check_writable_file
@@ -135,7 +136,10 @@ def add_held_out_option(parser) -> None:
 
 
 def run(args) -> int:
+    from rational_icl.io import check_no_live_writer
+
     _check_args(args)
+    check_no_live_writer(args.runs_dir, "ricl fit")  # (ricl run holds it and fits itself)
     fit_runs(args.runs_dir, args.out, fit_settings(args), behaviour_file=args.behaviour)
     return 0
 
@@ -184,25 +188,59 @@ def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None
 
     numpyro.set_host_device_count(max(settings.chains, os.cpu_count() or 1))
     from rational_icl.fits.behaviour import behaviour
+    from rational_icl.fits.identity import RUNS_IDENTITY, check_same_runs
     from rational_icl.fits.inference import fit
     from rational_icl.fits.runs import open_runs
     from rational_icl.fits.tree import write_fit
 
     runs = open_runs(runs_dir)
     _warn_diverged(runs)
+    _warn_unfinished(runs)
     if behaviour_file is not None:
-        from rational_icl.io import load_netcdf
+        from rational_icl.io import read_netcdf
 
-        measured = load_netcdf(behaviour_file)
+        measured = read_netcdf(behaviour_file)
         _check_same_cells(measured, runs, behaviour_file, runs_dir)
+        check_same_runs(
+            runs.attrs[RUNS_IDENTITY], measured, f"--behaviour {str(behaviour_file)!r}", runs_dir
+        )
     else:
         measured = behaviour(runs).compute()
     needs_runs = settings.observation == "outputs" or settings.context_dependent
-    tree = fit(measured, settings, runs=runs if needs_runs else None)
-    _report(tree)
-    write_fit(tree, out)
+    with warnings.catch_warnings():
+        # NumPy's warning for a cell without values (e.g. a dropped checkpoint): no news
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        tree = fit(measured, settings, runs=runs if needs_runs else None)
+    for recorded in ("unfinished_runs", RUNS_IDENTITY):  # which runs the fit was made from
+        if recorded in runs.attrs:
+            tree.attrs[recorded] = runs.attrs[recorded]
+    write_fit(tree, out)  # before the summary: a summary that fails must not lose the fit
+    _report_safely(tree)
     print(f"wrote {out}")
     return tree
+
+
+def _warn_unfinished(runs) -> None:
+    """One line naming the runs that stopped before max_steps (a kill, or a live training)."""
+    if "unfinished_runs" in runs.attrs:
+        print(
+            f"warning: unfinished run(s), fitted as they are: {runs.attrs['unfinished_runs']}; "
+            "resume them with `ricl train` for the full fit"
+        )
+
+
+def _report_safely(tree) -> None:
+    """``_report``, with a diagnostic that cannot be computed from this few draws (ESS, LOO
+    need several per chain) said in one line instead of a traceback."""
+    try:
+        _report(tree)
+    except (IndexError, ValueError, ZeroDivisionError) as err:
+        draws = tree.posterior.sizes.get("draw", 0)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(
+            f"warning: the fit's diagnostics need more draws than {draws} per chain (pass "
+            f"--draws and --pointwise-draws of 100 or more): {reason}"
+        )
 
 
 def _check_same_cells(measured, runs, behaviour_file, runs_dir) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rational_icl.errors import RiclError
-from rational_icl.io import load_netcdf, netcdf_groups
+from rational_icl.io import check_no_live_writer, netcdf_groups, read_netcdf
 
 
 def add_parser(subparsers) -> None:
@@ -66,6 +66,7 @@ def read_inputs(paths: list[Path]):
     behaviour_sources, fit_paths = [], []
     for path in paths:
         if path.is_dir():
+            check_no_live_writer(path, "ricl report")  # its runs are still being written
             behaviour_sources.append(path)
         elif not path.is_file():
             raise RiclError(f"input {str(path)!r} does not exist")
@@ -82,7 +83,7 @@ def read_inputs(paths: list[Path]):
         if source.is_dir():
             behaviour = load_behaviour(source)
         else:
-            behaviour = load_netcdf(source)
+            behaviour = read_netcdf(source)
             if "relative_distance" not in behaviour:
                 raise RiclError(
                     f"file {str(source)!r} is neither a fit (no posterior group) nor a "
@@ -95,7 +96,23 @@ def read_inputs(paths: list[Path]):
         if name in fits:
             raise RiclError(f"fit {str(path)!r} is given twice")
         fits[name] = read_fit(path)
+    _check_same_runs(behaviour, fits, behaviour_sources, fit_paths)
     return behaviour, fits
+
+
+def _check_same_runs(behaviour, fits, behaviour_sources, fit_paths) -> None:
+    """Every fit must have been made from the runs the report draws (issue 24, item 5)."""
+    from rational_icl.fits.identity import RUNS_IDENTITY, check_same_runs
+
+    if behaviour is None or RUNS_IDENTITY not in behaviour.attrs:
+        return
+    for fit, path in zip(fits.values(), fit_paths, strict=True):
+        check_same_runs(
+            str(behaviour.attrs[RUNS_IDENTITY]),
+            fit,
+            f"fit {str(path)!r}",
+            str(behaviour_sources[0]),
+        )
 
 
 def _is_fit(path: Path) -> bool:

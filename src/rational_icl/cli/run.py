@@ -166,9 +166,10 @@ def run_spec(spec, folder: Path, args) -> Path:
     fit_file, report_dir = folder / "fit.nc", folder / "report"
     spec_file = folder / "spec.toml"
     folder.mkdir(parents=True, exist_ok=True)
+    run_files = [runs_dir / f"{r.name}.nc" for r in spec.runs()]
+    _check_same_experiment(spec_file, runs_dir, run_files)
     if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
         spec_file.write_text(spec.to_toml())  # the commands printed below read it from here
-    run_files = [runs_dir / f"{r.name}.nc" for r in spec.runs()]
 
     if args.force or not all(p.exists() for p in run_files):
         with _stage(["data", str(spec_file), "--out", str(runs_dir), *_force(args)]):
@@ -188,7 +189,10 @@ def run_spec(spec, folder: Path, args) -> Path:
         _behaviour(runs_dir, behaviour_file)
     else:
         _skip("behaviour", behaviour_file)
-    if args.force or not _newer(fit_file, [*run_files, behaviour_file]):
+    changed = _changed_fit_options(fit_file, fit_options(args))
+    if changed:
+        print(f"== fit: options differ from {fit_file}'s ({changed}); fitting again")
+    if args.force or changed or not _newer(fit_file, [*run_files, behaviour_file]):
         settings = _fit_settings(args)
         with _stage(_fit_command(runs_dir, fit_file, behaviour_file, args)):
             fit_runs(runs_dir, fit_file, settings, behaviour_file=behaviour_file)
@@ -201,6 +205,61 @@ def run_spec(spec, folder: Path, args) -> Path:
     else:
         _skip("report", page)
     return page
+
+
+def _check_same_experiment(spec_file: Path, runs_dir: Path, run_files: list[Path]) -> None:
+    """Refuse a spec whose runs would join those another spec wrote to this folder: the fit
+    and the report would mix both while spec.toml names one (issue 24, item 2)."""
+    if not spec_file.exists() or not runs_dir.is_dir():
+        return
+    expected = {p.name for p in run_files}
+    others = sorted(p.name for p in runs_dir.glob("*.nc") if p.name not in expected)
+    if others:
+        raise RiclError(
+            f"{str(runs_dir)!r} holds runs of the spec in {str(spec_file)!r} (e.g. {others[0]!r}) "
+            "that this spec does not make; give another -o, or move those runs away"
+        )
+
+
+def fit_options(args) -> dict:
+    """The fit's root attributes (fits/tree.py) these options set, by attribute; None: not
+    compared (``auto`` is resolved from the data). Options that join the fit join here."""
+    return {
+        "inference_method": args.method,
+        "measure": None if args.measure == "auto" else args.measure,
+        "fitted_splits": None if args.splits == "all" else args.splits,
+        "drop_early": int(bool(args.drop_early)),
+        "held_out_design": args.held_out,
+    }
+
+
+def _recorded_fit_options(fit_file: Path) -> dict:
+    """``fit_options``' attributes as ``fit_file`` records them (drop_early: whether it has
+    the dropped cells); {} when there is no readable fit."""
+    from rational_icl.fits.tree import read_fit
+
+    if not fit_file.is_file():
+        return {}
+    try:
+        tree = read_fit(fit_file)
+    except RiclError:
+        return {}  # an unreadable fit is refitted anyway (it is older than nothing)
+    recorded = dict(tree.attrs)
+    recorded["drop_early"] = int("dropped" in tree["constant_data"].data_vars)
+    return recorded
+
+
+def _changed_fit_options(fit_file: Path, options: dict) -> str:
+    """'name recorded -> wanted' for each option the existing fit was made with otherwise."""
+    recorded = _recorded_fit_options(fit_file)
+    if not recorded:
+        return ""
+    changed = [
+        f"{name} {recorded.get(name)!s} -> {wanted}"
+        for name, wanted in options.items()
+        if wanted is not None and str(recorded.get(name)) != str(wanted)
+    ]
+    return ", ".join(changed)
 
 
 def _fit_settings(args):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 
 from rational_icl.data.settings import SETTINGS, SpecOption, setting_class
@@ -176,6 +177,7 @@ def to_dict(spec: ExperimentSpec) -> dict:
 # Each field: (allowed types, check, description of what is allowed). Fields whose value may
 # be a list that expands into a grid are marked in _GRID_FIELDS.
 _INT, _FLOAT, _STR = (int,), (int, float), (str,)
+MAX_SEED = 2**63 - 1
 _RULES = {
     # settings may register after this module is loaded: the allowed text is made when needed
     "setting": (_STR, lambda v: v in SETTINGS, lambda: f"one of {', '.join(SETTINGS)}"),
@@ -183,7 +185,8 @@ _RULES = {
     "num_dims": (_INT, lambda v: v >= 2, "integers >= 2"),
     "context_length": (_INT, lambda v: v >= 2, "integers >= 2"),
     "num_tasks": (_INT, lambda v: v >= 1, "integers >= 1"),
-    "seed": (_INT, lambda v: v >= 0, "integers >= 0"),
+    # files store the seed as an int64 attribute
+    "seed": (_INT, lambda v: 0 <= v <= MAX_SEED, f"integers from 0 to {2**63 - 1}"),
     "noise_variance": (_FLOAT, lambda v: v > 0, "numbers > 0"),
     "within_class_variance": (_FLOAT, lambda v: v > 0, "numbers > 0"),
     "prior": (_FLOAT, lambda v: v > 0, "numbers > 0 (Dirichlet concentration)"),
@@ -270,12 +273,22 @@ def _validate_value(full_key: str, key: str, value, rule=None):
                 f"spec key {full_key!r}: value {item!r} has the wrong type; allowed: {kind}"
                 f"{'' if allowed.startswith(kind) else ' (' + allowed + ')'}"
             )
+        if isinstance(item, float) and not math.isfinite(item):
+            # inf and nan pass "> 0" checks and give NaN files or hang the samplers
+            raise SpecError(
+                f"spec key {full_key!r}: value {item!r} is not finite; allowed: finite {allowed}"
+            )
         if not check(item):
             raise SpecError(
                 f"spec key {full_key!r}: value {item!r} is out of range; allowed: {allowed}"
             )
     if types == _FLOAT:
         items = [float(v) for v in items]
+    if key == "num_tasks" and len(set(items)) < len(items):
+        repeated = sorted({v for v in items if items.count(v) > 1})
+        raise SpecError(
+            f"spec key {full_key!r}: value(s) {repeated} repeated; allowed: distinct {allowed}"
+        )
     return tuple(items) if is_list else items[0]
 
 
@@ -299,6 +312,7 @@ def _setting_options(raw: dict) -> tuple[tuple[str, object], ...]:
 
 
 def _check_cross_fields(spec: ExperimentSpec) -> None:
+    _check_checkpoints(spec.training)
     for s in spec.expand():
         if s.model.hidden_size % s.model.num_heads:
             raise SpecError(
@@ -313,6 +327,21 @@ def _check_cross_fields(spec: ExperimentSpec) -> None:
             )
         _check_setting_keys(s)
         setting_class(s.setting).check_spec(s)
+
+
+def _check_checkpoints(training: TrainingConfig) -> None:
+    """Refuse a schedule that asks for several checkpoints but records one (e.g. max_steps
+    = 3 with num_checkpoints = 10): a fit needs two, and would find out only after training."""
+    from rational_icl.formulas import FIRST_CHECKPOINT, checkpoint_steps
+
+    recorded = len(checkpoint_steps(training.max_steps, training.num_checkpoints))
+    if training.num_checkpoints > 1 and recorded < 2:
+        raise SpecError(
+            f"spec key 'training.num_checkpoints': value {training.num_checkpoints} needs "
+            f"max_steps > {FIRST_CHECKPOINT} (the first checkpoint's step), got max_steps "
+            f"{training.max_steps}, which records 1 checkpoint; allowed: num_checkpoints = 1 "
+            f"or max_steps > {FIRST_CHECKPOINT}"
+        )
 
 
 def _check_setting_keys(spec: ExperimentSpec) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 
 import xarray as xr
 
+from rational_icl.errors import RiclError
 from rational_icl.fits import engines
 from rational_icl.fits import model as rational
 from rational_icl.fits.inputs import FitSettings, model_inputs, resolved_pooling
@@ -39,6 +40,7 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
     """
     settings = dataclasses.replace(settings, pooling=resolved_pooling(behaviour, settings.pooling))
     inputs = model_inputs(behaviour, settings, runs)
+    _check_cells_remain(inputs, settings)
     model = (
         rational.relative_distance_model
         if settings.observation == "relative-distance"
@@ -53,6 +55,20 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
         start = target.best_prior_draw(keys.start, 256)
     draws = engines.ENGINES[settings.method](target, start, keys, settings)
     return datatree(target, inputs, draws, keys.predict, settings, behaviour)
+
+
+def _check_cells_remain(inputs, settings: FitSettings) -> None:
+    """Refuse, before sampling, a fit with no cell to fit (e.g. --drop-early dropped all):
+    the sampler would run, then every summary of the fitted cells would fail."""
+    if not bool(inputs.fit_mask.any()):
+        dropped = 0 if inputs.dropped is None else int(inputs.dropped.sum())
+        held_out = int(inputs.held_out.sum())
+        raise RiclError(
+            f"no cell is left to fit: of {inputs.fit_mask.size} cells, {held_out} are held out "
+            f"and {dropped} early cells were dropped"
+            f"{' (leave out --drop-early)' if settings.drop_early else ''}; a fit needs at "
+            "least one fitted cell"
+        )
 
 
 def _relative_distance_map(behaviour, settings: FitSettings, key) -> dict:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dask
 import numpy as np
 import xarray as xr
 
 from rational_icl.errors import RiclError
+from rational_icl.fits import validate
+from rational_icl.fits.identity import RUNS_IDENTITY, runs_identity
 from rational_icl.io import open_netcdf
 
 # Configuration attributes that become dimensions when they differ between run files. The
@@ -93,11 +94,33 @@ def open_runs(folder: str | Path, *, check_values: bool = True) -> xr.Dataset:
         raise RiclError(
             f"no run files in {str(folder)!r}: no *.nc file below it holds strategy_prediction"
         )
+    _check_before_reading(runs)
     runs = [(path, _checked(ds, path)) for path, ds in runs]
     if check_values:
         _check_no_nan(runs)
+        validate.check_values(runs)
     _check_consistent(runs)
-    return _combine(runs)
+    validate.check_same_spec(runs)
+    return _with_unfinished(_combine(runs), runs)
+
+
+def _check_before_reading(runs: list[tuple[Path, xr.Dataset]]) -> None:
+    """Attribute types and declared sizes, before any array is made from them."""
+    for path, ds in runs:
+        validate.check_attribute_types(ds, path)
+    validate.check_memory(runs)
+
+
+def _with_unfinished(combined: xr.Dataset, runs) -> xr.Dataset:
+    """Attribute ``unfinished_runs``: 'FILE (step S of M)' of runs stopped before max_steps;
+    and ``runs_identity``, which behaviour and fit files carry on (fits/identity.py)."""
+    combined.attrs[RUNS_IDENTITY] = runs_identity([ds.attrs for _, ds in runs])
+    found = validate.unfinished_runs(runs)
+    if found:
+        combined.attrs["unfinished_runs"] = "; ".join(
+            f"{str(path)} (step {last} of {total})" for path, last, total in found
+        )
+    return combined
 
 
 def config_dims(runs: xr.Dataset) -> tuple[str, ...]:
@@ -160,6 +183,7 @@ def _checked(ds: xr.Dataset, path: Path) -> xr.Dataset:
     for var in ("transformer_loss", "strategy_loss", "strategy_complexity"):
         if bool(ds[var].isnull().any()):
             raise RiclError(f"file {name!r}: variable {var!r} contains NaN")
+    validate.check_small_values(ds, path)
     # Dims without a coordinate get 0..n-1, so runs of different lengths align by index.
     for dim in ("sequence", "position", "outcome", "feature", "context"):
         if dim in ds.dims and dim not in ds.coords:
@@ -176,7 +200,8 @@ def _check_no_nan(runs: list[tuple[Path, xr.Dataset]]) -> None:
         if ds[var].ndim > 2
     ]
     names = [(path, var) for path, ds in runs for var in REQUIRED_VARIABLES if ds[var].ndim > 2]
-    for (path, var), has_nan in zip(names, dask.compute(*flags), strict=True):
+    computed = validate.read_all(path for path, _ in names)(*flags)
+    for (path, var), has_nan in zip(names, computed, strict=True):
         if has_nan:
             raise RiclError(f"file {str(path)!r}: variable {var!r} contains NaN")
 

@@ -18,6 +18,7 @@ from rational_icl import __version__
 from rational_icl.errors import RiclError, reading_error
 from rational_icl.fits.adequacy import family_distance_summary, inadequate_num_tasks
 from rational_icl.fits.engines import Draws, Target
+from rational_icl.fits.identity import check_fit
 from rational_icl.fits.inputs import (
     AUTHORS_WITHIN,
     SAMPLE_DIMS,
@@ -332,10 +333,11 @@ def read_fit(path: str | Path) -> xr.DataTree:
         raise RiclError(f"fit file {str(path)!r} does not exist")
     try:
         tree = load_datatree(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
+    check_fit(tree, path)
     posterior = tree.posterior.to_dataset(inherit=False)
     if posterior.attrs.pop(_SAME_IN_EVERY_SPLIT, None) is not None:  # see write_fit
         weight = posterior.weight_memorizing.drop_attrs()

@@ -51,7 +51,7 @@ def configurations(data: xr.Dataset | xr.DataArray) -> list[dict]:
         return [{}]
     grid = np.meshgrid(*(data[d].values for d in dims), indexing="ij")
     return [
-        {d: g.item() for d, g in zip(dims, values, strict=True)}
+        {d: np.asarray(g).item() for d, g in zip(dims, values, strict=True)}
         for values in zip(*(g.ravel() for g in grid), strict=True)
     ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -163,7 +164,7 @@ def render_figures(
     rendered = []
     for spec in specs:
         for config in configs if spec.per_configuration else [{}]:
-            suffix = "".join(f"_{k}{v}" for k, v in config.items())
+            suffix = _suffix(config, taken={r.name for r in rendered}, stem=spec.name)
             title = spec.title + (f" ({_describe(config)})" if config else "")
             try:
                 figure = spec.draw(behaviour, fit, config)
@@ -172,6 +173,34 @@ def render_figures(
                 break
             rendered.append(Rendered(spec.name + suffix, title, spec.caption, _png(figure)))
     return rendered
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def _slug(value) -> str:
+    """``value`` as a file-name part: letters, digits, . _ + - (others, slashes included,
+    become '-'), at most 40 characters. The values come from input files' attributes, so a
+    crafted one must not steer the path (e.g. '/../../tmp/x') or the page."""
+    return _UNSAFE.sub("-", str(value))[:40] or "-"
+
+
+def _suffix(config: dict, *, taken: set[str], stem: str) -> str:
+    """The file-name suffix of one configuration's figure; an index keeps two
+    configurations whose values slug alike apart."""
+    suffix = "".join(f"_{_slug(k)}{_slug(v)}" for k, v in config.items())
+    index, unique = 1, suffix
+    while stem + unique in taken:
+        index += 1
+        unique = f"{suffix}_{index}"
+    return unique
+
+
+def _inside(out: Path, path: Path) -> Path:
+    """``path``, after checking that it resolves inside the report folder ``out``."""
+    if not path.resolve().is_relative_to(out.resolve()):
+        raise RiclError(f"report file {str(path)!r} would be written outside {str(out)!r}")
+    return path
 
 
 def _describe(config: dict) -> str:
@@ -241,10 +270,10 @@ def write_report(
     found_tables = report_tables(fits)
     for item in rendered:
         if item.png is not None:
-            with atomic_path(out / "figures" / f"{item.name}.png") as tmp:
+            with atomic_path(_inside(out, out / "figures" / f"{item.name}.png")) as tmp:
                 tmp.write_bytes(item.png)
     for stem, (_, table) in found_tables.items():
-        with atomic_path(out / "tables" / f"{stem}.csv") as tmp:
+        with atomic_path(_inside(out, out / "tables" / f"{stem}.csv")) as tmp:
             table.to_csv(tmp)
     page = _page(title, rendered, found_tables, sources or [], behaviour, fit)
     with atomic_path(out / "index.html") as tmp:

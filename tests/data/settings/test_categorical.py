@@ -96,3 +96,11 @@ def test_prediction_loss_of_the_truth_is_zero_for_categorical():
     batch = setting.sample_batch(tasks, 4, generator(0, "s"))
     truth = tasks.tasks[batch.task_index][:, None, :].expand(4, 7, 5)
     assert torch.allclose(setting.prediction_loss(truth, batch, tasks), torch.zeros(()).double())
+
+
+def test_small_dirichlet_concentrations_give_finite_normalised_tasks():
+    # Issue 24, item 3: prior 0.001 underflowed every Gamma draw of a row to 0 (NaN tasks).
+    setting = CategoricalSequence(4, 8, prior=(0.001,) * 4)
+    tasks = setting.sample_tasks(64, generator(1, "tasks", 64)).tasks
+    assert torch.isfinite(tasks).all()
+    np.testing.assert_allclose(tasks.sum(-1).numpy(), 1.0, rtol=1e-12)

@@ -127,8 +127,13 @@ class CategoricalSequence(Setting):
     def sample_tasks(self, num_tasks: int, gen: torch.Generator) -> TaskSet:
         # Dirichlet as normalised Gamma draws; torch's own Gamma sampler takes no
         # generator, so draw them here to keep every stream seeded.
-        gamma = _gamma(self.concentration.expand(num_tasks, -1), gen)  # (D, K)
+        gamma, log_gamma = _gamma(self.concentration.expand(num_tasks, -1), gen)  # (D, K)
         probs = gamma / gamma.sum(-1, keepdim=True)
+        # Small concentrations (e.g. 0.001) underflow every draw of a row to 0 (0/0 = NaN):
+        # normalise those rows in log space. Other rows keep the plain ratio, bit for bit.
+        bad = ~torch.isfinite(probs).all(-1)
+        if bad.any():
+            probs[bad] = torch.softmax(log_gamma[bad], -1)
         return TaskSet(probs.clamp_min(torch.finfo(torch.float64).tiny))
 
     def sample_batch(
@@ -190,8 +195,9 @@ class CategoricalSequence(Setting):
 # ---------------------------------------------------------------------------- sampling
 
 
-def _gamma(concentration: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Gamma(concentration, 1) draws from an explicit generator (Marsaglia-Tsang, vectorised)."""
+def _gamma(concentration: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gamma(concentration, 1) draws from an explicit generator (Marsaglia-Tsang, vectorised),
+    and their logarithms (finite where a small concentration underflows the draw to 0)."""
     # For a < 1 draw Gamma(a + 1) and scale by U^(1/a).
     a = concentration
     boost = a < 1
@@ -209,7 +215,9 @@ def _gamma(concentration: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         accept = todo & ok
         out[accept] = (d * v)[accept]
         todo &= ~ok
+    log_out = torch.log(out)
     if boost.any():
         u = torch.rand(a.shape, generator=gen, dtype=a.dtype)
+        log_out = torch.where(boost, log_out + torch.log(u) / a, log_out)
         out = torch.where(boost, out * u ** (1 / a), out)
-    return out
+    return out, log_out
