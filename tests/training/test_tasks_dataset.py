@@ -19,7 +19,7 @@ def _spec(setting):
             "context_length": 6,
             "num_tasks": [2, 8],
             "model": {"num_layers": 1, "hidden_size": 8},
-            "training": {"batch_size": 5, "max_steps": 10, "num_checkpoints": 2},
+            "training": {"batch_size": 5, "max_steps": 10, "num_checkpoints": 1},
             "evaluation": {"num_sequences": 4, "num_loss_sequences": 20},
         }
     ).expand()
