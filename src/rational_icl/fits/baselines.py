@@ -113,7 +113,7 @@ def predictive_skill(
     """
     scored = (scored.broadcast_like(observed) & observed.notnull()).transpose(*observed.dims)
     baselines = baseline_predictions(observed, fitted)
-    oracle = observed.where(scored).mean("checkpoint").broadcast_like(observed)
+    oracle = held_out_mean(observed, scored)
     predictors = {"model": predicted, **dict(baselines.data_vars), ORACLE: oracle}
     coverage = _coverage(observed, predictive, scored, sample_dims)
     rows = [_scores(p.broadcast_like(observed), observed, scored) for p in predictors.values()]
@@ -143,6 +143,12 @@ def predictive_skill(
 
 
 # ---------------------------------------------------------------------------- baselines
+
+
+def held_out_mean(observed: xr.DataArray, cells: xr.DataArray) -> xr.DataArray:
+    """The oracle: each num_tasks' mean observed weight over ``cells``, the very cells it is
+    scored on (so it sees them, and is no baseline)."""
+    return observed.where(cells).mean("checkpoint", skipna=True).broadcast_like(observed)
 
 
 def _fitted_values(observed, fitted):

@@ -18,11 +18,10 @@ from rational_icl.fits import parameters, sufficient
 from rational_icl.fits.behaviour import context_loss
 from rational_icl.fits.designs import held_out_cells_of, held_out_design
 from rational_icl.fits.runs import CONFIG_DIMS
+from rational_icl.fits.runs import config_dims as _config_dims
 
 # before any array is made: K ** beta and N ** (1 - alpha) span many orders of magnitude
 numpyro.enable_x64()
-
-CONFIGURATION_DIMS = CONFIG_DIMS
 
 
 OBSERVATIONS = ("relative-distance", "outputs")
@@ -191,12 +190,12 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
                 else ""
             )
             raise RiclError(f"behaviour dataset has no variable {name!r}{hint}")
-    config_dims = tuple(d for d in CONFIGURATION_DIMS if d in behaviour.dims)
+    config_dims = _config_dims(behaviour)
     pooling = resolved_pooling(behaviour, settings.pooling)
     if pooling != "complete" and not config_dims:
         raise RiclError(
             f"pooling {pooling!r} needs several configurations "
-            f"({', '.join(CONFIGURATION_DIMS)}); the runs have one, use --pooling complete"
+            f"({', '.join(CONFIG_DIMS)}); the runs have one, use --pooling complete"
         )
     missing = [s for s in settings.strategies if s not in behaviour.strategy.values]
     if missing:

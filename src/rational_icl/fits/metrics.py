@@ -12,7 +12,7 @@ import numpy as np
 import scipy.stats
 import xarray as xr
 
-from rational_icl.fits.baselines import predictive_skill
+from rational_icl.fits.baselines import held_out_mean, predictive_skill
 from rational_icl.fits.inputs import SAMPLE_DIMS
 
 
@@ -82,7 +82,7 @@ def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
             o, p = observed.sel(split=split), predicted.sel(split=split)
             metrics |= _agreement(p, o, cells, f"{subset}_{{}}_{split}")
             if subset == "heldout":
-                baseline = _mean_per_num_tasks(o, cells)
+                baseline = held_out_mean(o, cells)
                 metrics |= _agreement(baseline, o, cells, f"oracle_heldout_{{}}_{split}")
     if "authors_kept" in constant and "id" in observed.split.values:
         kept = constant.authors_kept & usable.sel(split="id", drop=True)
@@ -108,15 +108,9 @@ def _authors_metrics(predicted, observed, kept) -> dict[str, float]:
     per_configuration = []
     for o_c, p_c, kept_c in stacked:
         row = _agreement(p_c, o_c, kept_c, "authors_{}")
-        row |= _agreement(_mean_per_num_tasks(o_c, kept_c), o_c, kept_c, "authors_oracle_{}")
+        row |= _agreement(held_out_mean(o_c, kept_c), o_c, kept_c, "authors_oracle_{}")
         per_configuration.append(row)
     return {k: float(np.nanmean([r[k] for r in per_configuration])) for k in per_configuration[0]}
-
-
-def _mean_per_num_tasks(observed: xr.DataArray, cells: xr.DataArray) -> xr.DataArray:
-    """The oracle: each num_tasks' mean observed weight over ``cells`` (those it is scored on)."""
-    mean = observed.where(cells).mean("checkpoint", skipna=True)
-    return mean.broadcast_like(observed)
 
 
 def _agreement(predicted, observed, cells, name: str) -> dict[str, float]:
