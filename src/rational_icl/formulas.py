@@ -73,14 +73,42 @@ def transition_step(
     The step where the posterior odds of M over G cross zero; NaN where M is not both more
     complex and better, so that no switch to it happens. Arrays: numpy or xarray.
     """
-    penalty = log_prior(complexity_generalizing, beta, linear_complexity) - log_prior(
-        complexity_memorizing, beta, linear_complexity
+    penalty = _prior_penalty(
+        complexity_memorizing, complexity_generalizing, beta, linear_complexity
     )
     ratio = penalty / (gamma * (loss_generalizing - loss_memorizing))
     positive = (
         ratio.where(ratio > 0) if hasattr(ratio, "dims") else np.where(ratio > 0, ratio, np.nan)
     )
     return positive ** (1 / (1 - alpha))
+
+
+def gamma_at_transition(
+    step,
+    loss_memorizing,
+    loss_generalizing,
+    complexity_memorizing,
+    complexity_generalizing,
+    alpha,
+    beta,
+    linear_complexity: bool = False,
+):
+    """The gamma for which ``transition_step`` is ``step``: ``transition_step`` solved for
+    gamma, ln2 (K_M^beta - K_G^beta) / (step ** (1 - alpha) (L_G - L_M)).
+
+    Positive where M is both more complex and better (the only case with a transition).
+    """
+    penalty = _prior_penalty(
+        complexity_memorizing, complexity_generalizing, beta, linear_complexity
+    )
+    return penalty / (step ** (1 - alpha) * (loss_generalizing - loss_memorizing))
+
+
+def _prior_penalty(complexity_memorizing, complexity_generalizing, beta, linear_complexity):
+    """ln2 (K_M^beta - K_G^beta): the log prior odds against M."""
+    return log_prior(complexity_generalizing, beta, linear_complexity) - log_prior(
+        complexity_memorizing, beta, linear_complexity
+    )
 
 
 def default_noise_variance(num_dims: int) -> float:

@@ -295,7 +295,11 @@ def _synthetic_predictors(ds: xr.Dataset) -> dict[str, xr.DataArray]:
         tempered = np.sqrt(g)
         generalizers["G^0.5"] = tempered / tempered.sum("outcome")
         generalizers["0.8 G + 0.2 C"] = 0.8 * g + 0.2 * c
-    return generalizers | {"M": m, "0.5 M + 0.5 G": 0.5 * m + 0.5 * g}
+    found = generalizers | {"M": m, "0.5 M + 0.5 G": 0.5 * m + 0.5 * g}
+    if "contextual" in ds.strategy.values:
+        h = ds.strategy_prediction.sel(strategy="contextual", drop=True)
+        found |= {"H": h, "0.5 H + 0.5 G": 0.5 * h + 0.5 * g}
+    return found
 
 
 STRATEGY_NAMES = ("memorizing", "generalizing", "constant")
@@ -338,6 +342,23 @@ def test_barycentric_weight_reads_synthetic_transformers(preset_data, tmp_path):
         relative = measured.relative_distance.swap_dims(checkpoint="predictor")
         under_confident = relative.sel(num_tasks=largest, predictor=names[1 : names.index("M")])
         assert float(under_confident.max()) > 0.15
+
+
+def test_contextual_weight_reads_the_contextual_memorizer(preset_data, tmp_path):
+    setting, folder = preset_data
+    measured, names = _synthetic_behaviour(folder, tmp_path / "runs")
+    if setting != "classification":
+        assert "contextual_weight" not in measured  # only classification has H
+        return
+    weight = measured.contextual_weight.swap_dims(checkpoint="predictor")
+    smallest = measured.num_tasks.values.min()
+    for name in names[: names.index("M")]:  # the generalizers read 0 on H as on M
+        assert float(weight.sel(predictor=name).max()) <= 0.1, (name, weight.values)
+    assert float(weight.sel(predictor="H", num_tasks=smallest).min()) >= 0.9
+    mixture = weight.sel(predictor="0.5 H + 0.5 G").values  # (num_tasks, split)
+    # NaN only where H and G do not differ enough to read a share (iwl, smallest D)
+    assert np.isnan(mixture).sum() <= 1
+    np.testing.assert_allclose(mixture[~np.isnan(mixture)], 0.5, atol=0.05)
 
 
 def test_barycentric_core_recovers_a_mixture_with_constant_weight_per_position():

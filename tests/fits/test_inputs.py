@@ -41,10 +41,73 @@ def test_authors_threshold_is_the_latest_first_close_checkpoint():
 def test_settings_are_validated():
     with pytest.raises(RiclError, match="ablation must be one of"):
         inputs.FitSettings(ablation="half")
-    with pytest.raises(RiclError, match="constant strategy needs --observation outputs"):
+    with pytest.raises(RiclError, match="need --observation outputs"):
         inputs.FitSettings(strategies=("memorizing", "generalizing", "constant"))
+    with pytest.raises(RiclError, match="model must be one of paper, transition"):
+        inputs.FitSettings(model="best")
     with pytest.raises(RiclError, match="needs several configurations"):
         inference.fit(simulated_behaviour(num_checkpoints=5), inputs.FitSettings(pooling="none"))
+
+
+@pytest.mark.parametrize(
+    "strategies, observation",
+    [
+        (("contextual", "generalizing"), "relative-distance"),
+        (("memorizing", "generalizing", "contextual"), "outputs"),
+        (("contextual", "generalizing", "memorizing", "constant"), "outputs"),
+    ],
+)
+def test_strategy_sets_with_the_contextual_memorizer_are_accepted(strategies, observation):
+    settings = inputs.FitSettings(strategies=strategies, observation=observation)
+    assert settings.strategies == strategies
+
+
+@pytest.mark.parametrize(
+    "strategies, message",
+    [
+        (("generalizing", "memorizing"), "strategies must be memorizing,generalizing or"),
+        (("memorizing", "generalizing", "memorizing"), "strategies must be"),
+        (("memorizing", "generalizing", "bogus"), "got 'memorizing,generalizing,bogus'"),
+        (("memorizing", "generalizing", "contextual"), "need --observation outputs"),
+    ],
+)
+def test_bad_strategy_sets_are_refused_in_one_line(strategies, message):
+    with pytest.raises(RiclError, match=message) as error:
+        inputs.FitSettings(strategies=strategies)
+    assert "\n" not in str(error.value)
+
+
+def test_the_contextual_memorizer_is_observed_through_its_barycentric_weight():
+    behaviour = simulated_behaviour(num_checkpoints=5)
+    behaviour["barycentric_weight"] = behaviour.relative_distance
+    behaviour["contextual_weight"] = 1 - behaviour.relative_distance
+    contextual = inputs.FitSettings(strategies=("contextual", "generalizing"))
+    assert inputs.measured_variable(behaviour, contextual) == ("barycentric", "contextual_weight")
+    assert inputs.measured_variable(behaviour, inputs.FitSettings()) == (
+        "barycentric",
+        "barycentric_weight",
+    )
+    with pytest.raises(RiclError, match="measured barycentrically only; got --measure relative"):
+        inputs.measured_variable(
+            behaviour,
+            inputs.FitSettings(strategies=contextual.strategies, measure="relative-distance"),
+        )
+
+
+def test_transition_models_need_a_num_tasks_where_memorizing_can_win():
+    behaviour = simulated_behaviour(num_checkpoints=5)
+    found = inputs.model_inputs(behaviour, inputs.FitSettings(model="transition"))
+    loss = behaviour.strategy_loss.values
+    complexity = behaviour.strategy_complexity.values
+    valid = (complexity[0] > complexity[1]) & (loss[1] > loss[0])
+    middle = (valid.size - 1) / 2
+    expected = min(np.flatnonzero(valid), key=lambda i: abs(i - middle))
+    assert found.kwargs["transition_reference"] == expected
+    behaviour["strategy_loss"] = behaviour.strategy_loss[::-1].assign_coords(
+        strategy=behaviour.strategy
+    )  # memorizing now worse everywhere: no transition
+    with pytest.raises(RiclError, match="model 'transition': no num_tasks where memorizing"):
+        inputs.model_inputs(behaviour, inputs.FitSettings(model="transition"))
 
 
 def test_context_loss_uses_the_default_regression_noise():

@@ -11,6 +11,7 @@ import scipy.integrate
 import scipy.special
 import scipy.stats
 
+from rational_icl import formulas
 from rational_icl.fits import model as rational
 
 numpyro.enable_x64()
@@ -20,8 +21,8 @@ COMPLEXITY = np.array([[[2500.0, 5000.0, 9000.0]], [[1200.0, 1200.0, 1200.0]]])
 STEPS = np.array([20.0, 200.0, 2000.0, 20000.0])
 
 
-def _trace(model, seed=0, **kwargs):
-    return numpyro.handlers.trace(numpyro.handlers.seed(model, seed)).get_trace(**kwargs)
+def _trace(function, seed=0, **kwargs):
+    return numpyro.handlers.trace(numpyro.handlers.seed(function, seed)).get_trace(**kwargs)
 
 
 def test_log_posterior_is_the_formula():
@@ -226,3 +227,104 @@ def _small_kwargs(**overrides):
         dict(strategy_loss=LOSS, strategy_complexity=COMPLEXITY, checkpoint=STEPS, num_splits=2)
         | overrides
     )
+
+
+# --------------------------------------------------------------------- models (--model)
+
+
+def test_gamma_at_transition_inverts_the_transition_step():
+    alpha, beta, step = 0.7, 0.4, 850.0
+    loss_m, loss_g, k_m, k_g = 0.05, 0.20, 5000.0, 1200.0
+    gamma = formulas.gamma_at_transition(step, loss_m, loss_g, k_m, k_g, alpha, beta)
+    expected = math.log(2) * (k_m**beta - k_g**beta) / (step ** (1 - alpha) * (loss_g - loss_m))
+    assert gamma == pytest.approx(expected, rel=1e-12)
+    back = formulas.transition_step(loss_m, loss_g, k_m, k_g, alpha, beta, gamma)
+    assert back == pytest.approx(step, rel=1e-10)
+
+
+def test_reference_num_tasks_is_the_valid_one_nearest_the_middle():
+    # D index 0 has K_M < K_G: no transition there; 1 and 2 are valid, 1 is nearer the middle
+    complexity = np.array([[[1000.0, 5000.0, 9000.0]], [[1200.0, 1200.0, 1200.0]]])
+    assert rational.reference_num_tasks(LOSS, complexity) == 1
+    complexity[0, 0, 1] = 1100.0  # now only index 2
+    assert rational.reference_num_tasks(LOSS, complexity) == 2
+    with pytest.raises(ValueError, match="transition step is undefined"):
+        rational.reference_num_tasks(LOSS, np.flip(COMPLEXITY, axis=0))
+
+
+def test_transition_model_puts_even_odds_at_the_transition_step():
+    step = 700.0
+    checkpoint = np.array([100.0, step, 5000.0])
+    fixed = {"alpha": 0.8, "beta": 0.45, "transition_step": step, "sigma": np.array([0.1])}
+    trace = _trace(
+        numpyro.handlers.substitute(rational.relative_distance_model, fixed),
+        strategy_loss=LOSS,
+        strategy_complexity=COMPLEXITY,
+        checkpoint=checkpoint,
+        num_splits=1,
+        model="transition",
+    )
+    odds = np.asarray(trace["log_posterior_odds"]["value"])  # (C, D, N)
+    reference = rational.reference_num_tasks(LOSS, COMPLEXITY)
+    assert reference == 1
+    assert odds[0, reference, 1] == pytest.approx(0.0, abs=1e-9)
+    assert odds[0, reference, 0] < 0 < odds[0, reference, 2]  # G before N*, M after
+    gamma = float(trace["gamma"]["value"])
+    law = rational.log_posterior(LOSS, COMPLEXITY, checkpoint, 0.8, 0.45, gamma)
+    np.testing.assert_allclose(odds, law[0] - law[1], rtol=1e-10, atol=1e-10)
+
+
+def test_run_offsets_shift_each_run_for_all_of_its_training():
+    loss = np.concatenate([LOSS, LOSS], axis=1)  # C = 2
+    complexity = np.concatenate([COMPLEXITY, COMPLEXITY], axis=1)
+    noise = np.arange(6.0).reshape(2, 3, 1) - 2.5  # (C, D, Q - 1)
+    fixed = {
+        "alpha": 0.5,
+        "beta": 0.3,
+        "gamma": 2.0,
+        "offset_scale": 0.25,
+        "run_offset_noise": noise,
+        "sigma": np.array([0.1]),
+    }
+    trace = _trace(
+        numpyro.handlers.substitute(rational.relative_distance_model, fixed),
+        strategy_loss=loss,
+        strategy_complexity=complexity,
+        checkpoint=STEPS,
+        num_splits=1,
+        model="offsets",
+    )
+    expected = 0.25 * noise[..., 0]  # (C, D)
+    np.testing.assert_allclose(trace["run_offset"]["value"][..., 0], expected, rtol=1e-12)
+    law = rational.log_posterior(loss, complexity, STEPS, 0.5, 0.3, 2.0)
+    odds = law[0] - law[1] + expected[..., None]  # the offset shifts every checkpoint alike
+    np.testing.assert_allclose(trace["log_posterior_odds"]["value"], odds, rtol=1e-10)
+    # the prior: Normal(0, offset_scale) per run, HalfNormal(1) on the scale
+    log_prob = trace["run_offset_noise"]["fn"].log_prob(noise)
+    assert float(log_prob) == pytest.approx(scipy.stats.norm.logpdf(noise).sum(), rel=1e-12)
+    assert float(trace["offset_scale"]["fn"].log_prob(0.25)) == pytest.approx(
+        scipy.stats.halfnorm.logpdf(0.25), rel=1e-12
+    )
+
+
+def test_run_offsets_leave_generalizing_as_the_reference_with_three_strategies():
+    offsets = numpyro.handlers.substitute(
+        rational.run_offsets,
+        {"offset_scale": 1.0, "run_offset_noise": np.ones((1, 3, 2))},
+    )
+    got = np.asarray(numpyro.handlers.seed(offsets, 0)(3, 1, 3, rational.Priors()))
+    assert got.shape == (3, 1, 3)
+    np.testing.assert_array_equal(got[1], 0.0)
+    np.testing.assert_allclose(got[0], 1.0)
+    np.testing.assert_allclose(got[2], 1.0)
+
+
+def test_an_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="model must be one of"):
+        _trace(
+            rational.relative_distance_model,
+            strategy_loss=LOSS,
+            strategy_complexity=COMPLEXITY,
+            checkpoint=STEPS,
+            model="bogus",
+        )

@@ -90,6 +90,22 @@ def test_two_fits_add_a_loo_comparison(behaviour, fit, tmp_path):
     assert table["elpd"].iloc[0] == pytest.approx(table["elpd"].iloc[1])
 
 
+def test_two_fits_add_a_skill_row_each_naming_its_model(behaviour, fit, tmp_path):
+    page = write_report(tmp_path, behaviour=behaviour, fits={"first": fit, "second": fit})
+    text = page.read_text()
+    assert "Predictive skill of every fit" in text
+    assert f"model <b>{fit.attrs['model']}</b>" in text
+    table = pd.read_csv(tmp_path / "tables" / "models.csv", header=[0, 1])
+    table.columns = [(top, "" if low.startswith("Unnamed") else low) for top, low in table.columns]
+    assert list(table[("fit", "")]) == ["first", "second"]
+    assert set(table[("model", "")]) == {fit.attrs["model"]}
+    for split in fit["predictive_skill"].split.values:
+        expected = float(fit.attrs[f"skill_{split}"])
+        np.testing.assert_allclose(table[(str(split), "skill")], expected, rtol=1e-12)
+        coverage = float(fit.attrs[f"heldout_coverage_{split}"])
+        np.testing.assert_allclose(table[(str(split), "90% coverage")], coverage, rtol=1e-12)
+
+
 # ---------------------------------------------------------------------------- Chromium
 
 _CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -17,6 +17,8 @@ ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "lin
 POOLINGS = ("auto", "complete", "none", "partial")
 METHODS = ("nuts", "map", "svi")
 MASS_MATRICES = ("adapted", "laplace")
+MODELS = ("paper", "transition", "offsets", "transition-offsets")
+DEFAULT_MODEL = "paper"
 
 
 def add_parser(subparsers) -> None:
@@ -58,6 +60,7 @@ def add_parser(subparsers) -> None:
         help="a behaviour file computed from RUNS_DIR (ricl run writes one); default: "
         "measured here from the runs",
     )
+    add_model_option(parser)
     parser.add_argument("--ablation", choices=ABLATIONS, default="none")
     parser.add_argument(
         "--pooling",
@@ -121,6 +124,20 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def add_model_option(parser) -> None:
+    """``--model``, shared by ``ricl fit`` and ``ricl run``."""
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default=DEFAULT_MODEL,
+        help=f"the form of the rational model (default {DEFAULT_MODEL}): paper (the authors' "
+        "alpha, beta, gamma), transition (the transition step at a reference num_tasks in "
+        "place of gamma: the same law, sampled along alpha-gamma's ridge), offsets (the "
+        "paper's law plus a per-run shift of the log odds, a random walk along num_tasks), "
+        "transition-offsets (both); docs/science.md",
+    )
+
+
 def add_held_out_option(parser) -> None:
     """``--held-out``, shared by ``ricl fit`` and ``ricl run``."""
     parser.add_argument(
@@ -175,6 +192,7 @@ def shared_fit_settings(args) -> dict:
         draws=args.draws,
         drop_early=args.drop_early,
         held_out=args.held_out,
+        model=args.model,
         progress_bar=os.isatty(2),
     )
 
@@ -386,10 +404,11 @@ def _report(tree) -> None:
     from rational_icl.fits.diagnostics import diagnostic_warnings, loo, loo_problem, summary
 
     print(
-        f"rational model, observation {tree.attrs['observation_model']} (measure "
-        f"{tree.attrs['measure']}, fitted splits {tree.attrs['fitted_splits']}), ablation "
-        f"{tree.attrs['ablation']}, pooling {tree.attrs['pooling']}, method "
-        f"{tree.attrs['inference_method']}"
+        f"rational model {tree.attrs.get('model', 'paper')} (strategies "
+        f"{tree.attrs.get('strategies', 'memorizing,generalizing')}), observation "
+        f"{tree.attrs['observation_model']} (measure {tree.attrs['measure']}, fitted splits "
+        f"{tree.attrs['fitted_splits']}), ablation {tree.attrs['ablation']}, pooling "
+        f"{tree.attrs['pooling']}, method {tree.attrs['inference_method']}"
     )
     print(summary(tree).to_string())
     print(population_lines(tree), end="")

@@ -31,7 +31,7 @@ from rational_icl.cli.checks import (
     check_sampler_options,
     check_writable_folder,
 )
-from rational_icl.cli.fit import add_held_out_option
+from rational_icl.cli.fit import add_held_out_option, add_model_option
 from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
@@ -43,6 +43,7 @@ STAGES = ("data", "train", "behaviour", "fit", "report")
 # (whose other splits are predicted with the id noise scale) gave held-out correlations within
 # 0.004 and 90% coverage within 0.01 of each other (README, "What the fit reads").
 DEFAULT_FIT_SPLITS = "all"
+PAPER_MODEL = "paper"
 
 
 def add_parser(subparsers) -> None:
@@ -89,6 +90,7 @@ def add_parser(subparsers) -> None:
         help="splits that enter the fit's likelihood: all (default) or e.g. id (see ricl fit)",
     )
     add_held_out_option(parser)
+    add_model_option(parser)
     parser.add_argument(
         "--seeds",
         type=int,
@@ -158,7 +160,6 @@ def _check_outputs(args) -> None:
 def run_spec(spec, folder: Path, args) -> Path:
     """Every stage for one spec into ``folder``; returns the report's index.html."""
     from rational_icl.cli.data import write_data
-    from rational_icl.cli.fit import fit_runs
     from rational_icl.cli.report import report
     from rational_icl.cli.train import train_specs
 
@@ -189,22 +190,36 @@ def run_spec(spec, folder: Path, args) -> Path:
         _behaviour(runs_dir, behaviour_file)
     else:
         _skip("behaviour", behaviour_file)
+    fit_files = [fit_file]
+    if args.model != PAPER_MODEL:  # the authors' form, always reported beside the default
+        fit_files.append(folder / f"fit_{PAPER_MODEL}.nc")
+    for path, model in zip(fit_files, [args.model, PAPER_MODEL], strict=False):
+        _fit_stage(runs_dir, path, behaviour_file, [*run_files, behaviour_file], model, args)
+    page = report_dir / "index.html"
+    if args.force or not _newer(page, [*fit_files, behaviour_file]):
+        sources = [behaviour_file, *fit_files]
+        with _stage(["report", *map(str, sources), "-o", str(report_dir)]):
+            report(sources, report_dir)
+    else:
+        _skip("report", page)
+    return page
+
+
+def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, model, args) -> None:
+    """Fit ``model`` into ``fit_file`` unless a fit with these options is newer than its
+    inputs."""
+    from rational_icl.cli.fit import fit_runs
+
+    args = argparse.Namespace(**{**vars(args), "model": model})
     changed = _changed_fit_options(fit_file, fit_options(args))
     if changed:
         print(f"== fit: options differ from {fit_file}'s ({changed}); fitting again")
-    if args.force or changed or not _newer(fit_file, [*run_files, behaviour_file]):
+    if args.force or changed or not _newer(fit_file, inputs):
         settings = _fit_settings(args)
         with _stage(_fit_command(runs_dir, fit_file, behaviour_file, args)):
             fit_runs(runs_dir, fit_file, settings, behaviour_file=behaviour_file)
     else:
         _skip("fit", fit_file)
-    page = report_dir / "index.html"
-    if args.force or not _newer(page, [fit_file, behaviour_file]):
-        with _stage(["report", str(behaviour_file), str(fit_file), "-o", str(report_dir)]):
-            report([behaviour_file, fit_file], report_dir)
-    else:
-        _skip("report", page)
-    return page
 
 
 def _check_same_experiment(spec_file: Path, runs_dir: Path, run_files: list[Path]) -> None:
@@ -230,6 +245,7 @@ def fit_options(args) -> dict:
         "fitted_splits": None if args.splits == "all" else args.splits,
         "drop_early": int(bool(args.drop_early)),
         "held_out_design": args.held_out,
+        "model": args.model,
     }
 
 
@@ -278,6 +294,7 @@ def _fit_command(runs_dir: Path, fit_file: Path, behaviour_file: Path, args) -> 
     argv += ["--drop-early"] if args.drop_early else []
     argv += ["--measure", args.measure, "--behaviour", str(behaviour_file)]
     argv += ["--held-out", args.held_out] if args.held_out != "authors" else []
+    argv += ["--model", args.model]
     return argv + (["--splits", args.splits] if args.splits != "all" else [])
 
 

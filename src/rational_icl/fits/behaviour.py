@@ -94,6 +94,8 @@ def behaviour(runs: xr.Dataset) -> xr.Dataset:
           ``transformer_loss`` (*G*, checkpoint, split)
         - ``barycentric_weight``, ``barycentric_distance``, ``strategy_mass`` (*G*,
           checkpoint, split), where the runs have the constant strategy
+        - ``contextual_weight`` (*G*, checkpoint, split): the barycentric weight with the
+          contextual strategy in memorizing's place, where the runs have it
         - ``strategy_distance`` (*G*, split): d_MG, the distance between M and G
         - ``family_distance`` (*G*, checkpoint, split): how far the transformer is from
           every strategy the measure knows (:func:`family_distance`)
@@ -256,21 +258,19 @@ def _context_variables(runs, transformer, memorizing, generalizing, kind, cell) 
 
 
 def _barycentric_variables(runs, transformer, strategies, kind, cell, unit, measure) -> dict:
-    """barycentric_weight, barycentric_distance and strategy_mass (none without C)."""
+    """barycentric_weight, barycentric_distance and strategy_mass (none without C), and
+    with the contextual strategy (classification's H) its barycentric weight with H in M's
+    place, ``contextual_weight``."""
     if "constant" not in strategies.strategy.values:
         return {}
     memorizing, generalizing, constant = (
         strategies.sel(strategy=name, drop=True) for name in BARYCENTRIC_STRATEGIES
     )
+    alternative = alternative_generalizer(runs, generalizing)
     distance, share, mass = barycentric(
-        transformer,
-        memorizing,
-        generalizing,
-        constant,
-        kind,
-        alternative_generalizer(runs, generalizing),
+        transformer, memorizing, generalizing, constant, kind, alternative
     )
-    return {
+    found = {
         "barycentric_weight": _described(
             share.where(mass >= MIN_STRATEGY_MASS).transpose(*cell),
             "observed weight on memorizing (barycentric)",
@@ -292,6 +292,18 @@ def _barycentric_variables(runs, transformer, strategies, kind, cell, unit, meas
             "mean over positions of l_t, 1 - the constant predictor's weight",
         ),
     }
+    if "contextual" not in strategies.strategy.values:
+        return found
+    contextual = strategies.sel(strategy="contextual", drop=True)
+    _, share, mass = barycentric(transformer, contextual, generalizing, constant, kind, alternative)
+    found["contextual_weight"] = _described(
+        share.where(mass >= MIN_STRATEGY_MASS).transpose(*cell),
+        "observed weight on the contextual memorizer (barycentric)",
+        "1",
+        "barycentric_weight with the contextual strategy H (memory conditioned on the "
+        "context) in the memorizing strategy's place: 1 at H, 0 at any generalizer",
+    )
+    return found
 
 
 def context_loss(runs: xr.Dataset) -> xr.DataArray:

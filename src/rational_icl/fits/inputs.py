@@ -17,6 +17,7 @@ from rational_icl.facts import setting_facts
 from rational_icl.fits import parameters, sufficient
 from rational_icl.fits.behaviour import context_loss
 from rational_icl.fits.designs import held_out_cells_of, held_out_design
+from rational_icl.fits.model import reference_num_tasks
 from rational_icl.fits.runs import CONFIG_DIMS
 from rational_icl.fits.runs import config_dims as _config_dims
 
@@ -47,6 +48,7 @@ class FitSettings:
     measure: str = "auto"  # barycentric where the behaviour has it, else relative-distance
     splits: tuple[str, ...] | None = None  # None fits every split
     ablation: str = "none"
+    model: str = "paper"  # parameters.MODELS: the paper's law, transition step, run offsets
     pooling: str = "auto"  # partial where the runs vary in seed, else complete
     centred: bool = False  # partial pooling: centred parameterisation (parameters.py)
     strategies: tuple[str, ...] = ("memorizing", "generalizing")
@@ -71,6 +73,7 @@ class FitSettings:
             ("observation", OBSERVATIONS),
             ("measure", ("auto", *MEASURES)),
             ("ablation", parameters.ABLATIONS),
+            ("model", parameters.MODELS),
             ("pooling", ("auto", *parameters.POOLINGS)),
             ("method", METHODS),
             ("mass_matrix", MASS_MATRICES),
@@ -79,18 +82,7 @@ class FitSettings:
                 raise RiclError(
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
-        if tuple(self.strategies[:2]) != ("memorizing", "generalizing") or not set(
-            self.strategies[2:]
-        ) <= {"constant"}:
-            raise RiclError(
-                "strategies must be memorizing,generalizing or memorizing,generalizing,constant;"
-                f" got {','.join(self.strategies)!r}"
-            )
-        if len(self.strategies) == 3 and self.observation == "relative-distance":
-            raise RiclError(
-                "the constant strategy needs --observation outputs: the relative distance "
-                "measures memorizing against generalizing only"
-            )
+        _check_strategies(self.strategies, self.observation)
         for name in ("chains", "draws", "svi_steps", "pointwise_draws"):
             if getattr(self, name) < 1:
                 raise RiclError(f"{name} must be at least 1; got {getattr(self, name)}")
@@ -103,6 +95,47 @@ class FitSettings:
         if not 0.0 < self.held_out_fraction <= 1.0:
             raise RiclError(f"held_out_fraction must be in (0, 1]; got {self.held_out_fraction}")
         held_out_design(self.held_out)  # raises on a bad design
+
+
+# The strategy a fit weighs against generalizing (first in --strategies), and those the
+# outputs observation model can add to the softmax after the two.
+MEMORIZERS = ("memorizing", "contextual")
+EXTRA_STRATEGIES = ("constant", "memorizing", "contextual")
+
+
+def _check_strategies(strategies: tuple[str, ...], observation: str) -> None:
+    """One line naming what is wrong with ``--strategies`` for this observation model."""
+    text = ",".join(strategies)
+    if (
+        len(strategies) < 2
+        or strategies[0] not in MEMORIZERS
+        or strategies[1] != "generalizing"
+        or not set(strategies[2:]) <= set(EXTRA_STRATEGIES)
+        or len(set(strategies)) != len(strategies)
+    ):
+        raise RiclError(
+            "strategies must be memorizing,generalizing or contextual,generalizing, then "
+            f"(--observation outputs) any of {', '.join(EXTRA_STRATEGIES)}; got {text!r}"
+        )
+    if len(strategies) > 2 and observation == "relative-distance":
+        raise RiclError(
+            f"strategies {text!r} need --observation outputs: the observed weight measures "
+            "one strategy against generalizing"
+        )
+
+
+def measured_variable(behaviour: xr.Dataset, settings: FitSettings) -> tuple[str, str]:
+    """``(measure, behaviour variable)`` the fit observes: the weight of the first strategy
+    (memorizing, or the contextual memorizer, read barycentrically) against generalizing."""
+    measure = resolved_measure(behaviour, settings.measure)
+    if settings.strategies[0] != "contextual":
+        return measure, MEASURES[measure]
+    if measure != "barycentric":
+        raise RiclError(
+            f"strategies {','.join(settings.strategies)!r}: the contextual strategy's weight "
+            f"is measured barycentrically only; got --measure {measure}"
+        )
+    return measure, "contextual_weight"
 
 
 def resolved_pooling(behaviour: xr.Dataset, pooling: str) -> str:
@@ -179,14 +212,16 @@ def resolved_measure(behaviour: xr.Dataset, measure: str) -> str:
 
 
 def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> ModelInputs:
-    measure = resolved_measure(behaviour, settings.measure)
-    measured = MEASURES[measure]
+    measure, measured = measured_variable(behaviour, settings)
     for name in (measured, "strategy_loss", "strategy_complexity"):
         if name not in behaviour:
             hint = (
                 "; the barycentric measure needs the constant strategy's predictions "
                 "(recompute the behaviour with this version, or use --measure relative-distance)"
                 if name == "barycentric_weight"
+                else "; the contextual strategy's weight needs runs with that strategy "
+                "(ricl data of this version) and their behaviour"
+                if name == "contextual_weight"
                 else ""
             )
             raise RiclError(f"behaviour dataset has no variable {name!r}{hint}")
@@ -243,10 +278,13 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
         checkpoint=jnp.asarray(behaviour.checkpoint.values, dtype=jnp.float64),
         fit_mask=jnp.asarray(flat(fit_mask.values)),
         ablation=settings.ablation,
+        model=settings.model,
         pooling=pooling,
         priors=settings.priors,
         centred=settings.centred,
     )
+    if parameters.has_transition_step(settings.model):
+        kwargs["transition_reference"] = _transition_reference(loss, complexity, settings.model)
     if settings.observation == "relative-distance":
         kwargs["relative_distance"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
         key = "relative_distance"
@@ -260,6 +298,15 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
     return ModelInputs(
         kwargs, key, observed, fit_mask, held_out, dropped, config_dims, config_shape
     )
+
+
+def _transition_reference(loss: xr.DataArray, complexity: xr.DataArray, model: str) -> int:
+    """The transition models' reference num_tasks index, or a one-line error naming why."""
+    flat = [a.values.reshape(a.shape[0], -1, a.sizes["num_tasks"]) for a in (loss, complexity)]
+    try:
+        return reference_num_tasks(*flat)
+    except ValueError as error:
+        raise RiclError(f"model {model!r}: {error}") from None
 
 
 def _context_inputs(runs, strategies, cell_dims, config_dims):

@@ -32,13 +32,21 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import log_ndtr
 from numpyro.distributions import constraints
 
 from rational_icl import formulas
-from rational_icl.fits.parameters import Priors, check_choice, rational_parameters
+from rational_icl.fits.parameters import (
+    MODELS,
+    Priors,
+    check_choice,
+    has_offsets,
+    has_transition_step,
+    rational_parameters,
+)
 from rational_icl.fits.sufficient import (
     DirichletStatistics,
     NormalStatistics,
@@ -154,6 +162,8 @@ def relative_distance_model(
     pooling: str = "complete",
     priors: Priors = Priors(),
     centred: bool = False,
+    model: str = "paper",
+    transition_reference: int | None = None,
 ):
     """The rational model observed through the relative distance (the default model).
 
@@ -177,6 +187,11 @@ def relative_distance_model(
     context_size : array (P,) or None
     ablation, pooling, priors, centred
         See ``rational_parameters``.
+    model : str
+        One of ``parameters.MODELS``: the transition step in place of gamma, run offsets.
+    transition_reference : int or None
+        The ``transition`` models' reference num_tasks index (``reference_num_tasks``;
+        computed here when None, which needs concrete, not traced, arrays).
 
     Sites
     -----
@@ -184,8 +199,9 @@ def relative_distance_model(
     ``log_posterior_odds`` (C, D, N), ``expected_relative_distance`` (C, D, N, S) when
     context-dependent, observed ``relative_distance`` (C, D, N, S).
     """
+    law = (ablation, pooling, priors, centred, model, transition_reference)
     log_post, alpha, gamma = _training_log_posterior(
-        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
+        strategy_loss, strategy_complexity, checkpoint, *law
     )
     if relative_distance is not None:
         num_splits = relative_distance.shape[-1]
@@ -227,6 +243,8 @@ def outputs_model(
     pooling: str = "complete",
     priors: Priors = Priors(),
     centred: bool = False,
+    model: str = "paper",
+    transition_reference: int | None = None,
 ):
     """The rational model observed through the transformer's own predictions.
 
@@ -262,6 +280,11 @@ def outputs_model(
     context_size : array (P,) or None
     ablation, pooling, priors, centred
         See ``rational_parameters``.
+    model : str
+        One of ``parameters.MODELS``: the transition step in place of gamma, run offsets.
+    transition_reference : int or None
+        The ``transition`` models' reference num_tasks index (``reference_num_tasks``;
+        computed here when None, which needs concrete, not traced, arrays).
 
     Sites
     -----
@@ -281,8 +304,9 @@ def outputs_model(
                 "context-dependent weights vary by sequence and position: pass "
                 "strategy_prediction and transformer_prediction, not statistics"
             )
+    law = (ablation, pooling, priors, centred, model, transition_reference)
     log_post, alpha, gamma = _training_log_posterior(
-        strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
+        strategy_loss, strategy_complexity, checkpoint, *law
     )
     if outcome_kind == "probabilities":
         scale = numpyro.sample(
@@ -326,19 +350,48 @@ def outputs_model(
 
 
 def _training_log_posterior(
-    strategy_loss, strategy_complexity, checkpoint, ablation, pooling, priors, centred
+    strategy_loss,
+    strategy_complexity,
+    checkpoint,
+    ablation,
+    pooling,
+    priors,
+    centred,
+    model,
+    reference,
 ):
     """Sample the parameters, record ``weight_memorizing`` and ``log_posterior_odds``.
 
-    Returns the log posterior (Q, C, D, N) and alpha, gamma for the context evidence.
+    ``model`` (``parameters.MODELS``) chooses gamma or the transition step, and whether the
+    run offsets are added. Returns the log posterior (Q, C, D, N) and alpha, gamma for the
+    context evidence.
     """
+    check_choice("model", model, MODELS)
+    linear = ablation == "linear-complexity"
     alpha, beta, gamma = rational_parameters(
         ablation=ablation,
         pooling=pooling,
         num_configurations=strategy_loss.shape[1],
         priors=priors,
         centred=centred,
+        transition_step_log_loc=(
+            jnp.mean(jnp.log(checkpoint)) if has_transition_step(model) else None
+        ),
     )
+    if has_transition_step(model):
+        if reference is None:
+            reference = reference_num_tasks(strategy_loss, strategy_complexity)
+        gamma = numpyro.deterministic(
+            "gamma",
+            _gamma_at_reference(
+                strategy_loss[:, :, reference],
+                strategy_complexity[:, :, reference],
+                gamma,
+                alpha,
+                beta,
+                linear,
+            ),
+        )
     log_post = log_posterior(
         strategy_loss,
         strategy_complexity,
@@ -346,11 +399,69 @@ def _training_log_posterior(
         alpha,
         beta,
         gamma,
-        linear_complexity=ablation == "linear-complexity",
+        linear_complexity=linear,
     )
+    if has_offsets(model):
+        log_post = log_post + run_offsets(*strategy_loss.shape, priors, centred)[..., None]
     numpyro.deterministic("weight_memorizing", jax.nn.softmax(log_post, axis=0)[0])
     numpyro.deterministic("log_posterior_odds", log_post[0] - log_post[1])
     return log_post, alpha, gamma
+
+
+def run_offsets(
+    num_strategies: int, num_configurations: int, num_tasks: int, priors: Priors, centred=False
+):
+    """Per-run shifts of each strategy's log posterior against generalizing, (Q, C, D).
+
+    A run (a configuration at one num_tasks) sits above or below the law for all of its
+    training (a capacity plateau, a seed's luck, an error in the complexity estimate of its
+    num_tasks): one shift per run and strategy, zero for generalizing (the reference; the
+    softmax sees only differences). Shifts are independent across runs, Normal(0,
+    ``offset_scale``), so the law, not the shifts, has to carry what num_tasks changes: a
+    run without fitted cells is predicted by the law, its interval widened by the spread.
+    Non-centred (``offset_scale`` times standard normal noise).
+
+    Sites ``offset_scale`` ~ HalfNormal(priors.offset_scale), ``run_offset_noise``
+    (C, D, Q - 1) and deterministic ``run_offset`` (C, D, Q - 1).
+    """
+    scale = numpyro.sample("offset_scale", dist.HalfNormal(priors.offset_scale))
+    shape = (num_configurations, num_tasks, num_strategies - 1)
+    if centred:
+        offset = numpyro.sample("run_offset", dist.Normal(0.0, scale).expand(shape).to_event(3))
+    else:
+        noise = numpyro.sample("run_offset_noise", dist.Normal(0.0, 1.0).expand(shape).to_event(3))
+        offset = numpyro.deterministic("run_offset", scale * noise)  # (C, D, Q - 1)
+    offset = jnp.moveaxis(offset, -1, 0)  # (Q - 1, C, D)
+    zero = jnp.zeros_like(offset[:1])
+    return jnp.concatenate([offset[:1], zero, offset[1:]], axis=0)  # generalizing is second
+
+
+def reference_num_tasks(strategy_loss, strategy_complexity) -> int:
+    """Index of the num_tasks where the ``transition`` models place their transition step.
+
+    The num_tasks nearest the middle of the grid where, in every configuration, memorizing
+    is both more complex and better than generalizing (so a transition exists). Raises
+    ValueError when there is none.
+    """
+    loss, complexity = np.asarray(strategy_loss), np.asarray(strategy_complexity)
+    valid = ((complexity[0] > complexity[1]) & (loss[1] > loss[0])).all(axis=0)  # (D,)
+    if not valid.any():
+        raise ValueError(
+            "no num_tasks where memorizing is both more complex and better than generalizing "
+            "in every configuration: the transition step is undefined (use model paper)"
+        )
+    middle = (valid.size - 1) / 2
+    return int(np.argmin(np.where(valid, np.abs(np.arange(valid.size) - middle), np.inf)))
+
+
+def _gamma_at_reference(loss, complexity, step, alpha, beta, linear):
+    """gamma from the transition step N* at the reference num_tasks, where M and G have
+    ``loss`` and ``complexity`` (Q, C). Under complete pooling they are averaged over
+    configurations, so that gamma is one number as alpha and beta are."""
+    loss, complexity = loss[:2], complexity[:2]  # (2, C): M, G
+    if not (jnp.ndim(alpha) or jnp.ndim(beta) or jnp.ndim(step)):
+        loss, complexity = loss.mean(axis=1), complexity.mean(axis=1)  # (2,)
+    return formulas.gamma_at_transition(step, *loss, *complexity, alpha, beta, linear)
 
 
 def _per_configuration(parameter, *, trailing: int):

@@ -12,6 +12,18 @@ when K is thousands of bits and N thousands of steps):
 - ``sigma`` ~ HalfNormal(0.2) per split: noise of the observed weight;
 - ``concentration`` ~ LogNormal(log 100, 2): Dirichlet concentration (``outputs``,
   probabilities); ``output_sigma`` ~ HalfNormal(1) (``outputs``, regression).
+
+The models (``MODELS``, ``ricl fit --model``) differ in how gamma is sampled and in what is
+added to the law's log posterior (``rational_icl.fits.model``):
+
+- ``paper``: alpha, beta, gamma as above, the authors' form;
+- ``transition``: gamma replaced by ``transition_step`` ~ LogNormal(mean log checkpoint, 3),
+  N* at a reference num_tasks, and gamma derived from it (``formulas.gamma_at_transition``):
+  alpha and gamma trade off along a ridge that N* is straight across;
+- ``offsets``: the paper's parameters plus ``run_offset``, a per-run shift of each strategy's
+  log posterior against generalizing, Normal(0, ``offset_scale``) independently per run,
+  ``offset_scale`` ~ HalfNormal(1);
+- ``transition-offsets``: both.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from numpyro.distributions.transforms import SigmoidTransform
 
 ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
 POOLINGS = ("complete", "none", "partial")
+MODELS = ("paper", "transition", "offsets", "transition-offsets")
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,18 @@ class Priors:
     concentration_log_scale: float = 2.0
     output_sigma_scale: float = 1.0
     population_scale: float = 0.5  # half-normal scale of the between-configuration spread
+    transition_step_log_scale: float = 3.0  # around the mean log checkpoint
+    offset_scale: float = 1.0  # run offsets: half-normal scale of their spread
+
+
+def has_offsets(model: str) -> bool:
+    """Whether ``model`` adds per-run offsets to the log posterior."""
+    return model.endswith("offsets")
+
+
+def has_transition_step(model: str) -> bool:
+    """Whether ``model`` samples the transition step in place of gamma."""
+    return model.startswith("transition")
 
 
 def rational_parameters(
@@ -55,8 +80,13 @@ def rational_parameters(
     num_configurations: int = 1,
     priors: Priors = Priors(),
     centred: bool = False,
+    transition_step_log_loc: float | None = None,
 ):
     """Sample sites ``alpha``, ``beta``, ``gamma`` (deterministic where an ablation fixes one).
+
+    With ``transition_step_log_loc`` (the ``transition`` models) the third site is
+    ``transition_step`` ~ LogNormal(transition_step_log_loc, transition_step_log_scale),
+    returned in gamma's place for the caller to turn into gamma.
 
     ``pooling="complete"`` gives scalars; ``"none"`` independent values per configuration;
     ``"partial"`` per-configuration values drawn from a population on the logit (alpha) or
@@ -80,6 +110,12 @@ def rational_parameters(
         "beta": (beta_prior, jnp.exp, 1.0),
         "gamma": ((priors.gamma_log_loc, priors.gamma_log_scale), jnp.exp, 1.0),
     }
+    if transition_step_log_loc is not None:
+        if ablation == "unit-gamma":
+            raise ValueError("the unit-gamma ablation fixes gamma: use model paper or offsets")
+        prior = (transition_step_log_loc, priors.transition_step_log_scale)
+        specs["transition_step"] = (prior, jnp.exp, 1.0)
+        del specs["gamma"]
     fixed_name = {"linear-likelihood": "alpha", "fixed-complexity": "beta", "unit-gamma": "gamma"}
     values = []
     for name, ((loc, scale), link, fixed) in specs.items():

@@ -140,18 +140,24 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
     per_cell = ["weight_memorizing", "log_posterior_odds"]
     if "expected_relative_distance" in target.sites:  # context-dependent weights
         per_cell.append("expected_relative_distance")
+    offsets = ["run_offset"] if "run_offset" in target.sites else []
     cells = int(np.prod(inputs.relative_distance.shape))
     values = site_draws(
         target,
         latent,
-        [*PARAMETERS, *per_cell],
+        [*PARAMETERS, *offsets, *per_cell],
         cells=cells,
         one_at_a_time=settings.context_dependent,
         dtypes=dict.fromkeys(per_cell, np.float32),
     )
     dims = {"sigma": ["split"], "weight_memorizing": GRID, "log_posterior_odds": GRID}
     dims["expected_relative_distance"] = (*GRID, "split")
-    values = {name: values[name] for name in [*PARAMETERS, *per_cell]}  # in this order
+    if offsets:  # (C, D, Q - 1): each strategy against generalizing
+        dims |= dict.fromkeys(["run_offset", "run_offset_noise"], ("num_tasks", "offset_strategy"))
+        shifted = [q for q in settings.strategies if q != "generalizing"]
+        labels.coords["offset_strategy"] = np.array(shifted)
+    names = [*PARAMETERS, *offsets, *per_cell]
+    values = {name: values[name] for name in names}  # in this order
     posterior = labels.dataset(latent | values, dims, labels.coords["draw"])
     if "expected_relative_distance" not in posterior:
         # the model predicts w_M in every split: a view, not a copy (as read_fit makes it)
@@ -241,6 +247,7 @@ def _root_attributes(inputs: ModelInputs, settings: FitSettings, behaviour) -> d
         "fitted_splits": ",".join(settings.splits or map(str, observed.split.values)),
         "held_out_design": settings.held_out,
         "ablation": settings.ablation,
+        "model": settings.model,
         "pooling": settings.pooling,
         "centred": int(settings.centred),
         "mass_matrix": settings.mass_matrix,

@@ -226,6 +226,11 @@ def report_tables(fits: dict[str, xr.DataTree]) -> dict[str, tuple[str, pd.DataF
             f"Predictive skill on the held-out cells, design {design} ({name})",
             tables.skill_table(fit),
         )
+    if len(fits) > 1:
+        found["models"] = (
+            "Predictive skill of every fit (each on its own design's held-out cells)",
+            tables.model_skill_table(fits),
+        )
     found |= {
         "parameters": (f"Parameter summary ({name})", tables.parameter_table(fit)),
         "diagnostics": (f"Diagnostics ({name})", tables.diagnostics_table(fit)),
@@ -352,7 +357,8 @@ def _summary(behaviour, fit) -> str:
         # attributes come from a file anyone could have written: escape them all
         attrs = {k: html.escape(str(v)) for k, v in fit.attrs.items()}
         lines.append(
-            f"fit: {attrs.get('inference_method', '?')}, observation model "
+            f"fit: model <b>{attrs.get('model', 'paper')}</b>, "
+            f"{attrs.get('inference_method', '?')}, observation model "
             f"{attrs.get('observation_model', '?')}, ablation {attrs.get('ablation', '?')}, "
             f"pooling {attrs.get('pooling', '?')}, strategies "
             f"{attrs.get('strategies', 'memorizing,generalizing')}"

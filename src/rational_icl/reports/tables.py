@@ -99,6 +99,33 @@ def skill_table(fit: xr.DataTree) -> pd.DataFrame:
     return table.dropna(how="all")
 
 
+def model_skill_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
+    """One row per fit: its model, strategies and held-out design, and per split the
+    model's RMSE and 90% coverage, the best baseline's RMSE and the skill (the fits' own
+    ``predictive_skill`` groups, so each on the cells its design held out)."""
+    rows = []
+    for name, fit in fits.items():
+        row = {
+            ("fit", ""): name,
+            ("model", ""): fit.attrs.get("model", "paper"),
+            ("strategies", ""): fit.attrs.get("strategies", "memorizing,generalizing"),
+            ("held-out design", ""): fit.attrs.get("held_out_design", "authors"),
+        }
+        if "predictive_skill" in fit.children:
+            skill = fit["predictive_skill"].to_dataset()
+            for split in [str(s) for s in skill.split.values]:
+                at = skill.sel(split=split)
+                best = str(at.best_baseline.values)
+                row[(split, "RMSE")] = float(at.rmse.sel(predictor="model"))
+                row[(split, "90% coverage")] = float(at.coverage.sel(predictor="model"))
+                row[(split, "best baseline RMSE")] = float(at.rmse.sel(predictor=best))
+                row[(split, "skill")] = float(at.skill)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
 def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
     """PSIS-LOO comparison (ELPD, best first) of two or more fits, by name.
 
