@@ -120,6 +120,13 @@ def _through_own_package(circle: str) -> bool:
     )
 
 
+def _last_json_line(code: str):
+    """Run ``code`` in a fresh interpreter; the JSON of its last printed line."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 @pytest.mark.parametrize("stage", STAGES[:-1])
 def test_importing_a_stage_loads_no_later_stage(stage):
     modules = [name for name in _modules() if _stage(name) == stage and _installed(name)]
@@ -130,10 +137,27 @@ def test_importing_a_stage_loads_no_later_stage(stage):
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('rational_icl.')"
         " or m == 'torch')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    loaded = json.loads(result.stdout.splitlines()[-1])
+    loaded = _last_json_line(code)
     later = STAGES[STAGES.index(stage) + 1 :]
     assert [m for m in loaded if _stage(m) in later] == []
     if stage in TORCH_FREE:
         assert "torch" not in loaded
+
+
+def test_the_fits_front_door_loads_jax_only_when_a_fit_name_is_read():
+    code = (
+        "import json, sys\n"
+        "import rational_icl.fits as fits\n"
+        "bare = sorted(m for m in ('jax', 'numpyro') if m in sys.modules)\n"
+        "from rational_icl.fits import FitSettings, fit, read_fit, write_fit\n"
+        "from rational_icl.fits import inference, inputs, tree\n"
+        "same = [fit is inference.fit, FitSettings is inputs.FitSettings,\n"
+        "        read_fit is tree.read_fit, write_fit is tree.write_fit]\n"
+        "print(json.dumps({'bare': bare, 'same': same, 'all': sorted(fits.__all__),\n"
+        "                  'listed': sorted(set(fits.__all__) - set(dir(fits)))}))\n"
+    )
+    found = _last_json_line(code)
+    assert found["bare"] == []  # no JAX, so no JAX setting changed, on a bare import
+    assert found["same"] == [True, True, True, True]
+    assert {"FitSettings", "fit", "read_fit", "write_fit"} <= set(found["all"])
+    assert found["listed"] == []  # every exported name is in dir()

@@ -83,6 +83,24 @@ def test_run_refuses_an_unwritable_output(spec, capsys):
     assert "cannot write to folder '/sys'" in line
 
 
+@pytest.mark.parametrize("command", ["data", "train"])
+def test_data_and_train_refuse_an_out_folder_that_is_or_is_under_a_file(
+    command, spec, afile, capsys
+):
+    line = _refused(capsys, command, spec, "--out", afile)
+    assert line.endswith(f"--out {str(afile)!r} is a file, not a folder")
+    line = _refused(capsys, command, spec, "--out", afile / "sub")
+    assert f"cannot write to output folder {str(afile / 'sub')!r}: Not a directory" in line
+    assert afile.read_text() == "keep me"
+
+
+@needs_linux
+@pytest.mark.parametrize("command", ["data", "train"])
+def test_data_and_train_refuse_an_unwritable_out_folder(command, spec, capsys):
+    line = _refused(capsys, command, spec, "--out", UNWRITABLE)
+    assert f"cannot write to output folder {str(UNWRITABLE)!r}" in line
+
+
 @pytest.mark.parametrize("command", ["data", "train", "run"])
 def test_an_unknown_device_is_refused_before_any_output(command, spec, tmp_path, capsys):
     out = tmp_path / "out"

@@ -1,19 +1,57 @@
-"""Built-in presets: the tiny ones sweep num_tasks log-spaced from 2 to 1024, and the tiny
-classification preset keeps its two strategies measurably apart at both ends of that grid."""
+"""Built-in presets: each one's setting, num_tasks, steps and grid size, and that it is a valid
+spec; the tiny ones sweep num_tasks log-spaced from 2 to 1024, and the tiny classification
+preset keeps its two strategies measurably apart at both ends of that grid."""
 
 from __future__ import annotations
+
+import tomllib
 
 import pytest
 import torch
 
 from rational_icl.data import Run, generator, load_specs, make_setting
 from rational_icl.data.presets import PRESETS, preset_specs
+from rational_icl.data.spec import ExperimentSpec, spec_from_dict
 from rational_icl.training.predictions import training_tasks
 
+TINY = ["tiny-categorical", "tiny-regression", "tiny-classification"]
+PAPER = ["paper-categorical", "paper-regression", "paper-classification"]
+POWERS_OF_TWO = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+NUM_TASKS = {
+    "tiny-categorical": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+    "tiny-regression": [2, 3, 4, 6, 8, 12, 16, 64, 256, 1024],
+    "tiny-classification": [2, 4, 6, 8, 12, 16, 32, 64, 256, 1024],
+    **{name: POWERS_OF_TWO for name in PAPER},
+}
+# preset -> (setting, max_steps, num_layers, batch_size, scalar specs, runs); the paper grids
+# are 3 num_dims x 3 context lengths x 3 MLP factors (classification: one num_dims)
+EXPECTED = {
+    "tiny-categorical": ("categorical-sequence", 4000, 1, 32, 1, 10),
+    "tiny-regression": ("linear-regression", 1500, 3, 128, 1, 10),
+    "tiny-classification": ("classification", 3000, 1, 128, 1, 10),
+    "paper-categorical": ("categorical-sequence", 100_000, 1, 64, 27, 297),
+    "paper-regression": ("linear-regression", 100_000, 8, 128, 27, 297),
+    "paper-classification": ("classification", 100_000, 1, 64, 9, 99),
+}
 
-def test_every_preset_loads():
-    for name in PRESETS:
-        assert preset_specs(name)
+
+def test_presets_name_their_members():
+    assert PRESETS == {**{name: [name] for name in EXPECTED}, "tiny": TINY, "paper": PAPER}
+    assert [s.name for s in preset_specs("tiny")] == TINY
+    assert [s.name for s in preset_specs("paper")] == PAPER
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_preset_is_a_valid_spec_with_its_values(name):
+    (spec,) = preset_specs(name)
+    setting, max_steps, num_layers, batch_size, grid, runs = EXPECTED[name]
+    assert isinstance(spec, ExperimentSpec) and spec.name == name
+    assert (spec.setting, list(spec.num_tasks)) == (setting, NUM_TASKS[name])
+    assert (spec.training.max_steps, spec.model.num_layers) == (max_steps, num_layers)
+    assert spec.training.batch_size == batch_size
+    assert (len(spec.expand()), len(spec.runs())) == (grid, runs)
+    # it validates: its TOML reads back through the spec checks to the same spec
+    assert spec_from_dict(tomllib.loads(spec.to_toml())) == spec
 
 
 def test_tiny_presets_sweep_num_tasks_from_2_to_1024():

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
+from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 
 from rational_icl.fits import rational_weight
@@ -92,8 +93,31 @@ def test_losses_over_training_needs_runs(fit, behaviour):
 
 
 def test_fit_alone_draws_the_observed_figures(fit):
-    _labelled(figures.weight_map(None, fit))
-    _labelled(figures.loss_complexity(None, fit))
+    """From a fit alone, the weight map shows the fit's observed weights cell by cell and
+    the loss-complexity figure draws the fit's L_Q and K_Q."""
+    (observed,) = fit["observed_data"].data_vars.values()
+    figure = figures.weight_map(None, fit)
+    splits = [str(s) for s in observed["split"].values]
+    assert len(splits) == 2  # the first row: observed, one panel per split
+    for ax, split in zip(figure.axes[: len(splits)], splits, strict=True):
+        mesh = ax.collections[0]
+        assert isinstance(mesh, QuadMesh) and ax.get_title() == f"observed, {split}"
+        cells = observed.sel(split=split).transpose("num_tasks", "checkpoint").values
+        np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(cells.shape), cells)
+    _labelled(figure)
+
+    constant = fit["constant_data"]
+    loss, complexity = constant["strategy_loss"], constant["strategy_complexity"]
+    figure = figures.loss_complexity(None, fit)
+    by_num_tasks, tradeoff = figure.axes[1], figure.axes[2]
+    strategies = [str(s) for s in loss["strategy"].values]
+    assert [line.get_label() for line in by_num_tasks.lines] == strategies
+    for q, line, point in zip(strategies, by_num_tasks.lines, tradeoff.lines, strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), loss["num_tasks"].values)
+        np.testing.assert_array_equal(line.get_ydata(), complexity.sel(strategy=q).values)
+        np.testing.assert_array_equal(point.get_xdata(), complexity.sel(strategy=q).values)
+        np.testing.assert_array_equal(point.get_ydata(), loss.sel(strategy=q).values)
+    _labelled(figure)
 
 
 def test_observed_transition_step_interpolates_in_log_steps():
@@ -175,10 +199,22 @@ def _pooled_fit() -> xr.DataTree:
 
 
 def test_parameters_by_configuration():
-    figure = figures.parameters_by_configuration(_pooled_fit())
+    fit = _pooled_fit()
+    figure = figures.parameters_by_configuration(fit)
     axes = [ax for ax in figure.axes if ax.axison]
     assert [ax.get_ylabel() for ax in axes] == ["beta (1)", "gamma (1)"]  # alpha shared
     assert all(ax.get_xscale() == "log" for ax in axes)
+    posterior = fit["posterior"]
+    for ax, name in zip(axes, ["beta", "gamma"], strict=True):
+        # one median per MLP factor, its 90% interval as the error bar
+        median = posterior[name].median(("chain", "draw")).values
+        low, high = posterior[name].quantile([0.05, 0.95], dim=("chain", "draw")).values
+        line = ax.lines[0]
+        np.testing.assert_array_equal(line.get_xdata(), [0.5, 4.0, 8.0])
+        np.testing.assert_allclose(line.get_ydata(), median, rtol=1e-12)
+        (bars,) = [c for c in ax.collections if len(c.get_segments()) == 3]
+        ends = np.array([segment[:, 1] for segment in bars.get_segments()])
+        np.testing.assert_allclose(ends, np.stack([low, high], axis=1), rtol=1e-12)
     _labelled(figure)
 
 

@@ -6,9 +6,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rational_icl.cli.checks import add_memory_option, check_device, check_memory
+from rational_icl.cli.checks import (
+    add_memory_option,
+    check_device,
+    check_memory,
+    make_out_folder,
+)
 from rational_icl.data import load_specs
-from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock, write_netcdf
 
 
@@ -42,7 +46,7 @@ def write_data(specs, out: Path, *, device="cpu", force: bool = False) -> list[P
     from rational_icl.training.predictions import strategy_dataset  # torch loads only here
 
     runs = [r for spec in specs for r in spec.runs()]
-    _check_out_folder(out)
+    make_out_folder(out)
     paths = {r: out / f"{r.name}.nc" for r in runs}
     todo = [r for r in runs if force or not paths[r].exists()]
     for r in runs:
@@ -57,12 +61,3 @@ def write_data(specs, out: Path, *, device="cpu", force: bool = False) -> list[P
             write_netcdf(dataset, paths[r])
     print(f"wrote {len(todo)} file(s) to {out}")
     return [paths[r] for r in todo]
-
-
-def _check_out_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise RiclError(f"--out {str(out)!r} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RiclError(f"cannot create output folder {str(out)!r}: {err.strerror}") from None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from rational_icl.cli.checks import add_memory_option, check_device, check_memory
+from rational_icl.cli.checks import (
+    add_memory_option,
+    check_device,
+    check_memory,
+    make_out_folder,
+)
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
@@ -61,7 +65,7 @@ def train_specs(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    _check_out_folder(out)
+    make_out_folder(out)
     with folder_lock(out, "ricl train"):  # one writer per folder
         for spec in specs:
             for r in spec.runs():
@@ -72,17 +76,6 @@ def train_specs(
             written += train(spec, out, device=device, force=force)
     print(f"trained {len(written)} run(s) into {out}")
     return written
-
-
-def _check_out_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise RiclError(f"--out {str(out)!r} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise RiclError(f"cannot write to output folder {str(out)!r}: {err.strerror}") from None
 
 
 def check_threads(threads: int) -> None:

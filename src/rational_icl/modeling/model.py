@@ -89,10 +89,6 @@ class TransformerConfig:
         return setting_class(self.setting).facts.prediction_kind
 
     @property
-    def read_in_size(self) -> int:  # features of one token before the read-in, or symbols
-        return self.layout.features or self.layout.symbols
-
-    @property
     def sequence_length(self) -> int:  # L, tokens the transformer reads
         return self.layout.sequence_length
 

@@ -9,7 +9,7 @@ import torch
 
 from rational_icl.data import CategoricalSequence, generator
 from rational_icl.data.settings.categorical import categorical_generalizing, categorical_memorizing
-from tests.data.settings.cases import categorical
+from tests.data.settings.cases import categorical, source_bits_and_complexities
 
 SEEDS = [0, 1, 2]
 
@@ -104,3 +104,13 @@ def test_small_dirichlet_concentrations_give_finite_normalised_tasks():
     tasks = setting.sample_tasks(64, generator(1, "tasks", 64)).tasks
     assert torch.isfinite(tasks).all()
     np.testing.assert_allclose(tasks.sum(-1).numpy(), 1.0, rtol=1e-12)
+
+
+def test_categorical_complexities_are_pinned():
+    # (source bits, [K_Q at D = 2, 16, 128]) per strategy: see cases.py before changing them
+    setting = CategoricalSequence(num_dims=4, context_length=8)
+    assert source_bits_and_complexities(setting) == {
+        "memorizing": (5064, [5664.0, 9248.0, 36328.0]),
+        "generalizing": (2496, [2624.0, 2624.0, 2624.0]),
+        "constant": (952, [1080.0, 1080.0, 1080.0]),
+    }

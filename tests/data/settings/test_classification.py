@@ -17,7 +17,7 @@ from rational_icl.data.settings.classification import (
 )
 from rational_icl.modeling.complexity import strategy_complexity
 from rational_icl.modeling.losses import strategy_loss
-from tests.data.settings.cases import classification
+from tests.data.settings.cases import classification, source_bits_and_complexities
 
 SEEDS = [0, 1, 2]
 
@@ -278,3 +278,14 @@ def test_classification_contextual_complexity_exceeds_generalizing_and_grows_wit
         assert k["contextual"] > k["memorizing"], num_tasks
     # 28 more rows of 8 float64 item numbers: random floats compress to at least half
     assert complexity[32]["contextual"] > complexity[4]["contextual"] + 0.5 * 28 * 8 * 64
+
+
+def test_classification_complexities_are_pinned():
+    # (source bits, [K_Q at D = 2, 16, 128]) per strategy: see cases.py before changing them
+    setting = Classification(num_dims=4, context_length=8, within_class_variance=0.5)
+    assert source_bits_and_complexities(setting) == {
+        "memorizing": (2944, [3600.0, 7536.0, 35936.0]),
+        "generalizing": (2656, [2760.0, 2760.0, 2760.0]),
+        "constant": (1016, [1120.0, 1120.0, 1120.0]),
+        "contextual": (4472, [5128.0, 9064.0, 37464.0]),
+    }

@@ -7,7 +7,7 @@ import torch
 
 from rational_icl.data import LinearRegression, generator
 from rational_icl.data.settings.regression import regression_generalizing, regression_memorizing
-from tests.data.settings.cases import regression
+from tests.data.settings.cases import regression, source_bits_and_complexities
 
 SEEDS = [0, 1, 2]
 
@@ -68,3 +68,13 @@ def test_regression_matches_reference(seed):
     ridge32 = regression_generalizing(batch.x.float(), batch.y.float(), 0.25)
     assert np.abs(memorizing32.numpy() - reference_m).max() <= 1e-4
     assert np.abs(ridge32.numpy() - reference_g).max() <= 1e-4
+
+
+def test_regression_complexities_are_pinned():
+    # (source bits, [K_Q at D = 2, 16, 128]) per strategy: see cases.py before changing them
+    setting = LinearRegression(num_dims=3, context_length=8, noise_variance=0.25)
+    assert source_bits_and_complexities(setting) == {
+        "memorizing": (2504, [2976.0, 5664.0, 26448.0]),
+        "generalizing": (2808, [2952.0, 2952.0, 2952.0]),
+        "constant": (664, [808.0, 808.0, 808.0]),
+    }
