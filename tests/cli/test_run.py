@@ -6,6 +6,7 @@ simulated runs of the very spec first, which `ricl run` counts as trained.
 
 from __future__ import annotations
 
+from rational_icl.cli.fit import DEFAULT_MODEL
 from rational_icl.cli.main import main
 from rational_icl.cli.run import with_seeds
 from rational_icl.data import load_specs
@@ -28,15 +29,21 @@ def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "== data: done" in out and "== train: done" in out  # simulated runs count
     assert "== behaviour:" in out and "== ricl fit" in out and "== ricl report" in out
-    (fit_line,) = [line for line in out.splitlines() if line.startswith("== ricl fit")]
+    # the default model into fit.nc, and the paper's beside it into fit_paper.nc
+    fit_line, paper_line = [line for line in out.splitlines() if line.startswith("== ricl fit")]
+    assert f"-o {job / 'fit.nc'} " in fit_line and f"--model {DEFAULT_MODEL}" in fit_line
+    assert f"-o {job / 'fit_paper.nc'} " in paper_line and "--model paper" in paper_line
     assert " --drop-early" in fit_line  # the paper's procedure, on by default
     assert (
         " --measure barycentric" in fit_line and f" --behaviour {job / 'behaviour.nc'}" in fit_line
     )
+    assert f"rational model {DEFAULT_MODEL} (strategies memorizing,generalizing)" in out
+    assert "rational model paper (strategies memorizing,generalizing)" in out
     assert "early checkpoints not fitted" in out
     page = job / "report" / "index.html"
     assert out.strip().splitlines()[-1] == f"report: {page}"
     assert page.is_file() and (job / "fit.nc").is_file() and (job / "behaviour.nc").is_file()
+    assert "Predictive skill of every fit" in page.read_text()  # the two models side by side
 
     before = (job / "fit.nc").stat().st_mtime_ns
     assert main(["run", str(spec), "-o", str(job), *FIT]) == 0
@@ -95,6 +102,7 @@ def test_run_with_seeds_pools_them_and_can_hold_one_out(tmp_path, capsys):
     capsys.readouterr()
 
     argv = ["run", str(spec), "-o", str(job), "--seeds", "2", "--held-out", "seed:2", *FIT]
+    argv += ["--model", "paper"]  # one fit: the paper's, nothing to report beside it
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "== train: done" in out  # both seeds' runs were found: nothing trained

@@ -274,6 +274,28 @@ def test_transition_model_puts_even_odds_at_the_transition_step():
     np.testing.assert_allclose(odds, law[0] - law[1], rtol=1e-10, atol=1e-10)
 
 
+def test_anchored_model_samples_the_evidence_at_the_mean_log_checkpoint():
+    fixed = {"alpha": 0.7, "beta": 0.3, "evidence_scale": 12.0, "sigma": np.array([0.1])}
+    trace = _trace(
+        numpyro.handlers.substitute(rational.relative_distance_model, fixed),
+        strategy_loss=LOSS,
+        strategy_complexity=COMPLEXITY,
+        checkpoint=STEPS,
+        num_splits=1,
+        model="anchored",
+    )
+    reference = math.exp(np.log(STEPS).mean())  # 632.5 for 20 ... 20000
+    gamma = 12.0 / reference**0.3
+    assert float(trace["gamma"]["value"]) == pytest.approx(gamma, rel=1e-12)
+    law = rational.log_posterior(LOSS, COMPLEXITY, STEPS, 0.7, 0.3, gamma)
+    np.testing.assert_allclose(trace["log_posterior_odds"]["value"], law[0] - law[1], rtol=1e-10)
+    assert "gamma" not in [n for n, site in trace.items() if site["type"] == "sample"]
+    prior = trace["evidence_scale"]["fn"]
+    assert float(prior.log_prob(12.0)) == pytest.approx(
+        scipy.stats.lognorm(3.0).logpdf(12.0), rel=1e-12
+    )
+
+
 def test_run_offsets_shift_each_run_for_all_of_its_training():
     loss = np.concatenate([LOSS, LOSS], axis=1)  # C = 2
     complexity = np.concatenate([COMPLEXITY, COMPLEXITY], axis=1)

@@ -17,8 +17,15 @@ ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "lin
 POOLINGS = ("auto", "complete", "none", "partial")
 METHODS = ("nuts", "map", "svi")
 MASS_MATRICES = ("adapted", "laplace")
-MODELS = ("paper", "transition", "offsets", "transition-offsets")
-DEFAULT_MODEL = "paper"
+MODELS = (
+    "paper",
+    "transition",
+    "anchored",
+    "offsets",
+    "transition-offsets",
+    "anchored-offsets",
+)
+DEFAULT_MODEL = "anchored-offsets"
 
 
 def add_parser(subparsers) -> None:

@@ -39,7 +39,14 @@ from numpyro.distributions.transforms import SigmoidTransform
 
 ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
 POOLINGS = ("complete", "none", "partial")
-MODELS = ("paper", "transition", "offsets", "transition-offsets")
+MODELS = (
+    "paper",
+    "transition",
+    "anchored",
+    "offsets",
+    "transition-offsets",
+    "anchored-offsets",
+)
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,19 @@ class Priors:
     output_sigma_scale: float = 1.0
     population_scale: float = 0.5  # half-normal scale of the between-configuration spread
     transition_step_log_scale: float = 3.0  # around the mean log checkpoint
+    evidence_scale_log_loc: float = 0.0  # anchored models: gamma * N_ref ** (1 - alpha)
+    evidence_scale_log_scale: float = 3.0
     offset_scale: float = 1.0  # run offsets: half-normal scale of their spread
 
 
 def has_offsets(model: str) -> bool:
     """Whether ``model`` adds per-run offsets to the log posterior."""
     return model.endswith("offsets")
+
+
+def is_anchored(model: str) -> bool:
+    """Whether ``model`` samples the evidence at a reference step in place of gamma."""
+    return model.startswith("anchored")
 
 
 def has_transition_step(model: str) -> bool:
@@ -81,6 +95,7 @@ def rational_parameters(
     priors: Priors = Priors(),
     centred: bool = False,
     transition_step_log_loc: float | None = None,
+    anchored: bool = False,
 ):
     """Sample sites ``alpha``, ``beta``, ``gamma`` (deterministic where an ablation fixes one).
 
@@ -110,6 +125,12 @@ def rational_parameters(
         "beta": (beta_prior, jnp.exp, 1.0),
         "gamma": ((priors.gamma_log_loc, priors.gamma_log_scale), jnp.exp, 1.0),
     }
+    if anchored:
+        if ablation == "unit-gamma":
+            raise ValueError("the unit-gamma ablation fixes gamma: use model paper or offsets")
+        prior = (priors.evidence_scale_log_loc, priors.evidence_scale_log_scale)
+        specs["evidence_scale"] = (prior, jnp.exp, 1.0)
+        del specs["gamma"]
     if transition_step_log_loc is not None:
         if ablation == "unit-gamma":
             raise ValueError("the unit-gamma ablation fixes gamma: use model paper or offsets")
