@@ -12,7 +12,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rational_icl"
 STAGES = ("data", "modeling", "training", "fits", "reports", "cli")
-SHARED = ("errors", "io", "formulas", "facts")  # top-level modules every stage may use
+# top-level modules every stage may use
+SHARED = ("errors", "io", "formulas", "facts", "vocabulary")
 TORCH_FREE = ("fits", "reports")
 # modules of an optional extra, and the one package each may import that the core may not
 OPTIONAL = {"rational_icl.training.hf": "transformers"}

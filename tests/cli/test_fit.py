@@ -71,6 +71,7 @@ def test_choices_match_the_fits_module():
     assert fit_command.MASS_MATRICES == inputs.MASS_MATRICES
     assert fit_command.MODELS == parameters.MODELS
     assert fit_command.DEFAULT_MODEL in parameters.MODELS
+    assert fit_command.MEASURES == ("auto", *inputs.MEASURES)  # the variables' names
 
 
 def test_fit_writes_a_fit_and_compare_ranks_fits(folders, tmp_path, capsys):

@@ -8,24 +8,19 @@ from pathlib import Path
 
 from rational_icl.cli.checks import check_sampler_options, check_writable_file
 from rational_icl.errors import RiclError
-
-# The same choices as rational_icl.fits (a test checks), spelled out here so that
-# `ricl --help` does not import JAX.
-OBSERVATIONS = ("relative-distance", "outputs")
-MEASURES = ("auto", "barycentric", "relative-distance")
-ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
-POOLINGS = ("auto", "complete", "none", "partial")
-METHODS = ("nuts", "map", "svi")
-MASS_MATRICES = ("adapted", "laplace")
-MODELS = (
-    "paper",
-    "transition",
-    "anchored",
-    "offsets",
-    "transition-offsets",
-    "anchored-offsets",
+from rational_icl.vocabulary import (
+    ABLATIONS,
+    DEFAULT_MODEL,
+    MASS_MATRICES,
+    METHODS,
+    MODELS,
+    OBSERVATIONS,
 )
-DEFAULT_MODEL = "anchored-offsets"
+from rational_icl.vocabulary import MEASURES as _MEASURES
+from rational_icl.vocabulary import POOLINGS as _POOLINGS
+
+MEASURES = ("auto", *_MEASURES)
+POOLINGS = ("auto", *_POOLINGS)
 
 
 def add_parser(subparsers) -> None:

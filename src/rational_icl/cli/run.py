@@ -36,6 +36,7 @@ from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
+from rational_icl.vocabulary import METHODS, PAPER_MODEL
 
 DEFAULT_PRESET = "tiny-categorical"
 STAGES = ("data", "train", "behaviour", "fit", "report")
@@ -43,7 +44,6 @@ STAGES = ("data", "train", "behaviour", "fit", "report")
 # (whose other splits are predicted with the id noise scale) gave held-out correlations within
 # 0.004 and 90% coverage within 0.01 of each other (README, "What the fit reads").
 DEFAULT_FIT_SPLITS = "all"
-PAPER_MODEL = "paper"
 
 
 def add_parser(subparsers) -> None:
@@ -67,7 +67,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for training (see ricl train)"
     )
-    parser.add_argument("--method", choices=("nuts", "map", "svi"), default="nuts")
+    parser.add_argument("--method", choices=METHODS, default="nuts")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=1000)

@@ -18,14 +18,11 @@ from rational_icl.fits import parameters, sufficient
 from rational_icl.fits.behaviour import context_loss
 from rational_icl.fits.designs import held_out_cells_of, held_out_design
 from rational_icl.fits.model import reference_num_tasks
-from rational_icl.fits.runs import CONFIG_DIMS
 from rational_icl.fits.runs import config_dims as _config_dims
+from rational_icl.vocabulary import CONFIG_DIMS, MASS_MATRICES, METHODS, OBSERVATIONS
 
 # before any array is made: K ** beta and N ** (1 - alpha) span many orders of magnitude
 numpyro.enable_x64()
-
-
-OBSERVATIONS = ("relative-distance", "outputs")
 
 
 # Behaviour measures the relative-distance model can observe, and their behaviour variables
@@ -33,8 +30,7 @@ OBSERVATIONS = ("relative-distance", "outputs")
 MEASURES = {"barycentric": "barycentric_weight", "relative-distance": "relative_distance"}
 
 
-METHODS = ("nuts", "map", "svi")
-MASS_MATRICES = ("adapted", "laplace")  # NUTS's inverse mass matrix (engines.nuts)
+# NUTS's inverse mass matrix: adapted, or the Laplace covariance (engines.nuts)
 
 
 SAMPLE_DIMS = ("chain", "draw")

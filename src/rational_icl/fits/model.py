@@ -40,7 +40,6 @@ from numpyro.distributions import constraints
 
 from rational_icl import formulas
 from rational_icl.fits.parameters import (
-    MODELS,
     Priors,
     check_choice,
     has_offsets,
@@ -55,6 +54,7 @@ from rational_icl.fits.sufficient import (
     floored,
     outputs_log_likelihood,
 )
+from rational_icl.vocabulary import MODELS
 
 STRATEGIES = ("memorizing", "generalizing", "constant")
 OUTCOME_KINDS = ("probabilities", "regression")

@@ -37,16 +37,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions.transforms import SigmoidTransform
 
-ABLATIONS = ("none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity")
-POOLINGS = ("complete", "none", "partial")
-MODELS = (
-    "paper",
-    "transition",
-    "anchored",
-    "offsets",
-    "transition-offsets",
-    "anchored-offsets",
-)
+from rational_icl.vocabulary import ABLATIONS, MODELS, POOLINGS  # noqa: F401 (used by callers)
 
 
 @dataclass(frozen=True)

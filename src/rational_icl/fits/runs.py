@@ -21,10 +21,11 @@ from rational_icl.errors import RiclError
 from rational_icl.fits import validate
 from rational_icl.fits.identity import RUNS_IDENTITY, runs_identity
 from rational_icl.io import open_netcdf
+from rational_icl.vocabulary import CONFIG_DIMS
 
 # Configuration attributes that become dimensions when they differ between run files. The
 # training seed is one of them: runs of several seeds are replicates, fitted together.
-CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims", "seed")
+# (rational_icl.vocabulary.CONFIG_DIMS)
 
 # The variables a fit needs, with their dims in canonical order.
 REQUIRED_VARIABLES = {

@@ -23,9 +23,9 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from rational_icl import formulas
+from rational_icl.vocabulary import CONFIG_DIMS
 
 SAMPLE_DIMS = ("chain", "draw")
-CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims", "seed")
 INTERVAL = (0.05, 0.95)  # the 90% intervals and bands of every figure
 _WEIGHT_LABEL = "weight on memorizing (1)"
 _STEP_LABEL = "training step N (log scale)"
