@@ -75,3 +75,29 @@ def test_summary_prints_90_percent_intervals(map_fit):
     assert {"eti90_lb", "eti90_ub"} <= set(table.columns)
     low = float(map_fit.posterior.alpha.quantile(0.05))
     assert float(table.loc["alpha", "eti90_lb"]) == pytest.approx(low, abs=2e-3)
+
+
+def test_run_offsets_line_names_the_spread_and_the_runs_furthest_from_the_law():
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    offsets = np.array([0.1, -2.0, 0.5, 1.5])  # (num_tasks,)
+    draws = offsets + 0.01 * rng.standard_normal((2, 50, 4))
+    scale = np.linspace(0.5, 1.5, 100).reshape(2, 50)
+    posterior = xr.Dataset(
+        {
+            "run_offset": (
+                ("chain", "draw", "num_tasks", "offset_strategy"),
+                draws[..., None],
+            ),
+            "offset_scale": (("chain", "draw"), scale),
+        },
+        coords={"num_tasks": [2, 8, 32, 128], "offset_strategy": ["memorizing"]},
+    )
+    tree = xr.DataTree.from_dict({"posterior": posterior})
+    line = diagnostics.run_offsets_line(tree)
+    median, low, high = np.median(scale), np.quantile(scale, 0.05), np.quantile(scale, 0.95)
+    assert f"offset_scale {median:.2f} [{low:.2f}, {high:.2f}]" in line
+    assert line.endswith("num_tasks=8 -2.00, num_tasks=128 +1.50, num_tasks=32 +0.50\n")
+    without = xr.Dataset({"alpha": (("chain", "draw"), scale)})
+    assert diagnostics.run_offsets_line(xr.DataTree.from_dict({"posterior": without})) == ""

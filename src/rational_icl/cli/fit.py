@@ -403,7 +403,13 @@ def adequacy_line(tree) -> str:
 
 def _report(tree) -> None:
     """Summary table, fit quality, dropped checkpoints, diagnostics and LOO, on stdout."""
-    from rational_icl.fits.diagnostics import diagnostic_warnings, loo, loo_problem, summary
+    from rational_icl.fits.diagnostics import (
+        diagnostic_warnings,
+        loo,
+        loo_problem,
+        run_offsets_line,
+        summary,
+    )
 
     print(
         f"rational model {tree.attrs.get('model', 'paper')} (strategies "
@@ -413,6 +419,7 @@ def _report(tree) -> None:
         f"{tree.attrs['pooling']}, method {tree.attrs['inference_method']}"
     )
     print(summary(tree).to_string())
+    print(run_offsets_line(tree), end="")
     print(population_lines(tree), end="")
     print(skill_table(tree), end="")
     for split in tree.observed_data.split.values:

@@ -33,8 +33,37 @@ def summary(tree: xr.DataTree):
     """Summary table of the parameters (pandas DataFrame from ``arviz_stats.summary``):
     mean, sd, 90% equal-tailed interval and, for NUTS, R-hat, bulk/tail ESS and MCSE."""
     kind = "all" if tree.attrs.get("inference_method") == "nuts" else "stats"
-    return azs.summary(
-        tree, var_names=parameter_names(tree), kind=kind, ci_prob=SUMMARY_INTERVAL, ci_kind="eti"
+    names = [n for n in parameter_names(tree) if n not in PER_RUN]
+    return azs.summary(tree, var_names=names, kind=kind, ci_prob=SUMMARY_INTERVAL, ci_kind="eti")
+
+
+# One value per run (the offset models): their R-hat and ESS are checked with the rest
+# (``diagnostics``), but a table row each would bury alpha, beta and gamma (run_offsets_line).
+PER_RUN = ("run_offset", "run_offset_noise")
+
+
+def run_offsets_line(tree: xr.DataTree) -> str:
+    """The offset models' per-run shifts in one line: their fitted spread and the runs
+    furthest from the law (posterior means, largest three by size); empty without them."""
+    posterior = tree.posterior
+    if "run_offset" not in posterior:
+        return ""
+    mean = posterior["run_offset"].mean(("chain", "draw"))
+    if mean.sizes["offset_strategy"] == 1:  # memorizing (or contextual) against G only
+        mean = mean.isel(offset_strategy=0, drop=True)
+    flat = mean.to_series()
+    largest = flat.reindex(flat.abs().sort_values(ascending=False).index)[:3]
+    keys = [key if isinstance(key, tuple) else (key,) for key in largest.index]
+    named = ", ".join(
+        " ".join(f"{dim}={value}" for dim, value in zip(flat.index.names, key, strict=True))
+        + f" {offset:+.2f}"
+        for key, offset in zip(keys, largest.values, strict=True)
+    )
+    scale = posterior["offset_scale"]
+    return (
+        f"run offsets (log odds against generalizing): spread offset_scale "
+        f"{float(scale.median()):.2f} [{float(scale.quantile(0.05)):.2f}, "
+        f"{float(scale.quantile(0.95)):.2f}]; furthest from the law: {named}\n"
     )
 
 
