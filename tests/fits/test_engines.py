@@ -112,3 +112,14 @@ def test_keys_come_from_one_seed():
         np.testing.assert_array_equal(key, same)
     values = {tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in keys}
     assert len(values) == len(keys)  # every key distinct
+
+
+def test_target_acceptance_is_higher_for_the_offset_models():
+    target_acceptance, FitSettings = engines.target_acceptance, inputs.FitSettings
+    assert target_acceptance(FitSettings()) == 0.9  # the paper's model
+    assert target_acceptance(FitSettings(model="anchored")) == 0.9
+    assert target_acceptance(FitSettings(model="offsets")) == 0.99
+    assert target_acceptance(FitSettings(model="anchored-offsets")) == 0.99
+    assert target_acceptance(FitSettings(model="offsets", target_accept=0.8)) == 0.8
+    with pytest.raises(RiclError, match="target_accept must be in \\(0, 1\\); got 1.0"):
+        FitSettings(target_accept=1.0)

@@ -51,6 +51,7 @@ class FitSettings:
     context_dependent: bool = False
     method: str = "nuts"
     mass_matrix: str = "adapted"  # NUTS: windowed adaptation, or the fixed Laplace covariance
+    target_accept: float | None = None  # NUTS; None: engines.target_acceptance's default
     chains: int = 4
     warmup: int = 1000
     draws: int = 1000
@@ -88,6 +89,8 @@ class FitSettings:
             raise RiclError(
                 f"outputs_bin_width must be positive or None; got {self.outputs_bin_width}"
             )
+        if self.target_accept is not None and not 0.0 < self.target_accept < 1.0:
+            raise RiclError(f"target_accept must be in (0, 1); got {self.target_accept}")
         if not 0.0 < self.held_out_fraction <= 1.0:
             raise RiclError(f"held_out_fraction must be in (0, 1]; got {self.held_out_fraction}")
         held_out_design(self.held_out)  # raises on a bad design
