@@ -77,7 +77,8 @@ def test_choices_match_the_fits_module():
 def test_fit_writes_a_fit_and_compare_ranks_fits(folders, tmp_path, capsys):
     _, runs = folders
     full, ablated = tmp_path / "full.nc", tmp_path / "unit-gamma.nc"
-    common = ["--method", "map", "--chains", "1", "--draws", "200"]
+    # the paper's law, whose parameters the simulated runs were drawn from
+    common = ["--method", "map", "--chains", "1", "--draws", "200", "--model", "paper"]
     code, out, err = _ricl(capsys, "fit", runs, "-o", full, *common)
     assert code == 0, err
     assert "held out" in out and "alpha" in out and f"wrote {full}" in out
@@ -122,6 +123,7 @@ def unidentified_runs(tmp_path_factory):
 
 def test_unreliable_loo_is_a_warning_not_a_number(unidentified_runs, tmp_path, capsys):
     common = ["--method", "map", "--chains", "1", "--draws", "400", "--drop-early"]
+    common += ["--model", "paper"]
     full, ablated = tmp_path / "full.nc", tmp_path / "unit-gamma.nc"
     code, out, err = _ricl(capsys, "fit", unidentified_runs, "-o", full, *common)
     assert code == 0, err
@@ -178,7 +180,7 @@ def _other_behaviour(folders, tmp_path):
                 "--strategies",
                 "memorizing,generalizing,constant",
             ],
-            "needs --observation outputs",
+            "need --observation outputs",
         ),
         (lambda f, t: [f[1], "-o", t / "fit.txt"], "must end in .nc"),
         (lambda f, t: [f[1], "-o", t], "is a folder"),

@@ -45,6 +45,8 @@ def test_settings_are_validated():
         inputs.FitSettings(strategies=("memorizing", "generalizing", "constant"))
     with pytest.raises(RiclError, match="model must be one of paper, transition"):
         inputs.FitSettings(model="best")
+    with pytest.raises(RiclError, match="unit-gamma ablation fixes gamma, which model 'anch"):
+        inputs.FitSettings(model="anchored-offsets", ablation="unit-gamma")
     with pytest.raises(RiclError, match="needs several configurations"):
         inference.fit(simulated_behaviour(num_checkpoints=5), inputs.FitSettings(pooling="none"))
 

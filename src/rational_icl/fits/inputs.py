@@ -80,6 +80,13 @@ class FitSettings:
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
         _check_strategies(self.strategies, self.observation)
+        if self.ablation == "unit-gamma" and (
+            parameters.is_anchored(self.model) or parameters.has_transition_step(self.model)
+        ):
+            raise RiclError(
+                f"the unit-gamma ablation fixes gamma, which model {self.model!r} derives; "
+                "use it with model paper or offsets"
+            )
         for name in ("chains", "draws", "svi_steps", "pointwise_draws"):
             if getattr(self, name) < 1:
                 raise RiclError(f"{name} must be at least 1; got {getattr(self, name)}")
