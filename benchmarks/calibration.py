@@ -225,4 +225,7 @@ def _laplace_draws(problem, optimum, num_draws: int, seed: int) -> dict:
 
 
 if __name__ == "__main__":
+    from rational_icl.pipeline import configure_jax
+
+    configure_jax()  # float64, one CPU device per core
     main()

@@ -50,9 +50,11 @@ import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import numpyro
+from rational_icl.pipeline import configure_jax
 
-numpyro.set_host_device_count(4)  # one CPU device per chain, before JAX starts
+# float64 and one CPU device per chain, before JAX starts; at import, not under __main__,
+# because the spawned worker processes import this file again
+configure_jax(4)
 
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402

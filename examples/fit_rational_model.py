@@ -26,8 +26,9 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS
 
-numpyro.set_host_device_count(2)  # before JAX starts: one CPU device per chain
-numpyro.enable_x64()
+from rational_icl.pipeline import configure_jax
+
+configure_jax(2)  # before JAX starts: float64, one CPU device per chain
 
 from rational_icl.fits import model as rational  # noqa: E402
 from rational_icl.fits.parameters import rational_parameters  # noqa: E402

@@ -14,6 +14,11 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+import numpyro  # noqa: E402
+
+# the test session is a program's edge, like the CLI: JAX computes in float64 from the start
+numpyro.enable_x64()
+
 
 import pytest  # noqa: E402
 

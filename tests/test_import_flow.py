@@ -4,6 +4,7 @@ stage, the torch-free stages never load torch, and nothing imports in a circle."
 import ast
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rational_icl"
-STAGES = ("data", "modeling", "training", "fits", "reports", "cli")
+STAGES = ("data", "modeling", "training", "fits", "reports", "pipeline", "cli")
 # top-level modules every stage may use
 SHARED = ("errors", "io", "formulas", "facts", "vocabulary")
 TORCH_FREE = ("fits", "reports")
@@ -162,3 +163,21 @@ def test_the_fits_front_door_loads_jax_only_when_a_fit_name_is_read():
     assert found["same"] == [True, True, True, True]
     assert {"FitSettings", "fit", "read_fit", "write_fit"} <= set(found["all"])
     assert found["listed"] == []  # every exported name is in dir()
+
+
+def test_importing_changes_no_jax_setting_and_configure_jax_does():
+    modules = [name for name in _modules() if _stage(name) in ("fits", "reports", "pipeline")]
+    code = (
+        "import importlib, json, os, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "import jax\n"
+        "imported = jax.config.jax_enable_x64\n"
+        "flags = os.environ.get('XLA_FLAGS', '')\n"
+        "from rational_icl.pipeline import configure_jax\n"
+        "configure_jax(3)\n"
+        "print(json.dumps([imported, flags, jax.config.jax_enable_x64, jax.device_count()]))\n"
+    )
+    imported, flags, configured, devices = _last_json_line(code)
+    assert (imported, flags) == (False, os.environ.get("XLA_FLAGS", ""))  # import sets nothing
+    assert (configured, devices) == (True, 3)

@@ -215,6 +215,20 @@ def load_datatree(path: str | Path) -> xr.DataTree:
 LOCK_NAME = ".ricl-sweep.lock"  # one writer per folder: ricl sweep, train, data and run
 
 
+def make_out_folder(out: str | Path) -> None:
+    """Create the output folder of a stage (parents included) and refuse it, in one line,
+    when it is a file or nothing can be written in it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RiclError(f"--out {str(out)!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise RiclError(f"cannot write to output folder {str(out)!r}: {err.strerror}") from None
+
+
 @contextmanager
 def folder_lock(folder: str | Path, command: str):
     """Hold ``FOLDER/.ricl-sweep.lock`` for the block; refuse if a live command holds it.

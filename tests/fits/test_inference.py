@@ -143,3 +143,14 @@ def test_a_fit_without_fitted_cells_is_refused_before_sampling(behaviour):
     settings = inputs.FitSettings(measure="relative-distance", chains=1, draws=10, warmup=10)
     with pytest.raises(RiclError, match="no cell is left to fit"):
         inference.fit(empty, settings)
+
+
+def test_fit_refuses_float32(behaviour):
+    import jax
+
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(RiclError, match="configure_jax"):
+            inference.fit(behaviour, inputs.FitSettings(method="map", chains=1, draws=5))
+    finally:
+        jax.config.update("jax_enable_x64", True)

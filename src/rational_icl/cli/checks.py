@@ -35,20 +35,6 @@ def check_writable_folder(option: str, folder: Path) -> None:
         ) from None
 
 
-def make_out_folder(out: Path) -> None:
-    """Create the ``--out`` folder of a stage (parents included) and refuse it, in one line,
-    when it is a file or nothing can be written in it."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RiclError(f"--out {str(out)!r} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise RiclError(f"cannot write to output folder {str(out)!r}: {err.strerror}") from None
-
-
 def check_writable_file(option: str, path: Path) -> None:
     """Refuse an output file whose folder cannot be made or written (see above)."""
     path = Path(path)

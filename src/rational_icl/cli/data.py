@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tqdm import tqdm
-
-from rational_icl.cli.checks import (
-    add_memory_option,
-    check_device,
-    check_memory,
-    make_out_folder,
-)
+from rational_icl.cli.checks import add_memory_option, check_device, check_memory
 from rational_icl.data import load_specs
-from rational_icl.io import folder_lock, write_netcdf
+from rational_icl.pipeline import write_data
 
 
 def add_parser(subparsers) -> None:
@@ -38,26 +31,3 @@ def run(args) -> int:
     check_device(args.device)
     write_data(specs, args.out, device=args.device, force=args.force)
     return 0
-
-
-def write_data(specs, out: Path, *, device="cpu", force: bool = False) -> list[Path]:
-    """The data stage: one predictions file per run of ``specs`` in ``out`` (existing files
-    are kept unless ``force``); returns the files written."""
-    from rational_icl.training.predictions import strategy_dataset  # torch loads only here
-
-    runs = [r for spec in specs for r in spec.runs()]
-    make_out_folder(out)
-    paths = {r: out / f"{r.name}.nc" for r in runs}
-    todo = [r for r in runs if force or not paths[r].exists()]
-    for r in runs:
-        if r not in todo:
-            print(f"exists, kept (use --force to overwrite): {paths[r]}")
-    with (
-        folder_lock(out, "ricl data"),  # one writer per folder
-        tqdm(todo, desc="ricl data", unit="run", dynamic_ncols=True, disable=None) as bar,
-    ):
-        for r in bar:
-            dataset = strategy_dataset(r, device=device, progress=bar.set_postfix_str)
-            write_netcdf(dataset, paths[r])
-    print(f"wrote {len(todo)} file(s) to {out}")
-    return [paths[r] for r in todo]

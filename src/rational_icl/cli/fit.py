@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 from rational_icl.cli.checks import check_sampler_options, check_writable_file
 from rational_icl.errors import RiclError
+from rational_icl.pipeline import configure_jax, fit_runs
 from rational_icl.vocabulary import (
     ABLATIONS,
     DEFAULT_MODEL,
@@ -167,7 +167,8 @@ def run(args) -> int:
 
     _check_args(args)
     check_no_live_writer(args.runs_dir, "ricl fit")  # (ricl run holds it and fits itself)
-    fit_runs(args.runs_dir, args.out, fit_settings(args), behaviour_file=args.behaviour)
+    configure_jax(max(args.chains, os.cpu_count() or 1))  # before JAX starts
+    fit_and_summarise(args.runs_dir, args.out, fit_settings(args), behaviour_file=args.behaviour)
     return 0
 
 
@@ -208,54 +209,13 @@ def shared_fit_settings(args) -> dict:
     )
 
 
-def fit_runs(runs_dir: Path, out: Path, settings, *, behaviour_file: Path | None = None):
-    """The fit stage: the rational model fitted to a runs folder (its behaviour measured
-    here, or read from ``behaviour_file``), summarised on stdout and written to ``out``;
-    returns the fit's DataTree."""
-    # Parallel chains need one XLA CPU device per chain, set before JAX starts its backend.
-    import numpyro
-
-    numpyro.set_host_device_count(max(settings.chains, os.cpu_count() or 1))
-    from rational_icl.fits.behaviour import behaviour
-    from rational_icl.fits.identity import RUNS_IDENTITY, check_same_runs
-    from rational_icl.fits.inference import fit
-    from rational_icl.fits.runs import open_runs
-    from rational_icl.fits.tree import write_fit
-
-    runs = open_runs(runs_dir)
-    _warn_diverged(runs)
-    _warn_unfinished(runs)
-    if behaviour_file is not None:
-        from rational_icl.io import read_netcdf
-
-        measured = read_netcdf(behaviour_file)
-        _check_same_cells(measured, runs, behaviour_file, runs_dir)
-        check_same_runs(
-            runs.attrs[RUNS_IDENTITY], measured, f"--behaviour {str(behaviour_file)!r}", runs_dir
-        )
-    else:
-        measured = behaviour(runs).compute()
-    needs_runs = settings.observation == "outputs" or settings.context_dependent
-    with warnings.catch_warnings():
-        # NumPy's warning for a cell without values (e.g. a dropped checkpoint): no news
-        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
-        tree = fit(measured, settings, runs=runs if needs_runs else None)
-    for recorded in ("unfinished_runs", RUNS_IDENTITY):  # which runs the fit was made from
-        if recorded in runs.attrs:
-            tree.attrs[recorded] = runs.attrs[recorded]
-    write_fit(tree, out)  # before the summary: a summary that fails must not lose the fit
+def fit_and_summarise(runs_dir: Path, out: Path, settings, *, behaviour_file=None):
+    """``pipeline.fit_runs``, then the fit's summary on stdout (after the fit is written: a
+    summary that fails must not lose the fit); returns the fit's DataTree."""
+    tree = fit_runs(runs_dir, out, settings, behaviour_file=behaviour_file)
     _report_safely(tree)
     print(f"wrote {out}")
     return tree
-
-
-def _warn_unfinished(runs) -> None:
-    """One line naming the runs that stopped before max_steps (a kill, or a live training)."""
-    if "unfinished_runs" in runs.attrs:
-        print(
-            f"warning: unfinished run(s), fitted as they are: {runs.attrs['unfinished_runs']}; "
-            "resume them with `ricl train` for the full fit"
-        )
 
 
 def _report_safely(tree) -> None:
@@ -270,17 +230,6 @@ def _report_safely(tree) -> None:
             f"warning: the fit's diagnostics need more draws than {draws} per chain (pass "
             f"--draws and --pointwise-draws of 100 or more): {reason}"
         )
-
-
-def _check_same_cells(measured, runs, behaviour_file, runs_dir) -> None:
-    """A behaviour file must have been measured from these runs: the same grid of cells."""
-    for dim in ("num_tasks", "checkpoint", "split"):
-        if dim not in measured.dims or list(measured[dim].values) != list(runs[dim].values):
-            raise RiclError(
-                f"--behaviour {str(behaviour_file)!r} was not measured from "
-                f"{str(runs_dir)!r} (its {dim} values differ); leave out --behaviour to "
-                "measure the runs here"
-            )
 
 
 def _splits(text: str | None) -> tuple[str, ...] | None:
@@ -301,24 +250,6 @@ def _check_args(args) -> None:
     if args.behaviour is not None and not Path(args.behaviour).is_file():
         raise RiclError(f"--behaviour {str(args.behaviour)!r} is not a file")
     check_writable_file("-o", out)  # before the fit, not after it
-
-
-def _warn_diverged(runs) -> None:
-    """One warning per run whose final loss (id split) is above the constant strategy's,
-    the rule by which training sets a run's ``diverged`` attribute."""
-    sources = runs.source_file
-    final = runs.transformer_loss.isel(checkpoint=-1).sel(split="id", drop=True)
-    constant = runs.strategy_loss.sel(strategy="constant", drop=True).broadcast_like(final)
-    final, constant = (x.transpose(*sources.dims).values for x in (final, constant))
-    flagged = ~(final <= constant) & (sources.values != "")  # NaN: diverged too
-    for source, loss, bound in zip(
-        sources.values[flagged], final[flagged], constant[flagged], strict=True
-    ):
-        print(
-            f"warning: run {str(source)!r} diverged: its final transformer_loss {loss:.3g} nats "
-            f"(id) is above the constant strategy's {bound:.3g}, so its weights mean nothing; "
-            "retrain it with a lower learning_rate or move it out of RUNS_DIR"
-        )
 
 
 def skill_table(tree) -> str:

@@ -2,8 +2,9 @@
 
 Each stage writes its files into the output folder and a rerun skips the stages whose
 output is already there and newer than its inputs (training resumes from its last
-checkpoint). Each stage is the function behind its own command (``write_data``,
-``train_specs``, ``fit_runs``, ``report``), and ``ricl run`` prints that command as it goes:
+checkpoint). Each stage is a function of ``rational_icl.pipeline`` and the one behind its
+own command (``write_data``, ``train_specs``, ``fit_runs``, ``report``), and ``ricl run``
+prints that command as it goes:
 what it does can be repeated, or redone with other options, one command at a time.
 
 Layout of ``DIR`` (one spec; a preset bundling several specs gets one such folder per
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,10 +38,10 @@ from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
+from rational_icl.pipeline import configure_jax
 from rational_icl.vocabulary import METHODS, PAPER_MODEL
 
 DEFAULT_PRESET = "tiny-categorical"
-STAGES = ("data", "train", "behaviour", "fit", "report")
 # Every split enters the fit. On the three tiny presets an all-splits fit and an id-only fit
 # (whose other splits are predicted with the id noise scale) gave held-out correlations within
 # 0.004 and 90% coverage within 0.01 of each other (README, "What the fit reads").
@@ -119,6 +121,7 @@ def run(args) -> int:
         from rational_icl.cli.plan import print_plan
 
         return print_plan(specs, args)
+    configure_jax(max(args.chains, os.cpu_count() or 1))  # before JAX starts
     pages = []
     with folder_lock(args.out, "ricl run"):  # one writer per folder
         for spec in specs:
@@ -159,9 +162,7 @@ def _check_outputs(args) -> None:
 
 def run_spec(spec, folder: Path, args) -> Path:
     """Every stage for one spec into ``folder``; returns the report's index.html."""
-    from rational_icl.cli.data import write_data
-    from rational_icl.cli.report import report
-    from rational_icl.cli.train import train_specs
+    from rational_icl.pipeline import report, train_specs, write_data
 
     runs_dir, behaviour_file = folder / "runs", folder / "behaviour.nc"
     fit_file, report_dir = folder / "fit.nc", folder / "report"
@@ -208,7 +209,7 @@ def run_spec(spec, folder: Path, args) -> Path:
 def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, model, args) -> None:
     """Fit ``model`` into ``fit_file`` unless a fit with these options is newer than its
     inputs."""
-    from rational_icl.cli.fit import fit_runs
+    from rational_icl.cli.fit import fit_and_summarise
 
     args = argparse.Namespace(**{**vars(args), "model": model})
     changed = _changed_fit_options(fit_file, fit_options(args))
@@ -217,7 +218,7 @@ def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, model, args) -> None:
     if args.force or changed or not _newer(fit_file, inputs):
         settings = _fit_settings(args)
         with _stage(_fit_command(runs_dir, fit_file, behaviour_file, args)):
-            fit_runs(runs_dir, fit_file, settings, behaviour_file=behaviour_file)
+            fit_and_summarise(runs_dir, fit_file, settings, behaviour_file=behaviour_file)
     else:
         _skip("fit", fit_file)
 
@@ -353,11 +354,9 @@ def _stage(argv: list[str]):
 
 
 def _behaviour(runs_dir: Path, out: Path) -> None:
-    from rational_icl.fits import load_behaviour
-    from rational_icl.io import write_netcdf
+    from rational_icl.pipeline import measure_behaviour
 
     print(f"== behaviour: {runs_dir} -> {out}", flush=True)
     start = time.perf_counter()
-    measured = load_behaviour(runs_dir)
-    write_netcdf(measured, out)
+    measure_behaviour(runs_dir, out)
     print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)

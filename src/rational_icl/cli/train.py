@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rational_icl.cli.checks import (
-    add_memory_option,
-    check_device,
-    check_memory,
-    make_out_folder,
-)
+from rational_icl.cli.checks import add_memory_option, check_device, check_memory
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
-from rational_icl.io import folder_lock
+from rational_icl.pipeline import train_specs
 
 
 def add_parser(subparsers) -> None:
@@ -52,30 +47,6 @@ def run(args) -> int:
         check_threads(args.threads)
     train_specs(specs, args.out, device=device, force=args.force, threads=args.threads)
     return 0
-
-
-def train_specs(
-    specs, out: Path, *, device=None, force: bool = False, threads: int | None = None
-) -> list[Path]:
-    """The training stage: train every run of ``specs`` into ``out`` (finished runs are
-    kept unless ``force``; partial ones resume); returns the files trained."""
-    import torch  # loads only when the stage runs
-
-    from rational_icl.training.loop import is_finished, run_path, train
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    make_out_folder(out)
-    with folder_lock(out, "ricl train"):  # one writer per folder
-        for spec in specs:
-            for r in spec.runs():
-                if not force and is_finished(r, out):
-                    print(f"finished, kept (use --force to retrain): {run_path(r, out)}")
-        written = []
-        for spec in specs:
-            written += train(spec, out, device=device, force=force)
-    print(f"trained {len(written)} run(s) into {out}")
-    return written
 
 
 def check_threads(threads: int) -> None:

@@ -38,6 +38,7 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
     xr.DataTree
         The fit of docs/files.md §3.
     """
+    _check_float64()
     settings = dataclasses.replace(settings, pooling=resolved_pooling(behaviour, settings.pooling))
     inputs = model_inputs(behaviour, settings, runs)
     _check_cells_remain(inputs, settings)
@@ -55,6 +56,18 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
         start = target.best_prior_draw(keys.start, 256)
     draws = engines.ENGINES[settings.method](target, start, keys, settings)
     return datatree(target, inputs, draws, keys.predict, settings, behaviour)
+
+
+def _check_float64() -> None:
+    """Refuse to fit in float32: K ** beta and N ** (1 - alpha) span more orders of magnitude
+    than it resolves. Turning float64 on is the caller's choice, made before JAX starts."""
+    import jax
+
+    if not jax.config.jax_enable_x64:
+        raise RiclError(
+            "JAX computes in float32; call rational_icl.pipeline.configure_jax() (or "
+            "numpyro.enable_x64()) before fitting: the rational model needs float64"
+        )
 
 
 def _check_cells_remain(inputs, settings: FitSettings) -> None:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import xarray as xr
 
 from rational_icl.errors import RiclError
@@ -20,10 +19,6 @@ from rational_icl.fits.designs import held_out_cells_of, held_out_design
 from rational_icl.fits.model import reference_num_tasks
 from rational_icl.fits.runs import config_dims as _config_dims
 from rational_icl.vocabulary import CONFIG_DIMS, MASS_MATRICES, METHODS, OBSERVATIONS
-
-# before any array is made: K ** beta and N ** (1 - alpha) span many orders of magnitude
-numpyro.enable_x64()
-
 
 # Behaviour measures the relative-distance model can observe, and their behaviour variables
 # (the fit's observed_data keeps the name relative_distance for every measure: docs/files.md §3).
@@ -38,7 +33,7 @@ SAMPLE_DIMS = ("chain", "draw")
 
 @dataclass(frozen=True)
 class FitSettings:
-    """What to fit and how. Defaults follow the paper and issue 4."""
+    """What to fit and how. Defaults follow the paper (docs/science.md)."""
 
     observation: str = "relative-distance"
     measure: str = "auto"  # barycentric where the behaviour has it, else relative-distance
