@@ -108,9 +108,9 @@ def main() -> None:
     # compiled log density and NUTS are reused (arrays are arguments, not constants).
     key_prior, key_fit = jax.random.split(jax.random.PRNGKey(args.seed))
     problem = engines.Target(
-        rational.relative_distance_model, inputs.kwargs, "relative_distance", key_prior
+        rational.relative_distance_model, inputs.kwargs, "observed_weight", key_prior
     )
-    prior_data = {k: v for k, v in problem.data.items() if k != "relative_distance"}
+    prior_data = {k: v for k, v in problem.data.items() if k != "observed_weight"}
     prior = Predictive(problem.model, num_samples=args.replications)(key_prior, **prior_data)
     sample = _compiled_nuts(problem, args.warmup, args.draws)
     ranks = {name: [] for name in PARAMETERS}
@@ -118,7 +118,7 @@ def main() -> None:
     divergent_fits = 0
     start_time = time.perf_counter()
     for replication, key in enumerate(jax.random.split(key_fit, args.replications)):
-        data = {**problem.data, "relative_distance": prior["relative_distance"][replication]}
+        data = {**problem.data, "observed_weight": prior["observed_weight"][replication]}
         problem.data = data
         start, _ = problem.map_estimate(problem.best_prior_draw(key, 64))
         if args.method == "laplace":

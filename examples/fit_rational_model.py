@@ -61,7 +61,7 @@ def load_arrays(folder: str | None):
         numpyro.handlers.condition(rational.relative_distance_model, data=truth), 0
     )
     trace = numpyro.handlers.trace(simulate).get_trace(loss, complexity, steps, num_splits=2)
-    return loss, complexity, steps, np.asarray(trace["relative_distance"]["value"])
+    return loss, complexity, steps, np.asarray(trace["observed_weight"]["value"])
 
 
 def beta_weight_model(strategy_loss, strategy_complexity, checkpoint, observed=None):
@@ -77,7 +77,7 @@ def beta_weight_model(strategy_loss, strategy_complexity, checkpoint, observed=N
     if observed is not None:
         observed = jnp.clip(observed, 1e-3, 1 - 1e-3)
     numpyro.sample(
-        "relative_distance",
+        "observed_weight",
         dist.Beta(mean * precision, (1 - mean) * precision).expand([*weight.shape, 2]),
         obs=observed,
     )

@@ -223,7 +223,10 @@ def test_fit_on_the_id_split_prints_both_evaluations(folders, tmp_path, capsys):
     argv = ["fit", runs, "-o", out, "--method", "map", "--splits", "id", "--drop-early"]
     code, stdout, _ = _ricl(capsys, *argv)
     assert code == 0
-    assert "fitted splits id" in stdout and "measure barycentric" in stdout
+    assert (
+        "observed the barycentric weight on memorizing (against generalizing) in splits id"
+        in stdout
+    )
     assert "authors' evaluation (id split, checkpoints from step" in stdout
     assert "oracle (sees held-out cells" in stdout and "no-skill" not in stdout
     assert "held-out design authors" in stdout and "persistence" in stdout

@@ -36,7 +36,7 @@ def simulated_behaviour(
         num_splits=2,
         pooling="complete" if mlp is None else "none",
     )
-    observed = np.asarray(trace["relative_distance"]["value"])  # (C, D, N, S)
+    observed = np.asarray(trace["observed_weight"]["value"])  # (C, D, N, S)
     grid = ("num_tasks", "checkpoint", "split")
     coords = {"num_tasks": NUM_TASKS, "checkpoint": steps, "split": ["id", "ood"]}
     coords["strategy"] = ["memorizing", "generalizing"]

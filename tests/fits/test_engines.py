@@ -46,7 +46,7 @@ def test_seeds_make_fits_repeatable(behaviour, map_fit):
     again = inference.fit(behaviour, inputs.FitSettings(method="map", chains=1, draws=400))
     np.testing.assert_array_equal(again.posterior.gamma, map_fit.posterior.gamma)
     np.testing.assert_array_equal(
-        again.posterior_predictive.relative_distance, map_fit.posterior_predictive.relative_distance
+        again.posterior_predictive.observed_weight, map_fit.posterior_predictive.observed_weight
     )
 
 
@@ -54,7 +54,7 @@ def test_seeds_make_fits_repeatable(behaviour, map_fit):
 def target(behaviour):
     kwargs = inputs.model_inputs(behaviour, inputs.FitSettings()).kwargs
     key = jax.random.PRNGKey(0)
-    return engines.Target(rational.relative_distance_model, kwargs, "relative_distance", key)
+    return engines.Target(rational.relative_distance_model, kwargs, "observed_weight", key)
 
 
 def test_hessian_is_exact(target):

@@ -24,7 +24,7 @@ def _without(fit, group, name=None):
     [
         ("posterior", "alpha", "group 'posterior' lacks alpha"),
         ("constant_data", None, "has no 'constant_data' group"),
-        ("observed_data", "relative_distance", "lacks relative_distance"),
+        ("observed_data", "observed_weight", "lacks observed_weight"),
     ],
 )
 def test_a_fit_missing_what_readers_need_is_refused(map_fit, tmp_path, group, name, words):

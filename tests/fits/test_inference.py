@@ -82,7 +82,7 @@ def test_outputs_and_context_dependent_models_fit(synthetic_runs, outputs_fits):
         inputs.FitSettings(method="map", chains=1, draws=20, context_dependent=True),
         runs=runs,
     )
-    expected = context.posterior.expected_relative_distance
+    expected = context.posterior.expected_weight
     assert not math.isclose(  # the context moves id and ood apart
         float(expected.sel(split="id").mean()), float(expected.sel(split="ood").mean())
     )
@@ -131,7 +131,7 @@ def test_fitting_one_split_masks_the_others(behaviour):
     # simulation), not a draw of the HalfNormal(0.2) prior, whose intervals cover everything
     weight = tree.posterior.weight_memorizing
     inside = ((weight > 0.3) & (weight < 0.7)).all(["chain", "draw"])  # no clipping there
-    noise = (tree.posterior_predictive.relative_distance - weight).where(inside)
+    noise = (tree.posterior_predictive.observed_weight - weight).where(inside)
     spread = noise.std(["chain", "draw", "num_tasks", "checkpoint"])
     np.testing.assert_allclose(spread.sel(split="ood"), spread.sel(split="id"), rtol=0.15)
     assert float(spread.sel(split="id")) == pytest.approx(0.05, rel=0.3)

@@ -104,7 +104,7 @@ def test_sites_and_shapes_when_simulating():
     trace = _trace(rational.relative_distance_model, **_small_kwargs())
     assert trace["weight_memorizing"]["value"].shape == (1, 3, 4)
     assert trace["log_posterior_odds"]["value"].shape == (1, 3, 4)
-    observed = trace["relative_distance"]["value"]
+    observed = trace["observed_weight"]["value"]
     assert observed.shape == (1, 3, 4, 2)
     assert (observed >= 0).all() and (observed <= 1).all()
     odds = trace["log_posterior_odds"]["value"]
@@ -115,7 +115,7 @@ def test_simulating_takes_the_number_of_splits_from_the_fit_mask():
     # Classification has three splits (id, ood, iwl); a prior draw over its grid must too.
     fit_mask = np.ones((1, 3, 4, 3), dtype=bool)
     trace = _trace(rational.relative_distance_model, **_small_kwargs(), fit_mask=fit_mask)
-    assert trace["relative_distance"]["value"].shape == (1, 3, 4, 3)
+    assert trace["observed_weight"]["value"].shape == (1, 3, 4, 3)
     assert trace["sigma"]["value"].shape == (3,)
 
 
@@ -146,7 +146,7 @@ def test_held_out_cells_do_not_enter_the_likelihood():
     values = {"alpha": 0.5, "beta": 0.3, "gamma": 2.0, "sigma": jnp.array([0.1, 0.2])}
 
     def density(obs):
-        model_kwargs = {**kwargs, "relative_distance": obs, "fit_mask": mask}
+        model_kwargs = {**kwargs, "observed_weight": obs, "fit_mask": mask}
         return float(
             numpyro.infer.util.log_density(
                 rational.relative_distance_model, (), model_kwargs, values
@@ -165,12 +165,12 @@ def test_relative_distance_likelihood_brute_force():
     observed = np.random.default_rng(1).random((1, 3, 4, 2))
     observed[0, 0, 0, 0] = 0.0
     values = {"alpha": 0.5, "beta": 0.3, "gamma": 2.0, "sigma": jnp.array([0.1, 0.2])}
-    model_kwargs = {**kwargs, "relative_distance": observed}
+    model_kwargs = {**kwargs, "observed_weight": observed}
     log_lik = numpyro.infer.util.log_likelihood(
         rational.relative_distance_model,
         {k: jnp.asarray(v)[None] for k, v in values.items()},
         **model_kwargs,
-    )["relative_distance"][0]
+    )["observed_weight"][0]
     log_post = np.asarray(rational.log_posterior(LOSS, COMPLEXITY, STEPS, 0.5, 0.3, 2.0))
     weight = 1 / (1 + np.exp(log_post[1] - log_post[0]))  # (C, D, N)
     sigma = np.array([0.1, 0.2])

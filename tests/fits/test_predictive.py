@@ -17,8 +17,8 @@ def target_and_draws(behaviour):
     """The relative-distance model of the test behaviour, and 40 prior draws of it."""
     kwargs = inputs.model_inputs(behaviour, inputs.FitSettings()).kwargs
     key = jax.random.PRNGKey(0)
-    target = engines.Target(rational.relative_distance_model, kwargs, "relative_distance", key)
-    prior = {k: v for k, v in target.data.items() if k != "relative_distance"}
+    target = engines.Target(rational.relative_distance_model, kwargs, "observed_weight", key)
+    prior = {k: v for k, v in target.data.items() if k != "observed_weight"}
     draws = Predictive(target.model, num_samples=40, return_sites=list(target.transforms))
     return target, {k: np.asarray(v) for k, v in draws(key, **prior).items()}
 
@@ -70,7 +70,7 @@ def test_pointwise_log_likelihood_is_the_censored_normal(target_and_draws, monke
     values = predictive.pointwise_log_likelihood(target, draws, cells=mask.size, fitted=fitted)
     assert values.shape == (40, fitted.size)
     # float64 brute force: density inside (0, 1), the clipped tails' mass at 0 and 1
-    observed = np.asarray(target.data["relative_distance"]).ravel()[fitted]
+    observed = np.asarray(target.data["observed_weight"]).ravel()[fitted]
     loc = np.repeat(_weights(target, draws)[..., None], mask.shape[-1], -1).reshape(40, -1)
     loc = loc[:, fitted]
     split = np.unravel_index(fitted, mask.shape)[-1]

@@ -28,14 +28,14 @@ def test_fit_tree_names_round_trip_through_netcdf(nuts_fit, tmp_path):
     for name in (*PARAMETERS, "sigma", "weight_memorizing", "log_posterior_odds"):
         assert name in tree.posterior
     assert tree.posterior.weight_memorizing.dims == ("chain", "draw", "num_tasks", "checkpoint")
-    assert tree.posterior_predictive.relative_distance.dims == (
+    assert tree.posterior_predictive.observed_weight.dims == (
         "chain",
         "draw",
         "num_tasks",
         "checkpoint",
         "split",
     )
-    assert tree.observed_data.relative_distance.dims == ("num_tasks", "checkpoint", "split")
+    assert tree.observed_data.observed_weight.dims == ("num_tasks", "checkpoint", "split")
     constant = tree.constant_data
     for name in ("num_tasks", "checkpoint", "strategy_loss", "strategy_complexity", "held_out"):
         assert name in constant
@@ -59,7 +59,7 @@ def test_per_cell_draws_are_float32_thinned_and_read_back_unchanged(behaviour, m
     settings = inputs.FitSettings(method="map", chains=1, draws=400, pointwise_draws=100)
     tree = inference.fit(behaviour, settings)
     posterior = tree.posterior
-    for name in ("weight_memorizing", "log_posterior_odds", "expected_relative_distance"):
+    for name in ("weight_memorizing", "log_posterior_odds", "expected_weight"):
         assert posterior[name].dtype == np.float32
         assert posterior[name].sizes["draw"] == 400  # summaries see every draw
     # two strategies: w_M = sigmoid(log odds), to float32 precision
@@ -71,16 +71,16 @@ def test_per_cell_draws_are_float32_thinned_and_read_back_unchanged(behaviour, m
     )
     kept = np.arange(0, 400, 4)  # 100 of 400 draws, every fourth
     predictive = tree.posterior_predictive
-    assert predictive.relative_distance.dtype == np.float32
+    assert predictive.observed_weight.dtype == np.float32
     np.testing.assert_array_equal(predictive.draw.values, kept)
     assert predictive.attrs["thinned_from"] == 400
-    log_lik = tree.log_likelihood.relative_distance
+    log_lik = tree.log_likelihood.observed_weight
     np.testing.assert_array_equal(log_lik.draw.values, kept)
     assert tree.log_likelihood.attrs["thinned_from"] == 400
     # the same optimum and Laplace draws as map_fit (1000 pointwise draws: all 400 kept)
-    assert map_fit.log_likelihood.relative_distance.sizes["draw"] == 400
+    assert map_fit.log_likelihood.observed_weight.sizes["draw"] == 400
     np.testing.assert_array_equal(
-        log_lik.values, map_fit.log_likelihood.relative_distance.sel(draw=kept).values
+        log_lik.values, map_fit.log_likelihood.observed_weight.sel(draw=kept).values
     )
     assert np.isfinite(diagnostics.loo(tree).elpd)
     back = read_fit(write_fit(tree, tmp_path / "fit.nc"))
@@ -93,6 +93,26 @@ def test_per_cell_draws_are_float32_thinned_and_read_back_unchanged(behaviour, m
     stored.close()
     with pytest.raises(RiclError, match="pointwise_draws must be at least 1"):
         inputs.FitSettings(pointwise_draws=0)
+
+
+def test_a_fit_written_with_the_old_names_reads_as_today(map_fit, tmp_path):
+    from rational_icl.io import write_datatree
+
+    path = write_fit(map_fit, tmp_path / "fit.nc")
+    today = read_fit(path)
+    old = xr.open_datatree(path).load()
+    for group in ("observed_data", "posterior_predictive", "log_likelihood"):
+        data = old[group].to_dataset(inherit=False)
+        old[group] = xr.DataTree(data.rename_vars(observed_weight="relative_distance"))
+    posterior = old.posterior.to_dataset(inherit=False)
+    posterior.attrs["expected_relative_distance_is_weight_memorizing"] = posterior.attrs.pop(
+        "expected_weight_is_weight_memorizing"
+    )
+    old["posterior"] = xr.DataTree(posterior)
+    back = read_fit(write_datatree(old, tmp_path / "old.nc"))
+    assert "relative_distance" not in back.observed_data
+    for group in today.children:
+        xr.testing.assert_identical(back[group].to_dataset(), today[group].to_dataset())
 
 
 def test_held_out_cells_are_not_fitted(map_fit):
@@ -145,3 +165,20 @@ def test_outputs_log_likelihood_is_the_cells_log_density(outputs_fits):
             )
             expected = _dirichlet_cell_log_density(runs, tree, draw, cell)
             assert float(point) == pytest.approx(expected, rel=1e-6)
+
+
+def test_observed_description_names_the_measure_once():
+    from rational_icl.fits.tree import observed_description
+
+    attrs = {"observation_model": "relative-distance", "measure": "barycentric"}
+    assert observed_description(attrs) == (
+        "the barycentric weight on memorizing (against generalizing)"
+    )
+    attrs = {**attrs, "strategies": "contextual,generalizing"}
+    assert (
+        observed_description(attrs) == "the barycentric weight on contextual (against generalizing)"
+    )
+    attrs = {"observation_model": "outputs", "strategies": "memorizing,generalizing,contextual"}
+    assert observed_description(attrs) == (
+        "the transformer's outputs (a mixture of memorizing, generalizing, contextual)"
+    )

@@ -350,29 +350,29 @@ def _report(tree) -> None:
         run_offsets_line,
         summary,
     )
+    from rational_icl.fits.metrics import SPLIT_SCORES, split_scores
+    from rational_icl.fits.tree import observed_description
 
     print(
         f"rational model {tree.attrs.get('model', 'paper')} (strategies "
-        f"{tree.attrs.get('strategies', 'memorizing,generalizing')}), observation "
-        f"{tree.attrs['observation_model']} (measure {tree.attrs['measure']}, fitted splits "
-        f"{tree.attrs['fitted_splits']}), ablation {tree.attrs['ablation']}, pooling "
-        f"{tree.attrs['pooling']}, method {tree.attrs['inference_method']}"
+        f"{tree.attrs.get('strategies', 'memorizing,generalizing')}), observed "
+        f"{observed_description(tree.attrs)} in splits {tree.attrs['fitted_splits']}, "
+        f"ablation {tree.attrs['ablation']}, pooling {tree.attrs['pooling']}, method "
+        f"{tree.attrs['inference_method']}"
     )
     print(summary(tree).to_string())
     print(run_offsets_line(tree), end="")
     print(population_lines(tree), end="")
     print(skill_table(tree), end="")
-    for split in tree.observed_data.split.values:
-        fitted = tree.attrs.get(f"fitted_correlation_{split}")
-        held = tree.attrs.get(f"heldout_correlation_{split}")
-        oracle = tree.attrs.get(f"oracle_heldout_correlation_{split}")
+    scores = split_scores(tree)
+    for split in scores.split.values:
+        s = {name: float(scores[name].sel(split=split)) for name in SPLIT_SCORES}
         print(
             f"{split}: Pearson r predicted vs observed weight on memorizing: "
-            f"held out {held:.3f}, fitted {fitted:.3f}; held-out Spearman "
-            f"{tree.attrs.get(f'heldout_spearman_{split}'):.3f}, TVD "
-            f"{tree.attrs.get(f'heldout_tvd_{split}'):.3f}, R^2 "
-            f"{tree.attrs.get(f'heldout_r2_{split}'):.3f}; oracle (sees held-out cells: each "
-            f"num_tasks' held-out mean) r {oracle:.3f}"
+            f"held out {s['heldout_correlation']:.3f}, fitted {s['fitted_correlation']:.3f}; "
+            f"held-out Spearman {s['heldout_spearman']:.3f}, TVD {s['heldout_tvd']:.3f}, R^2 "
+            f"{s['heldout_r2']:.3f}; oracle (sees held-out cells: each num_tasks' held-out "
+            f"mean) r {s['oracle_heldout_correlation']:.3f}"
         )
     if "authors_correlation" in tree.attrs:
         a = tree.attrs

@@ -33,13 +33,8 @@ def summary(tree: xr.DataTree):
     """Summary table of the parameters (pandas DataFrame from ``arviz_stats.summary``):
     mean, sd, 90% equal-tailed interval and, for NUTS, R-hat, bulk/tail ESS and MCSE."""
     kind = "all" if tree.attrs.get("inference_method") == "nuts" else "stats"
-    names = [n for n in parameter_names(tree) if n not in PER_RUN]
+    names = parameter_names(tree, per_run=False)
     return azs.summary(tree, var_names=names, kind=kind, ci_prob=SUMMARY_INTERVAL, ci_kind="eti")
-
-
-# One value per run (the offset models): their R-hat and ESS are checked with the rest
-# (``diagnostics``), but a table row each would bury alpha, beta and gamma (run_offsets_line).
-PER_RUN = ("run_offset", "run_offset_noise")
 
 
 def run_offsets_line(tree: xr.DataTree) -> str:

@@ -15,7 +15,7 @@ from rational_icl.errors import RiclError
 # The groups and variables a reader (report, compare, the summary) takes from a fit.
 FIT_CONTENTS = {
     "posterior": ("alpha", "beta", "gamma", "weight_memorizing"),
-    "observed_data": ("relative_distance",),
+    "observed_data": ("observed_weight",),
     "constant_data": ("strategy_loss", "strategy_complexity", "held_out"),
 }
 # Root attributes readers print or branch on: all text.

@@ -95,9 +95,7 @@ def _relative_distance_map(behaviour, settings: FitSettings, key) -> dict:
         drop_early=False,
     )
     inputs = model_inputs(behaviour, cheap)
-    target = engines.Target(
-        rational.relative_distance_model, inputs.kwargs, "relative_distance", key
-    )
+    target = engines.Target(rational.relative_distance_model, inputs.kwargs, "observed_weight", key)
     optimum, _ = target.map_estimate(target.best_prior_draw(key, 256))
     values = target.constrain(target.unravel(optimum))
     return {k: v for k, v in values.items() if k != "sigma"}

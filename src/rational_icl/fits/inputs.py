@@ -21,7 +21,7 @@ from rational_icl.fits.runs import config_dims as _config_dims
 from rational_icl.vocabulary import CONFIG_DIMS, MASS_MATRICES, METHODS, OBSERVATIONS
 
 # Behaviour measures the relative-distance model can observe, and their behaviour variables
-# (the fit's observed_data keeps the name relative_distance for every measure: docs/files.md §3).
+# (the fit's observed_data names every measure observed_weight: docs/files.md §3).
 MEASURES = {"barycentric": "barycentric_weight", "relative-distance": "relative_distance"}
 
 
@@ -196,7 +196,7 @@ class ModelInputs:
 
     kwargs: dict  # model keyword arguments (observations included)
     observed_key: str
-    relative_distance: xr.DataArray  # (config..., num_tasks, checkpoint, split)
+    observed_weight: xr.DataArray  # (config..., num_tasks, checkpoint, split)
     fit_mask: xr.DataArray  # same dims, bool
     held_out: xr.DataArray
     dropped: xr.DataArray | None
@@ -213,19 +213,24 @@ def resolved_measure(behaviour: xr.Dataset, measure: str) -> str:
 
 
 def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> ModelInputs:
+    """The model function's keyword arrays and the cells it fits, from a behaviour dataset.
+
+    Parameters
+    ----------
+    behaviour : xr.Dataset
+        docs/files.md §2: the measured weight, ``strategy_loss``, ``strategy_complexity``.
+    settings : FitSettings
+    runs : xr.Dataset, optional
+        The predictions files, for the ``outputs`` model and context-dependent weights.
+
+    Returns
+    -------
+    ModelInputs
+        Arrays with the configuration dims flattened to one axis C, the observed weight,
+        and the fitted, held-out and dropped cells as labelled masks.
+    """
     measure, measured = measured_variable(behaviour, settings)
-    for name in (measured, "strategy_loss", "strategy_complexity"):
-        if name not in behaviour:
-            hint = (
-                "; the barycentric measure needs the constant strategy's predictions "
-                "(recompute the behaviour with this version, or use --measure relative-distance)"
-                if name == "barycentric_weight"
-                else "; the contextual strategy's weight needs runs with that strategy "
-                "(ricl data of this version) and their behaviour"
-                if name == "contextual_weight"
-                else ""
-            )
-            raise RiclError(f"behaviour dataset has no variable {name!r}{hint}")
+    _check_behaviour(behaviour, settings, measured)
     config_dims = _config_dims(behaviour)
     pooling = resolved_pooling(behaviour, settings.pooling)
     if pooling != "complete" and not config_dims:
@@ -233,37 +238,19 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
             f"pooling {pooling!r} needs several configurations "
             f"({', '.join(CONFIG_DIMS)}); the runs have one, use --pooling complete"
         )
-    missing = [s for s in settings.strategies if s not in behaviour.strategy.values]
-    if missing:
-        raise RiclError(f"behaviour dataset has no strategy {missing[0]!r}")
-    for dim in ("num_tasks", "checkpoint"):
-        if behaviour.sizes.get(dim, 0) < 2:
-            raise RiclError(
-                f"the fit needs at least 2 {dim} values; got {behaviour.sizes.get(dim, 0)}"
-            )
     observed = behaviour[measured].transpose(*config_dims, "num_tasks", "checkpoint", "split")
-    observed = observed.rename("relative_distance").assign_attrs(measure=measure)
+    observed = observed.rename("observed_weight").assign_attrs(measure=measure)
     strategies = list(settings.strategies)
     cell_dims = (*config_dims, "num_tasks")
-    loss = behaviour.strategy_loss.sel(strategy=strategies)
-    complexity = behaviour.strategy_complexity.sel(strategy=strategies)
     template = observed.isel(checkpoint=0, split=0, drop=True)
     loss, complexity = (
-        a.broadcast_like(template).transpose("strategy", *cell_dims) for a in (loss, complexity)
+        behaviour[name].sel(strategy=strategies).broadcast_like(template)
+        for name in ("strategy_loss", "strategy_complexity")
     )
+    loss, complexity = (a.transpose("strategy", *cell_dims) for a in (loss, complexity))
     if not (np.isfinite(loss.values).all() and (complexity.values > 0).all()):
         raise RiclError("strategy_loss must be finite and strategy_complexity positive")
-    held_out = held_out_cells_of(behaviour, settings.held_out, settings.held_out_fraction)
-    grid = observed.isel(split=0, drop=True)  # (config..., num_tasks, checkpoint)
-    held_out = held_out.broadcast_like(grid).transpose(*grid.dims)
-    fit_mask = (~held_out) & observed.notnull() & _fitted_splits(observed.split, settings.splits)
-    dropped = None
-    if settings.drop_early:
-        if "interpolation_distance" not in behaviour:
-            raise RiclError("dropping early checkpoints needs interpolation_distance")
-        dropped = early_cells(behaviour.interpolation_distance).transpose(*observed.dims)
-        fit_mask = fit_mask & ~dropped
-    fit_mask = fit_mask.transpose(*observed.dims)
+    fit_mask, held_out, dropped = _fit_cells(behaviour, observed, settings)
     config_shape = tuple(behaviour.sizes[d] for d in config_dims)
     num_config = int(np.prod(config_shape)) if config_dims else 1
 
@@ -287,8 +274,8 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
     if parameters.has_transition_step(settings.model):
         kwargs["transition_reference"] = _transition_reference(loss, complexity, settings.model)
     if settings.observation == "relative-distance":
-        kwargs["relative_distance"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
-        key = "relative_distance"
+        kwargs["observed_weight"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
+        key = "observed_weight"
         if settings.context_dependent:
             losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)
             kwargs["context_loss"] = jnp.asarray(flat(losses.mean("sequence").values, 1))
@@ -299,6 +286,47 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
     return ModelInputs(
         kwargs, key, observed, fit_mask, held_out, dropped, config_dims, config_shape
     )
+
+
+def _check_behaviour(behaviour: xr.Dataset, settings: FitSettings, measured: str) -> None:
+    """Refuse, in one line, a behaviour dataset that lacks what the fit reads."""
+    for name in (measured, "strategy_loss", "strategy_complexity"):
+        if name not in behaviour:
+            hint = (
+                "; the barycentric measure needs the constant strategy's predictions "
+                "(recompute the behaviour with this version, or use --measure relative-distance)"
+                if name == "barycentric_weight"
+                else "; the contextual strategy's weight needs runs with that strategy "
+                "(ricl data of this version) and their behaviour"
+                if name == "contextual_weight"
+                else ""
+            )
+            raise RiclError(f"behaviour dataset has no variable {name!r}{hint}")
+    missing = [s for s in settings.strategies if s not in behaviour.strategy.values]
+    if missing:
+        raise RiclError(f"behaviour dataset has no strategy {missing[0]!r}")
+    for dim in ("num_tasks", "checkpoint"):
+        if behaviour.sizes.get(dim, 0) < 2:
+            raise RiclError(
+                f"the fit needs at least 2 {dim} values; got {behaviour.sizes.get(dim, 0)}"
+            )
+
+
+def _fit_cells(behaviour: xr.Dataset, observed: xr.DataArray, settings: FitSettings):
+    """``(fit_mask, held_out, dropped)``: the cells the fit sees (observed, in a fitted
+    split, neither held out nor dropped as early), the held-out design's cells (config...,
+    num_tasks, checkpoint), and the early cells (None without ``drop_early``)."""
+    held_out = held_out_cells_of(behaviour, settings.held_out, settings.held_out_fraction)
+    grid = observed.isel(split=0, drop=True)  # (config..., num_tasks, checkpoint)
+    held_out = held_out.broadcast_like(grid).transpose(*grid.dims)
+    fit_mask = (~held_out) & observed.notnull() & _fitted_splits(observed.split, settings.splits)
+    dropped = None
+    if settings.drop_early:
+        if "interpolation_distance" not in behaviour:
+            raise RiclError("dropping early checkpoints needs interpolation_distance")
+        dropped = early_cells(behaviour.interpolation_distance).transpose(*observed.dims)
+        fit_mask = fit_mask & ~dropped
+    return fit_mask.transpose(*observed.dims), held_out, dropped
 
 
 def _transition_reference(loss: xr.DataArray, complexity: xr.DataArray, model: str) -> int:

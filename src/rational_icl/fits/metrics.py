@@ -15,16 +15,46 @@ import xarray as xr
 from rational_icl.fits.baselines import held_out_mean, predictive_skill
 from rational_icl.fits.inputs import SAMPLE_DIMS
 
+# Agreement metrics (``_agreement``) and the per-split scores a fit stores as root
+# attributes ``{score}_{split}`` (docs/files.md §3); ``split_scores`` reads them back.
+AGREEMENT = ("correlation", "spearman", "tvd", "r2")
+SPLIT_SCORES = (
+    *(f"{subset}_{m}" for subset in ("heldout", "fitted", "oracle_heldout") for m in AGREEMENT),
+    "skill",
+    "heldout_rmse",
+    "heldout_coverage",
+    "best_baseline_rmse",
+)
+
+
+def split_scores(tree: xr.DataTree) -> xr.Dataset:
+    """The fit's per-split scores, read back from its root attributes.
+
+    Returns
+    -------
+    xr.Dataset
+        Dims (split,): one float variable per name of ``SPLIT_SCORES`` (NaN where the file
+        has none) and ``best_baseline``, the best baseline's name ("" where none).
+    """
+    splits = [str(s) for s in tree["observed_data"]["split"].values]
+    attrs = tree.attrs
+    data = {
+        name: ("split", [float(attrs.get(f"{name}_{s}", math.nan)) for s in splits])
+        for name in SPLIT_SCORES
+    }
+    data["best_baseline"] = ("split", [str(attrs.get(f"best_baseline_{s}", "")) for s in splits])
+    return xr.Dataset(data, coords={"split": splits})
+
 
 def skill_of(tree: xr.DataTree) -> xr.Dataset:
     """The model and the baselines scored on the fit's held-out cells (those the agreement
     metrics score too): :func:`rational_icl.fits.baselines.predictive_skill`."""
-    predicted = tree.posterior.expected_relative_distance.mean(SAMPLE_DIMS, skipna=False)
-    observed = tree.observed_data.relative_distance
+    predicted = tree.posterior.expected_weight.mean(SAMPLE_DIMS, skipna=False)
+    observed = tree.observed_data.observed_weight
     constant = tree.constant_data
     predictive = None
     if "posterior_predictive" in tree.children:
-        predictive = tree.posterior_predictive.relative_distance
+        predictive = tree.posterior_predictive.observed_weight
     skill = predictive_skill(
         observed,
         predicted,
@@ -71,8 +101,8 @@ def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
     latest over configurations).
     """
     # skipna=False: per-cell draws are never NaN, and a broadcast view stays a view
-    predicted = tree.posterior.expected_relative_distance.mean(SAMPLE_DIMS, skipna=False)
-    observed = tree.observed_data.relative_distance
+    predicted = tree.posterior.expected_weight.mean(SAMPLE_DIMS, skipna=False)
+    observed = tree.observed_data.observed_weight
     constant = tree.constant_data
     usable = _usable(observed, constant)
     metrics = {}

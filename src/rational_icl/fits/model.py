@@ -14,7 +14,7 @@ Every function here is public and can be used in a researcher's own NumPyro scri
 - ``strategy_loss``, ``strategy_complexity``: (Q, C, D), nats and bits, strategies in the
   order memorizing, generalizing[, constant];
 - ``checkpoint``: (N,) training steps;
-- ``relative_distance``: (C, D, N, S) observed weight on memorizing per split S;
+- ``observed_weight``: (C, D, N, S) observed weight on memorizing per split S;
 - ``strategy_prediction``: (Q, C, D, S, B, P, O) and ``transformer_prediction``:
   (C, D, N, S, B, P, O) for the ``outputs`` observation model (B sequences, P positions,
   O outcomes). To fit it, reduce them once to per-cell sums (``dirichlet_statistics``,
@@ -153,7 +153,7 @@ def relative_distance_model(
     strategy_loss,
     strategy_complexity,
     checkpoint,
-    relative_distance=None,
+    observed_weight=None,
     *,
     num_splits: int = 2,
     fit_mask=None,
@@ -178,7 +178,7 @@ def relative_distance_model(
     ----------
     strategy_loss, strategy_complexity : array (Q, C, D)
     checkpoint : array (N,)
-    relative_distance : array (C, D, N, S) or None
+    observed_weight : array (C, D, N, S) or None
         Observed weights; None simulates them.
     num_splits : int
         S, used when simulating without a ``fit_mask`` (which gives S otherwise).
@@ -197,15 +197,15 @@ def relative_distance_model(
     Sites
     -----
     ``alpha``, ``beta``, ``gamma``, ``sigma`` (S,), deterministic ``weight_memorizing`` and
-    ``log_posterior_odds`` (C, D, N), ``expected_relative_distance`` (C, D, N, S) when
-    context-dependent, observed ``relative_distance`` (C, D, N, S).
+    ``log_posterior_odds`` (C, D, N), ``expected_weight`` (C, D, N, S) when
+    context-dependent, and the observed site ``observed_weight`` (C, D, N, S).
     """
     law = (ablation, pooling, priors, centred, model, transition_reference)
     log_post, alpha, gamma = _training_log_posterior(
         strategy_loss, strategy_complexity, checkpoint, *law
     )
-    if relative_distance is not None:
-        num_splits = relative_distance.shape[-1]
+    if observed_weight is not None:
+        num_splits = observed_weight.shape[-1]
     elif fit_mask is not None:  # simulating the cells of a real grid (e.g. a prior draw)
         num_splits = fit_mask.shape[-1]
     if context_loss is None:
@@ -219,13 +219,11 @@ def relative_distance_model(
             + context_evidence(context_loss, context_size, alpha, gamma)[:, :, :, None]
         )  # (Q, C, D, N, S, P)
         expected = jax.nn.softmax(log_w, axis=0)[0].mean(-1)  # (C, D, N, S)
-        expected = numpyro.deterministic("expected_relative_distance", expected)
+        expected = numpyro.deterministic("expected_weight", expected)
     sigma = numpyro.sample(
         "sigma", dist.HalfNormal(priors.sigma_scale).expand([num_splits]).to_event(1)
     )
-    _observe(
-        "relative_distance", ClippedNormal(expected, sigma), relative_distance, fit_mask, fill=0.5
-    )
+    _observe("observed_weight", ClippedNormal(expected, sigma), observed_weight, fit_mask, fill=0.5)
 
 
 def outputs_model(
@@ -293,18 +291,7 @@ def outputs_model(
     ``weight_memorizing`` and ``log_posterior_odds`` (C, D, N), observed
     ``transformer_prediction`` (C, D, N, S, B, P, O), or a factor of that name (C, D, N, S).
     """
-    check_choice("outcome_kind", outcome_kind, OUTCOME_KINDS)
-    if statistics is None and strategy_prediction is None:
-        raise ValueError("outputs_model needs strategy_prediction or statistics")
-    if statistics is not None:
-        expected = DirichletStatistics if outcome_kind == "probabilities" else NormalStatistics
-        if not isinstance(statistics, expected):
-            raise ValueError(f"outcome_kind {outcome_kind!r} needs {expected.__name__}")
-        if context_loss is not None:
-            raise ValueError(
-                "context-dependent weights vary by sequence and position: pass "
-                "strategy_prediction and transformer_prediction, not statistics"
-            )
+    _check_outputs_arguments(statistics, strategy_prediction, outcome_kind, context_loss)
     law = (ablation, pooling, priors, centred, model, transition_reference)
     log_post, alpha, gamma = _training_log_posterior(
         strategy_loss, strategy_complexity, checkpoint, *law
@@ -332,7 +319,31 @@ def outputs_model(
             + context_evidence(context_loss, context_size, alpha, gamma)[:, :, :, None]
         )  # (Q, C, D, N, S, B, P)
         weights = jax.nn.softmax(log_w, axis=0).astype(dtype)[..., None]
-    observed = transformer_prediction
+    _observe_predictions(
+        weights, strategy_prediction, transformer_prediction, scale, outcome_kind, fit_mask
+    )
+
+
+def _check_outputs_arguments(statistics, strategy_prediction, outcome_kind, context_loss):
+    """``outputs_model`` takes either the predictions or their per-cell statistics."""
+    check_choice("outcome_kind", outcome_kind, OUTCOME_KINDS)
+    if statistics is None and strategy_prediction is None:
+        raise ValueError("outputs_model needs strategy_prediction or statistics")
+    if statistics is not None:
+        expected = DirichletStatistics if outcome_kind == "probabilities" else NormalStatistics
+        if not isinstance(statistics, expected):
+            raise ValueError(f"outcome_kind {outcome_kind!r} needs {expected.__name__}")
+        if context_loss is not None:
+            raise ValueError(
+                "context-dependent weights vary by sequence and position: pass "
+                "strategy_prediction and transformer_prediction, not statistics"
+            )
+
+
+def _observe_predictions(weights, strategy_prediction, observed, scale, outcome_kind, fit_mask):
+    """Every prediction around the strategies' mixture under ``weights`` (Q, C, D, N, ...):
+    Dirichlet for probabilities, Normal for regression; one event per cell."""
+    dtype = strategy_prediction.dtype
     if outcome_kind == "probabilities":
         strategy_prediction = floored(strategy_prediction)
         if observed is not None:

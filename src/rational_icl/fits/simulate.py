@@ -180,6 +180,9 @@ def _steps(data: xr.Dataset, checkpoints, max_steps, path: Path) -> np.ndarray:
 
 
 def _simulate_one(data, steps, alpha, beta, gamma, noise, seed, strategies, path) -> xr.Dataset:
+    """One run's file with a simulated transformer: at every step, the rational model's
+    mixture of ``strategies`` plus noise (on the logits for probabilities), its loss and
+    the true weights, the parameters recorded as ``simulated_*`` attributes."""
     data = data.drop_dims(["checkpoint"], errors="ignore")
     missing = [s for s in strategies if s not in data["strategy"].values]
     if missing or "strategy_loss" not in data or "strategy_complexity" not in data:
@@ -203,15 +206,8 @@ def _simulate_one(data, steps, alpha, beta, gamma, noise, seed, strategies, path
     mixture = (weight * chosen["strategy_prediction"]).sum("strategy")
     mixture = mixture.transpose("checkpoint", "split", "sequence", "position", "outcome")
     rng = np.random.default_rng([seed, zlib.crc32(path.name.encode())])
-    eps = rng.standard_normal(mixture.shape)
     means = setting_facts(data.attrs).prediction_kind == "mean"
-    if means:
-        prediction = mixture + noise * eps
-    else:
-        logits = np.log(mixture.clip(min=_LOG_FLOOR)) + noise * eps
-        logits = logits - logits.max("outcome")
-        prediction = np.exp(logits) / np.exp(logits).sum("outcome")
-
+    prediction = _noisy(mixture, noise * rng.standard_normal(mixture.shape), means)
     out = data.copy()
     out["transformer_prediction"] = prediction.astype(np.float32).assign_attrs(
         long_name="transformer prediction (simulated)",
@@ -241,6 +237,15 @@ def _simulate_one(data, steps, alpha, beta, gamma, noise, seed, strategies, path
         "simulated_strategies": ",".join(strategies),
     }
     return out
+
+
+def _noisy(mixture: xr.DataArray, eps: np.ndarray, means: bool) -> xr.DataArray:
+    """``mixture`` plus ``eps``: on the value for means, on the logits for probabilities."""
+    if means:
+        return mixture + eps
+    logits = np.log(mixture.clip(min=_LOG_FLOOR)) + eps
+    logits = logits - logits.max("outcome")
+    return np.exp(logits) / np.exp(logits).sum("outcome")
 
 
 def _prediction_loss(prediction: xr.DataArray, data: xr.Dataset) -> xr.DataArray:

@@ -63,7 +63,7 @@ def datatree(
         "posterior_predictive": _posterior_predictive(
             target, thinned, posterior, kept, key, inputs, labels, settings
         ),
-        "observed_data": xr.Dataset({"relative_distance": inputs.relative_distance}),
+        "observed_data": xr.Dataset({"observed_weight": inputs.observed_weight}),
         "constant_data": _constant_data(behaviour, inputs, settings),
         "sample_stats": draws.sample_stats.assign_coords(
             {d: labels.coords[d] for d in SAMPLE_DIMS if d in draws.sample_stats.dims}
@@ -98,7 +98,7 @@ class _Labels:
     unflattened into the configuration dims, which are dropped when there is one."""
 
     def __init__(self, inputs: ModelInputs, chains: int, draws: int):
-        observed = inputs.relative_distance
+        observed = inputs.observed_weight
         self.inputs = inputs
         self.coords = {d: observed[d].values for d in observed.dims}
         self.coords |= {"chain": np.arange(chains), "draw": np.arange(draws)}
@@ -138,10 +138,10 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
     # Per-cell draws are the bulk of the file: float32 (7 digits, far below their posterior
     # spread) halves it. Everything read from the tree, the metrics too, sees these values.
     per_cell = ["weight_memorizing", "log_posterior_odds"]
-    if "expected_relative_distance" in target.sites:  # context-dependent weights
-        per_cell.append("expected_relative_distance")
+    if "expected_weight" in target.sites:  # context-dependent weights
+        per_cell.append("expected_weight")
     offsets = ["run_offset"] if "run_offset" in target.sites else []
-    cells = int(np.prod(inputs.relative_distance.shape))
+    cells = int(np.prod(inputs.observed_weight.shape))
     values = site_draws(
         target,
         latent,
@@ -151,7 +151,7 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
         dtypes=dict.fromkeys(per_cell, np.float32),
     )
     dims = {"sigma": ["split"], "weight_memorizing": GRID, "log_posterior_odds": GRID}
-    dims["expected_relative_distance"] = (*GRID, "split")
+    dims["expected_weight"] = (*GRID, "split")
     if offsets:  # (C, D, Q - 1): each strategy against generalizing
         dims |= dict.fromkeys(["run_offset", "run_offset_noise"], ("num_tasks", "offset_strategy"))
         shifted = [q for q in settings.strategies if q != "generalizing"]
@@ -159,12 +159,12 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
     names = [*PARAMETERS, *offsets, *per_cell]
     values = {name: values[name] for name in names}  # in this order
     posterior = labels.dataset(latent | values, dims, labels.coords["draw"])
-    if "expected_relative_distance" not in posterior:
+    if "expected_weight" not in posterior:
         # the model predicts w_M in every split: a view, not a copy (as read_fit makes it)
         weight = posterior.weight_memorizing.drop_attrs()
         split = labels.coords["split"]
         expected = weight.expand_dims(split=split.size, axis=-1)
-        posterior["expected_relative_distance"] = expected.assign_coords(split=split)
+        posterior["expected_weight"] = expected.assign_coords(split=split)
     return _describe(posterior)
 
 
@@ -185,18 +185,16 @@ def _posterior_predictive(target, thinned, posterior, kept, key, inputs, labels,
     weight, w_M.
     """
     if settings.observation == "outputs":
-        expected = posterior.expected_relative_distance.sel(draw=kept).drop_attrs()
-        return xr.Dataset({"relative_distance": expected}, attrs=posterior.attrs)
+        expected = posterior.expected_weight.sel(draw=kept).drop_attrs()
+        return xr.Dataset({"observed_weight": expected}, attrs=posterior.attrs)
     split_fitted = np.asarray(inputs.kwargs["fit_mask"]).any(axis=(0, 1, 2))  # (S,)
     sigma = thinned["sigma"]  # (draws, S)
     if not split_fitted.all() and split_fitted.any():
         pooled = sigma[:, split_fitted].mean(axis=1, keepdims=True)
         thinned = thinned | {"sigma": np.where(split_fitted, sigma, pooled)}
-    cells = int(np.prod(inputs.relative_distance.shape))
+    cells = int(np.prod(inputs.observed_weight.shape))
     values = predictive_draws(target, thinned, key, cells=cells)  # (draws, C, D, N, S)
-    return labels.dataset(
-        {"relative_distance": values}, {"relative_distance": (*GRID, "split")}, kept
-    )
+    return labels.dataset({"observed_weight": values}, {"observed_weight": (*GRID, "split")}, kept)
 
 
 def _log_likelihood(target, thinned, kept, inputs, labels, settings):
@@ -222,11 +220,9 @@ def _log_likelihood(target, thinned, kept, inputs, labels, settings):
         fitted=np.flatnonzero(mask),
     )  # (draws, fitted cells)
     chains = labels.coords["chain"].size
-    where = dict(
-        zip(inputs.relative_distance.dims, np.nonzero(inputs.fit_mask.values), strict=True)
-    )
+    where = dict(zip(inputs.observed_weight.dims, np.nonzero(inputs.fit_mask.values), strict=True))
     cells = {
-        f"fitted_{dim}": ("fitted_cell", inputs.relative_distance[dim].values[index])
+        f"fitted_{dim}": ("fitted_cell", inputs.observed_weight[dim].values[index])
         for dim, index in where.items()
     }
     log_lik = azb.dict_to_dataset(
@@ -240,7 +236,7 @@ def _log_likelihood(target, thinned, kept, inputs, labels, settings):
 
 
 def _root_attributes(inputs: ModelInputs, settings: FitSettings, behaviour) -> dict:
-    observed = inputs.relative_distance
+    observed = inputs.observed_weight
     return {
         "observation_model": settings.observation,
         "measure": observed.attrs["measure"],
@@ -294,7 +290,7 @@ def _describe(posterior: xr.Dataset) -> xr.Dataset:
         "sigma": "noise of the observed weight on memorizing (censored normal), per split",
         "weight_memorizing": "posterior weight of the memorizing strategy after N steps",
         "log_posterior_odds": "log w_memorizing - log w_generalizing",
-        "expected_relative_distance": "predicted observed weight on memorizing per cell",
+        "expected_weight": "predicted observed weight on memorizing per cell",
     }
     for name, text in descriptions.items():
         if name in posterior:
@@ -302,14 +298,21 @@ def _describe(posterior: xr.Dataset) -> xr.Dataset:
     return posterior
 
 
-_SAME_IN_EVERY_SPLIT = "expected_relative_distance_is_weight_memorizing"
+_SAME_IN_EVERY_SPLIT = "expected_weight_is_weight_memorizing"
+# The names of fits written before the observed variable was called observed_weight
+# (it was relative_distance whichever measure it held); read_fit renames them.
+_OLD_NAMES = {
+    "relative_distance": "observed_weight",
+    "expected_relative_distance": "expected_weight",
+}
+_OLD_ATTRIBUTES = {"expected_relative_distance_is_weight_memorizing": _SAME_IN_EVERY_SPLIT}
 
 
 def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
     """Write a fit to netCDF atomically (temporary file, then rename), every group
     compressed losslessly (``rational_icl.io.compression_encoding``).
 
-    Without context-dependent weights ``expected_relative_distance`` is
+    Without context-dependent weights ``expected_weight`` is
     ``weight_memorizing`` in every split: it is then not stored (a third of the file) and
     ``read_fit`` rebuilds it, bit for bit.
     """
@@ -318,13 +321,13 @@ def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
 
 def _without_repeated_weights(tree: xr.DataTree) -> xr.DataTree:
     posterior = tree.posterior.to_dataset(inherit=False)
-    if "expected_relative_distance" not in posterior or "weight_memorizing" not in posterior:
+    if "expected_weight" not in posterior or "weight_memorizing" not in posterior:
         return tree
-    expected = posterior.expected_relative_distance
+    expected = posterior.expected_weight
     weight = posterior.weight_memorizing.broadcast_like(expected).transpose(*expected.dims)
     if expected.dtype != weight.dtype or not np.array_equal(expected.values, weight.values):
         return tree
-    stored = posterior.drop_vars("expected_relative_distance")
+    stored = posterior.drop_vars("expected_weight")
     stored.attrs[_SAME_IN_EVERY_SPLIT] = 1
     tree = tree.copy()
     tree["posterior"] = xr.DataTree(stored)
@@ -344,24 +347,54 @@ def read_fit(path: str | Path) -> xr.DataTree:
         raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
+    tree = _with_current_names(tree)
     check_fit(tree, path)
     posterior = tree.posterior.to_dataset(inherit=False)
     if posterior.attrs.pop(_SAME_IN_EVERY_SPLIT, None) is not None:  # see write_fit
         weight = posterior.weight_memorizing.drop_attrs()
         # by size, not values: the dataset's own split coordinate (and its dtype) labels it
-        posterior["expected_relative_distance"] = weight.expand_dims(
-            split=posterior.sizes["split"], axis=-1
-        )
+        posterior["expected_weight"] = weight.expand_dims(split=posterior.sizes["split"], axis=-1)
         tree["posterior"] = xr.DataTree(_describe(posterior))
     return tree
 
 
-DERIVED = ("weight_memorizing", "log_posterior_odds", "expected_relative_distance")
+def observed_description(attrs) -> str:
+    """What a fit observed, in words, from its root attributes: the measure named once."""
+    strategies = str(attrs.get("strategies", "memorizing,generalizing")).split(",")
+    if attrs.get("observation_model") == "outputs":
+        return f"the transformer's outputs (a mixture of {', '.join(strategies)})"
+    measure = attrs.get("measure", "relative-distance")
+    return f"the {measure} weight on {strategies[0]} (against {strategies[1]})"
 
 
-def parameter_names(tree: xr.DataTree) -> list[str]:
-    """Posterior variables that are parameters (not per-cell derived quantities)."""
-    return parameter_names_of(tree.posterior.ds)
+def _with_current_names(tree: xr.DataTree) -> xr.DataTree:
+    """A fit of an older version with today's variable and attribute names."""
+    for group in ("posterior", "posterior_predictive", "observed_data", "log_likelihood"):
+        if group not in tree.children:
+            continue
+        data = tree[group].to_dataset(inherit=False)
+        old = {k: v for k, v in _OLD_NAMES.items() if k in data.data_vars}
+        attributes = {k: v for k, v in _OLD_ATTRIBUTES.items() if k in data.attrs}
+        if old or attributes:
+            data = data.rename_vars(old)
+            data.attrs = {attributes.get(k, k): v for k, v in data.attrs.items()}
+            tree[group] = xr.DataTree(data)
+    return tree
+
+
+DERIVED = ("weight_memorizing", "log_posterior_odds", "expected_weight")
+
+
+# One value per run (the offset models): their R-hat and ESS are checked with the rest
+# (``diagnostics``), but a table row or trace panel each would bury alpha, beta and gamma.
+PER_RUN = ("run_offset", "run_offset_noise")
+
+
+def parameter_names(tree: xr.DataTree, *, per_run: bool = True) -> list[str]:
+    """Posterior variables that are parameters (not per-cell derived quantities); without
+    the per-run sites (``PER_RUN``) when ``per_run`` is False."""
+    names = parameter_names_of(tree.posterior.ds)
+    return names if per_run else [n for n in names if n not in PER_RUN]
 
 
 def parameter_names_of(posterior: xr.Dataset) -> list[str]:

@@ -69,7 +69,7 @@ def _observed(behaviour: xr.Dataset | None, fit: xr.DataTree | None) -> xr.DataA
     """The observed weight on memorizing: the one the fit read, else the behaviour
     dataset's default measure (barycentric, or the relative distance in older files)."""
     if fit is not None:
-        return fit["observed_data"]["relative_distance"]
+        return fit["observed_data"]["observed_weight"]
     if behaviour is not None:
         name = "barycentric_weight" if "barycentric_weight" in behaviour else "relative_distance"
         return behaviour[name]
@@ -170,7 +170,7 @@ def weight_map(
     norm = mcolors.Normalize(0.0, 1.0)
     panels = [("observed", observed)]
     if fit is not None:
-        predicted = _posterior(fit, "expected_relative_distance", config).mean(SAMPLE_DIMS)
+        predicted = _posterior(fit, "expected_weight", config).mean(SAMPLE_DIMS)
         panels.append(("predicted (posterior mean)", predicted))
     for row, (label, values) in enumerate(panels):
         for col, split in enumerate(splits):
@@ -208,11 +208,9 @@ def weight_over_training(
             ax.scatter(steps, observed.sel(split=split, num_tasks=d), s=8, color=color)
             if fit is None:
                 continue
-            mean = _posterior(fit, "expected_relative_distance", config).sel(
-                split=split, num_tasks=d
-            )
+            mean = _posterior(fit, "expected_weight", config).sel(split=split, num_tasks=d)
             ax.plot(steps, mean.mean(SAMPLE_DIMS), color=color, lw=1.2)
-            draws = _select(fit["posterior_predictive"]["relative_distance"], config)
+            draws = _select(fit["posterior_predictive"]["observed_weight"], config)
             band = draws.sel(split=split, num_tasks=d).quantile(INTERVAL, dim=SAMPLE_DIMS)
             ax.fill_between(steps, band[0], band[1], color=color, alpha=0.15, lw=0)
         ax.set_xscale("log")
@@ -234,8 +232,8 @@ def predicted_vs_observed(fit: xr.DataTree | None, config=None) -> Figure:
     """Figure 3: predicted (posterior mean) against observed weight per cell, fitted and
     held-out cells distinguished, Pearson correlations in the legend."""
     fit = _need_fit(fit)
-    observed = _select(fit["observed_data"]["relative_distance"], config)
-    predicted = _posterior(fit, "expected_relative_distance", config).mean(SAMPLE_DIMS)
+    observed = _select(fit["observed_data"]["observed_weight"], config)
+    predicted = _posterior(fit, "expected_weight", config).mean(SAMPLE_DIMS)
     held_out = _held_out(fit, config).broadcast_like(observed)
     splits = _splits(observed)
     fig, axes = plt.subplots(
@@ -272,17 +270,16 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------- 4, 5
 
 
-def parameter_names(fit: xr.DataTree) -> list[str]:
-    """The posterior's parameters: every variable without a num_tasks dim."""
-    return [n for n, v in fit["posterior"].data_vars.items() if "num_tasks" not in v.dims]
-
-
 def parameter_trace(fit: xr.DataTree | None) -> Figure:
     """Figure 4a: posterior density and trace of every parameter per chain (arviz-plots)."""
     import arviz_plots as azp
 
+    from rational_icl.fits.tree import parameter_names
+
     fit = _need_fit(fit)
-    plot = azp.plot_trace_dist(fit, var_names=parameter_names(fit), backend="matplotlib")
+    plot = azp.plot_trace_dist(
+        fit, var_names=parameter_names(fit, per_run=False), backend="matplotlib"
+    )
     return _arviz_figure(plot)
 
 
@@ -290,10 +287,12 @@ def parameter_rank(fit: xr.DataTree | None) -> Figure:
     """Figure 4b: rank plots per chain (uniform ranks mean the chains agree; arviz-plots)."""
     import arviz_plots as azp
 
+    from rational_icl.fits.tree import parameter_names
+
     fit = _need_fit(fit)
     if fit["posterior"].sizes["chain"] < 2:
         raise FigureUnavailable("rank plots need at least 2 chains")
-    plot = azp.plot_rank(fit, var_names=parameter_names(fit), backend="matplotlib")
+    plot = azp.plot_rank(fit, var_names=parameter_names(fit, per_run=False), backend="matplotlib")
     return _arviz_figure(plot)
 
 
@@ -304,7 +303,7 @@ def posterior_predictive_check(fit: xr.DataTree | None) -> Figure:
 
     fit = _need_fit(fit)
     plot = azp.plot_ppc_dist(
-        fit, var_names=["relative_distance"], num_samples=50, cols=["split"], backend="matplotlib"
+        fit, var_names=["observed_weight"], num_samples=50, cols=["split"], backend="matplotlib"
     )
     figure = _arviz_figure(plot)
     for ax in figure.axes:
@@ -548,7 +547,7 @@ def transience(
             color = cmap(norm(np.log2(d)))
             ax.plot(steps, generalizing.sel(split=split, num_tasks=d), "o-", ms=3, color=color)
             if fit is not None:
-                mean = _posterior(fit, "expected_relative_distance", config)
+                mean = _posterior(fit, "expected_weight", config)
                 mean = 1 - mean.sel(split=split, num_tasks=d).mean(SAMPLE_DIMS)
                 ax.plot(steps, mean, "--", color=color, lw=1)
         ax.set_xscale("log")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -342,8 +343,37 @@ def _page(title, rendered, found_tables, sources, behaviour, fit) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _score_lines(fit) -> list[str]:
+    """Per split: the skill against the best baseline, and the held-out correlation."""
+    from rational_icl.fits.metrics import split_scores
+
+    scores = split_scores(fit)
+    lines = []
+    for split in [s for s in ("id", "ood", "iwl") if s in scores.split]:
+        s = scores.sel(split=split)
+        if not np.isnan(s.skill):
+            lines.append(
+                f"<b>skill ({split}): {float(s.skill):+.3f}</b> = 1 − RMSE of the model "
+                f"({float(s.heldout_rmse):.3f}) / RMSE of the best baseline that sees only "
+                f"fitted cells ({html.escape(str(s.best_baseline.values))}, "
+                f"{float(s.best_baseline_rmse):.3f}); 90% predictive interval coverage "
+                f"{float(s.heldout_coverage):.2f}"
+            )
+        if not np.isnan(s.heldout_correlation):
+            text = f"held-out correlation ({split}): {float(s.heldout_correlation):.3f}"
+            if not np.isnan(s.oracle_heldout_correlation):
+                text += (
+                    " (oracle that sees the held-out cells, each num_tasks' held-out "
+                    f"mean: {float(s.oracle_heldout_correlation):.3f})"
+                )
+            lines.append(text)
+    return lines
+
+
 def _summary(behaviour, fit) -> str:
     """A few lines on what was fitted: setting, grid, method, held-out correlations."""
+    from rational_icl.fits.tree import observed_description
+
     source = behaviour if behaviour is not None else fit["observed_data"]
     setting = (behaviour.attrs if behaviour is not None else fit.attrs).get("setting", "?")
     num_tasks = ", ".join(str(int(d)) for d in source["num_tasks"].values)
@@ -358,38 +388,18 @@ def _summary(behaviour, fit) -> str:
         attrs = {k: html.escape(str(v)) for k, v in fit.attrs.items()}
         lines.append(
             f"fit: model <b>{attrs.get('model', 'paper')}</b>, "
-            f"{attrs.get('inference_method', '?')}, observation model "
-            f"{attrs.get('observation_model', '?')}, ablation {attrs.get('ablation', '?')}, "
+            f"{attrs.get('inference_method', '?')}, ablation {attrs.get('ablation', '?')}, "
             f"pooling {attrs.get('pooling', '?')}, strategies "
             f"{attrs.get('strategies', 'memorizing,generalizing')}"
             f"{', context-dependent' if attrs.get('context_dependent') == '1' else ''}; "
             f"held-out design {attrs.get('held_out_design', 'authors')}"
         )
         lines.append(
-            f"observed weight: {attrs.get('measure', 'relative-distance')} measure; fitted "
-            f"splits {attrs.get('fitted_splits', 'all')}"
+            f"observed: {observed_description(attrs)}; fitted splits "
+            f"{attrs.get('fitted_splits', 'all')}"
         )
         numbers = fit.attrs  # formatted as floats below, so never raw text
-        for split in ("id", "ood", "iwl"):
-            if f"skill_{split}" in numbers:
-                lines.append(
-                    f"<b>skill ({split}): {float(numbers[f'skill_{split}']):+.3f}</b> = 1 − "
-                    f"RMSE of the model ({float(numbers[f'heldout_rmse_{split}']):.3f}) / RMSE "
-                    f"of the best baseline that sees only fitted cells "
-                    f"({html.escape(str(numbers[f'best_baseline_{split}']))}, "
-                    f"{float(numbers[f'best_baseline_rmse_{split}']):.3f}); 90% predictive "
-                    f"interval coverage {float(numbers[f'heldout_coverage_{split}']):.2f}"
-                )
-            value = numbers.get(f"heldout_correlation_{split}")
-            oracle = numbers.get(f"oracle_heldout_correlation_{split}")
-            if value is not None:
-                text = f"held-out correlation ({split}): {float(value):.3f}"
-                if oracle is not None:
-                    text += (
-                        " (oracle that sees the held-out cells, each num_tasks' held-out "
-                        f"mean: {float(oracle):.3f})"
-                    )
-                lines.append(text)
+        lines += _score_lines(fit)
         flagged = html.escape(str(numbers.get("inadequate_num_tasks", "")))
         if flagged:
             lines.append(

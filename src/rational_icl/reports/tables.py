@@ -15,8 +15,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from rational_icl.reports.figures import parameter_names
-
 _METRICS = {
     "correlation": "Pearson r",
     "spearman": "Spearman ρ",
@@ -39,10 +37,12 @@ def parameter_table(fit: xr.DataTree) -> pd.DataFrame:
     (``arviz_stats.summary``)."""
     import arviz_stats as azs
 
+    from rational_icl.fits.tree import parameter_names
+
     kind = "all" if fit.attrs.get("inference_method") == "nuts" else "stats"
     table = azs.summary(
         fit,
-        var_names=parameter_names(fit),
+        var_names=parameter_names(fit, per_run=False),
         kind=kind,
         ci_prob=0.9,
         ci_kind="eti",
@@ -72,13 +72,16 @@ def diagnostics_table(fit: xr.DataTree) -> pd.DataFrame:
 
 def heldout_table(fit: xr.DataTree) -> pd.DataFrame:
     """Agreement of predicted and observed weights: rows (cells, split), one column per
-    metric, read from the fit's root attributes (``heldout_correlation_id``, ...)."""
+    metric (the fit's ``split_scores``)."""
+    from rational_icl.fits.metrics import split_scores
+
+    scores = split_scores(fit)
     rows = []
     for subset, label in [("heldout", "held out"), ("fitted", "fitted")]:
-        for split in [str(s) for s in fit["observed_data"]["split"].values]:
+        for split in [str(s) for s in scores.split.values]:
             row = {"cells": label, "split": split}
             for metric, title in _METRICS.items():
-                row[title] = float(fit.attrs.get(f"{subset}_{metric}_{split}", np.nan))
+                row[title] = float(scores[f"{subset}_{metric}"].sel(split=split))
             rows.append(row)
     return pd.DataFrame(rows)
 

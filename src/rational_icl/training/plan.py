@@ -232,7 +232,7 @@ def _fit_bytes(spec: ExperimentSpec, chains: int, draws: int, pointwise: int) ->
     grid = sum(len(set(s.num_tasks)) for s in scalars) * checkpoints  # (config, D, N)
     cells = grid * splits
     kept = chains * len(range(0, draws, math.ceil(chains * draws / pointwise)))
-    # weight, log odds: float32 (expected_relative_distance is not stored: write_fit)
+    # weight, log odds: float32 (expected_weight is not stored: write_fit)
     derived = chains * draws * grid * 2 * 4
     predictive = kept * cells * 4
     log_likelihood = kept * round(0.8 * 0.8 * cells) * 8  # the fitted 80% x 80%
