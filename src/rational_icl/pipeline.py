@@ -79,12 +79,15 @@ def train_specs(
     specs, out: str | Path, *, device=None, force: bool = False, threads: int | None = None
 ) -> list[Path]:
     """The training stage: train every run of ``specs`` into ``out`` (finished runs are
-    kept unless ``force``; partial ones resume); returns the files trained."""
+    kept unless ``force``; partial ones resume) on ``device`` (default: cuda where there is
+    one, else cpu); returns the files trained."""
     import torch  # loads only when the stage runs
 
     from rational_icl.training.loop import is_finished, run_path, train
 
     out = Path(out)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if threads is not None:
         torch.set_num_threads(threads)
     make_out_folder(out)
