@@ -206,13 +206,9 @@ def nuts(target: Target, start, keys: Keys, settings: FitSettings) -> Draws:
     if settings.mass_matrix == "laplace":
         root = _laplace_root(target.hessian(optimum))  # covariance = root @ root.T
         metric = {"inverse_mass_matrix": root @ root.T, "adapt_mass_matrix": False}
+    accept = target_acceptance(settings)
     mcmc = MCMC(
-        NUTS(
-            target.model,
-            dense_mass=True,
-            target_accept_prob=target_acceptance(settings),
-            **metric,
-        ),
+        NUTS(target.model, dense_mass=True, target_accept_prob=accept, **metric),
         num_warmup=settings.warmup,
         num_samples=settings.draws,
         num_chains=settings.chains,
@@ -246,7 +242,7 @@ def nuts(target: Target, start, keys: Keys, settings: FitSettings) -> Draws:
             "num_warmup": settings.warmup,
             "chain_method": chain_method,
             "mass_matrix": settings.mass_matrix,
-            "target_accept_prob": target_acceptance(settings),
+            "target_accept_prob": accept,
         },
     )
     return Draws(latent, stats)

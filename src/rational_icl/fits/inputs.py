@@ -24,10 +24,6 @@ from rational_icl.vocabulary import CONFIG_DIMS, MASS_MATRICES, METHODS, OBSERVA
 # (the fit's observed_data names every measure observed_weight: docs/files.md §3).
 MEASURES = {"barycentric": "barycentric_weight", "relative-distance": "relative_distance"}
 
-
-# NUTS's inverse mass matrix: adapted, or the Laplace covariance (engines.nuts)
-
-
 SAMPLE_DIMS = ("chain", "draw")
 
 

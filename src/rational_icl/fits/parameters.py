@@ -20,10 +20,13 @@ added to the law's log posterior (``rational_icl.fits.model``):
 - ``transition``: gamma replaced by ``transition_step`` ~ LogNormal(mean log checkpoint, 3),
   N* at a reference num_tasks, and gamma derived from it (``formulas.gamma_at_transition``):
   alpha and gamma trade off along a ridge that N* is straight across;
+- ``anchored``: gamma replaced by ``evidence_scale`` ~ LogNormal(0, 3), the evidence
+  gamma * N_ref ** (1 - alpha) at N_ref, the geometric-mean checkpoint, and gamma derived
+  from it: the data pin the evidence, and alpha is only its growth exponent;
 - ``offsets``: the paper's parameters plus ``run_offset``, a per-run shift of each strategy's
   log posterior against generalizing, Normal(0, ``offset_scale``) independently per run,
   ``offset_scale`` ~ HalfNormal(1);
-- ``transition-offsets``: both.
+- ``transition-offsets``, ``anchored-offsets`` (the CLI's default): both.
 """
 
 from __future__ import annotations

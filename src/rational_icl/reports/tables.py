@@ -106,6 +106,8 @@ def model_skill_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
     """One row per fit: its model, strategies and held-out design, and per split the
     model's RMSE and 90% coverage, the best baseline's RMSE and the skill (the fits' own
     ``predictive_skill`` groups, so each on the cells its design held out)."""
+    from rational_icl.fits.metrics import split_scores
+
     rows = []
     for name, fit in fits.items():
         row = {
@@ -115,13 +117,12 @@ def model_skill_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
             ("held-out design", ""): fit.attrs.get("held_out_design", "authors"),
         }
         if "predictive_skill" in fit.children:
-            skill = fit["predictive_skill"].to_dataset()
-            for split in [str(s) for s in skill.split.values]:
-                at = skill.sel(split=split)
-                best = str(at.best_baseline.values)
-                row[(split, "RMSE")] = float(at.rmse.sel(predictor="model"))
-                row[(split, "90% coverage")] = float(at.coverage.sel(predictor="model"))
-                row[(split, "best baseline RMSE")] = float(at.rmse.sel(predictor=best))
+            scores = split_scores(fit)
+            for split in [str(s) for s in fit["predictive_skill"].split.values]:
+                at = scores.sel(split=split)
+                row[(split, "RMSE")] = float(at.heldout_rmse)
+                row[(split, "90% coverage")] = float(at.heldout_coverage)
+                row[(split, "best baseline RMSE")] = float(at.best_baseline_rmse)
                 row[(split, "skill")] = float(at.skill)
         rows.append(row)
     table = pd.DataFrame(rows)
