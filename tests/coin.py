@@ -2,7 +2,7 @@
 is a coin's probability of heads, theta ~ Beta(a, a); a sequence is T flips of its coin.
 
 It lives in tests so that only the tests register it (the ``coin_setting`` fixture); as
-``src/rational_icl/data/settings/coin.py`` it would be a setting of every command.
+``data/settings/coin.py`` it would be a setting of every command.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ training steps and the behaviour measure."""
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ import xarray as xr
 
 from rational_icl.cli.main import main
 from rational_icl.fits import load_behaviour
+from tests.layout import modules
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rational_icl"
 SPEC = """\
 setting = "coin"
 coin_concentration = 2
@@ -50,7 +49,7 @@ def _memorizing(flips: np.ndarray, heads: np.ndarray) -> np.ndarray:
 
 
 def test_a_new_setting_runs_through_data_training_and_behaviour(coin_setting, tmp_path):
-    assert not [p for p in PACKAGE.rglob("*.py") if re.search(r"\bcoin\b", p.read_text())]
+    assert not [p for p in modules().values() if re.search(r"\bcoin\b", p.read_text())]
     spec = tmp_path / "coin.toml"
     spec.write_text(SPEC)
     assert main(["data", str(spec), "--out", str(tmp_path / "data")]) == 0

@@ -11,23 +11,14 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rational_icl"
+from tests.layout import modules as _modules
+
 STAGES = ("data", "modeling", "training", "fits", "reports", "pipeline", "cli")
 # top-level modules every stage may use
 SHARED = ("errors", "io", "formulas", "facts", "vocabulary")
 TORCH_FREE = ("fits", "reports")
 # modules of an optional extra, and the one package each may import that the core may not
 OPTIONAL = {"rational_icl.training.hf": "transformers"}
-
-
-def _modules() -> dict[str, Path]:
-    """Dotted module name -> file, for every module of the package."""
-    out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        out[name] = path
-    return out
 
 
 def _imports(path: Path) -> set[str]:
