@@ -78,6 +78,11 @@ class FitSettings:
                 f"the unit-gamma ablation fixes gamma, which model {self.model!r} derives; "
                 "use it with model paper or offsets"
             )
+        if parameters.has_drift(self.model) and self.observation != "relative-distance":
+            raise RiclError(
+                f"model {self.model!r} lets the observed weight drift along training, which "
+                "the outputs observation does not observe; use observation relative-distance"
+            )
         for name in ("chains", "draws", "svi_steps", "pointwise_draws"):
             if getattr(self, name) < 1:
                 raise RiclError(f"{name} must be at least 1; got {getattr(self, name)}")
@@ -272,6 +277,8 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
     if settings.observation == "relative-distance":
         kwargs["observed_weight"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
         key = "observed_weight"
+        if parameters.has_drift(settings.model):  # conditions the held-out cells' predictions
+            kwargs["weight_history"] = kwargs["observed_weight"]
         if settings.context_dependent:
             losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)
             kwargs["context_loss"] = jnp.asarray(flat(losses.mean("sequence").values, 1))

@@ -42,6 +42,7 @@ from rational_icl import formulas
 from rational_icl.fits.parameters import (
     Priors,
     check_choice,
+    has_drift,
     has_offsets,
     has_transition_step,
     is_anchored,
@@ -165,6 +166,7 @@ def relative_distance_model(
     centred: bool = False,
     model: str = "paper",
     transition_reference: int | None = None,
+    weight_history=None,
 ):
     """The rational model observed through the relative distance (the default model).
 
@@ -193,12 +195,17 @@ def relative_distance_model(
     transition_reference : int or None
         The ``transition`` models' reference num_tasks index (``reference_num_tasks``;
         computed here when None, which needs concrete, not traced, arrays).
+    weight_history : array (C, D, N, S) or None
+        The observed weights, for the ``drift`` models to condition on when
+        ``observed_weight`` is left out (the posterior predictive); ignored otherwise.
 
     Sites
     -----
     ``alpha``, ``beta``, ``gamma``, ``sigma`` (S,), deterministic ``weight_memorizing`` and
     ``log_posterior_odds`` (C, D, N), ``expected_weight`` (C, D, N, S) when
-    context-dependent, and the observed site ``observed_weight`` (C, D, N, S).
+    context-dependent, and the observed site ``observed_weight`` (C, D, N, S). The ``drift``
+    models add ``drift_scale``, ``drift_length`` and ``expected_weight``, the law plus the
+    drift predicted from the run's other fitted cells (``drift``).
     """
     law = (ablation, pooling, priors, centred, model, transition_reference)
     log_post, alpha, gamma = _training_log_posterior(
@@ -219,11 +226,125 @@ def relative_distance_model(
             + context_evidence(context_loss, context_size, alpha, gamma)[:, :, :, None]
         )  # (Q, C, D, N, S, P)
         expected = jax.nn.softmax(log_w, axis=0)[0].mean(-1)  # (C, D, N, S)
-        expected = numpyro.deterministic("expected_weight", expected)
+        if not has_drift(model):
+            expected = numpyro.deterministic("expected_weight", expected)
     sigma = numpyro.sample(
         "sigma", dist.HalfNormal(priors.sigma_scale).expand([num_splits]).to_event(1)
     )
-    _observe("observed_weight", ClippedNormal(expected, sigma), observed_weight, fit_mask, fill=0.5)
+    if not has_drift(model):
+        likelihood = ClippedNormal(expected, sigma)
+    else:
+        history = observed_weight if observed_weight is not None else weight_history
+        loc, scale, predicted = drift(
+            expected,
+            history,
+            checkpoint,
+            fit_mask,
+            sigma,
+            priors,
+            fitting=observed_weight is not None,
+        )
+        numpyro.deterministic("expected_weight", predicted)
+        likelihood = ClippedNormal(loc, scale)
+    _observe("observed_weight", likelihood, observed_weight, fit_mask, fill=0.5)
+
+
+def drift(expected, history, checkpoint, fit_mask, sigma, priors: Priors, *, fitting=False):
+    """Each run's observed weight drifts from the law along training: a Gaussian process in
+    log training steps (exponential kernel, sites ``drift_scale`` and ``drift_length``) on
+    top of the per-cell noise ``sigma``, one path per run and split (``drift_scale`` per
+    split, as ``sigma``).
+
+    Returns the observation's location and scale for every cell: for a fitted cell the
+    normal conditional on the fitted cells before it (their product is the joint density
+    of the fitted cells), for a held-out cell the conditional on every fitted cell of its
+    run (``fitting``: on those before it, which is all the likelihood needs, and cheaper);
+    and ``predicted``, the law plus the drift's conditional mean given the fitted cells
+    other than the cell itself (the model's prediction of a cell it has not seen; for a
+    fitted cell, its leave-one-out prediction), kept in [0, 1] (the median of the censored
+    observation, which is where the weight lies). Without ``history`` (simulating from
+    scratch) each cell is drawn from its marginal.
+
+    Shapes: expected, history, fit_mask (C, D, N, S); sigma (S,).
+    """
+    num_splits = sigma.shape[-1]
+    size = numpyro.sample(  # per split, as sigma: a split's weights may wander more
+        "drift_scale", dist.HalfNormal(priors.drift_scale).expand([num_splits]).to_event(1)
+    )
+    length = numpyro.sample(
+        "drift_length", dist.LogNormal(priors.drift_length_log_loc, priors.drift_length_log_scale)
+    )
+    if history is None:
+        return expected, jnp.sqrt(size**2 + sigma**2), expected
+    time = jnp.log(checkpoint)  # (N,)
+    size = jnp.broadcast_to(size, sigma.shape)  # (S,)
+    fitted = jnp.ones(expected.shape, bool) if fit_mask is None else fit_mask
+    fitted = jnp.moveaxis(fitted, 2, -1).astype(expected.dtype)  # (C, D, S, N)
+    residual = jnp.moveaxis(history - expected, 2, -1) * fitted  # (C, D, S, N)
+    noise = (sigma**2)[:, None]  # (S, 1)
+    loc, scale = _drift_filter(residual, fitted, time, size, length, noise)
+    held_loc, held_scale, predicted = _drift_conditionals(
+        residual, fitted, time, size, length, noise
+    )
+    if not fitting:
+        loc, scale = jnp.where(fitted > 0, loc, held_loc), jnp.where(fitted > 0, scale, held_scale)
+    back = lambda a: jnp.moveaxis(a, -1, 2)  # noqa: E731
+    return expected + back(loc), back(scale), jnp.clip(expected + back(predicted), 0.0, 1.0)
+
+
+def _drift_filter(residual, fitted, time, size, length, noise):
+    """Each cell's residual given the fitted cells before it in its run: the Kalman filter
+    of the drift (an Ornstein-Uhlenbeck process in log N, so one number of state) observed
+    with noise, a scan along checkpoints. Returns the conditionals' means and scales (..., N).
+    """
+
+    def step(state, cell):
+        mean, variance, previous = state
+        value, kept, now = cell
+        carry = jnp.exp(-(now - previous) / length)  # how much of the drift survives
+        mean, variance = carry * mean, carry**2 * variance + size**2 * (1 - carry**2)  # (C, D, S)
+        predictive = variance + noise[..., 0]  # noise (S, 1) against the state (C, D, S)
+        gain = kept * variance / predictive
+        updated = (mean + gain * (value - mean), (1 - gain) * variance, now)
+        return updated, (mean, jnp.sqrt(predictive))
+
+    first = (
+        jnp.zeros_like(residual[..., 0]),
+        jnp.broadcast_to(size**2, residual[..., 0].shape),
+        time[0],
+    )
+    cells = (jnp.moveaxis(residual, -1, 0), jnp.moveaxis(fitted, -1, 0), time)
+    _, (mean, scale) = jax.lax.scan(step, first, cells)
+    return jnp.moveaxis(mean, 0, -1), jnp.moveaxis(scale, 0, -1)
+
+
+def _drift_conditionals(residual, fitted, time, size, length, noise):
+    """The drift of every cell given all fitted cells of its run (other than itself):
+    Gaussian-process conditionals through the Cholesky factor of the fitted cells'
+    covariance. Returns held-out cells' observation means and scales, and every cell's
+    predicted drift (a fitted cell's from the others: r_i - (K^-1 r)_i / (K^-1)_ii)."""
+    decay = jnp.exp(-jnp.abs(time[:, None] - time[None, :]) / length)  # (N, N)
+    drift_cov = size[:, None, None] ** 2 * decay  # (S, N, N)
+    pair = fitted[..., :, None] * fitted[..., None, :]  # (C, D, S, N, N)
+    covariance = (drift_cov + _diag(noise * fitted)) * pair + _diag(1.0 - fitted)
+    lower = jnp.linalg.cholesky(covariance)  # unfitted cells: identity rows, cut off
+    whitened = jax.scipy.linalg.solve_triangular(lower, residual[..., None], lower=True)[..., 0]
+    cross = jax.scipy.linalg.solve_triangular(lower, drift_cov * fitted[..., :, None], lower=True)
+    drift_mean = jnp.einsum("...ij,...i->...j", cross, whitened)  # (C, D, S, N)
+    held_variance = noise + size[:, None] ** 2 - jnp.sum(cross**2, axis=-2)
+    held_scale = jnp.sqrt(jnp.clip(held_variance, 1e-12))
+    inverse_lower = jax.scipy.linalg.solve_triangular(
+        lower, jnp.broadcast_to(jnp.eye(time.size), lower.shape), lower=True
+    )
+    precision_diagonal = jnp.sum(inverse_lower**2, axis=-2)  # diag of K^-1
+    precision_residual = jnp.einsum("...ij,...i->...j", inverse_lower, whitened)  # K^-1 r
+    left_out = residual - precision_residual / precision_diagonal
+    return drift_mean, held_scale, jnp.where(fitted > 0, left_out, drift_mean)
+
+
+def _diag(values):
+    """(..., N) -> (..., N, N) diagonal matrices."""
+    return values[..., None] * jnp.eye(values.shape[-1])
 
 
 def outputs_model(

@@ -26,7 +26,11 @@ added to the law's log posterior (``rational_icl.fits.model``):
 - ``offsets``: the paper's parameters plus ``run_offset``, a per-run shift of each strategy's
   log posterior against generalizing, Normal(0, ``offset_scale``) independently per run,
   ``offset_scale`` ~ HalfNormal(1);
-- ``transition-offsets``, ``anchored-offsets`` (the CLI's default): both.
+- ``transition-offsets``, ``anchored-offsets``: both;
+- ``anchored-offsets-drift``: ``anchored-offsets`` whose observed weights drift from the law
+  along training, a Gaussian process in log N per run and split (``model.drift``):
+  ``drift_scale`` ~ HalfNormal(0.2), its size in weight units, and ``drift_length`` ~
+  LogNormal(0, 1), how many e-folds of training steps it takes to forget.
 """
 
 from __future__ import annotations
@@ -64,11 +68,19 @@ class Priors:
     evidence_scale_log_loc: float = 0.0  # anchored models: gamma * N_ref ** (1 - alpha)
     evidence_scale_log_scale: float = 3.0
     offset_scale: float = 1.0  # run offsets: half-normal scale of their spread
+    drift_scale: float = 0.2  # drift models: half-normal scale of the drift's size
+    drift_length_log_loc: float = 0.0  # its length scale, in natural-log training steps
+    drift_length_log_scale: float = 1.0
 
 
 def has_offsets(model: str) -> bool:
     """Whether ``model`` adds per-run offsets to the log posterior."""
-    return model.endswith("offsets")
+    return "offsets" in model.split("-")
+
+
+def has_drift(model: str) -> bool:
+    """Whether ``model`` lets each run's observed weight drift from the law along training."""
+    return model.endswith("drift")
 
 
 def is_anchored(model: str) -> bool:

@@ -114,7 +114,7 @@ class _Labels:
         for name, value in values.items():
             value = value.reshape(chains, -1, *value.shape[1:])
             rest = value.shape[2:]
-            if name == "sigma" or not rest:  # per split, or one value
+            if name in ("sigma", "drift_scale") or not rest:  # per split, or one value
                 data[name], named[name] = value, list(dims.get(name, ()))
                 continue
             data[name] = value.reshape(chains, value.shape[1], *inputs.config_shape, *rest[1:])
@@ -151,6 +151,7 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
         dtypes=dict.fromkeys(per_cell, np.float32),
     )
     dims = {"sigma": ["split"], "weight_memorizing": GRID, "log_posterior_odds": GRID}
+    dims["drift_scale"] = ["split"]
     dims["expected_weight"] = (*GRID, "split")
     if offsets:  # (C, D, Q - 1): each strategy against generalizing
         dims |= dict.fromkeys(["run_offset", "run_offset_noise"], ("num_tasks", "offset_strategy"))
@@ -180,18 +181,19 @@ def _posterior_predictive(target, thinned, posterior, kept, key, inputs, labels,
 
     ``relative-distance``: draws of the model's observation site. A split with no fitted
     cell (``--splits id``) learns nothing about its noise scale: its sigma is a draw from
-    the prior, whose intervals cover everything; it is predicted with the mean sigma of
-    the fitted splits instead, per draw. ``outputs``: the noise-free mixture's observed
-    weight, w_M.
+    the prior, whose intervals cover everything; it is predicted with the mean sigma (and
+    drift_scale) of the fitted splits instead, per draw. ``outputs``: the noise-free
+    mixture's observed weight, w_M.
     """
     if settings.observation == "outputs":
         expected = posterior.expected_weight.sel(draw=kept).drop_attrs()
         return xr.Dataset({"observed_weight": expected}, attrs=posterior.attrs)
     split_fitted = np.asarray(inputs.kwargs["fit_mask"]).any(axis=(0, 1, 2))  # (S,)
-    sigma = thinned["sigma"]  # (draws, S)
     if not split_fitted.all() and split_fitted.any():
-        pooled = sigma[:, split_fitted].mean(axis=1, keepdims=True)
-        thinned = thinned | {"sigma": np.where(split_fitted, sigma, pooled)}
+        for name in {"sigma", "drift_scale"} & thinned.keys():  # (draws, S)
+            scale = thinned[name]
+            pooled = scale[:, split_fitted].mean(axis=1, keepdims=True)
+            thinned = thinned | {name: np.where(split_fitted, scale, pooled)}
     cells = int(np.prod(inputs.observed_weight.shape))
     values = predictive_draws(target, thinned, key, cells=cells)  # (draws, C, D, N, S)
     return labels.dataset({"observed_weight": values}, {"observed_weight": (*GRID, "split")}, kept)
@@ -291,6 +293,8 @@ def _describe(posterior: xr.Dataset) -> xr.Dataset:
         "weight_memorizing": "posterior weight of the memorizing strategy after N steps",
         "log_posterior_odds": "log w_memorizing - log w_generalizing",
         "expected_weight": "predicted observed weight on memorizing per cell",
+        "drift_scale": "spread of each run's drift from the law along training, per split",
+        "drift_length": "e-folds of training steps over which the drift forgets its value",
     }
     for name, text in descriptions.items():
         if name in posterior:

@@ -17,7 +17,13 @@ Ablation = Literal[
 ]
 Pooling = Literal["complete", "none", "partial"]
 Model = Literal[
-    "paper", "transition", "anchored", "offsets", "transition-offsets", "anchored-offsets"
+    "paper",
+    "transition",
+    "anchored",
+    "offsets",
+    "transition-offsets",
+    "anchored-offsets",
+    "anchored-offsets-drift",
 ]
 Method = Literal["nuts", "map", "svi"]
 MassMatrix = Literal["adapted", "laplace"]

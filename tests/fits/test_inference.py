@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from rational_icl.errors import RiclError
 from rational_icl.fits import diagnostics, inference, inputs
@@ -154,3 +155,41 @@ def test_fit_refuses_float32(behaviour):
             inference.fit(behaviour, inputs.FitSettings(method="map", chains=1, draws=5))
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_drift_model_forecasts_a_run_from_its_fitted_checkpoints(behaviour):
+    """A run that sits well above the law from the middle of training on: the drift model
+    carries the shift into the held-out (forecast) checkpoints, by the normal conditional
+    on that run's fitted cells; the paper's model cannot."""
+    shifted = behaviour.copy(deep=True)
+    later = shifted.checkpoint >= shifted.checkpoint[10]
+    run = shifted.relative_distance.sel(num_tasks=256)  # generalizing throughout
+    shifted["relative_distance"].loc[{"num_tasks": 256}] = xr.where(
+        later, np.clip(run + 0.3, -1, 1), run
+    )
+    common = dict(method="map", chains=1, draws=20, held_out="forecast:0.3")
+    drift = inference.fit(shifted, inputs.FitSettings(model="anchored-offsets-drift", **common))
+    paper = inference.fit(shifted, inputs.FitSettings(**common))
+
+    held = drift.constant_data.held_out.sel(num_tasks=256).values
+    observed = drift.observed_data.observed_weight.sel(num_tasks=256, split="id").values
+    errors = {}
+    for name, tree in [("drift", drift), ("paper", paper)]:
+        predicted = tree.posterior.expected_weight.sel(num_tasks=256, split="id").mean(
+            ["chain", "draw"]
+        )
+        errors[name] = np.sqrt(np.mean((predicted.values[held] - observed[held]) ** 2))
+    assert errors["drift"] < 0.5 * errors["paper"]
+
+    # one draw by hand: law + k(held, fitted) K^-1 (observed - law) over the fitted cells
+    draw = drift.posterior.isel(chain=0, draw=0)
+    law = draw.weight_memorizing.sel(num_tasks=256).values.astype(float)
+    fitted = drift.constant_data.fit_mask.sel(num_tasks=256, split="id").values
+    time = np.log(drift.posterior.checkpoint.values.astype(float))
+    size, length = float(draw.drift_scale.sel(split="id")), float(draw.drift_length)
+    kernel = size**2 * np.exp(-np.abs(time[:, None] - time[None, :]) / length)
+    noise = float(draw.sigma.sel(split="id")) ** 2 * np.eye(time.size)
+    weights = np.linalg.solve((kernel + noise)[np.ix_(fitted, fitted)], kernel[fitted][:, held])
+    expected = np.clip(law[held] + weights.T @ (observed[fitted] - law[fitted]), 0, 1)
+    got = draw.expected_weight.sel(num_tasks=256, split="id").values[held]
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # per-cell draws are float32

@@ -47,6 +47,8 @@ def test_settings_are_validated():
         inputs.FitSettings(model="best")
     with pytest.raises(RiclError, match="unit-gamma ablation fixes gamma, which model 'anch"):
         inputs.FitSettings(model="anchored-offsets", ablation="unit-gamma")
+    with pytest.raises(RiclError, match="drift along training, which the outputs observation"):
+        inputs.FitSettings(model="anchored-offsets-drift", observation="outputs")
     with pytest.raises(RiclError, match="needs several configurations"):
         inference.fit(simulated_behaviour(num_checkpoints=5), inputs.FitSettings(pooling="none"))
 

@@ -350,3 +350,77 @@ def test_an_unknown_model_is_refused():
             checkpoint=STEPS,
             model="bogus",
         )
+
+
+def _drift_case(seed=0):
+    rng = np.random.default_rng(seed)
+    steps = np.geomspace(10.0, 5000.0, 7)
+    expected = rng.uniform(0.1, 0.9, (1, 2, 7, 2))  # (C, D, N, S)
+    history = np.clip(expected + rng.normal(0, 0.1, expected.shape), 0, 1)
+    fit_mask = np.ones(expected.shape, bool)
+    fit_mask[0, 0, 5:, :] = False  # run 0: its last two checkpoints held out (a forecast)
+    fit_mask[0, 1, 2, 0] = False  # run 1: one checkpoint in the middle, in split 0
+    sigma = np.array([0.05, 0.08])
+    return steps, expected, history, fit_mask, sigma
+
+
+def _drift_values(steps, expected, history, fit_mask, sigma, size=0.15, length=1.3):
+    substituted = numpyro.handlers.substitute(
+        rational.drift, data={"drift_scale": size, "drift_length": length}
+    )
+    return substituted(expected, history, steps, fit_mask, sigma, rational.Priors())
+
+
+def _drift_covariance(steps, sigma, size=0.15, length=1.3):
+    time = np.log(steps)
+    drift = size**2 * np.exp(-np.abs(time[:, None] - time[None, :]) / length)
+    return drift, drift + sigma**2 * np.eye(len(steps))
+
+
+def test_drift_conditionals_multiply_to_the_joint_normal_of_the_fitted_cells():
+    steps, expected, history, fit_mask, sigma = _drift_case()
+    loc, scale, _ = _drift_values(steps, expected, history, fit_mask, sigma)
+    for d in range(2):
+        for s in range(2):
+            kept = fit_mask[0, d, :, s]
+            _, covariance = _drift_covariance(steps, sigma[s])
+            residual = (history - expected)[0, d, kept, s]
+            joint = scipy.stats.multivariate_normal(cov=covariance[np.ix_(kept, kept)])
+            pieces = scipy.stats.norm.logpdf(
+                history[0, d, kept, s], loc[0, d, kept, s], scale[0, d, kept, s]
+            )
+            np.testing.assert_allclose(pieces.sum(), joint.logpdf(residual), rtol=1e-10)
+
+
+def test_drift_predicts_held_out_cells_by_the_normal_conditional_on_the_fitted_ones():
+    steps, expected, history, fit_mask, sigma = _drift_case(1)
+    loc, scale, smoothed = _drift_values(steps, expected, history, fit_mask, sigma)
+    for d, s in [(0, 0), (0, 1), (1, 0)]:
+        kept = fit_mask[0, d, :, s]
+        drift, covariance = _drift_covariance(steps, sigma[s])
+        weights = np.linalg.solve(covariance[np.ix_(kept, kept)], drift[kept])  # (F, N)
+        residual = (history - expected)[0, d, kept, s]
+        mean = weights.T @ residual
+        variance = covariance.diagonal() - np.sum(drift[kept] * weights, axis=0)
+        held = ~kept
+        np.testing.assert_allclose(
+            smoothed[0, d, held, s], np.clip(expected[0, d, held, s] + mean[held], 0, 1)
+        )
+        for i in np.flatnonzero(kept):  # a fitted cell: conditional on the other fitted cells
+            others = kept.copy()
+            others[i] = False
+            weight = np.linalg.solve(covariance[np.ix_(others, others)], drift[others, i])
+            left_out = weight @ (history - expected)[0, d, others, s]
+            np.testing.assert_allclose(
+                smoothed[0, d, i, s], np.clip(expected[0, d, i, s] + left_out, 0, 1)
+            )
+        np.testing.assert_allclose(loc[0, d, held, s], expected[0, d, held, s] + mean[held])
+        np.testing.assert_allclose(scale[0, d, held, s] ** 2, variance[held], rtol=1e-10)
+
+
+def test_drift_without_history_draws_each_cell_from_its_marginal():
+    steps, expected, _, fit_mask, sigma = _drift_case()
+    loc, scale, smoothed = _drift_values(steps, expected, None, fit_mask, sigma)
+    np.testing.assert_allclose(loc, expected)
+    np.testing.assert_allclose(smoothed, expected)
+    np.testing.assert_allclose(scale**2 * np.ones_like(expected), 0.15**2 + sigma**2 + 0 * expected)
