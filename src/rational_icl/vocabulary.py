@@ -38,5 +38,7 @@ MASS_MATRICES: tuple[str, ...] = get_args(MassMatrix)
 
 # The model `ricl fit` and `ricl run` fit unless told otherwise (docs/science.md, "Which
 # model"); `ricl run` fits the paper's form beside it.
-DEFAULT_MODEL = "anchored-offsets"
+DEFAULT_MODEL = "anchored-offsets-drift"
+# the outputs observation model reads the predictions themselves: no drift of weights there
+OUTPUTS_DEFAULT_MODEL = "anchored-offsets"
 PAPER_MODEL = "paper"

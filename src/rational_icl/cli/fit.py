@@ -15,6 +15,7 @@ from rational_icl.vocabulary import (
     METHODS,
     MODELS,
     OBSERVATIONS,
+    OUTPUTS_DEFAULT_MODEL,
 )
 from rational_icl.vocabulary import MEASURES as _MEASURES
 from rational_icl.vocabulary import POOLINGS as _POOLINGS
@@ -135,16 +136,18 @@ def add_parser(subparsers) -> None:
 
 
 def add_model_option(parser) -> None:
-    """``--model``, shared by ``ricl fit`` and ``ricl run``."""
+    """``--model``, shared by ``ricl fit`` and ``ricl run`` (None: ``model_or_default``)."""
     parser.add_argument(
         "--model",
         choices=MODELS,
-        default=DEFAULT_MODEL,
-        help=f"the form of the rational model (default {DEFAULT_MODEL}): paper (the authors' "
-        "alpha, beta, gamma), transition (the transition step at a reference num_tasks in "
-        "place of gamma: the same law, sampled along alpha-gamma's ridge), offsets (the "
-        "paper's law plus a per-run shift of the log odds, a random walk along num_tasks), "
-        "transition-offsets (both); docs/science.md",
+        default=None,
+        help=f"the form of the rational model (default {DEFAULT_MODEL}; {OUTPUTS_DEFAULT_MODEL} "
+        "with --observation outputs): paper (the authors' "
+        "alpha, beta, gamma), anchored (the evidence at the middle of training in place of "
+        "gamma), transition (the transition step at a reference num_tasks in place of gamma), "
+        "offsets (a per-run shift of the log odds), their combinations, and "
+        "anchored-offsets-drift (anchored-offsets whose runs drift from the law along "
+        "training, correlated in time); docs/science.md, 'Which model'",
     )
 
 
@@ -204,9 +207,17 @@ def shared_fit_settings(args) -> dict:
         draws=args.draws,
         drop_early=args.drop_early,
         held_out=args.held_out,
-        model=args.model,
+        model=model_or_default(args),
         progress_bar=os.isatty(2),
     )
+
+
+def model_or_default(args) -> str:
+    """``--model``, or the default for the observation (the drift is of observed weights)."""
+    if args.model is not None:
+        return args.model
+    outputs = getattr(args, "observation", "relative-distance") == "outputs"
+    return OUTPUTS_DEFAULT_MODEL if outputs else DEFAULT_MODEL
 
 
 def fit_and_summarise(runs_dir: Path, out: Path, settings, *, behaviour_file=None):

@@ -33,7 +33,7 @@ from rational_icl.cli.checks import (
     check_sampler_options,
     check_writable_folder,
 )
-from rational_icl.cli.fit import add_held_out_option, add_model_option
+from rational_icl.cli.fit import add_held_out_option, add_model_option, model_or_default
 from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
@@ -115,6 +115,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     _check_outputs(args)
+    args.model = model_or_default(args)  # run observes weights: the default model
     specs = [with_seeds(spec, args.seeds) for spec in load_specs(args.spec)]
     check_memory(specs, args)
     if args.plan:
