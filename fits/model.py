@@ -277,11 +277,10 @@ def drift(expected, history, checkpoint, fit_mask, sigma, priors: Priors, *, fit
     if history is None:
         return expected, jnp.sqrt(size**2 + sigma**2), expected
     time = jnp.log(checkpoint)  # (N,)
-    size = jnp.broadcast_to(size, sigma.shape)  # (S,)
     fitted = jnp.ones(expected.shape, bool) if fit_mask is None else fit_mask
     fitted = jnp.moveaxis(fitted, 2, -1).astype(expected.dtype)  # (C, D, S, N)
     residual = jnp.moveaxis(history - expected, 2, -1) * fitted  # (C, D, S, N)
-    noise = (sigma**2)[:, None]  # (S, 1)
+    noise = sigma**2  # (S,)
     loc, scale = _drift_filter(residual, fitted, time, size, length, noise)
     held_loc, held_scale, predicted = _drift_conditionals(
         residual, fitted, time, size, length, noise
@@ -303,7 +302,7 @@ def _drift_filter(residual, fitted, time, size, length, noise):
         value, kept, now = cell
         carry = jnp.exp(-(now - previous) / length)  # how much of the drift survives
         mean, variance = carry * mean, carry**2 * variance + size**2 * (1 - carry**2)  # (C, D, S)
-        predictive = variance + noise[..., 0]  # noise (S, 1) against the state (C, D, S)
+        predictive = variance + noise  # (C, D, S)
         gain = kept * variance / predictive
         updated = (mean + gain * (value - mean), (1 - gain) * variance, now)
         return updated, (mean, jnp.sqrt(predictive))
@@ -326,12 +325,12 @@ def _drift_conditionals(residual, fitted, time, size, length, noise):
     decay = jnp.exp(-jnp.abs(time[:, None] - time[None, :]) / length)  # (N, N)
     drift_cov = size[:, None, None] ** 2 * decay  # (S, N, N)
     pair = fitted[..., :, None] * fitted[..., None, :]  # (C, D, S, N, N)
-    covariance = (drift_cov + _diag(noise * fitted)) * pair + _diag(1.0 - fitted)
+    covariance = (drift_cov + _diag(noise[:, None] * fitted)) * pair + _diag(1.0 - fitted)
     lower = jnp.linalg.cholesky(covariance)  # unfitted cells: identity rows, cut off
     whitened = jax.scipy.linalg.solve_triangular(lower, residual[..., None], lower=True)[..., 0]
     cross = jax.scipy.linalg.solve_triangular(lower, drift_cov * fitted[..., :, None], lower=True)
     drift_mean = jnp.einsum("...ij,...i->...j", cross, whitened)  # (C, D, S, N)
-    held_variance = noise + size[:, None] ** 2 - jnp.sum(cross**2, axis=-2)
+    held_variance = (noise + size**2)[:, None] - jnp.sum(cross**2, axis=-2)
     held_scale = jnp.sqrt(jnp.clip(held_variance, 1e-12))
     inverse_lower = jax.scipy.linalg.solve_triangular(
         lower, jnp.broadcast_to(jnp.eye(time.size), lower.shape), lower=True

@@ -114,7 +114,7 @@ class _Labels:
         for name, value in values.items():
             value = value.reshape(chains, -1, *value.shape[1:])
             rest = value.shape[2:]
-            if name in ("sigma", "drift_scale") or not rest:  # per split, or one value
+            if name in PER_SPLIT or not rest:  # per split, or one value
                 data[name], named[name] = value, list(dims.get(name, ()))
                 continue
             data[name] = value.reshape(chains, value.shape[1], *inputs.config_shape, *rest[1:])
@@ -130,6 +130,7 @@ class _Labels:
 
 GRID = ("num_tasks", "checkpoint")
 PARAMETERS = ("alpha", "beta", "gamma")
+PER_SPLIT = ("sigma", "drift_scale")  # noise parameters, one value per split
 
 
 def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
@@ -150,8 +151,8 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
         one_at_a_time=settings.context_dependent,
         dtypes=dict.fromkeys(per_cell, np.float32),
     )
-    dims = {"sigma": ["split"], "weight_memorizing": GRID, "log_posterior_odds": GRID}
-    dims["drift_scale"] = ["split"]
+    dims = {"weight_memorizing": GRID, "log_posterior_odds": GRID}
+    dims |= dict.fromkeys(PER_SPLIT, ["split"])
     dims["expected_weight"] = (*GRID, "split")
     if offsets:  # (C, D, Q - 1): each strategy against generalizing
         dims |= dict.fromkeys(["run_offset", "run_offset_noise"], ("num_tasks", "offset_strategy"))
@@ -190,7 +191,7 @@ def _posterior_predictive(target, thinned, posterior, kept, key, inputs, labels,
         return xr.Dataset({"observed_weight": expected}, attrs=posterior.attrs)
     split_fitted = np.asarray(inputs.kwargs["fit_mask"]).any(axis=(0, 1, 2))  # (S,)
     if not split_fitted.all() and split_fitted.any():
-        for name in {"sigma", "drift_scale"} & thinned.keys():  # (draws, S)
+        for name in [n for n in PER_SPLIT if n in thinned]:  # (draws, S)
             scale = thinned[name]
             pooled = scale[:, split_fitted].mean(axis=1, keepdims=True)
             thinned = thinned | {name: np.where(split_fitted, scale, pooled)}

@@ -366,7 +366,7 @@ def _drift_case(seed=0):
 
 def _drift_values(steps, expected, history, fit_mask, sigma, size=0.15, length=1.3):
     substituted = numpyro.handlers.substitute(
-        rational.drift, data={"drift_scale": size, "drift_length": length}
+        rational.drift, data={"drift_scale": np.full(2, size), "drift_length": length}
     )
     return substituted(expected, history, steps, fit_mask, sigma, rational.Priors())
 
@@ -423,4 +423,4 @@ def test_drift_without_history_draws_each_cell_from_its_marginal():
     loc, scale, smoothed = _drift_values(steps, expected, None, fit_mask, sigma)
     np.testing.assert_allclose(loc, expected)
     np.testing.assert_allclose(smoothed, expected)
-    np.testing.assert_allclose(scale**2 * np.ones_like(expected), 0.15**2 + sigma**2 + 0 * expected)
+    np.testing.assert_allclose(scale**2, 0.15**2 + sigma**2)
