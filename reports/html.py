@@ -356,7 +356,7 @@ def _score_lines(fit) -> list[str]:
                 f"<b>skill ({split}): {float(s.skill):+.3f}</b> = 1 − RMSE of the model "
                 f"({float(s.heldout_rmse):.3f}) / RMSE of the best baseline that sees only "
                 f"fitted cells ({html.escape(str(s.best_baseline.values))}, "
-                f"{float(s.best_baseline_rmse):.3f}); 90% predictive interval coverage "
+                f"{float(s.best_baseline_rmse):.3f}); 90% predictive coverage "
                 f"{float(s.heldout_coverage):.2f}"
             )
         if not np.isnan(s.heldout_correlation):

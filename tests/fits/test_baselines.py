@@ -105,8 +105,8 @@ def test_skill_scores_every_predictor_on_the_same_cells():
         model = row.sel(predictor="model")
         assert float(model.rmse) == pytest.approx(np.sqrt(np.mean((p - o) ** 2)))
         assert float(model.correlation) == pytest.approx(scipy.stats.pearsonr(p, o).statistic)
-        low, high = np.quantile(p[:, None] + draws.values[0], [0.05, 0.95], axis=1)
-        assert float(model.coverage) == pytest.approx(np.mean((o >= low) & (o <= high)))
+        pit = np.mean(p[:, None] + draws.values[0] <= o[:, None], axis=1)  # no ties here
+        assert float(model.coverage) == pytest.approx(np.mean((pit >= 0.05) & (pit <= 0.95)))
         rmses = {}
         for name in ("persistence", "num_tasks_mean", "log_num_tasks_interpolation"):
             b = baselines.baseline_predictions(observed, FITTED)[name]
@@ -147,3 +147,35 @@ def test_a_held_out_seed_is_predicted_from_the_other_seeds():
     skill = baselines.predictive_skill(observed, observed, fitted, ~fitted)
     assert np.isfinite(skill.rmse.sel(predictor="other_seeds_mean")).all()
     assert np.isfinite(skill.rmse.sel(predictor="persistence")).all()
+
+
+def test_central_share_counts_a_pit_range_by_its_share_inside_the_interval():
+    below = np.array([0.0, 0.96, 0.5, 0.01, 0.0, 0.2])
+    at_or_below = np.array([0.5, 1.0, 0.5, 0.01, 1.0, 0.3])
+    expected = [(0.5 - 0.05) / 0.5, 0.0, 1.0, 0.0, 0.9, 1.0]
+    np.testing.assert_allclose(baselines._central_share(below, at_or_below), expected)
+
+
+def test_coverage_of_a_calibrated_censored_predictive_is_ninety_percent():
+    # observations and predictive drawn from the same normal censored to [0, 1]; about a
+    # third of the cells sit at 0 or 1, where a closed interval reaching the bound covers
+    # every one of them
+    rng = np.random.default_rng(3)
+    loc = rng.uniform(-0.3, 1.3, size=(40, 50, 1))
+    observed = xr.DataArray(
+        np.clip(loc + 0.2 * rng.standard_normal(loc.shape), 0, 1),
+        dims=("num_tasks", "checkpoint", "split"),
+        coords={"num_tasks": np.arange(1, 41), "split": ["id"]},
+    )
+    draws = np.clip(loc[None, None] + 0.2 * rng.standard_normal((1, 400, *loc.shape)), 0, 1)
+    predictive = xr.DataArray(draws, dims=("chain", "draw", *observed.dims))
+    scored = xr.ones_like(observed.isel(split=0, drop=True), dtype=bool)
+    skill = baselines.predictive_skill(
+        observed, predictive.mean(("chain", "draw")), ~scored, scored, predictive
+    )
+    assert float(skill.coverage.sel(predictor="model", split="id")) == pytest.approx(
+        0.90, abs=0.015
+    )
+    low, high = np.quantile(draws[0], [0.05, 0.95], axis=0)
+    closed = np.mean((observed.values >= low) & (observed.values <= high))
+    assert closed > 0.93  # what the closed interval reports for the same calibrated model
