@@ -193,8 +193,10 @@ def weight_over_training(
     behaviour: xr.Dataset | None = None, fit: xr.DataTree | None = None, config=None
 ) -> Figure:
     """Figure 2: weight on memorizing over training for each num_tasks: observed points,
-    posterior mean (line) and 90% posterior predictive band."""
+    posterior mean (line) and 90% posterior predictive band. With a drift model the line
+    follows each run's drift, so the law alone (``weight_memorizing``) is drawn dashed."""
     observed = _select(_observed(behaviour, fit), config)
+    with_drift = fit is not None and "drift_scale" in fit["posterior"]
     splits = _splits(observed)
     num_tasks = observed["num_tasks"].values
     norm, cmap = _tasks_norm(num_tasks), plt.get_cmap("viridis")
@@ -210,6 +212,9 @@ def weight_over_training(
                 continue
             mean = _posterior(fit, "expected_weight", config).sel(split=split, num_tasks=d)
             ax.plot(steps, mean.mean(SAMPLE_DIMS), color=color, lw=1.2)
+            if with_drift:
+                law = _posterior(fit, "weight_memorizing", config).sel(num_tasks=d)
+                ax.plot(steps, law.mean(SAMPLE_DIMS), "--", color=color, lw=0.9)
             draws = _select(fit["posterior_predictive"]["observed_weight"], config)
             band = draws.sel(split=split, num_tasks=d).quantile(INTERVAL, dim=SAMPLE_DIMS)
             ax.fill_between(steps, band[0], band[1], color=color, alpha=0.15, lw=0)
@@ -220,7 +225,11 @@ def weight_over_training(
         ax.set_title(split)
     # the key goes once above the panels: repeated in each title it overran its neighbours
     key = "points: observed"
-    fig.suptitle(key + ("; lines: posterior mean; bands: 90% posterior predictive" if fit else ""))
+    if fit is not None:
+        key += "; lines: posterior mean"
+        key += " (dashed: the law alone, without the run's drift)" if with_drift else ""
+        key += "; bands: 90% posterior predictive"
+    fig.suptitle(key)
     _tasks_colorbar(fig, axes, norm)
     return fig
 

@@ -257,3 +257,28 @@ def test_panel_titles_fit_their_panels(draw, behaviour, fit):
         for b in boxes[i + 1 :]:
             assert not a.overlaps(b), f"titles overlap: {a} {b}"
     plt.close(figure)
+
+
+def test_weight_over_training_draws_the_law_beside_the_drift(behaviour, fit):
+    from rational_icl.fits.inference import fit as fit_model
+    from rational_icl.fits.inputs import FitSettings
+
+    paper = figures.weight_over_training(behaviour, fit)
+    # the paper's law has no drift: one line per num_tasks
+    assert not any(line.get_linestyle() == "--" for line in paper.axes[0].get_lines())
+    plt.close(paper)
+    settings = FitSettings(method="map", model="anchored-offsets-drift", draws=50, seed=0)
+    fit = fit_model(behaviour, settings)
+    figure = figures.weight_over_training(behaviour, fit)
+    ax = figure.axes[0]  # id
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    num_tasks = behaviour.num_tasks.values
+    assert len(dashed) == len(solid) == len(num_tasks)
+    law = fit.posterior.weight_memorizing.mean(("chain", "draw"))
+    expected = fit.posterior.expected_weight.mean(("chain", "draw")).sel(split="id")
+    for d, line_law, line_mean in zip(num_tasks, dashed, solid, strict=True):
+        np.testing.assert_allclose(line_law.get_ydata(), law.sel(num_tasks=d).values)
+        np.testing.assert_allclose(line_mean.get_ydata(), expected.sel(num_tasks=d).values)
+    assert "the law alone" in figure.get_suptitle()
+    plt.close(figure)
