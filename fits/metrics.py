@@ -95,8 +95,9 @@ def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
     num_tasks' mean observed weight over the very cells it is scored on
     (``oracle_heldout_*``: it sees the held-out cells, so it is no baseline; the fair ones
     are in :func:`skill_of`). The authors' evaluation (``authors_*``, where the fit has
-    ``constant_data.authors_kept``): the id split, every checkpoint from their common early
-    threshold on, pooled over num_tasks, per configuration then averaged; with the same
+    ``constant_data.authors_kept``; of the law alone where the fit has a drift,
+    :func:`_law_weight`): the id split, every checkpoint from their common early threshold
+    on, pooled over num_tasks, per configuration then averaged; with the same
     oracle (``authors_oracle_*``) and the threshold itself (``authors_threshold``, the
     latest over configurations).
     """
@@ -116,10 +117,26 @@ def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
                 metrics |= _agreement(baseline, o, cells, f"oracle_heldout_{{}}_{split}")
     if "authors_kept" in constant and "id" in observed.split.values:
         kept = constant.authors_kept & usable.sel(split="id", drop=True)
-        metrics |= _authors_metrics(predicted, observed, kept)
+        metrics |= _authors_metrics(_law_weight(tree, predicted), observed, kept)
         threshold = constant.checkpoint.where(constant.authors_kept).min("checkpoint").max()
         metrics["authors_threshold"] = float(threshold)
     return metrics
+
+
+def _law_weight(tree: xr.DataTree, predicted: xr.DataArray) -> xr.DataArray:
+    """What the authors' evaluation scores: the law's posterior mean weight.
+
+    With a drift the posterior mean of ``expected_weight`` is, for a fitted cell, its
+    prediction from its run's other fitted cells, which would credit the law with what the
+    neighbours say; the law alone (``weight_memorizing``, run offsets included) is what the
+    paper's pooled r measures. A context-dependent fit's law differs by split and is not
+    recorded apart from the drift, so it keeps ``expected_weight``.
+    """
+    posterior = tree.posterior
+    if "drift_scale" not in posterior or int(tree.attrs.get("context_dependent", 0)):
+        return predicted
+    law = posterior.weight_memorizing.mean(SAMPLE_DIMS, skipna=False)
+    return law.broadcast_like(predicted).transpose(*predicted.dims)
 
 
 def _authors_metrics(predicted, observed, kept) -> dict[str, float]:

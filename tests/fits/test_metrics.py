@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
+import xarray as xr
 
 from rational_icl.fits import metrics
 
@@ -57,3 +58,55 @@ def test_split_scores_read_back_every_per_split_attribute(map_fit):
     # every per-split float the fit stores is one of the scores (nothing read by key strings)
     stored = {k.rsplit("_", 1)[0] for k in map_fit.attrs if k.rsplit("_", 1)[-1] in splits}
     assert stored - set(metrics.SPLIT_SCORES) == {"best_baseline"}
+
+
+def _drift_tree(context_dependent: int = 0) -> xr.DataTree:
+    """A fit by hand: 2 draws, 3 num_tasks x 4 checkpoints, split id; the drift's
+    predictions (expected_weight) differ from the law (weight_memorizing)."""
+    rng = np.random.default_rng(0)
+    cells = {"num_tasks": [2, 4, 8], "checkpoint": [10, 20, 30, 40]}
+    law = rng.uniform(0.1, 0.9, size=(1, 2, 3, 4))
+    expected = np.clip(law + rng.normal(0, 0.1, size=law.shape), 0, 1)[..., None]
+    observed = np.clip(law.mean((0, 1)) + rng.normal(0, 0.05, size=(3, 4)), 0, 1)[..., None]
+    dims = ("chain", "draw", "num_tasks", "checkpoint")
+    posterior = xr.Dataset(
+        {
+            "weight_memorizing": (dims, law),
+            "expected_weight": ((*dims, "split"), expected),
+            "drift_scale": (("chain", "draw", "split"), np.full((1, 2, 1), 0.1)),
+        },
+        coords={**cells, "split": ["id"]},
+    )
+    kept = np.array([[0, 1, 1, 1]] * 3, bool)  # the authors' early threshold at step 20
+    constant = xr.Dataset(
+        {
+            "held_out": (("num_tasks", "checkpoint"), np.zeros((3, 4), bool)),
+            "fit_mask": (("num_tasks", "checkpoint"), np.ones((3, 4), bool)),
+            "authors_kept": (("num_tasks", "checkpoint"), kept),
+        },
+        coords=cells,
+    )
+    observed_data = xr.Dataset(
+        {"observed_weight": (("num_tasks", "checkpoint", "split"), observed)},
+        coords={**cells, "split": ["id"]},
+    )
+    tree = xr.DataTree.from_dict(
+        {"posterior": posterior, "constant_data": constant, "observed_data": observed_data}
+    )
+    tree.attrs["context_dependent"] = context_dependent
+    return tree
+
+
+@pytest.mark.parametrize("context_dependent", [0, 1])
+def test_authors_evaluation_of_a_drift_fit_scores_the_law_alone(context_dependent):
+    tree = _drift_tree(context_dependent)
+    kept = tree.constant_data.authors_kept.values
+    observed = tree.observed_data.observed_weight.values[..., 0][kept]
+    # a context-dependent fit records no law apart from the drift: it keeps expected_weight
+    name = "expected_weight" if context_dependent else "weight_memorizing"
+    scored = tree.posterior[name].mean(("chain", "draw")).values.reshape(3, 4, -1)[..., 0]
+    got = metrics.fit_metrics(tree)
+    expected = scipy.stats.pearsonr(scored[kept], observed).statistic
+    assert got["authors_correlation"] == pytest.approx(expected)
+    assert got["authors_tvd"] == pytest.approx(np.mean(np.abs(scored[kept] - observed)))
+    assert got["authors_threshold"] == 20
