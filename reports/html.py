@@ -357,7 +357,8 @@ def _score_lines(fit) -> list[str]:
                 f"({float(s.heldout_rmse):.3f}) / RMSE of the best baseline that sees only "
                 f"fitted cells ({html.escape(str(s.best_baseline.values))}, "
                 f"{float(s.best_baseline_rmse):.3f}); 90% predictive coverage "
-                f"{float(s.heldout_coverage):.2f}"
+                f"{float(s.heldout_coverage):.2f} (share of held-out cells whose PIT lies in "
+                "[0.05, 0.95]; a cell at 0 or 1 counts by the share of its PIT range inside)"
             )
         if not np.isnan(s.heldout_correlation):
             text = f"held-out correlation ({split}): {float(s.heldout_correlation):.3f}"
