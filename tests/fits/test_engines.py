@@ -121,5 +121,8 @@ def test_target_acceptance_is_higher_for_the_offset_models():
     assert target_acceptance(FitSettings(model="offsets")) == 0.99
     assert target_acceptance(FitSettings(model="anchored-offsets")) == 0.99
     assert target_acceptance(FitSettings(model="offsets", target_accept=0.8)) == 0.8
+    seeds = FitSettings(model="anchored-offsets-drift", pooling="partial")
+    assert target_acceptance(seeds) == 0.995  # the population's scales add curvature
+    assert target_acceptance(FitSettings(pooling="partial")) == 0.9
     with pytest.raises(RiclError, match="target_accept must be in \\(0, 1\\); got 1.0"):
         FitSettings(target_accept=1.0)

@@ -103,8 +103,8 @@ def add_parser(subparsers) -> None:
         type=float,
         default=None,
         help="NUTS's target acceptance probability (default 0.99 for the offset models, "
-        "whose posterior curves, else 0.9); higher means smaller steps and fewer "
-        "divergences",
+        "whose posterior curves, 0.995 for them with partial pooling of training seeds, "
+        "else 0.9); higher means smaller steps and fewer divergences",
     )
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
