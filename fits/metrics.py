@@ -132,11 +132,17 @@ def _law_weight(tree: xr.DataTree, predicted: xr.DataArray) -> xr.DataArray:
     paper's pooled r measures. A context-dependent fit's law differs by split and is not
     recorded apart from the drift, so it keeps ``expected_weight``.
     """
-    posterior = tree.posterior
-    if "drift_scale" not in posterior or int(tree.attrs.get("context_dependent", 0)):
+    if not authors_score_the_law(tree):
         return predicted
-    law = posterior.weight_memorizing.mean(SAMPLE_DIMS, skipna=False)
+    law = tree.posterior.weight_memorizing.mean(SAMPLE_DIMS, skipna=False)
     return law.broadcast_like(predicted).transpose(*predicted.dims)
+
+
+def authors_score_the_law(tree: xr.DataTree) -> bool:
+    """Whether the authors' evaluation of this fit scores the law alone rather than the
+    posterior mean of ``expected_weight`` (a drift fit that is not context-dependent)."""
+    drift = "drift_scale" in tree.posterior
+    return drift and not int(tree.attrs.get("context_dependent", 0))
 
 
 def _authors_metrics(predicted, observed, kept) -> dict[str, float]:

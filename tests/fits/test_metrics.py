@@ -105,6 +105,7 @@ def test_authors_evaluation_of_a_drift_fit_scores_the_law_alone(context_dependen
     # a context-dependent fit records no law apart from the drift: it keeps expected_weight
     name = "expected_weight" if context_dependent else "weight_memorizing"
     scored = tree.posterior[name].mean(("chain", "draw")).values.reshape(3, 4, -1)[..., 0]
+    assert metrics.authors_score_the_law(tree) == (not context_dependent)
     got = metrics.fit_metrics(tree)
     expected = scipy.stats.pearsonr(scored[kept], observed).statistic
     assert got["authors_correlation"] == pytest.approx(expected)

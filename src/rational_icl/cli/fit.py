@@ -361,7 +361,7 @@ def _report(tree) -> None:
         run_offsets_line,
         summary,
     )
-    from rational_icl.fits.metrics import SPLIT_SCORES, split_scores
+    from rational_icl.fits.metrics import SPLIT_SCORES, authors_score_the_law, split_scores
     from rational_icl.fits.tree import observed_description
 
     print(
@@ -387,9 +387,10 @@ def _report(tree) -> None:
         )
     if "authors_correlation" in tree.attrs:
         a = tree.attrs
+        law = "; the law alone, without the drift" if authors_score_the_law(tree) else ""
         print(
             f"authors' evaluation (id split, checkpoints from step {a['authors_threshold']:.0f} "
-            f"on, all num_tasks pooled, fitted cells included): Pearson r "
+            f"on, all num_tasks pooled, fitted cells included{law}): Pearson r "
             f"{a['authors_correlation']:.3f}, TVD {a['authors_tvd']:.3f}, R^2 "
             f"{a['authors_r2']:.3f}; oracle (each num_tasks' mean over the same cells) r "
             f"{a['authors_oracle_correlation']:.3f}, TVD {a['authors_oracle_tvd']:.3f}, "
