@@ -138,6 +138,9 @@ def _law_weight(tree: xr.DataTree, predicted: xr.DataArray) -> xr.DataArray:
     return law.broadcast_like(predicted).transpose(*predicted.dims)
 
 
+LAW_ALONE = "the law alone, without the drift"  # how summaries name what was then scored
+
+
 def authors_score_the_law(tree: xr.DataTree) -> bool:
     """Whether the authors' evaluation of this fit scores the law alone rather than the
     posterior mean of ``expected_weight`` (a drift fit that is not context-dependent)."""

@@ -371,12 +371,9 @@ def _score_lines(fit) -> list[str]:
     return lines
 
 
-_LAW_ALONE = "; the law alone, without the drift"
-
-
 def _summary(behaviour, fit) -> str:
     """A few lines on what was fitted: setting, grid, method, held-out correlations."""
-    from rational_icl.fits.metrics import authors_score_the_law
+    from rational_icl.fits.metrics import LAW_ALONE, authors_score_the_law
     from rational_icl.fits.tree import observed_description
 
     source = behaviour if behaviour is not None else fit["observed_data"]
@@ -416,7 +413,7 @@ def _summary(behaviour, fit) -> str:
             lines.append(
                 "authors' evaluation (id split, checkpoints from their common early "
                 f"threshold, step {float(numbers['authors_threshold']):.0f}, on, num_tasks "
-                f"pooled{_LAW_ALONE if authors_score_the_law(fit) else ''}): r "
+                f"pooled{'; ' + LAW_ALONE if authors_score_the_law(fit) else ''}): r "
                 f"{float(numbers['authors_correlation']):.3f}, TVD "
                 f"{float(numbers['authors_tvd']):.3f}, R<sup>2</sup> "
                 f"{float(numbers['authors_r2']):.3f}; oracle (each num_tasks' mean over the "

@@ -361,7 +361,12 @@ def _report(tree) -> None:
         run_offsets_line,
         summary,
     )
-    from rational_icl.fits.metrics import SPLIT_SCORES, authors_score_the_law, split_scores
+    from rational_icl.fits.metrics import (
+        LAW_ALONE,
+        SPLIT_SCORES,
+        authors_score_the_law,
+        split_scores,
+    )
     from rational_icl.fits.tree import observed_description
 
     print(
@@ -387,7 +392,7 @@ def _report(tree) -> None:
         )
     if "authors_correlation" in tree.attrs:
         a = tree.attrs
-        law = "; the law alone, without the drift" if authors_score_the_law(tree) else ""
+        law = f"; {LAW_ALONE}" if authors_score_the_law(tree) else ""
         print(
             f"authors' evaluation (id split, checkpoints from step {a['authors_threshold']:.0f} "
             f"on, all num_tasks pooled, fitted cells included{law}): Pearson r "
