@@ -265,6 +265,10 @@ def drift(expected, history, checkpoint, fit_mask, sigma, priors: Priors, *, fit
     observation, which is where the weight lies). Without ``history`` (simulating from
     scratch) each cell is drawn from its marginal.
 
+    The exponential kernel makes the drift a Markov process in log N (Ornstein-Uhlenbeck),
+    so every conditional comes from two Kalman filters along the checkpoints, one forward
+    and one backward in time: O(N) per run, no N x N matrix (``_drift_given_others``).
+
     Shapes: expected, history, fit_mask (C, D, N, S); sigma (S,).
     """
     num_splits = sigma.shape[-1]
@@ -278,72 +282,70 @@ def drift(expected, history, checkpoint, fit_mask, sigma, priors: Priors, *, fit
         return expected, jnp.sqrt(size**2 + sigma**2), expected
     time = jnp.log(checkpoint)  # (N,)
     fitted = jnp.ones(expected.shape, bool) if fit_mask is None else fit_mask
-    fitted = jnp.moveaxis(fitted, 2, -1).astype(expected.dtype)  # (C, D, S, N)
-    residual = jnp.moveaxis(history - expected, 2, -1) * fitted  # (C, D, S, N)
+    fitted = jnp.moveaxis(fitted, 2, -1)  # (C, D, S, N)
+    residual = jnp.where(fitted, jnp.moveaxis(history - expected, 2, -1), 0.0)  # (C, D, S, N)
     noise = sigma**2  # (S,)
-    loc, scale = _drift_filter(residual, fitted, time, size, length, noise)
-    held_loc, held_scale, predicted = _drift_conditionals(
-        residual, fitted, time, size, length, noise
+    # (C, D, S, N) each: the drift given the fitted cells before each cell
+    earlier_mean, earlier_variance = _drift_filter(residual, fitted, time, size**2, length, noise)
+    loc, scale = earlier_mean, jnp.sqrt(earlier_variance + noise[:, None])
+    others_mean, others_variance = _drift_given_others(
+        residual, fitted, time, size**2, length, noise, earlier_mean, earlier_variance
     )
     if not fitting:
-        loc, scale = jnp.where(fitted > 0, loc, held_loc), jnp.where(fitted > 0, scale, held_scale)
+        loc = jnp.where(fitted, loc, others_mean)
+        scale = jnp.where(fitted, scale, jnp.sqrt(others_variance + noise[:, None]))
     back = lambda a: jnp.moveaxis(a, -1, 2)  # noqa: E731
-    return expected + back(loc), back(scale), jnp.clip(expected + back(predicted), 0.0, 1.0)
+    return expected + back(loc), back(scale), jnp.clip(expected + back(others_mean), 0.0, 1.0)
 
 
-def _drift_filter(residual, fitted, time, size, length, noise):
-    """Each cell's residual given the fitted cells before it in its run: the Kalman filter
-    of the drift (an Ornstein-Uhlenbeck process in log N, so one number of state) observed
-    with noise, a scan along checkpoints. Returns the conditionals' means and scales (..., N).
+def _drift_filter(residual, fitted, time, variance_limit, length, noise):
+    """The Kalman filter of the drift along checkpoints: each cell's drift given the fitted
+    cells before it in its run (before its own observation). The drift is an
+    Ornstein-Uhlenbeck process in ``time`` (one number of state, stationary variance
+    ``variance_limit``, (S,)) observed with noise ``noise`` (S,) at the fitted cells.
+
+    residual, fitted: (..., N), ``time`` (N,) increasing. Returns the conditional means and
+    variances (..., N), one ``lax.scan`` step per checkpoint.
     """
 
     def step(state, cell):
         mean, variance, previous = state
         value, kept, now = cell
         carry = jnp.exp(-(now - previous) / length)  # how much of the drift survives
-        mean, variance = carry * mean, carry**2 * variance + size**2 * (1 - carry**2)  # (C, D, S)
-        predictive = variance + noise  # (C, D, S)
-        gain = kept * variance / predictive
+        mean = carry * mean  # (..., S)
+        variance = carry**2 * variance + variance_limit * (1 - carry**2)
+        gain = jnp.where(kept, variance / (variance + noise), 0.0)
         updated = (mean + gain * (value - mean), (1 - gain) * variance, now)
-        return updated, (mean, jnp.sqrt(predictive))
+        return updated, (mean, variance)
 
-    first = (
-        jnp.zeros_like(residual[..., 0]),
-        jnp.broadcast_to(size**2, residual[..., 0].shape),
-        time[0],
-    )
+    start = jnp.zeros_like(residual[..., 0])
+    first = (start, start + variance_limit, time[0])
     cells = (jnp.moveaxis(residual, -1, 0), jnp.moveaxis(fitted, -1, 0), time)
-    _, (mean, scale) = jax.lax.scan(step, first, cells)
-    return jnp.moveaxis(mean, 0, -1), jnp.moveaxis(scale, 0, -1)
+    _, (mean, variance) = jax.lax.scan(step, first, cells)
+    return jnp.moveaxis(mean, 0, -1), jnp.moveaxis(variance, 0, -1)
 
 
-def _drift_conditionals(residual, fitted, time, size, length, noise):
-    """The drift of every cell given all fitted cells of its run (other than itself):
-    Gaussian-process conditionals through the Cholesky factor of the fitted cells'
-    covariance. Returns held-out cells' observation means and scales, and every cell's
-    predicted drift (a fitted cell's from the others: r_i - (K^-1 r)_i / (K^-1)_ii)."""
-    decay = jnp.exp(-jnp.abs(time[:, None] - time[None, :]) / length)  # (N, N)
-    drift_cov = size[:, None, None] ** 2 * decay  # (S, N, N)
-    pair = fitted[..., :, None] * fitted[..., None, :]  # (C, D, S, N, N)
-    covariance = (drift_cov + _diag(noise[:, None] * fitted)) * pair + _diag(1.0 - fitted)
-    lower = jnp.linalg.cholesky(covariance)  # unfitted cells: identity rows, cut off
-    whitened = jax.scipy.linalg.solve_triangular(lower, residual[..., None], lower=True)[..., 0]
-    cross = jax.scipy.linalg.solve_triangular(lower, drift_cov * fitted[..., :, None], lower=True)
-    drift_mean = jnp.einsum("...ij,...i->...j", cross, whitened)  # (C, D, S, N)
-    held_variance = (noise + size**2)[:, None] - jnp.sum(cross**2, axis=-2)
-    held_scale = jnp.sqrt(jnp.clip(held_variance, 1e-12))
-    inverse_lower = jax.scipy.linalg.solve_triangular(
-        lower, jnp.broadcast_to(jnp.eye(time.size), lower.shape), lower=True
+def _drift_given_others(
+    residual, fitted, time, variance_limit, length, noise, earlier_mean, earlier_variance
+):
+    """Each cell's drift given every fitted cell of its run other than itself: for a
+    held-out cell, all the fitted ones; for a fitted cell, its leave-one-out conditional.
+
+    The drift is Markov, so the cells before and after a cell are independent given its
+    drift: p(x | before, after) is proportional to p(x | before) p(x | after) / p(x). The
+    filter gives p(x | before) (``earlier_*``); the same filter run backward in time gives
+    p(x | after), since a stationary Ornstein-Uhlenbeck process reversed in time is the
+    same process. Precisions add (each is at least the prior's 1 / variance_limit, so the
+    difference does not cancel). Returns means and variances (..., N).
+    """
+    flip = lambda a: jnp.flip(a, axis=-1)  # noqa: E731
+    later_mean, later_variance = _drift_filter(
+        flip(residual), flip(fitted), -flip(time), variance_limit, length, noise
     )
-    precision_diagonal = jnp.sum(inverse_lower**2, axis=-2)  # diag of K^-1
-    precision_residual = jnp.einsum("...ij,...i->...j", inverse_lower, whitened)  # K^-1 r
-    left_out = residual - precision_residual / precision_diagonal
-    return drift_mean, held_scale, jnp.where(fitted > 0, left_out, drift_mean)
-
-
-def _diag(values):
-    """(..., N) -> (..., N, N) diagonal matrices."""
-    return values[..., None] * jnp.eye(values.shape[-1])
+    later_mean, later_variance = flip(later_mean), flip(later_variance)
+    precision = 1 / earlier_variance + 1 / later_variance - 1 / variance_limit[..., None]
+    mean = (earlier_mean / earlier_variance + later_mean / later_variance) / precision
+    return mean, 1 / precision
 
 
 def outputs_model(
@@ -538,13 +540,16 @@ def _training_log_posterior(
         linear_complexity=linear,
     )
     if has_offsets(model):
-        log_post = log_post + run_offsets(*strategy_loss.shape, priors)[..., None]
+        law_prior = formulas.log_prior(
+            strategy_complexity, _per_configuration(beta, trailing=1), linear
+        )
+        log_post = log_post + run_offsets(law_prior, priors)[..., None]
     numpyro.deterministic("weight_memorizing", jax.nn.softmax(log_post, axis=0)[0])
     numpyro.deterministic("log_posterior_odds", log_post[0] - log_post[1])
     return log_post, alpha, gamma
 
 
-def run_offsets(num_strategies: int, num_configurations: int, num_tasks: int, priors: Priors):
+def run_offsets(law_log_prior, priors: Priors):
     """Per-run shifts of each strategy's log posterior against generalizing, (Q, C, D).
 
     A run (a configuration at one num_tasks) sits above or below the law for all of its
@@ -553,17 +558,30 @@ def run_offsets(num_strategies: int, num_configurations: int, num_tasks: int, pr
     softmax sees only differences). Shifts are independent across runs, Normal(0,
     ``offset_scale``), so the law, not the shifts, has to carry what num_tasks changes: a
     run without fitted cells is predicted by the law, its interval widened by the spread.
-    Non-centred (``offset_scale`` times a standard normal): on the tiny presets it gave
-    11-37 divergences where centring the runs whose weights are away from 0 and 1 gave
-    76-185.
 
-    Sites ``offset_scale`` ~ HalfNormal(priors.offset_scale), ``run_offset_noise``
+    Sampled as each run's level, ``run_log_prior_odds`` ~ Normal(the law's log prior odds,
+    ``offset_scale``), the shift being the difference. The same model as shifts drawn
+    around zero, but a run's fitted cells pin its level, not its shift: the shift moves
+    with beta, since the law's log prior odds -ln2 (K_M ** beta - K_G ** beta) are constant
+    along a run, as the shift is. Sampled as shifts (``offset_scale`` times a standard
+    normal), NUTS had to move every run's shift with beta, through ``offset_scale``: on
+    tiny-categorical's default fit 107 leapfrog steps per draw at target acceptance 0.99,
+    R-hat up to 1.02, and 3 divergences at 0.9 (docs/science.md).
+
+    Parameters
+    ----------
+    law_log_prior : array (Q, C, D)
+        The law's log prior of each strategy, -ln2 * K ** beta (``formulas.log_prior``).
+    priors : Priors
+
+    Sites ``offset_scale`` ~ HalfNormal(priors.offset_scale), ``run_log_prior_odds``
     (C, D, Q - 1) and deterministic ``run_offset`` (C, D, Q - 1).
     """
     scale = numpyro.sample("offset_scale", dist.HalfNormal(priors.offset_scale))
-    shape = (num_configurations, num_tasks, num_strategies - 1)
-    noise = numpyro.sample("run_offset_noise", dist.Normal(0.0, 1.0).expand(shape).to_event(3))
-    offset = numpyro.deterministic("run_offset", scale * noise)  # (C, D, Q - 1)
+    law_odds = jnp.delete(law_log_prior - law_log_prior[1], 1, axis=0)  # (Q - 1, C, D)
+    law_odds = jnp.moveaxis(law_odds, 0, -1)  # (C, D, Q - 1)
+    level = numpyro.sample("run_log_prior_odds", dist.Normal(law_odds, scale).to_event(3))
+    offset = numpyro.deterministic("run_offset", level - law_odds)  # (C, D, Q - 1)
     offset = jnp.moveaxis(offset, -1, 0)  # (Q - 1, C, D)
     zero = jnp.zeros_like(offset[:1])
     return jnp.concatenate([offset[:1], zero, offset[1:]], axis=0)  # generalizing is second

@@ -25,7 +25,8 @@ added to the law's log posterior (``rational_icl.fits.model``):
   from it: the data pin the evidence, and alpha is only its growth exponent;
 - ``offsets``: the paper's parameters plus ``run_offset``, a per-run shift of each strategy's
   log posterior against generalizing, Normal(0, ``offset_scale``) independently per run,
-  ``offset_scale`` ~ HalfNormal(1);
+  ``offset_scale`` ~ HalfNormal(1) (sampled as the run's level, ``run_log_prior_odds``:
+  ``model.run_offsets``);
 - ``transition-offsets``, ``anchored-offsets``: both;
 - ``anchored-offsets-drift``: ``anchored-offsets`` whose observed weights drift from the law
   along training, a Gaussian process in log N per run and split (``model.drift``):
@@ -81,6 +82,11 @@ def has_offsets(model: str) -> bool:
 def has_drift(model: str) -> bool:
     """Whether ``model`` lets each run's observed weight drift from the law along training."""
     return model.endswith("drift")
+
+
+def without_drift(model: str) -> str:
+    """The model ``model`` extends with the drift (itself when it has none)."""
+    return model.removesuffix("-drift")
 
 
 def is_anchored(model: str) -> bool:

@@ -299,13 +299,15 @@ def test_anchored_model_samples_the_evidence_at_the_mean_log_checkpoint():
 def test_run_offsets_shift_each_run_for_all_of_its_training():
     loss = np.concatenate([LOSS, LOSS], axis=1)  # C = 2
     complexity = np.concatenate([COMPLEXITY, COMPLEXITY], axis=1)
-    noise = np.arange(6.0).reshape(2, 3, 1) - 2.5  # (C, D, Q - 1)
+    offset = 0.25 * (np.arange(6.0).reshape(2, 3) - 2.5)  # (C, D)
+    law = rational.log_posterior(loss, complexity, STEPS, 0.5, 0.3, 2.0)  # (Q, C, D, N)
+    law_prior_odds = -np.log(2) * (complexity[0] ** 0.3 - complexity[1] ** 0.3)  # (C, D)
     fixed = {
         "alpha": 0.5,
         "beta": 0.3,
         "gamma": 2.0,
         "offset_scale": 0.25,
-        "run_offset_noise": noise,
+        "run_log_prior_odds": (law_prior_odds + offset)[..., None],  # each run's level
         "sigma": np.array([0.1]),
     }
     trace = _trace(
@@ -316,29 +318,30 @@ def test_run_offsets_shift_each_run_for_all_of_its_training():
         num_splits=1,
         model="offsets",
     )
-    expected = 0.25 * noise[..., 0]  # (C, D)
-    np.testing.assert_allclose(trace["run_offset"]["value"][..., 0], expected, rtol=1e-12)
-    law = rational.log_posterior(loss, complexity, STEPS, 0.5, 0.3, 2.0)
-    odds = law[0] - law[1] + expected[..., None]  # the offset shifts every checkpoint alike
+    np.testing.assert_allclose(trace["run_offset"]["value"][..., 0], offset, rtol=1e-10)
+    odds = law[0] - law[1] + offset[..., None]  # the offset shifts every checkpoint alike
     np.testing.assert_allclose(trace["log_posterior_odds"]["value"], odds, rtol=1e-10)
-    # the prior: Normal(0, offset_scale) per run, HalfNormal(1) on the scale
-    log_prob = trace["run_offset_noise"]["fn"].log_prob(noise)
-    assert float(log_prob) == pytest.approx(scipy.stats.norm.logpdf(noise).sum(), rel=1e-12)
+    # the prior: the shift is Normal(0, offset_scale) per run, HalfNormal(1) on the scale
+    log_prob = trace["run_log_prior_odds"]["fn"].log_prob(fixed["run_log_prior_odds"])
+    expected = scipy.stats.norm(0.0, 0.25).logpdf(offset).sum()
+    assert float(log_prob) == pytest.approx(expected, rel=1e-10)
     assert float(trace["offset_scale"]["fn"].log_prob(0.25)) == pytest.approx(
         scipy.stats.halfnorm.logpdf(0.25), rel=1e-12
     )
 
 
 def test_run_offsets_leave_generalizing_as_the_reference_with_three_strategies():
+    law_log_prior = -np.arange(9.0).reshape(3, 1, 3)  # (Q, C, D)
+    law_odds = np.moveaxis(law_log_prior[[0, 2]] - law_log_prior[1], 0, -1)  # (C, D, Q - 1)
     offsets = numpyro.handlers.substitute(
         rational.run_offsets,
-        {"offset_scale": 1.0, "run_offset_noise": np.ones((1, 3, 2))},
+        {"offset_scale": 1.0, "run_log_prior_odds": law_odds + np.array([1.0, -2.0])},
     )
-    got = np.asarray(numpyro.handlers.seed(offsets, 0)(3, 1, 3, rational.Priors()))
+    got = np.asarray(numpyro.handlers.seed(offsets, 0)(law_log_prior, rational.Priors()))
     assert got.shape == (3, 1, 3)
     np.testing.assert_array_equal(got[1], 0.0)
     np.testing.assert_allclose(got[0], 1.0)
-    np.testing.assert_allclose(got[2], 1.0)
+    np.testing.assert_allclose(got[2], -2.0)
 
 
 def test_an_unknown_model_is_refused():
@@ -353,13 +356,22 @@ def test_an_unknown_model_is_refused():
 
 
 def _drift_case(seed=0):
+    """Random runs with gaps: a forecast (the last checkpoints held out), a held-out cell in
+    the middle, random holes, one run and split with no fitted cell, one with a single one."""
     rng = np.random.default_rng(seed)
-    steps = np.geomspace(10.0, 5000.0, 7)
-    expected = rng.uniform(0.1, 0.9, (1, 2, 7, 2))  # (C, D, N, S)
-    history = np.clip(expected + rng.normal(0, 0.1, expected.shape), 0, 1)
-    fit_mask = np.ones(expected.shape, bool)
-    fit_mask[0, 0, 5:, :] = False  # run 0: its last two checkpoints held out (a forecast)
-    fit_mask[0, 1, 2, 0] = False  # run 1: one checkpoint in the middle, in split 0
+    steps = np.sort(rng.uniform(1.0, 9.0, 11)).round(3)  # log steps, uneven gaps
+    steps = np.exp(steps)
+    shape = (2, 3, steps.size, 2)  # (C, D, N, S)
+    expected = rng.uniform(0.1, 0.9, shape)
+    history = np.clip(expected + rng.normal(0, 0.1, shape), 0, 1)
+    fit_mask = rng.uniform(size=shape) < 0.7
+    fit_mask[0, 0, :, :] = True
+    fit_mask[0, 0, 8:, :] = False  # a forecast: the last three checkpoints held out
+    fit_mask[0, 1, :, :] = True
+    fit_mask[0, 1, 4, 0] = False  # one checkpoint in the middle, in split 0
+    fit_mask[1, 2, :, 1] = False  # a run and split without fitted cells
+    fit_mask[1, 1, :, 0] = False
+    fit_mask[1, 1, 5, 0] = True  # a single fitted cell
     sigma = np.array([0.05, 0.08])
     return steps, expected, history, fit_mask, sigma
 
@@ -377,45 +389,55 @@ def _drift_covariance(steps, sigma, size=0.15, length=1.3):
     return drift, drift + sigma**2 * np.eye(len(steps))
 
 
+def _runs():
+    return [(c, d, s) for c in range(2) for d in range(3) for s in range(2)]
+
+
 def test_drift_conditionals_multiply_to_the_joint_normal_of_the_fitted_cells():
     steps, expected, history, fit_mask, sigma = _drift_case()
     loc, scale, _ = _drift_values(steps, expected, history, fit_mask, sigma)
-    for d in range(2):
-        for s in range(2):
-            kept = fit_mask[0, d, :, s]
-            _, covariance = _drift_covariance(steps, sigma[s])
-            residual = (history - expected)[0, d, kept, s]
-            joint = scipy.stats.multivariate_normal(cov=covariance[np.ix_(kept, kept)])
-            pieces = scipy.stats.norm.logpdf(
-                history[0, d, kept, s], loc[0, d, kept, s], scale[0, d, kept, s]
-            )
-            np.testing.assert_allclose(pieces.sum(), joint.logpdf(residual), rtol=1e-10)
-
-
-def test_drift_predicts_held_out_cells_by_the_normal_conditional_on_the_fitted_ones():
-    steps, expected, history, fit_mask, sigma = _drift_case(1)
-    loc, scale, smoothed = _drift_values(steps, expected, history, fit_mask, sigma)
-    for d, s in [(0, 0), (0, 1), (1, 0)]:
-        kept = fit_mask[0, d, :, s]
-        drift, covariance = _drift_covariance(steps, sigma[s])
-        weights = np.linalg.solve(covariance[np.ix_(kept, kept)], drift[kept])  # (F, N)
-        residual = (history - expected)[0, d, kept, s]
-        mean = weights.T @ residual
-        variance = covariance.diagonal() - np.sum(drift[kept] * weights, axis=0)
-        held = ~kept
-        np.testing.assert_allclose(
-            smoothed[0, d, held, s], np.clip(expected[0, d, held, s] + mean[held], 0, 1)
+    for c, d, s in _runs():
+        kept = fit_mask[c, d, :, s]
+        if not kept.any():
+            continue
+        _, covariance = _drift_covariance(steps, sigma[s])
+        residual = (history - expected)[c, d, kept, s]
+        joint = scipy.stats.multivariate_normal(cov=covariance[np.ix_(kept, kept)])
+        pieces = scipy.stats.norm.logpdf(
+            history[c, d, kept, s], loc[c, d, kept, s], scale[c, d, kept, s]
         )
-        for i in np.flatnonzero(kept):  # a fitted cell: conditional on the other fitted cells
-            others = kept.copy()
-            others[i] = False
-            weight = np.linalg.solve(covariance[np.ix_(others, others)], drift[others, i])
-            left_out = weight @ (history - expected)[0, d, others, s]
-            np.testing.assert_allclose(
-                smoothed[0, d, i, s], np.clip(expected[0, d, i, s] + left_out, 0, 1)
-            )
-        np.testing.assert_allclose(loc[0, d, held, s], expected[0, d, held, s] + mean[held])
-        np.testing.assert_allclose(scale[0, d, held, s] ** 2, variance[held], rtol=1e-10)
+        np.testing.assert_allclose(pieces.sum(), joint.logpdf(residual), rtol=1e-10)
+
+
+def test_drift_predicts_every_cell_by_the_normal_conditional_on_the_other_fitted_ones():
+    """Against a dense float64 solve: held-out cells given every fitted cell of their run
+    (inside and after the fitted window, and runs with none or one fitted cell), fitted
+    cells given the others (leave-one-out), to 1e-10."""
+    for seed in range(3):
+        steps, expected, history, fit_mask, sigma = _drift_case(seed)
+        loc, scale, predicted = _drift_values(steps, expected, history, fit_mask, sigma)
+        for c, d, s in _runs():
+            drift, covariance = _drift_covariance(steps, sigma[s])
+            residual = (history - expected)[c, d, :, s]
+            kept = fit_mask[c, d, :, s]
+            for i in range(steps.size):
+                others = kept.copy()
+                others[i] = False
+                weight = np.linalg.solve(covariance[np.ix_(others, others)], drift[others, i])
+                mean = weight @ residual[others]
+                np.testing.assert_allclose(
+                    predicted[c, d, i, s],
+                    np.clip(expected[c, d, i, s] + mean, 0, 1),
+                    rtol=1e-10,
+                    atol=1e-12,
+                )
+                if kept[i]:
+                    continue
+                variance = covariance[i, i] - weight @ drift[others, i]
+                np.testing.assert_allclose(
+                    loc[c, d, i, s], expected[c, d, i, s] + mean, rtol=1e-10, atol=1e-12
+                )
+                np.testing.assert_allclose(scale[c, d, i, s] ** 2, variance, rtol=1e-10)
 
 
 def test_drift_without_history_draws_each_cell_from_its_marginal():
