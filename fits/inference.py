@@ -17,6 +17,7 @@ from rational_icl.errors import RiclError
 from rational_icl.fits import engines
 from rational_icl.fits import model as rational
 from rational_icl.fits.inputs import FitSettings, model_inputs, resolved_pooling
+from rational_icl.fits.parameters import has_drift, without_drift
 from rational_icl.fits.tree import datatree
 
 
@@ -52,6 +53,8 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
     if settings.observation == "outputs":  # each candidate costs a pass over every sequence
         fixed = _relative_distance_map(behaviour, settings, keys.relative_distance_start)
         start = target.best_prior_draw(keys.start, 2, fixed=fixed)
+    elif has_drift(settings.model):
+        start = target.best_prior_draw(keys.start, 256, fixed=_law_map(inputs, settings, keys))
     else:
         start = target.best_prior_draw(keys.start, 256)
     draws = engines.ENGINES[settings.method](target, start, keys, settings)
@@ -82,6 +85,18 @@ def _check_cells_remain(inputs, settings: FitSettings) -> None:
             f"{' (leave out --drop-early)' if settings.drop_early else ''}; a fit needs at "
             "least one fitted cell"
         )
+
+
+def _law_map(inputs, settings: FitSettings, keys) -> dict:
+    """MAP of the same model without the drift: the start of a drift model. From a prior
+    draw the drift, flexible enough to trace any run by itself, wins before the law has
+    placed the runs (the paper grid's MAP then ends at gamma ~ 1e-4 and a drift 10 times
+    its true size), and NUTS's chains start there."""
+    lawful = {**inputs.kwargs, "model": without_drift(settings.model)}
+    lawful.pop("weight_history", None)
+    target = engines.Target(rational.relative_distance_model, lawful, "observed_weight", keys.start)
+    optimum, _ = target.map_estimate(target.best_prior_draw(keys.start, 256))
+    return target.constrain(target.unravel(optimum))
 
 
 def _relative_distance_map(behaviour, settings: FitSettings, key) -> dict:
