@@ -49,7 +49,7 @@ def split_scores(tree: xr.DataTree) -> xr.Dataset:
 def skill_of(tree: xr.DataTree) -> xr.Dataset:
     """The model and the baselines scored on the fit's held-out cells (those the agreement
     metrics score too): :func:`rational_icl.fits.baselines.predictive_skill`."""
-    predicted = tree.posterior.expected_weight.mean(SAMPLE_DIMS, skipna=False)
+    predicted = predicted_weight(tree)
     observed = tree.observed_data.observed_weight
     constant = tree.constant_data
     predictive = None
@@ -63,6 +63,19 @@ def skill_of(tree: xr.DataTree) -> xr.Dataset:
         predictive=predictive,
     )
     return skill.assign_attrs(held_out_design=str(tree.attrs.get("held_out_design", "authors")))
+
+
+def predicted_weight(tree: xr.DataTree) -> xr.DataArray:
+    """The model's prediction of every cell: the posterior mean of ``expected_weight``,
+    (config..., num_tasks, checkpoint, split).
+
+    A drift fit predicts a cell from its run's observed cells, as the posterior predictive
+    does, and keeps ``expected_weight`` beside it, on the same thinned draws; the other fits
+    keep it in the posterior.
+    """
+    group = "posterior" if "expected_weight" in tree.posterior else "posterior_predictive"
+    # skipna=False: per-cell draws are never NaN, and a broadcast view stays a view
+    return tree[group]["expected_weight"].mean(SAMPLE_DIMS, skipna=False)
 
 
 def skill_attributes(skill: xr.Dataset) -> dict[str, float | str]:
@@ -101,8 +114,7 @@ def fit_metrics(tree: xr.DataTree) -> dict[str, float]:
     oracle (``authors_oracle_*``) and the threshold itself (``authors_threshold``, the
     latest over configurations).
     """
-    # skipna=False: per-cell draws are never NaN, and a broadcast view stays a view
-    predicted = tree.posterior.expected_weight.mean(SAMPLE_DIMS, skipna=False)
+    predicted = predicted_weight(tree)
     observed = tree.observed_data.observed_weight
     constant = tree.constant_data
     usable = _usable(observed, constant)

@@ -12,6 +12,7 @@ from pathlib import Path
 import arviz_base as azb
 import numpy as np
 import numpyro
+import scipy.special
 import xarray as xr
 
 from rational_icl import __version__
@@ -27,6 +28,7 @@ from rational_icl.fits.inputs import (
     authors_kept,
 )
 from rational_icl.fits.metrics import fit_metrics, skill_attributes, skill_of
+from rational_icl.fits.parameters import has_drift
 from rational_icl.fits.predictive import pointwise_log_likelihood, predictive_draws, site_draws
 from rational_icl.io import load_datatree, write_datatree
 
@@ -138,8 +140,12 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
     deterministic sites in float32."""
     # Per-cell draws are the bulk of the file: float32 (7 digits, far below their posterior
     # spread) halves it. Everything read from the tree, the metrics too, sees these values.
-    per_cell = ["weight_memorizing", "log_posterior_odds"]
-    if "expected_weight" in target.sites:  # context-dependent weights
+    per_cell = ["log_posterior_odds"]
+    two_strategies = len(settings.strategies) == 2
+    if not two_strategies:  # with two, w_M is the sigmoid of the odds: derived below
+        per_cell.append("weight_memorizing")
+    drift = has_drift(settings.model)  # its expected_weight goes with the predictive
+    if "expected_weight" in target.sites and not drift:  # context-dependent weights
         per_cell.append("expected_weight")
     offsets = ["run_offset"] if "run_offset" in target.sites else []
     cells = int(np.prod(inputs.observed_weight.shape))
@@ -155,13 +161,15 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
     dims |= dict.fromkeys(PER_SPLIT, ["split"])
     dims["expected_weight"] = (*GRID, "split")
     if offsets:  # (C, D, Q - 1): each strategy against generalizing
-        dims |= dict.fromkeys(["run_offset", "run_offset_noise"], ("num_tasks", "offset_strategy"))
+        dims |= dict.fromkeys(PER_RUN, ("num_tasks", "offset_strategy"))
         shifted = [q for q in settings.strategies if q != "generalizing"]
         labels.coords["offset_strategy"] = np.array(shifted)
-    names = [*PARAMETERS, *offsets, *per_cell]
+    if two_strategies:
+        values["weight_memorizing"] = weight_of_odds(values["log_posterior_odds"])
+    names = [*PARAMETERS, *offsets, "weight_memorizing", *per_cell]
     values = {name: values[name] for name in names}  # in this order
     posterior = labels.dataset(latent | values, dims, labels.coords["draw"])
-    if "expected_weight" not in posterior:
+    if "expected_weight" not in posterior and not drift:
         # the model predicts w_M in every split: a view, not a copy (as read_fit makes it)
         weight = posterior.weight_memorizing.drop_attrs()
         split = labels.coords["split"]
@@ -178,7 +186,9 @@ def pointwise_draws(chains: int, draws: int, limit: int) -> np.ndarray:
 
 def _posterior_predictive(target, thinned, posterior, kept, key, inputs, labels, settings):
     """Observed-weight draws (float32) for every cell, fitted and held out, on the ``kept``
-    draws.
+    draws; with a drift also ``expected_weight``, the model's prediction of each cell from
+    its run's other fitted cells (a prediction, like the draws, not a parameter: on the
+    thinned draws it is a quarter of the file and of the memory of all draws).
 
     ``relative-distance``: draws of the model's observation site. A split with no fitted
     cell (``--splits id``) learns nothing about its noise scale: its sigma is a draw from
@@ -196,8 +206,16 @@ def _posterior_predictive(target, thinned, posterior, kept, key, inputs, labels,
             pooled = scale[:, split_fitted].mean(axis=1, keepdims=True)
             thinned = thinned | {name: np.where(split_fitted, scale, pooled)}
     cells = int(np.prod(inputs.observed_weight.shape))
-    values = predictive_draws(target, thinned, key, cells=cells)  # (draws, C, D, N, S)
-    return labels.dataset({"observed_weight": values}, {"observed_weight": (*GRID, "split")}, kept)
+    values = {"observed_weight": predictive_draws(target, thinned, key, cells=cells)}
+    if has_drift(settings.model):  # predicted from the observed cells, as the draws are
+        values |= site_draws(
+            target,
+            thinned,
+            ["expected_weight"],
+            cells=cells,
+            dtypes={"expected_weight": np.float32},
+        )
+    return labels.dataset(values, dict.fromkeys(values, (*GRID, "split")), kept)
 
 
 def _log_likelihood(target, thinned, kept, inputs, labels, settings):
@@ -303,7 +321,15 @@ def _describe(posterior: xr.Dataset) -> xr.Dataset:
     return posterior
 
 
+def weight_of_odds(odds: np.ndarray) -> np.ndarray:
+    """The weight on memorizing of two strategies from their log posterior odds, in the
+    per-cell draws' float32: what a fit of two strategies stores as ``weight_memorizing``,
+    so that ``read_fit`` rebuilds it bit for bit from the odds."""
+    return scipy.special.expit(np.asarray(odds, dtype=np.float64)).astype(np.float32)
+
+
 _SAME_IN_EVERY_SPLIT = "expected_weight_is_weight_memorizing"
+_WEIGHT_OF_ODDS = "weight_memorizing_is_sigmoid_of_odds"
 # The names of fits written before the observed variable was called observed_weight
 # (it was relative_distance whichever measure it held); read_fit renames them.
 _OLD_NAMES = {
@@ -317,26 +343,35 @@ def write_fit(tree: xr.DataTree, path: str | Path) -> Path:
     """Write a fit to netCDF atomically (temporary file, then rename), every group
     compressed losslessly (``rational_icl.io.compression_encoding``).
 
-    Without context-dependent weights ``expected_weight`` is
-    ``weight_memorizing`` in every split: it is then not stored (a third of the file) and
-    ``read_fit`` rebuilds it, bit for bit.
+    What the file would repeat is left out and rebuilt by ``read_fit``, bit for bit:
+    ``expected_weight`` where it is ``weight_memorizing`` in every split (no context-dependent
+    weights, no drift: a third of the file), and ``weight_memorizing`` where it is the
+    sigmoid of ``log_posterior_odds`` (two strategies: ``weight_of_odds``).
     """
     return write_datatree(_without_repeated_weights(tree), path)
 
 
 def _without_repeated_weights(tree: xr.DataTree) -> xr.DataTree:
     posterior = tree.posterior.to_dataset(inherit=False)
-    if "expected_weight" not in posterior or "weight_memorizing" not in posterior:
+    stored = posterior
+    if "expected_weight" in posterior and "weight_memorizing" in posterior:
+        expected = posterior.expected_weight
+        weight = posterior.weight_memorizing.broadcast_like(expected).transpose(*expected.dims)
+        if _same(expected, weight):
+            stored = stored.drop_vars("expected_weight").assign_attrs({_SAME_IN_EVERY_SPLIT: 1})
+    if "log_posterior_odds" in posterior and "weight_memorizing" in posterior:
+        odds = posterior.log_posterior_odds
+        if _same(posterior.weight_memorizing, odds.copy(data=weight_of_odds(odds.values))):
+            stored = stored.drop_vars("weight_memorizing").assign_attrs({_WEIGHT_OF_ODDS: 1})
+    if stored is posterior:
         return tree
-    expected = posterior.expected_weight
-    weight = posterior.weight_memorizing.broadcast_like(expected).transpose(*expected.dims)
-    if expected.dtype != weight.dtype or not np.array_equal(expected.values, weight.values):
-        return tree
-    stored = posterior.drop_vars("expected_weight")
-    stored.attrs[_SAME_IN_EVERY_SPLIT] = 1
     tree = tree.copy()
     tree["posterior"] = xr.DataTree(stored)
     return tree
+
+
+def _same(a: xr.DataArray, b: xr.DataArray) -> bool:
+    return a.dtype == b.dtype and a.dims == b.dims and np.array_equal(a.values, b.values)
 
 
 def read_fit(path: str | Path) -> xr.DataTree:
@@ -352,13 +387,27 @@ def read_fit(path: str | Path) -> xr.DataTree:
         raise RiclError(f"{path}: not a fit file ({reading_error(err)})") from None
     if "posterior" not in tree.children:
         raise RiclError(f"{path}: not a fit file (no posterior group)")
-    tree = _with_current_names(tree)
+    tree = _with_stored_weights(_with_current_names(tree))
     check_fit(tree, path)
+    return tree
+
+
+def _with_stored_weights(tree: xr.DataTree) -> xr.DataTree:
+    """The posterior with what ``write_fit`` left out rebuilt."""
     posterior = tree.posterior.to_dataset(inherit=False)
-    if posterior.attrs.pop(_SAME_IN_EVERY_SPLIT, None) is not None:  # see write_fit
+    rebuilt = False
+    from_odds = posterior.attrs.pop(_WEIGHT_OF_ODDS, None) is not None
+    if from_odds and "log_posterior_odds" in posterior:
+        odds = posterior.log_posterior_odds.drop_attrs()
+        posterior["weight_memorizing"] = odds.copy(data=weight_of_odds(odds.values))
+        rebuilt = True
+    same = posterior.attrs.pop(_SAME_IN_EVERY_SPLIT, None) is not None
+    if same and "weight_memorizing" in posterior:
         weight = posterior.weight_memorizing.drop_attrs()
         # by size, not values: the dataset's own split coordinate (and its dtype) labels it
         posterior["expected_weight"] = weight.expand_dims(split=posterior.sizes["split"], axis=-1)
+        rebuilt = True
+    if rebuilt:
         tree["posterior"] = xr.DataTree(_describe(posterior))
     return tree
 
@@ -392,7 +441,7 @@ DERIVED = ("weight_memorizing", "log_posterior_odds", "expected_weight")
 
 # One value per run (the offset models): their R-hat and ESS are checked with the rest
 # (``diagnostics``), but a table row or trace panel each would bury alpha, beta and gamma.
-PER_RUN = ("run_offset", "run_offset_noise")
+PER_RUN = ("run_offset", "run_log_prior_odds")
 
 
 def parameter_names(tree: xr.DataTree, *, per_run: bool = True) -> list[str]:

@@ -86,6 +86,13 @@ def _posterior(fit: xr.DataTree, name: str, config) -> xr.DataArray:
     return _select(fit["posterior"][name], config)
 
 
+def _predicted(fit: xr.DataTree, config) -> xr.DataArray:
+    """The fit's prediction of each cell, the posterior mean of ``expected_weight``."""
+    from rational_icl.fits.metrics import predicted_weight
+
+    return _select(predicted_weight(fit), config)
+
+
 def _held_out(fit: xr.DataTree, config) -> xr.DataArray:
     return _select(fit["constant_data"]["held_out"], config)
 
@@ -170,7 +177,7 @@ def weight_map(
     norm = mcolors.Normalize(0.0, 1.0)
     panels = [("observed", observed)]
     if fit is not None:
-        predicted = _posterior(fit, "expected_weight", config).mean(SAMPLE_DIMS)
+        predicted = _predicted(fit, config)
         panels.append(("predicted (posterior mean)", predicted))
     for row, (label, values) in enumerate(panels):
         for col, split in enumerate(splits):
@@ -210,8 +217,8 @@ def weight_over_training(
             ax.scatter(steps, observed.sel(split=split, num_tasks=d), s=8, color=color)
             if fit is None:
                 continue
-            mean = _posterior(fit, "expected_weight", config).sel(split=split, num_tasks=d)
-            ax.plot(steps, mean.mean(SAMPLE_DIMS), color=color, lw=1.2)
+            mean = _predicted(fit, config).sel(split=split, num_tasks=d)
+            ax.plot(steps, mean, color=color, lw=1.2)
             if with_drift:
                 law = _posterior(fit, "weight_memorizing", config).sel(num_tasks=d)
                 ax.plot(steps, law.mean(SAMPLE_DIMS), "--", color=color, lw=0.9)
@@ -242,7 +249,7 @@ def predicted_vs_observed(fit: xr.DataTree | None, config=None) -> Figure:
     held-out cells distinguished, Pearson correlations in the legend."""
     fit = _need_fit(fit)
     observed = _select(fit["observed_data"]["observed_weight"], config)
-    predicted = _posterior(fit, "expected_weight", config).mean(SAMPLE_DIMS)
+    predicted = _predicted(fit, config)
     held_out = _held_out(fit, config).broadcast_like(observed)
     splits = _splits(observed)
     fig, axes = plt.subplots(
@@ -556,8 +563,8 @@ def transience(
             color = cmap(norm(np.log2(d)))
             ax.plot(steps, generalizing.sel(split=split, num_tasks=d), "o-", ms=3, color=color)
             if fit is not None:
-                mean = _posterior(fit, "expected_weight", config)
-                mean = 1 - mean.sel(split=split, num_tasks=d).mean(SAMPLE_DIMS)
+                mean = _predicted(fit, config)
+                mean = 1 - mean.sel(split=split, num_tasks=d)
                 ax.plot(steps, mean, "--", color=color, lw=1)
         ax.set_xscale("log")
         ax.set_ylim(-0.03, 1.03)

@@ -276,7 +276,8 @@ def test_weight_over_training_draws_the_law_beside_the_drift(behaviour, fit):
     num_tasks = behaviour.num_tasks.values
     assert len(dashed) == len(solid) == len(num_tasks)
     law = fit.posterior.weight_memorizing.mean(("chain", "draw"))
-    expected = fit.posterior.expected_weight.mean(("chain", "draw")).sel(split="id")
+    # the drift's prediction, kept beside the posterior predictive on its draws
+    expected = fit.posterior_predictive.expected_weight.mean(("chain", "draw")).sel(split="id")
     for d, line_law, line_mean in zip(num_tasks, dashed, solid, strict=True):
         np.testing.assert_allclose(line_law.get_ydata(), law.sel(num_tasks=d).values)
         np.testing.assert_allclose(line_mean.get_ydata(), expected.sel(num_tasks=d).values)
