@@ -44,6 +44,7 @@ compilation included, and the CPU time of the process beside them. Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import resource
@@ -62,8 +63,10 @@ import xarray as xr  # noqa: E402
 from rational_icl.fits import inference  # noqa: E402
 from rational_icl.fits.diagnostics import diagnostics  # noqa: E402
 from rational_icl.fits.inputs import FitSettings  # noqa: E402
-from rational_icl.fits.simulate import rational_weight  # noqa: E402
+from rational_icl.fits.parameters import has_drift, is_anchored  # noqa: E402
+from rational_icl.fits.simulate import rational_log_posterior, rational_weight  # noqa: E402
 from rational_icl.fits.tree import parameter_names  # noqa: E402
+from rational_icl.vocabulary import MODELS  # noqa: E402
 
 TRUTH = {"alpha": 0.5, "beta": 0.3, "gamma": 3.0}
 NUM_TASKS = 2 ** np.arange(1, 12)
@@ -138,8 +141,18 @@ PAPER = {"mlp_expansion_factor": [0.5, 4.0, 8.0], "context_length": [128, 256, 3
          "num_dims": [8, 12, 16]}  # fmt: skip
 
 
-def paper_behaviour(seed: int = 0) -> tuple[xr.Dataset, dict]:
-    """The paper-categorical grid simulated from the model; (behaviour, per-config truth)."""
+# The default model's extra truth (``--model anchored-offsets-drift``): each run's log odds
+# shifted by Normal(0, offset_scale), and an Ornstein-Uhlenbeck drift in log N per run and
+# split of stationary spread drift_scale and length drift_length (e-folds of N).
+DRIFT_TRUTH = {"offset_scale": 0.5, "drift_scale": 0.04, "drift_length": 1.0}
+NOISE = 0.05
+
+
+def paper_behaviour(seed: int = 0, *, drift: bool = False) -> tuple[xr.Dataset, dict]:
+    """The paper-categorical grid simulated from the model; (behaviour, per-config truth).
+
+    ``drift``: from the default model instead (run offsets and the drift, ``DRIFT_TRUTH``).
+    """
     rng = np.random.default_rng(seed)
     shape = tuple(len(v) for v in PAPER.values())  # (3, 3, 3)
     truth = {
@@ -152,16 +165,24 @@ def paper_behaviour(seed: int = 0) -> tuple[xr.Dataset, dict]:
     k = np.asarray(PAPER["num_dims"], float)[:, None]
     complexity_m = 1500 + 64 * k * d  # (num_dims, D)
     complexity = np.stack([complexity_m, np.full_like(complexity_m, 1200.0)])  # (Q, K, D)
-    observed = np.empty((*shape, len(NUM_TASKS), len(STEPS), 2))
+    grid = (len(NUM_TASKS), len(STEPS), 2)  # (D, N, S)
+    observed = np.empty((*shape, *grid))
     for index in np.ndindex(shape):
-        weights = rational_weight(  # (N, D, Q)
+        log_post = rational_log_posterior(  # (N, D, Q)
             STEPS[:, None],
             loss.T,
             complexity[:, index[2]].T,
             *(truth[name][index] for name in ("alpha", "beta", "gamma")),
         )
-        noise = 0.05 * rng.standard_normal((len(NUM_TASKS), len(STEPS), 2))
-        observed[index] = np.clip(weights[..., 0].T[..., None] + noise, 0.0, 1.0)
+        odds = (log_post[..., 0] - log_post[..., 1]).T[..., None]  # (D, N, 1)
+        if drift:
+            odds = odds + DRIFT_TRUTH["offset_scale"] * rng.standard_normal((grid[0], 1, 1))
+        weight = 1 / (1 + np.exp(-odds))
+        if drift:
+            weight = weight + _drift_paths(rng, grid)
+        observed[index] = np.clip(weight + NOISE * rng.standard_normal(grid), 0.0, 1.0)
+    if drift:
+        truth |= {"sigma": np.full(2, NOISE), **DRIFT_TRUTH}
     dims = (*PAPER, "num_tasks", "checkpoint", "split")
     data = xr.Dataset(
         {
@@ -179,6 +200,20 @@ def paper_behaviour(seed: int = 0) -> tuple[xr.Dataset, dict]:
         attrs={"setting": "categorical-sequence"},
     )
     return data, truth
+
+
+def _drift_paths(rng, grid) -> np.ndarray:
+    """Ornstein-Uhlenbeck paths in log N (``DRIFT_TRUTH``), (D, N, S), exactly: each step
+    keeps exp(-dt / length) of the last value and adds the rest of the stationary spread."""
+    size, length = DRIFT_TRUTH["drift_scale"], DRIFT_TRUTH["drift_length"]
+    keep = np.exp(-np.diff(np.log(STEPS)) / length)  # (N - 1,)
+    shocks = rng.standard_normal((grid[0], grid[2], grid[1]))  # (D, S, N)
+    path = np.empty_like(shocks)
+    path[..., 0] = size * shocks[..., 0]
+    for n in range(1, grid[1]):  # a recursion in time: one step per checkpoint
+        fresh = size * np.sqrt(1 - keep[n - 1] ** 2) * shocks[..., n]
+        path[..., n] = keep[n - 1] * path[..., n - 1] + fresh
+    return np.moveaxis(path, -1, 1)
 
 
 # The population the configurations' values are drawn from, on the model's link scales
@@ -208,38 +243,40 @@ def _coverage_text(covered: dict[str, np.ndarray]) -> str:
     )
 
 
-def paper_main(skip_nuts: bool, replications: int) -> None:
+def paper_main(skip_nuts: bool, replications: int, model: str) -> None:
     """Each fit in a fresh process, so that its peak RSS is its own."""
-    data, _ = paper_behaviour()
+    data, _ = paper_behaviour(drift=has_drift(model))
     cells = int(np.prod([data.sizes[d] for d in data.relative_distance.dims]))
     print(f"grid: 27 configurations x {len(NUM_TASKS)} num_tasks x {len(STEPS)} checkpoints "
-          f"x 2 splits = {cells} cells; partial pooling, centred")  # fmt: skip
+          f"x 2 splits = {cells} cells; model {model}, partial pooling, centred")  # fmt: skip
     print(f"{'fit':<24} {'wall s':>7} {'CPU s':>7} {'target':>7} {'peak RSS':>9}  found")
     spawn = multiprocessing.get_context("spawn")  # JAX does not survive a fork
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-        print(pool.submit(_paper_fit, "map", 0).result(), flush=True)
+        print(pool.submit(_paper_fit, "map", 0, model).result(), flush=True)
     covered = {}
     for seed in range(1, replications):  # the Laplace intervals over independent grids
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            for name, inside in pool.submit(_paper_coverage, seed).result().items():
+            for name, inside in pool.submit(_paper_coverage, seed, model).result().items():
                 covered.setdefault(name, []).append(inside)
     if covered:
         pooled = {k: np.concatenate(v) for k, v in covered.items()}
         print(f"  MAP + Laplace over {replications - 1} more grids: {_coverage_text(pooled)}")
     if not skip_nuts:
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            print(pool.submit(_paper_fit, "nuts", 0).result(), flush=True)
+            print(pool.submit(_paper_fit, "nuts", 0, model).result(), flush=True)
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
-def _paper_fit(method: str, seed: int) -> str:
+def _paper_fit(method: str, seed: int, model: str) -> str:
     """One fit of the paper grid; its table row."""
-    data, truth = paper_behaviour(seed)
+    data, truth = paper_behaviour(seed, drift=has_drift(model))
     if method == "map":
-        label, times, tree = _timed("MAP + Laplace", data, PAPER_MAP)
+        label, times, tree = _timed("MAP + Laplace", data, _paper_settings(PAPER_MAP, model))
         text, target = "", 30
     else:
-        label, times, tree = _timed("NUTS 4 x (1000 + 1000)", data, PAPER_NUTS)
+        label, times, tree = _timed(
+            "NUTS 4 x (1000 + 1000)", data, _paper_settings(PAPER_NUTS, model)
+        )
         found = diagnostics(tree)
         rhat = max(float(found[f"{n}_r_hat"].max()) for n in parameter_names(tree))
         ess = min(float(found[f"{n}_ess_bulk"].min()) for n in parameter_names(tree))
@@ -252,17 +289,29 @@ def _paper_fit(method: str, seed: int) -> str:
         target = 600
     wall, cpu = times
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    coverage = _coverage_text(_covered(tree, POPULATION | truth))
+    coverage = _coverage_text(_covered(tree, _population(model) | truth))
     return (
         f"{label:<24} {wall:7.1f} {cpu:7.1f} {'< ' + str(target):>7} {rss:5.2f} GiB  "
         f"{text}90% intervals covering the truth: {coverage}"
     )
 
 
-def _paper_coverage(seed: int) -> dict[str, np.ndarray]:
-    data, truth = paper_behaviour(seed)
-    tree = inference.fit(data, PAPER_MAP)
-    return {k: np.ravel(v) for k, v in _covered(tree, POPULATION | truth).items()}
+def _paper_coverage(seed: int, model: str) -> dict[str, np.ndarray]:
+    data, truth = paper_behaviour(seed, drift=has_drift(model))
+    tree = inference.fit(data, _paper_settings(PAPER_MAP, model))
+    return {k: np.ravel(v) for k, v in _covered(tree, _population(model) | truth).items()}
+
+
+def _paper_settings(settings: FitSettings, model: str) -> FitSettings:
+    return dataclasses.replace(settings, model=model)
+
+
+def _population(model: str) -> dict:
+    """The population truths the model samples: an anchored model's population is of the
+    evidence at the reference step, not of gamma, and has no gamma_loc."""
+    if is_anchored(model):
+        return {k: v for k, v in POPULATION.items() if k != "gamma_loc"}
+    return POPULATION
 
 
 def _print_row(label: str, times: tuple[float, float], target: int, text: str) -> None:
@@ -291,6 +340,13 @@ def main() -> None:
     parser.add_argument("--grid", choices=("small", "paper"), default="small")
     parser.add_argument("--skip-nuts", action="store_true", help="--grid paper: MAP only")
     parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="paper",
+        help="--grid paper: the model simulated and fitted (anchored-offsets-drift: the "
+        "default's offsets and drift, DRIFT_TRUTH)",
+    )
+    parser.add_argument(
         "--replications",
         type=int,
         default=1,
@@ -298,7 +354,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.grid == "paper":
-        paper_main(args.skip_nuts, args.replications)
+        paper_main(args.skip_nuts, args.replications, args.model)
         return
 
     data = behaviour()
