@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from rational_icl.data.settings import SETTINGS, SpecOption, setting_class
 from rational_icl.errors import SpecError
+from rational_icl.formulas import FIRST_CHECKPOINT, MAX_STEPS
 
 POSITION_ENCODINGS = ("rotary", "learned")
 # Regression token layouts (modeling/model.py): y tokens carry y alone, or their x as well.
@@ -178,6 +179,10 @@ def to_dict(spec: ExperimentSpec) -> dict:
 # be a list that expands into a grid are marked in _GRID_FIELDS.
 _INT, _FLOAT, _STR = (int,), (int, float), (str,)
 MAX_SEED = 2**63 - 1
+MIN_PRIOR = 1e-300
+# The Monte Carlo estimate of L_Q has a standard error of 1e-4 of the loss's spread at 1e8
+# sequences; more only costs time, which the memory estimate does not see (1e15 ran for days).
+MAX_LOSS_SEQUENCES = 10**8
 _RULES = {
     # settings may register after this module is loaded: the allowed text is made when needed
     "setting": (_STR, lambda v: v in SETTINGS, lambda: f"one of {', '.join(SETTINGS)}"),
@@ -189,7 +194,12 @@ _RULES = {
     "seed": (_INT, lambda v: 0 <= v <= MAX_SEED, f"integers from 0 to {2**63 - 1}"),
     "noise_variance": (_FLOAT, lambda v: v > 0, "numbers > 0"),
     "within_class_variance": (_FLOAT, lambda v: v > 0, "numbers > 0"),
-    "prior": (_FLOAT, lambda v: v > 0, "numbers > 0 (Dirichlet concentration)"),
+    # a subnormal concentration (1e-310) makes the Gamma sampler's 1/alpha infinite: NaN files
+    "prior": (
+        _FLOAT,
+        lambda v: v >= MIN_PRIOR,
+        f"numbers >= {MIN_PRIOR:g} (Dirichlet concentration)",
+    ),
     "num_layers": (_INT, lambda v: v >= 1, "integers >= 1"),
     "hidden_size": (_INT, lambda v: v >= 1, "integers >= 1"),
     "num_heads": (_INT, lambda v: v >= 1, "integers >= 1"),
@@ -201,12 +211,17 @@ _RULES = {
     "weight_decay": (_FLOAT, lambda v: v >= 0, "numbers >= 0"),
     "warmup_steps": (_INT, lambda v: v >= 0, "integers >= 0"),
     "lr_schedule": (_STR, lambda v: v in LR_SCHEDULES, ", ".join(LR_SCHEDULES)),
-    "max_steps": (_INT, lambda v: v >= 1, "integers >= 1"),
+    "max_steps": (_INT, lambda v: 1 <= v <= MAX_STEPS, f"integers from 1 to {MAX_STEPS}"),
+    # at most max_steps: checked with it (_check_checkpoints)
     "num_checkpoints": (_INT, lambda v: v >= 1, "integers >= 1"),
     "grad_clip": (_FLOAT, lambda v: v > 0, "numbers > 0"),
     "precision": (_STR, lambda v: v in PRECISIONS, " or ".join(PRECISIONS)),
     "num_sequences": (_INT, lambda v: v >= 1, "integers >= 1"),
-    "num_loss_sequences": (_INT, lambda v: v >= 2, "integers >= 2"),
+    "num_loss_sequences": (
+        _INT,
+        lambda v: 2 <= v <= MAX_LOSS_SEQUENCES,
+        f"integers from 2 to {MAX_LOSS_SEQUENCES}",
+    ),
 }
 # Fields that are always lists (num_tasks, prior) or may be lists that expand into a grid.
 _LIST_FIELDS = {"num_tasks", "prior"}
@@ -282,8 +297,8 @@ def _validate_value(full_key: str, key: str, value, rule=None):
             raise SpecError(
                 f"spec key {full_key!r}: value {item!r} is out of range; allowed: {allowed}"
             )
-    if types == _FLOAT:
-        items = [float(v) for v in items]
+    # Numbers keep their TOML type (4 stays 4, not 4.0): a run's file is recognised as this
+    # spec's by the spec's text (to_toml), so a conversion would orphan every trained run.
     if key == "num_tasks" and len(set(items)) < len(items):
         repeated = sorted({v for v in items if items.count(v) > 1})
         raise SpecError(
@@ -331,16 +346,22 @@ def _check_cross_fields(spec: ExperimentSpec) -> None:
 
 def _check_checkpoints(training: TrainingConfig) -> None:
     """Refuse a schedule that asks for several checkpoints but records one (e.g. max_steps
-    = 3 with num_checkpoints = 10): a fit needs two, and would find out only after training."""
-    from rational_icl.formulas import FIRST_CHECKPOINT, checkpoint_steps
-
-    recorded = len(checkpoint_steps(training.max_steps, training.num_checkpoints))
-    if training.num_checkpoints > 1 and recorded < 2:
+    = 3 with num_checkpoints = 10): a fit needs two, and would find out only after training;
+    and more checkpoints than steps (1e12 of them was an array of 7 TiB)."""
+    # checkpoint_steps records max_steps alone exactly then; computed, not called, since the
+    # schedule is an array of num_checkpoints values (the memory check has not run yet)
+    records_one = training.max_steps <= FIRST_CHECKPOINT or training.num_checkpoints == 1
+    if training.num_checkpoints > 1 and records_one:
         raise SpecError(
             f"spec key 'training.num_checkpoints': value {training.num_checkpoints} needs "
             f"max_steps > {FIRST_CHECKPOINT} (the first checkpoint's step), got max_steps "
             f"{training.max_steps}, which records 1 checkpoint; allowed: num_checkpoints = 1 "
             f"or max_steps > {FIRST_CHECKPOINT}"
+        )
+    if training.num_checkpoints > training.max_steps:
+        raise SpecError(
+            f"spec key 'training.num_checkpoints': value {training.num_checkpoints} is more "
+            f"than max_steps {training.max_steps}; allowed: integers from 1 to max_steps"
         )
 
 
@@ -407,7 +428,7 @@ def _toml_value(value) -> str:
 
 # ---------------------------------------------------------------------------- memory
 
-_FLOAT = 4  # bytes per float32 element
+_FLOAT_BYTES = 4  # bytes per float32 element
 _CHUNK_ELEMENTS = 2**23  # the Monte Carlo chunk bound of modeling.losses (sequences x T x D)
 
 
@@ -432,8 +453,54 @@ def memory_estimate(spec: ExperimentSpec) -> dict[str, int]:
     parameters = m.num_layers * hidden**2 * (4 + 2 * m.mlp_expansion_factor) + hidden * width
     predictions = 3 * ev.num_sequences * t * width * (3 + tr.num_checkpoints)
     return {
-        "num_tasks": _FLOAT * (sum(spec.num_tasks) * width + 3 * block),
-        "context_length": int(_FLOAT * 3 * e * tr.batch_size * t * per_position),
-        "num_sequences": _FLOAT * e * predictions,
-        "hidden_size": int(_FLOAT * 4 * e * parameters),
+        "num_tasks": _FLOAT_BYTES * (sum(spec.num_tasks) * width + 3 * block),
+        "context_length": int(_FLOAT_BYTES * 3 * e * tr.batch_size * t * per_position),
+        "num_sequences": _FLOAT_BYTES * e * predictions,
+        "hidden_size": int(_FLOAT_BYTES * 4 * e * parameters),
     }
+
+
+# The spec keys that set a size, by the part of the spec that holds them ("" for the top).
+SIZE_KEYS = {
+    "num_dims": "",
+    "context_length": "",
+    "num_tasks": "",
+    "num_layers": "model",
+    "hidden_size": "model",
+    "num_heads": "model",
+    "mlp_expansion_factor": "model",
+    "batch_size": "training",
+    "num_checkpoints": "training",
+    "num_sequences": "evaluation",
+    "num_loss_sequences": "evaluation",
+}
+
+
+def memory_driver(spec: ExperimentSpec) -> tuple[str, object, int]:
+    """The size key whose value drives one scalar spec's memory estimate: (key, its default,
+    the estimate's total with that key at its default).
+
+    Each key is put back at its default in turn, and the one whose default lowers the
+    total most is named: the estimate's parts are per use (task tables, a training batch),
+    and one key (num_dims, batch_size) can enter several of them.
+    """
+    best = None
+    for key, section in SIZE_KEYS.items():
+        default = _default(key, section)
+        if section:
+            part = dataclasses.replace(getattr(spec, section), **{key: default})
+            lowered = dataclasses.replace(spec, **{section: part})
+        else:
+            lowered = dataclasses.replace(spec, **{key: default})
+        total = sum(memory_estimate(lowered).values())
+        if best is None or total < best[2]:
+            best = (key, default, total)
+    return best
+
+
+def _default(key: str, section: str):
+    cls = {"": ExperimentSpec, "model": ModelConfig, "training": TrainingConfig}.get(
+        section, EvaluationConfig
+    )
+    (found,) = [f for f in dataclasses.fields(cls) if f.name == key]
+    return found.default_factory() if found.default is dataclasses.MISSING else found.default

@@ -5,6 +5,8 @@ for the ``outputs`` model or context-dependent weights, from the predictions fil
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -97,6 +99,16 @@ class FitSettings:
         if not 0.0 < self.held_out_fraction <= 1.0:
             raise RiclError(f"held_out_fraction must be in (0, 1]; got {self.held_out_fraction}")
         held_out_design(self.held_out)  # raises on a bad design
+
+    def recorded(self) -> str:
+        """Every setting that changes the fit, as JSON text (the fit's ``fit_settings``
+        attribute): ``ricl run`` refits when any of them differs (progress_bar does not)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "progress_bar"}
+        return json.dumps(fields, sort_keys=True)
+
+
+# The root attribute of a fit that records its FitSettings (FitSettings.recorded).
+FIT_SETTINGS = "fit_settings"
 
 
 # The strategy a fit weighs against generalizing (first in --strategies), and those the

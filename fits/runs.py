@@ -115,7 +115,7 @@ def _check_before_reading(runs: list[tuple[Path, xr.Dataset]]) -> None:
 def _with_unfinished(combined: xr.Dataset, runs) -> xr.Dataset:
     """Attribute ``unfinished_runs``: 'FILE (step S of M)' of runs stopped before max_steps;
     and ``runs_identity``, which behaviour and fit files carry on (fits/identity.py)."""
-    combined.attrs[RUNS_IDENTITY] = runs_identity([ds.attrs for _, ds in runs])
+    combined.attrs[RUNS_IDENTITY] = runs_identity([ds for _, ds in runs])
     found = validate.unfinished_runs(runs)
     if found:
         combined.attrs["unfinished_runs"] = "; ".join(

@@ -8,7 +8,6 @@ Nothing here imports torch: files are read with xarray only.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dask
@@ -16,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from rational_icl.errors import RiclError
+from rational_icl.io import physical_memory
 
 # Attributes that must be numbers (they become coordinates, or select runs).
 _NUMERIC_ATTRIBUTES = ("num_tasks", "mlp_expansion_factor", "context_length", "num_dims")
@@ -142,7 +142,7 @@ def check_memory(runs: list[tuple[Path, xr.Dataset]], *, available: int | None =
     times a few temporaries; the estimate is a lower bound, like the spec's.
     """
     if available is None:
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        available = physical_memory()
     total, largest = 0, (0, None, None)
     for path, ds in runs:
         sizes = dict(ds.sizes)

@@ -250,7 +250,8 @@ def write_report(
     title: str = "rational-icl report",
     sources: list[str] | None = None,
 ) -> Path:
-    """Write ``out/index.html``, ``out/figures/*.png`` and ``out/tables/*.csv``.
+    """Write ``out/index.html``, ``out/figures/*.png`` and ``out/tables/*.csv``; the PNGs and
+    CSVs there that this report did not write (an earlier report's) are removed after it.
 
     Parameters
     ----------
@@ -274,17 +275,32 @@ def write_report(
     out = Path(out)
     rendered = render_figures(behaviour, fit)
     found_tables = report_tables(fits)
+    written = []
     for item in rendered:
         if item.png is not None:
-            with atomic_path(_inside(out, out / "figures" / f"{item.name}.png")) as tmp:
+            written.append(_inside(out, out / "figures" / f"{item.name}.png"))
+            with atomic_path(written[-1]) as tmp:
                 tmp.write_bytes(item.png)
     for stem, (_, table) in found_tables.items():
-        with atomic_path(_inside(out, out / "tables" / f"{stem}.csv")) as tmp:
+        written.append(_inside(out, out / "tables" / f"{stem}.csv"))
+        with atomic_path(written[-1]) as tmp:
             table.to_csv(tmp)
     page = _page(title, rendered, found_tables, sources or [], behaviour, fit)
     with atomic_path(out / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
+    _remove_stale(out, written)
     return out / "index.html"
+
+
+def _remove_stale(out: Path, written: list[Path]) -> None:
+    """Remove the figures and tables of an earlier report in ``out`` that this one did not
+    write (a two-fit report's comparison.csv beside a one-fit report), once the new page
+    is in place; nothing else in the folder is touched."""
+    kept = {path.resolve() for path in written}
+    for pattern in ("figures/*.png", "tables/*.csv"):
+        for path in out.glob(pattern):
+            if path.resolve() not in kept:
+                path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- HTML

@@ -275,3 +275,102 @@ def test_a_bit_flipped_file_is_one_line_naming_it(tmp_path, offset):
             read(path)
         except RiclError as err:
             assert str(path) in str(err) and "\n" not in str(err)
+
+
+def _huge_header(path, *, coordinate: bool, group: str | None = None):
+    """A file of a few KB whose header declares ``sequence`` = 2^40 (nothing written)."""
+    with netCDF4.Dataset(path, "w") as nc:
+        where = nc.createGroup(group) if group else nc
+        where.createDimension("sequence", 2**40)
+        name = "sequence" if coordinate else "strategy_prediction"
+        where.createVariable(name, "f8", ("sequence",), chunksizes=(1024,))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("coordinate", "group"), [(True, None), (False, None), (False, "posterior")]
+)
+def test_a_file_declaring_a_huge_dimension_is_refused_before_any_allocation(
+    tmp_path, coordinate, group
+):
+    # Issue 35, item 1: a 28 KB file declaring sequence = 2^34 was a MemoryError traceback.
+    path = _huge_header(tmp_path / "huge.nc", coordinate=coordinate, group=group)
+    assert path.stat().st_size < 100_000
+    readers = (io.open_netcdf, io.load_netcdf, io.read_netcdf, io.load_datatree)
+    for read in readers:
+        with pytest.raises(RiclError) as caught:
+            read(path)
+        message = str(caught.value)
+        assert message.startswith(f"file {str(path)!r} declares sequence = 1099511627776 ")
+        assert "allowed: files whose variables fit in memory" in message and "\n" not in message
+    io.check_declared_size(tmp_path / "missing.nc")  # not netCDF: the reader names it
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_before_anything_is_written(tmp_path):
+    # Issue 35, item 13: --out $'bad\xffname' was a UnicodeEncodeError traceback.
+    bad = tmp_path / os.fsdecode(b"bad\xffname")
+    for write in (
+        lambda: io.write_netcdf(xr.Dataset({"x": ("a", [1.0])}), bad / "run.nc"),
+        lambda: io.make_out_folder(bad),
+    ):
+        with pytest.raises(RiclError, match=r"^file name .* is not valid UTF-8; allowed: UTF-8"):
+            write()
+    assert not list(tmp_path.iterdir())
+
+
+def test_one_writer_per_output_file(tmp_path):
+    # Issue 35, item 9: two `ricl fit -o same.nc` both wrote; the second silently replaced
+    # the first. The output's lock names its live holder; it goes once the block ends.
+    out = tmp_path / "fit.nc"
+    lock = tmp_path / ".fit.nc.ricl-lock"
+    lock.write_text(
+        json.dumps({"command": "ricl fit", "host": socket.gethostname(), "pid": os.getppid()})
+    )
+    with pytest.raises(RiclError) as caught:
+        with io.output_lock(out, "ricl fit"):
+            pass
+    assert str(caught.value).startswith(f"output {str(out)!r} is in use by `ricl fit` (host ")
+    lock.unlink()
+    with io.output_lock(out, "ricl fit"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_an_interrupt_a_callback_swallowed_keeps_the_old_file(tmp_path):
+    # Issue 35, item 10: SIGINT during a fit's write was lost in JAX's gc callback and the
+    # fit replaced the old file, exit 0. The flag the handler sets stops the rename.
+    from rational_icl.errors import INTERRUPTED
+
+    path = tmp_path / "fit.nc"
+    path.write_text("old")
+    INTERRUPTED.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with io.atomic_path(path) as tmp:
+                tmp.write_text("new")
+    finally:
+        INTERRUPTED.clear()
+    assert path.read_text() == "old" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_an_interrupt_anywhere_in_a_command_is_one_line(monkeypatch, capsys):
+    # Issue 35, item 10: Ctrl-C while the commands were imported was a traceback (rc 130),
+    # and one a callback swallowed ended in exit 0.
+    from rational_icl.cli import main as entry
+    from rational_icl.errors import INTERRUPTED
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entry, "build_parser", interrupted)
+    assert entry.main(["fit"]) == 130
+    assert capsys.readouterr().err == "ricl: interrupted; finished files are kept\n"
+    monkeypatch.undo()
+
+    def swallowed(args):
+        INTERRUPTED.set()  # as the SIGINT handler does, before its exception was lost
+        return 0
+
+    monkeypatch.setattr("rational_icl.cli.compare.run", swallowed)
+    assert entry.main(["compare", "x.nc"]) == 130
+    assert capsys.readouterr().err == "ricl compare: interrupted; finished files are kept\n"

@@ -106,14 +106,19 @@ def run_attributes(run: Run) -> dict:
         "learning_rate": training.learning_rate,
         "weight_decay": training.weight_decay,
         "warmup_steps": training.warmup_steps,
+        "lr_schedule": training.lr_schedule,
         "max_steps": training.max_steps,
         "num_checkpoints": training.num_checkpoints,
+        "grad_clip": training.grad_clip,
+        "precision": training.precision,
         "seed": spec.seed,
         "run_name": run.name,
         "package_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": spec.to_toml(),
     }
+    if model.regression_tokens is not None:  # None is "interleaved"; no attribute is None
+        attrs["regression_tokens"] = model.regression_tokens
     return attrs | make_setting(spec).file_attributes()
 
 

@@ -133,7 +133,10 @@ class Recorder:
             raise RiclError(f"cannot record step {step}: training steps start at 1")
         if train_loss is not None:
             self.log(step, train_loss)
-        (result,) = evaluate_predictor(self._predictor(model), self.setting, 1, self.inputs)
+        try:
+            (result,) = evaluate_predictor(self._predictor(model), self.setting, 1, self.inputs)
+        except RiclError as err:  # the model's read-out: name the checkpoint it came from
+            raise RiclError(f"step {step} for {str(self.path)!r}: {err}") from None
         self.record.add_checkpoint(step, result)
         write_netcdf(self.record.dataset(final=step == self.spec.training.max_steps), self.path)
         return True
@@ -216,7 +219,8 @@ class RecordHook:
 
 def read_out(output, layout: TokenLayout, num_sequences: int) -> torch.Tensor:
     """A model's outputs as the read-out (S, P, O): every token's (S, L, O) cut to the
-    predicted tokens, a missing O = 1 added; a one-line RiclError for any other shape."""
+    predicted tokens, a missing O = 1 added; a one-line RiclError for any other shape, and
+    for NaN or infinite outputs (they would be recorded as predictions of nothing)."""
     if not isinstance(output, torch.Tensor):
         raise RiclError(
             f"the model returned {type(output).__name__}, not a tensor; it must return the "
@@ -236,6 +240,12 @@ def read_out(output, layout: TokenLayout, num_sequences: int) -> torch.Tensor:
             f"the model's output has shape {tuple(output.shape)}; the setting's read-out is "
             f"({num_sequences}, {positions}, {outcomes}) (sequences, predictions, outcomes) or "
             f"({num_sequences}, {length}, {outcomes}) for every token"
+        )
+    bad = int((~torch.isfinite(output)).sum())
+    if bad:
+        raise RiclError(
+            f"the model's output holds {bad} NaN or infinite value(s) of {output.numel()}; "
+            "allowed: finite outputs (logits, or means of y)"
         )
     return output.detach().cpu()
 

@@ -1,4 +1,12 @@
-"""Exceptions for user mistakes: the CLI prints their message as one line, no traceback."""
+"""Exceptions for user mistakes: the CLI prints their message as one line, no traceback;
+and the flag a Ctrl-C sets."""
+
+import threading
+
+# Set by the ``ricl`` command's SIGINT handler. The handler also raises KeyboardInterrupt,
+# but one raised inside a callback (JAX's garbage-collection hook, say) is printed as
+# "Exception ignored" and lost; io.atomic_path and the command read the flag instead.
+INTERRUPTED = threading.Event()
 
 
 class RiclError(Exception):

@@ -22,6 +22,9 @@ LN2 = math.log(2.0)
 
 # Where a run records its first checkpoint (training step).
 FIRST_CHECKPOINT = 20
+# The largest training step: checkpoint_steps spaces steps in float64, exact to 2^53 (at
+# 2^63 - 1 the schedule wrapped to negative steps).
+MAX_STEPS = 2**53
 
 
 def log_prior(complexity, beta, linear_complexity: bool = False):

@@ -1,6 +1,6 @@
 """Every netCDF read and write of the package, atomic file writes (a reader, or a killed
 writer, never sees a half-written file), the compressed netCDF-4 layout every stage writes,
-and the folder lock."""
+the guard on the sizes a file declares, and the folder and output-file locks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from rational_icl.errors import RiclError, reading_error
+from rational_icl.errors import INTERRUPTED, RiclError, reading_error
 
 # HDF5 (under netCDF-4) is not thread-safe: threads of one process (e.g. a threaded Dask
 # worker pool) must not read or write netCDF files at the same time.
@@ -32,6 +32,7 @@ def atomic_path(path: str | Path):
     On any exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
+    check_file_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path)
@@ -42,6 +43,8 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        if INTERRUPTED.is_set():  # a Ctrl-C that a callback swallowed: keep the old file
+            raise KeyboardInterrupt
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
@@ -51,6 +54,17 @@ def atomic_path(path: str | Path):
 
 
 _HOST = socket.gethostname().replace("/", "_")
+
+
+def check_file_name(path: str | Path) -> None:
+    """Refuse a file name that is not valid UTF-8 (bytes a shell passed through, kept by
+    Python as surrogates): HDF5 and netCDF take UTF-8 names only."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RiclError(
+            f"file name {str(path)!r} is not valid UTF-8; allowed: UTF-8 file and folder names"
+        ) from None
 
 
 def _remove_stale_temporaries(path: Path) -> None:
@@ -146,6 +160,7 @@ def load_netcdf(path: str | Path) -> xr.Dataset:
     closed at once cannot collide with a lazy opening (``open_netcdf``). Errors are the
     engine's own, for the caller to name.
     """
+    check_declared_size(path)
     with NETCDF_LOCK:
         return xr.load_dataset(path)
 
@@ -156,8 +171,10 @@ def open_netcdf(path: str | Path, *, chunks: dict | None = None) -> xr.Dataset:
     h5netcdf is tried first: libnetcdf crashes when a file is opened again while an earlier
     lazy opening of it is alive (e.g. the behaviour stage, then the fit); a file that is not
     HDF5 (netCDF-3, say) goes to whichever engine reads it. A file that cannot be read is a
-    one-line RiclError naming it.
+    one-line RiclError naming it, as is one whose declared sizes exceed this machine's memory
+    (``check_declared_size``).
     """
+    check_declared_size(path)
     with NETCDF_LOCK:
         try:
             return xr.open_dataset(path, chunks=chunks, engine="h5netcdf")
@@ -204,13 +221,112 @@ def write_datatree(tree: xr.DataTree, path: str | Path) -> Path:
 
 
 def load_datatree(path: str | Path) -> xr.DataTree:
-    """Read a whole DataTree file into memory (and close it), safely across threads."""
+    """Read a whole DataTree file into memory (and close it), safely across threads; a file
+    whose declared sizes exceed this machine's memory is refused (``check_declared_size``)."""
+    check_declared_size(path)
     with NETCDF_LOCK:
         with xr.open_datatree(path) as tree:
             return tree.load()
 
 
-# ---------------------------------------------------------------------------- folder lock
+# ---------------------------------------------------------------------------- declared sizes
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (what every memory refusal compares with)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_declared_size(path: str | Path, *, available: int | None = None) -> None:
+    """Refuse a file whose header declares variables larger than this machine's memory.
+
+    The one guard on the sizes files declare, run before xarray allocates anything: a
+    file of a few KB can declare a dimension of 2^34 (xarray reads a coordinate whole when
+    it opens the file, and a reader computes each variable). Only the header is read. A
+    file that is not netCDF passes, for the reader to name.
+
+    Raises
+    ------
+    RiclError
+        One line naming the file, its largest variable and dimension, and both sizes.
+    """
+    check_file_name(path)
+    declared = _declared_variables(Path(path))
+    if not declared:
+        return
+    available = physical_memory() if available is None else available
+    total = sum(nbytes for _, _, nbytes in declared)
+    if total <= available:
+        return
+    name, sizes, nbytes = max(declared, key=lambda v: v[2])
+    dim = max(sizes, key=sizes.get)
+    raise RiclError(
+        f"file {str(path)!r} declares {dim} = {sizes[dim]} (variable {name!r}, about "
+        f"{nbytes / 1e9:.3g} GB); its variables need about {total / 1e9:.3g} GB and this "
+        f"machine has {available / 1e9:.3g} GB; allowed: files whose variables fit in memory"
+    )
+
+
+def _declared_variables(path: Path) -> list[tuple[str, dict[str, int], int]]:
+    """(name, {dim: size}, bytes) of every variable in every group, from the header alone;
+    [] when the file cannot be read as netCDF-4 or netCDF-3."""
+    with NETCDF_LOCK, _header(path) as f:
+        return [] if f is None else _group_variables(f)
+
+
+def netcdf_attributes(path: str | Path) -> dict | None:
+    """The global attributes of a netCDF file, from its header alone; None when it cannot
+    be read as netCDF-4 or netCDF-3."""
+    with NETCDF_LOCK, _header(path) as f:
+        if f is None:
+            return None
+        return (
+            {name: f.getncattr(name) for name in f.ncattrs()} if _is_netcdf3(f) else dict(f.attrs)
+        )
+
+
+_HEADER_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError)
+
+
+@contextmanager
+def _header(path: str | Path):
+    """The file opened for its header: h5netcdf for HDF5 (the engine of open_netcdf, so no
+    second HDF5 library opens it), netCDF4 for netCDF-3; None when neither reads it."""
+    import h5netcdf
+    import h5py
+    import netCDF4
+
+    opened = None
+    try:
+        if h5py.is_hdf5(path):
+            opened = h5netcdf.File(path, "r")
+        else:
+            opened = netCDF4.Dataset(path)
+    except _HEADER_ERRORS:
+        pass  # not netCDF, or a damaged header: the reader names the file
+    try:
+        yield opened
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _is_netcdf3(f) -> bool:
+    return hasattr(f, "ncattrs")
+
+
+def _group_variables(group) -> list[tuple[str, dict[str, int], int]]:
+    found = []
+    for name, variable in group.variables.items():
+        sizes = dict(zip(variable.dimensions, variable.shape, strict=True))
+        itemsize = getattr(variable.dtype, "itemsize", 8)  # strings: a pointer each
+        found.append((name, sizes, itemsize * math.prod(variable.shape)))
+    for child in group.groups.values():
+        found += _group_variables(child)
+    return found
+
+
+# ---------------------------------------------------------------------------- locks
 
 LOCK_NAME = ".ricl-sweep.lock"  # one writer per folder: ricl sweep, train, data and run
 
@@ -219,6 +335,7 @@ def make_out_folder(out: str | Path) -> None:
     """Create the output folder of a stage (parents included) and refuse it, in one line,
     when it is a file or nothing can be written in it."""
     out = Path(out)
+    check_file_name(out)  # before the folder is made: its files could not be written
     if out.exists() and not out.is_dir():
         raise RiclError(f"--out {str(out)!r} is a file, not a folder")
     try:
@@ -242,14 +359,34 @@ def folder_lock(folder: str | Path, command: str):
     RiclError
         One line naming the holder and the lock file.
     """
-    path = Path(folder) / LOCK_NAME
+    with _held(Path(folder) / LOCK_NAME, command, f"output folder {str(folder)!r}") as path:
+        yield path
+
+
+@contextmanager
+def output_lock(path: str | Path, command: str):
+    """Hold ``.NAME.ricl-lock`` beside the output file or folder ``path`` for the block: one
+    writer per output, whatever the command (``ricl fit -o``, the behaviour file, a report
+    folder). Refuses, as ``folder_lock`` does, if a live command holds it.
+    """
+    path = Path(path)
+    check_file_name(path)
+    lock = path.with_name(f".{path.name}.ricl-lock")
+    with _held(lock, command, f"output {str(path)!r}"):
+        yield path
+
+
+@contextmanager
+def _held(path: Path, command: str, what: str):
+    """Take the lock file ``path`` for ``command`` (``what`` names the output in refusals);
+    remove it after the block."""
     holder = {
         "command": command,
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _take_lock(path, holder)
+    _take_lock(path, holder, what)
     try:
         yield path
     finally:
@@ -271,7 +408,7 @@ def check_no_live_writer(folder: str | Path, reader: str) -> None:
             )
 
 
-def _take_lock(path: Path, holder: dict) -> None:
+def _take_lock(path: Path, holder: dict, what: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -287,7 +424,7 @@ def _take_lock(path: Path, holder: dict) -> None:
         except FileExistsError:
             current = _read_lock(path)
             if current is not None and not _is_stale(current):
-                raise RiclError(_refusal(path, current)) from None
+                raise RiclError(_refusal(path, current, what)) from None
             if current is None or not _take_over(path, current, holder):
                 time.sleep(0.02)
             continue
@@ -298,7 +435,7 @@ def _take_lock(path: Path, holder: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(holder, f)
         return
-    raise RiclError(_refusal(path, _read_lock(path)))
+    raise RiclError(_refusal(path, _read_lock(path), what))
 
 
 def _take_over(path: Path, stale: dict, holder: dict) -> bool:
@@ -331,16 +468,15 @@ def _take_over(path: Path, stale: dict, holder: dict) -> bool:
     return False
 
 
-def _refusal(path: Path, holder: dict | None) -> str:
-    folder = str(path.parent)
+def _refusal(path: Path, holder: dict | None, what: str) -> str:
     if holder is None:
         return (
-            f"output folder {folder!r} is locked by an unreadable lock file {str(path)!r}; "
-            "if no ricl command is writing there, delete it"
+            f"{what} is locked by an unreadable lock file {str(path)!r}; if no ricl command "
+            "is writing there, delete it"
         )
     command = holder.get("command", "ricl sweep")
     return (
-        f"output folder {folder!r} is in use by `{command}` (host {holder.get('host')}, pid "
+        f"{what} is in use by `{command}` (host {holder.get('host')}, pid "
         f"{holder.get('pid')}, since {holder.get('started')}); wait for it to finish or, if "
         f"it is gone, delete {str(path)!r}"
     )

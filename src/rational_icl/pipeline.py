@@ -31,6 +31,7 @@ from rational_icl.io import (
     folder_lock,
     make_out_folder,
     netcdf_groups,
+    output_lock,
     read_netcdf,
     write_netcdf,
 )
@@ -58,6 +59,7 @@ def write_data(specs, out: str | Path, *, device="cpu", force: bool = False) -> 
 
     out = Path(out)
     runs = [r for spec in specs for r in spec.runs()]
+    check_same_experiment(specs, out)
     make_out_folder(out)
     paths = {r: out / f"{r.name}.nc" for r in runs}
     todo = [r for r in runs if force or not paths[r].exists()]
@@ -90,6 +92,7 @@ def train_specs(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if threads is not None:
         torch.set_num_threads(threads)
+    check_same_experiment(specs, out)
     make_out_folder(out)
     with folder_lock(out, "ricl train"):  # one writer per folder
         for spec in specs:
@@ -103,26 +106,76 @@ def train_specs(
     return written
 
 
+def check_same_experiment(specs, out: str | Path) -> None:
+    """Refuse an output folder whose run files another spec wrote: the spec's keys in
+    their ``spec`` attribute (all but its name and num_tasks list) differ from those of
+    every scalar spec of ``specs``. Their runs would be kept as this spec's, or fitted
+    together with its runs (issue 35, item 16)."""
+    from rational_icl.fits.identity import spec_keys
+    from rational_icl.io import netcdf_attributes
+
+    out = Path(out)
+    if not out.is_dir():
+        return
+    ours = [spec_keys(scalar.to_toml()) for spec in specs for scalar in spec.expand()]
+    for path in sorted(out.glob("*.nc")):
+        attributes = netcdf_attributes(path) or {}
+        if "spec" not in attributes:
+            continue  # not a run file (a behaviour or fit file, say)
+        theirs = spec_keys(attributes["spec"])
+        if theirs not in ours:
+            key, mine, other = _first_difference(ours[0], theirs)
+            raise RiclError(
+                f"--out {str(out)!r} holds runs of another spec: file {path.name!r} has {key} "
+                f"= {other!r} where this spec has {mine!r}; give another --out, or move those "
+                "runs away"
+            )
+
+
+def _first_difference(ours, theirs, prefix: str = "") -> tuple[str, object, object]:
+    """(key, our value, their value) of the first key where two spec dicts differ."""
+    if not isinstance(ours, dict) or not isinstance(theirs, dict):
+        return (prefix.rstrip(".") or "spec", ours, theirs)
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) != theirs.get(key):
+            return _first_difference(ours.get(key), theirs.get(key), f"{prefix}{key}.")
+    return (prefix.rstrip(".") or "spec", ours, theirs)
+
+
 def measure_behaviour(runs_dir: str | Path, out: str | Path | None = None):
     """The behaviour stage: the weights, distances and losses of docs/files.md §2 measured
     from a runs folder; written to ``out`` when given. Returns the dataset."""
     from rational_icl.fits import load_behaviour
 
-    measured = load_behaviour(runs_dir)
-    if out is not None:
+    if out is None:
+        return load_behaviour(runs_dir)
+    with output_lock(out, "behaviour"):  # one writer per output file
+        measured = load_behaviour(runs_dir)
         write_netcdf(measured, out)
     return measured
 
 
-def fit_runs(runs_dir: str | Path, out: str | Path, settings, *, behaviour_file=None):
+def fit_runs(
+    runs_dir: str | Path, out: str | Path, settings, *, behaviour_file=None, force: bool = True
+):
     """The fit stage: the rational model fitted to a runs folder (its behaviour measured
     here, or read from ``behaviour_file``) and written to ``out``; returns the DataTree.
 
     Runs that diverged or stopped early are named in a warning line and fitted as they are.
+    ``out`` is locked from the start (two fits of one file cannot both write it); without
+    ``force`` an existing ``out`` is refused once the lock is held.
     """
+    with output_lock(out, "ricl fit"):
+        if not force and Path(out).exists():
+            raise RiclError(f"fit file {str(out)!r} exists (use --force to overwrite)")
+        return _fit_runs(runs_dir, out, settings, behaviour_file)
+
+
+def _fit_runs(runs_dir, out, settings, behaviour_file):
     from rational_icl.fits.behaviour import behaviour
     from rational_icl.fits.identity import RUNS_IDENTITY, check_same_runs
     from rational_icl.fits.inference import fit
+    from rational_icl.fits.inputs import FIT_SETTINGS
     from rational_icl.fits.runs import open_runs
     from rational_icl.fits.tree import write_fit
 
@@ -145,6 +198,7 @@ def fit_runs(runs_dir: str | Path, out: str | Path, settings, *, behaviour_file=
     for recorded in ("unfinished_runs", RUNS_IDENTITY):  # which runs the fit was made from
         if recorded in runs.attrs:
             tree.attrs[recorded] = runs.attrs[recorded]
+    tree.attrs[FIT_SETTINGS] = settings.recorded()  # how: ricl run refits when it changes
     write_fit(tree, out)
     return tree
 
@@ -161,9 +215,10 @@ def report(inputs: list[str | Path], out: str | Path, *, title: str = "rational-
     matplotlib.use("Agg")  # figures go to files; never open a window
     from rational_icl.reports import write_report
 
-    page = write_report(
-        out, behaviour=behaviour, fits=fits, title=title, sources=[str(p) for p in inputs]
-    )
+    with output_lock(out, "ricl report"):  # one writer per report folder
+        page = write_report(
+            out, behaviour=behaviour, fits=fits, title=title, sources=[str(p) for p in inputs]
+        )
     print(f"wrote {page}")
     return page
 

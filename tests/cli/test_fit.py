@@ -9,6 +9,7 @@ import xarray as xr
 
 from rational_icl.cli import fit as fit_command
 from rational_icl.cli.main import main
+from rational_icl.errors import RiclError
 from rational_icl.fits import diagnostics, inputs, parameters
 from rational_icl.fits.simulate import simulate_runs
 from rational_icl.fits.tree import read_fit
@@ -379,3 +380,50 @@ def test_files_of_other_runs_are_refused_in_fit_compare_and_report(folders, tmp_
         assert code != 0 and len(lines) == 1, err
         assert "was made from other runs than" in lines[0]
     assert not (tmp_path / "c.nc").exists() and not (tmp_path / "rep").exists()
+
+
+def test_a_run_file_declaring_a_huge_dimension_is_one_line(folders, tmp_path, capsys):
+    # Issue 35, item 1: a 28 KB file declaring sequence = 2^34 was a MemoryError traceback.
+    import shutil
+
+    import netCDF4
+
+    _, runs = folders
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    with netCDF4.Dataset(copy / "huge.nc", "w") as nc:
+        nc.createDimension("sequence", 2**40)
+        nc.createVariable("sequence", "i8", ("sequence",), chunksizes=(1024,))
+    out = tmp_path / "fit.nc"
+    code, _, err = _ricl(capsys, "fit", copy, "-o", out, "--method", "map", "--model", "paper")
+    (line,) = err.strip().splitlines()
+    assert code == 1 and line.startswith(
+        f"ricl fit: error: file {str(copy / 'huge.nc')!r} declares sequence = 1099511627776 "
+    )
+    assert line.endswith("allowed: files whose variables fit in memory") and not out.exists()
+
+
+def test_a_fit_file_another_fit_is_writing_is_refused(folders, tmp_path, capsys):
+    # Issue 35, item 9: two `ricl fit -o same.nc` started together both wrote it; the
+    # second replaced the first without --force.
+    import json
+    import os
+    import socket
+
+    from rational_icl.fits.inputs import FitSettings
+    from rational_icl.pipeline import fit_runs
+
+    _, runs = folders
+    out = tmp_path / "fit.nc"
+    out.write_text("the first fit")
+    holder = {"command": "ricl fit", "host": socket.gethostname(), "pid": os.getppid()}
+    (tmp_path / ".fit.nc.ricl-lock").write_text(json.dumps(holder))
+    code, _, err = _ricl(capsys, "fit", runs, "-o", out, "--force", "--method", "map")
+    (line,) = err.strip().splitlines()
+    assert code == 1 and line.startswith(f"ricl fit: error: output {str(out)!r} is in use by ")
+    assert out.read_text() == "the first fit"
+    (tmp_path / ".fit.nc.ricl-lock").unlink()
+    # the existence check is made again once the lock is held (the first fit's file)
+    with pytest.raises(RiclError, match="exists \\(use --force to overwrite\\)"):
+        fit_runs(runs, out, FitSettings(method="map"), force=False)
+    assert out.read_text() == "the first fit" and not (tmp_path / ".fit.nc.ricl-lock").exists()

@@ -101,3 +101,91 @@ def test_a_bad_factory_or_checkpoint_is_one_line(setup, capsys):
     (tmp_path / "other.py").write_text(FACTORY.replace("nn.Embedding(5, 4)", "nn.Embedding(5, 3)"))
     code, _, err = _ricl(capsys, *base, "--model", f"{tmp_path / 'other.py'}:build")
     assert code != 0 and "does not fit the factory's model" in err and err.count("\n") == 1
+
+
+def _record(setup, capsys, model, runs="runs"):
+    tmp_path, spec_file, _ = setup
+    argv = ["record", spec_file, "--runs", tmp_path / runs, "--checkpoints", tmp_path / "ckpt"]
+    return _ricl(capsys, *argv, "--model", model)
+
+
+def _one_line(code, err) -> str:
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith("ricl record: error: ")
+    return lines[0]
+
+
+BAD_MODULES = {
+    "raises": FACTORY + "\n\ndef broken(run):\n    raise ValueError('no such size')\n",
+    "none": FACTORY + "\n\ndef broken(run):\n    return None\n",
+    "syntax": "def broken(run)\n    return 1\n",
+    "import": "raise RuntimeError('needs a GPU')\n",
+    "nan": FACTORY.replace("self.table(tokens.symbols)", "self.table(tokens.symbols) * torch.nan")
+    + "\n\ndef broken(run):\n    return Counts()\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("raises", "(run 'categorical-sequence_K4_T6_D2_mlp4_seed1') failed: ValueError: no "),
+        ("none", "returned NoneType; allowed: a torch.nn.Module"),
+        ("syntax", "failed: SyntaxError: expected ':' (bad.py, line 1)"),
+        ("import", "failed: RuntimeError: needs a GPU"),
+        ("nan", "the model's output holds 96 NaN or infinite value(s) of 96; allowed: finite"),
+    ],
+)
+def test_a_factory_that_fails_is_one_line(setup, capsys, kind, words):
+    # Issue 35, items 5 and 8: each was a traceback, and NaN outputs were recorded (rc 0).
+    tmp_path, *_ = setup
+    (tmp_path / "bad.py").write_text(BAD_MODULES[kind])
+    line = _one_line(*_record(setup, capsys, f"{tmp_path / 'bad.py'}:broken")[::2])
+    assert words in line
+    if kind != "nan":  # a failing factory writes nothing
+        assert not list((tmp_path / "runs").glob("*.nc"))
+    else:  # the strategy part is kept, no checkpoint recorded
+        (path,) = (tmp_path / "runs").glob("*.nc")
+        assert "step 20 for " in line
+        with xr.open_dataset(path) as ds:
+            assert "transformer_prediction" not in ds
+
+
+def test_bad_checkpoints_are_one_line_without_unsafe_advice(setup, capsys):
+    # Issue 35, items 8 and 15: an overflowing step name, a non-integer logged step, a
+    # corrupt file (torch advised weights_only=False) and a shape no key named.
+    tmp_path, *_ = setup
+    folder = next((tmp_path / "ckpt").iterdir())
+    model = f"{tmp_path / 'factory.py'}:build"
+    huge = folder / ("checkpoint-" + "9" * 23 + ".pt")
+    huge.write_bytes(b"")
+    line = _one_line(*_record(setup, capsys, model)[::2])
+    assert f"step {'9' * 23} is out of range; allowed: steps from 1 to 9007199254740992" in line
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*.nc"))
+    huge.unlink()
+
+    state = folder / "checkpoint-25" / "trainer_state.json"
+    state.write_text('{"log_history": [{"step": "x", "loss": 1.2}]}')
+    line = _one_line(*_record(setup, capsys, model)[::2])
+    assert "log_history step 'x' is not a training step; allowed: integers" in line
+    state.write_text('{"log_history": []}')
+
+    corrupt = folder / "checkpoint-20.pt"
+    corrupt.write_bytes(b"\x80\x02not a pickle at all" * 8)
+    line = _one_line(*_record(setup, capsys, model, "runs2")[::2])
+    assert f"cannot load checkpoint {str(corrupt)!r}: " in line and "weights_only" not in line
+
+    torch.save({"table.weight": torch.zeros(5, 3)}, corrupt)
+    line = _one_line(*_record(setup, capsys, model, "runs3")[::2])
+    assert "does not fit the factory's model: table.weight has shape [5, 3] in the " in line
+    assert "checkpoint, [5, 4] in the model" in line
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="needs /sys")
+def test_an_unwritable_runs_folder_is_one_line(setup, capsys):
+    # Issue 35, item 8: a PermissionError traceback. /sys stands in for a read-only folder.
+    tmp_path, spec_file, _ = setup
+    argv = ["record", spec_file, "--runs", "/sys/ricl-test-runs"]
+    argv += ["--checkpoints", tmp_path / "ckpt"]
+    line = _one_line(*_ricl(capsys, *argv, "--model", f"{tmp_path / 'factory.py'}:build")[::2])
+    assert "--runs '/sys/ricl-test-runs': cannot write to folder '/sys'" in line

@@ -89,3 +89,68 @@ def test_report_refuses_runs_a_live_command_is_writing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is being written by `ricl train`" in err[0]
     assert not (tmp_path / "rep").exists()
+
+
+def _fit_of(runs, fit, tmp_path, change):
+    """A copy of ``fit`` that records the identity of ``runs`` changed by ``change`` (a
+    function of one run dataset): the fit those runs would have given."""
+    import shutil
+
+    import xarray as xr
+
+    from rational_icl.fits.runs import open_runs
+    from rational_icl.fits.tree import read_fit, write_fit
+
+    other = tmp_path / "other-runs"
+    shutil.copytree(runs, other)
+    for path in other.glob("*.nc"):
+        ds = xr.load_dataset(path)
+        change(ds).to_netcdf(path)
+    tree = read_fit(fit)
+    tree.attrs["runs_identity"] = open_runs(other).attrs["runs_identity"]
+    return write_fit(tree, tmp_path / "other-fit.nc")
+
+
+def _other_weight_decay(ds):
+    ds.attrs["spec"] = ds.attrs["spec"].replace("weight_decay = 0.0", "weight_decay = 0.1")
+    ds.attrs["weight_decay"] = 0.1
+    return ds
+
+
+def _unfinished(ds):
+    return ds.isel(checkpoint=slice(0, -1))
+
+
+@pytest.mark.parametrize("change", [_other_weight_decay, _unfinished])
+def test_report_refuses_a_fit_of_other_runs(sweep, tmp_path, capsys, change):
+    # Issue 35, items 2 and 3: a fit of runs with another weight_decay made a mixed report
+    # (rc 0); one of the same runs before they finished was a KeyError: 80 traceback.
+    runs, fit = sweep
+    other = _fit_of(runs, fit, tmp_path, change)
+    code = main(["report", str(runs), str(other), "-o", str(tmp_path / "out")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert line.startswith(f"ricl report: error: fit {str(other)!r} was made from other runs ")
+    assert "another spec, or other checkpoints" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_report_folder_reused_keeps_no_table_of_the_earlier_report(sweep, tmp_path, capsys):
+    # Issue 35, item 14: comparison.csv and models.csv of a two-fit report stayed beside a
+    # one-fit report written into the same folder.
+    import shutil
+
+    runs, fit = sweep
+    second = tmp_path / "second" / fit.name
+    second.parent.mkdir()
+    shutil.copy(fit, second)
+    out = tmp_path / "report"
+    (out / "notes.txt").parent.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["report", str(runs), str(fit), str(second), "-o", str(out)]) == 0
+    assert {"comparison.csv", "models.csv"} <= {p.name for p in (out / "tables").iterdir()}
+    assert main(["report", str(runs), str(fit), "-o", str(out)]) == 0
+    tables = {p.name for p in (out / "tables").iterdir()}
+    assert "comparison.csv" not in tables and "models.csv" not in tables
+    assert "parameters.csv" in tables and (out / "notes.txt").read_text() == "mine"
+    capsys.readouterr()

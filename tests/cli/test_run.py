@@ -140,10 +140,14 @@ def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys)
     assert main(["run", str(spec), "-o", str(job), *changed]) == 0
     out = capsys.readouterr().out
     assert "== fit: options differ" in out and "measure barycentric -> relative-distance" in out
-    assert "fitted_splits id,ood -> id" in out and "== fit: done, kept" not in out
+    assert "splits default -> id" in out and "== fit: done, kept" not in out
     assert (job / "fit.nc").stat().st_mtime_ns != before
     assert main(["run", str(spec), "-o", str(job), *changed]) == 0
     assert "== fit: done, kept" in capsys.readouterr().out  # now they agree
+    # issue 35, item 7: the sampler's options did not count ("done, kept" a 4 x 1000 fit)
+    assert main(["run", str(spec), "-o", str(job), *changed, "--draws", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "== fit: options differ" in out and "draws 50 -> 60" in out
 
     other = tmp_path / "other.toml"
     other.write_text(SPEC.replace("num_tasks = [2, 8, 32, 128]", "num_tasks = [2, 16]"))

@@ -19,8 +19,12 @@ def _nearest_existing(path: Path) -> Path:
 
 def check_writable_folder(option: str, folder: Path) -> None:
     """Refuse ``folder`` when it, or a part of its path, is a file, or when nothing can be
-    created where it is (or would be) made. Creates nothing that is not removed again."""
+    created where it is (or would be) made, or a name netCDF cannot take (not UTF-8).
+    Creates nothing that is not removed again."""
+    from rational_icl.io import check_file_name
+
     folder = Path(folder)
+    check_file_name(folder)
     base = _nearest_existing(folder)
     if not base.is_dir():
         where = "" if base == folder.absolute() else f" (its part {str(base)!r} is a file)"
@@ -36,8 +40,12 @@ def check_writable_folder(option: str, folder: Path) -> None:
 
 
 def check_writable_file(option: str, path: Path) -> None:
-    """Refuse an output file whose folder cannot be made or written (see above)."""
+    """Refuse an output file whose folder cannot be made or written, or whose name is not
+    UTF-8 (see above)."""
+    from rational_icl.io import check_file_name
+
     path = Path(path)
+    check_file_name(path)
     base = _nearest_existing(path.parent)
     if not base.is_dir():
         raise RiclError(f"{option} {str(path)!r}: {str(base)!r} is a file, not a folder")
@@ -111,31 +119,33 @@ def add_memory_option(parser) -> None:
 
 def check_memory(specs, args) -> None:
     """Refuse a spec whose memory estimate (``data.spec.memory_estimate``) exceeds this
-    machine's physical memory, naming the key that drives it, unless --ignore-memory-check."""
-    import os
-
-    from rational_icl.data.spec import memory_estimate
+    machine's physical memory, naming the key that drives it (``memory_driver``), unless
+    --ignore-memory-check."""
+    from rational_icl.data.spec import memory_driver, memory_estimate
+    from rational_icl.io import physical_memory
 
     if getattr(args, "ignore_memory_check", False):
         return
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    available = physical_memory()
     for spec in specs:
         for scalar in spec.expand():
-            parts = memory_estimate(scalar)
-            total = sum(parts.values())
+            total = sum(memory_estimate(scalar).values())
             if total > available:
-                key = max(parts, key=parts.get)
+                key, default, lowered = memory_driver(scalar)
                 raise RiclError(
                     f"spec {scalar.name or spec.name!r} needs about {total / 1e9:.3g} GB of "
-                    f"memory, mostly for {key} = {_value(scalar, key)} ({parts[key] / 1e9:.3g} "
-                    f"GB); this machine has {available / 1e9:.3g} GB; lower {key} or pass "
-                    f"{IGNORE_MEMORY}"
+                    f"memory, mostly for {key} = {_value(scalar, key)} (at its default "
+                    f"{_plain(default)}: {lowered / 1e9:.3g} GB); this machine has "
+                    f"{available / 1e9:.3g} GB; lower {key} or pass {IGNORE_MEMORY}"
                 )
 
 
 def _value(spec, key: str):
     for where in (spec, spec.model, spec.training, spec.evaluation):
         if hasattr(where, key):
-            value = getattr(where, key)
-            return list(value) if isinstance(value, tuple) else value
+            return _plain(getattr(where, key))
     return "?"
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value

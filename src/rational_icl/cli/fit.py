@@ -171,7 +171,9 @@ def run(args) -> int:
     _check_args(args)
     check_no_live_writer(args.runs_dir, "ricl fit")  # (ricl run holds it and fits itself)
     configure_jax(max(args.chains, os.cpu_count() or 1))  # before JAX starts
-    fit_and_summarise(args.runs_dir, args.out, fit_settings(args), behaviour_file=args.behaviour)
+    fit_and_summarise(
+        args.runs_dir, args.out, fit_settings(args), behaviour_file=args.behaviour, force=args.force
+    )
     return 0
 
 
@@ -220,10 +222,10 @@ def model_or_default(args) -> str:
     return OUTPUTS_DEFAULT_MODEL if outputs else DEFAULT_MODEL
 
 
-def fit_and_summarise(runs_dir: Path, out: Path, settings, *, behaviour_file=None):
+def fit_and_summarise(runs_dir: Path, out: Path, settings, *, behaviour_file=None, force=True):
     """``pipeline.fit_runs``, then the fit's summary on stdout (after the fit is written: a
     summary that fails must not lose the fit); returns the fit's DataTree."""
-    tree = fit_runs(runs_dir, out, settings, behaviour_file=behaviour_file)
+    tree = fit_runs(runs_dir, out, settings, behaviour_file=behaviour_file, force=force)
     _report_safely(tree)
     print(f"wrote {out}")
     return tree

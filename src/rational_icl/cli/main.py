@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+from contextlib import contextmanager
 
 from rational_icl import __version__
-from rational_icl.errors import RiclError
+from rational_icl.errors import INTERRUPTED, RiclError
 
 # One module per subcommand, in the order `ricl --help` lists them.
 COMMAND_MODULES = ["data", "train", "record", "sweep", "fit", "compare", "report", "run"]
@@ -28,19 +30,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
+    command = "ricl"
+    with _interrupt_flag():
+        try:
+            parser = build_parser()  # imports every command: Ctrl-C may land here too
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help()
+                return 2
+            command = f"ricl {args.command}"
+            code = args.func(args) or 0
+            if INTERRUPTED.is_set():  # raised where it was swallowed, e.g. in a JAX callback
+                raise KeyboardInterrupt
+            return code
+        except RiclError as err:
+            print(f"{command}: error: {err}", file=sys.stderr)
+            return err.exit_code
+        except KeyboardInterrupt:
+            print(f"{command}: interrupted; finished files are kept", file=sys.stderr)
+            return 130
+        except MemoryError:  # a last resort: the size guards refuse what they can foresee
+            print(
+                f"{command}: error: out of memory; lower the spec's sizes or give smaller files",
+                file=sys.stderr,
+            )
+            return 1
+
+
+@contextmanager
+def _interrupt_flag():
+    """SIGINT sets ``errors.INTERRUPTED`` and raises KeyboardInterrupt, for the block; the
+    previous handler comes back after it (tests call ``main`` in-process)."""
+
+    def interrupt(signum, frame):
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        return args.func(args) or 0
-    except RiclError as err:
-        print(f"ricl {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print(f"ricl {args.command}: interrupted; finished files are kept", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

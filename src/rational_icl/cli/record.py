@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rational_icl.cli.checks import check_device
+from rational_icl.cli.checks import (
+    add_memory_option,
+    check_device,
+    check_memory,
+    check_writable_folder,
+)
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
@@ -39,18 +44,20 @@ def add_parser(subparsers) -> None:
         help="folder with one sub-folder of saved checkpoints per run, named after the run",
     )
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
+    add_memory_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     specs = load_specs(args.spec)
+    check_memory(specs, args)
     device = check_device(args.device or "cpu")  # cpu unless asked: checkpoints are small
     if not args.checkpoints.is_dir():
         raise RiclError(f"--checkpoints {str(args.checkpoints)!r} is not a folder")
+    check_writable_folder("--runs", args.runs)
     from rational_icl.training.saved import load_factory  # torch loads only here
 
     factory = load_factory(args.model)
-    args.runs.mkdir(parents=True, exist_ok=True)
     recorded = 0
     with folder_lock(args.runs, "ricl record"):  # one writer per folder
         for spec in specs:
@@ -77,13 +84,16 @@ def record_run(one, runs: Path, factory, checkpoints: Path, device) -> int:
     if not folder.is_dir():
         print(f"no checkpoint folder {folder}, skipped")
         return 0
+    steps = saved_steps(folder)  # bad step names and a failing factory write nothing
+    if steps:
+        factory(one)
     path = run_path(one, runs)
     if not path.exists():
         print(f"writing the strategy part of {path}")
         write_netcdf(strategy_dataset(one), path)
     recorder = Recorder(path, device)
     count = 0
-    for step, saved in saved_steps(folder):
+    for step, saved in steps:
         last = recorder.last_checkpoint
         if last is not None and step <= last:
             continue

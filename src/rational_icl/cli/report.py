@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
         help="write an HTML report (figures and tables) of a runs folder and/or fits",
         description="Write OUT/index.html, self-contained (figures embedded as PNG, opens "
         "offline), plus every figure as PNG in OUT/figures and every table as CSV in "
-        "OUT/tables. Inputs: a folder of run files, a behaviour file (behaviour.nc, as "
+        "OUT/tables (those of an earlier report in OUT that this one does not draw are "
+        "removed). Inputs: a folder of run files, a behaviour file (behaviour.nc, as "
         "`ricl run` writes), and/or fit files (fit.nc). Figures show the first fit; with "
         "several fits the report adds their LOO comparison. Without a fit, the figures that "
         "need one are listed, not drawn.",

@@ -213,11 +213,11 @@ def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, model, args) -> None:
     from rational_icl.cli.fit import fit_and_summarise
 
     args = argparse.Namespace(**{**vars(args), "model": model})
-    changed = _changed_fit_options(fit_file, fit_options(args))
+    settings = _fit_settings(args)
+    changed = _changed_fit_options(fit_file, fit_options(args), settings)
     if changed:
         print(f"== fit: options differ from {fit_file}'s ({changed}); fitting again")
     if args.force or changed or not _newer(fit_file, inputs):
-        settings = _fit_settings(args)
         with _stage(_fit_command(runs_dir, fit_file, behaviour_file, args)):
             fit_and_summarise(runs_dir, fit_file, settings, behaviour_file=behaviour_file)
     else:
@@ -267,17 +267,37 @@ def _recorded_fit_options(fit_file: Path) -> dict:
     return recorded
 
 
-def _changed_fit_options(fit_file: Path, options: dict) -> str:
-    """'name recorded -> wanted' for each option the existing fit was made with otherwise."""
+def _changed_fit_options(fit_file: Path, options: dict, settings) -> str:
+    """'name recorded -> wanted' for each option the existing fit was made with otherwise:
+    every FitSettings field where the fit records them (``fit_settings``), else the
+    ``options`` its attributes show (fits of earlier versions)."""
+    import json
+
+    from rational_icl.fits.inputs import FIT_SETTINGS
+
     recorded = _recorded_fit_options(fit_file)
     if not recorded:
         return ""
+    if FIT_SETTINGS in recorded:
+        before, wanted = json.loads(str(recorded[FIT_SETTINGS])), json.loads(settings.recorded())
+        return ", ".join(
+            f"{name} {_setting_text(before.get(name))} -> {_setting_text(value)}"
+            for name, value in wanted.items()
+            if before.get(name) != value
+        )
     changed = [
         f"{name} {recorded.get(name)!s} -> {wanted}"
         for name, wanted in options.items()
         if wanted is not None and str(recorded.get(name)) != str(wanted)
     ]
     return ", ".join(changed)
+
+
+def _setting_text(value) -> str:
+    """A recorded FitSettings value as the options spell it (None: the default)."""
+    if value is None:
+        return "default"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _fit_settings(args):

@@ -47,6 +47,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from rational_icl.pipeline import check_same_experiment
     from rational_icl.training.sweep import format_summary, run_sweep
 
     if args.workers is not None and args.workers < 1:
@@ -62,6 +63,7 @@ def run(args) -> int:
         check_memory(specs, args)
     if args.device is not None:  # a remote cluster's workers may have devices this one lacks
         check_device(args.device, probe=args.scheduler == "local")
+    check_same_experiment(specs, args.out)  # as ricl data and train
     outcomes = run_sweep(
         specs,
         args.out,
