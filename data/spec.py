@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 
 from rational_icl.data.settings import SETTINGS, SpecOption, setting_class
@@ -17,6 +18,11 @@ from rational_icl.errors import SpecError
 from rational_icl.formulas import FIRST_CHECKPOINT, MAX_STEPS
 
 POSITION_ENCODINGS = ("rotary", "learned")
+# Whose model the runs record: ours (modeling/model.py, trained by `ricl train`) or the
+# user's own, trained elsewhere and recorded (docs/byo-model.md).
+MODEL_KINDS = ("transformer", "external")
+# An external model's name goes into file names: no separators, no spaces.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]*")
 # Regression token layouts (modeling/model.py): y tokens carry y alone, or their x as well.
 REGRESSION_TOKENS = ("interleaved", "paired")
 LR_SCHEDULES = ("constant", "cosine", "inverse-sqrt")
@@ -34,6 +40,17 @@ class ModelConfig:
     # can read (x_i, y_i) pairs without first copying x_i forward (a shorter loss plateau).
     # None is "interleaved", left out of the spec's TOML so that older specs read the same.
     regression_tokens: str | None = None
+    # "external": the runs record the user's own model, which ``name`` (in file names) and
+    # ``description`` (free text, in the files' attributes) describe; the size keys above
+    # are then only what the user's code may read, and ``ricl train`` refuses the spec.
+    kind: str = "transformer"
+    name: str | None = None
+    description: str | None = None
+
+    @property
+    def external(self) -> bool:
+        """Whether the runs record the user's own model rather than ours."""
+        return self.kind == "external"
 
 
 @dataclass(frozen=True)
@@ -115,9 +132,16 @@ class Run:
 
         Model fields other than the MLP factor appear only where they differ from the
         defaults (``L`` layers, ``H`` hidden size, ``nh`` heads, ``learned`` positions), so a
-        grid over any model field never gives two runs the same file.
+        grid over any model field never gives two runs the same file. The user's own model
+        (``kind = "external"``) is named by its ``name`` instead, e.g.
+        ``categorical-sequence_K8_T64_D16_ext-gpt-neox_seed1``.
         """
         s, m, default = self.spec, self.spec.model, ModelConfig()
+        if m.external:  # nothing of our architecture: the user's model by its name
+            return (
+                f"{s.setting}_K{s.num_dims}_T{s.context_length}_D{self.num_tasks}"
+                f"_ext-{m.name}_seed{s.seed}"
+            )
         extras = [
             f"_L{m.num_layers}" if m.num_layers != default.num_layers else "",
             f"_H{m.hidden_size}" if m.hidden_size != default.hidden_size else "",
@@ -167,10 +191,20 @@ def to_dict(spec: ExperimentSpec) -> dict:
         if f.name == "options":
             out.update(value)
         elif dataclasses.is_dataclass(value):
-            out[f.name] = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+            out[f.name] = {
+                k: v
+                for k, v in dataclasses.asdict(value).items()
+                if v is not None and _LEFT_OUT.get((f.name, k), _UNSET) != v
+            }
         elif value is not None:
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+# Keys left out of the TOML at this value: specs written before the key existed give the
+# same text, which finished runs are matched by (loop.is_finished).
+_LEFT_OUT = {("model", "kind"): "transformer"}
+_UNSET = object()
 
 
 # ---------------------------------------------------------------------------- validation
@@ -206,6 +240,14 @@ _RULES = {
     "mlp_expansion_factor": (_FLOAT, lambda v: v > 0, "numbers > 0"),
     "position_encoding": (_STR, lambda v: v in POSITION_ENCODINGS, " or ".join(POSITION_ENCODINGS)),
     "regression_tokens": (_STR, lambda v: v in REGRESSION_TOKENS, " or ".join(REGRESSION_TOKENS)),
+    "kind": (_STR, lambda v: v in MODEL_KINDS, " or ".join(MODEL_KINDS)),
+    # [model] name: part of file names (the top-level name is the spec's, any string)
+    "model.name": (
+        _STR,
+        lambda v: _MODEL_NAME.fullmatch(v) is not None and len(v) <= 64,
+        "up to 64 letters, digits, '.', '+' and '-', starting with a letter or digit",
+    ),
+    "description": (_STR, lambda v: True, "a string"),
     "batch_size": (_INT, lambda v: v >= 1, "integers >= 1"),
     "learning_rate": (_FLOAT, lambda v: v > 0, "numbers > 0"),
     "weight_decay": (_FLOAT, lambda v: v >= 0, "numbers >= 0"),
@@ -270,7 +312,7 @@ def _validate_fields(
 
 
 def _validate_value(full_key: str, key: str, value, rule=None):
-    types, check, allowed = rule or _RULES[key]
+    types, check, allowed = rule or _RULES.get(full_key) or _RULES[key]
     allowed = allowed() if callable(allowed) else allowed
     is_list = isinstance(value, list)
     if key in _LIST_FIELDS and not is_list:
@@ -328,20 +370,51 @@ def _setting_options(raw: dict) -> tuple[tuple[str, object], ...]:
 
 def _check_cross_fields(spec: ExperimentSpec) -> None:
     _check_checkpoints(spec.training)
+    _check_model_kind(spec.model)
     for s in spec.expand():
-        if s.model.hidden_size % s.model.num_heads:
-            raise SpecError(
-                f"spec key 'model.num_heads': value {s.model.num_heads} does not divide "
-                f"hidden_size {s.model.hidden_size}; allowed: divisors of hidden_size"
-            )
-        if s.model.position_encoding == "rotary" and (s.model.hidden_size // s.model.num_heads) % 2:
-            raise SpecError(
-                f"spec key 'model.position_encoding': 'rotary' needs an even head size, got "
-                f"hidden_size / num_heads = {s.model.hidden_size // s.model.num_heads}; "
-                "allowed: 'learned', or an even head size"
-            )
+        if not s.model.external:  # the size keys build our transformer only
+            _check_transformer(s.model)
         _check_setting_keys(s)
         setting_class(s.setting).check_spec(s)
+
+
+def _check_transformer(model: ModelConfig) -> None:
+    """Sizes our transformer can be built with."""
+    if model.hidden_size % model.num_heads:
+        raise SpecError(
+            f"spec key 'model.num_heads': value {model.num_heads} does not divide "
+            f"hidden_size {model.hidden_size}; allowed: divisors of hidden_size"
+        )
+    if model.position_encoding == "rotary" and (model.hidden_size // model.num_heads) % 2:
+        raise SpecError(
+            f"spec key 'model.position_encoding': 'rotary' needs an even head size, got "
+            f"hidden_size / num_heads = {model.hidden_size // model.num_heads}; "
+            "allowed: 'learned', or an even head size"
+        )
+
+
+def _check_model_kind(model: ModelConfig) -> None:
+    """``name`` and ``description`` describe the user's own model, which needs a name (its
+    files are named by it) and one model per spec (a grid would give runs one name)."""
+    if not model.external:
+        for key in ("name", "description"):
+            if getattr(model, key) is not None:
+                raise SpecError(
+                    f"spec key 'model.{key}' is for kind = \"external\" (your own model) only; "
+                    "our transformer is described by its size keys"
+                )
+        return
+    if model.name is None:
+        raise SpecError(
+            "spec key 'model.name' is missing; allowed: with kind = \"external\", a short name "
+            "of your model for its file names (letters, digits, '.', '+', '-')"
+        )
+    for key, value in dataclasses.asdict(model).items():
+        if isinstance(value, tuple):
+            raise SpecError(
+                f"spec key 'model.{key}': value {list(value)!r} is a list; allowed: one value "
+                'with kind = "external" (one model of yours per spec)'
+            )
 
 
 def _check_checkpoints(training: TrainingConfig) -> None:

@@ -9,13 +9,18 @@ into the run's predictions file at the spec's checkpoints (``RecordCallback``), 
     pip install -e '.[hf]'
     python examples/hf_trainer.py --spec tiny-categorical --out runs/hf-tiny-categorical
 
-Rerun the same command after an interruption: finished runs are kept, and a run is
-recorded from its first checkpoint again (the Trainer here saves no state to resume from).
+The spec's ``[model]`` is set to ``kind = "external"`` (the files say a GPT-NeoX was
+trained, and are named ``..._ext-gpt-neox_...``), keeping its sizes, which build the GPT-NeoX.
+Rerun the same command after an interruption: finished runs are kept, and an interrupted
+run resumes from the Trainer's state saved at the file's last recorded step (the callback
+saves it there); ``--start-over`` retrains the unfinished runs from step 0 instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +28,8 @@ import torch
 import transformers
 
 from rational_icl.cli.main import main as ricl
-from rational_icl.data import Run, load_specs
+from rational_icl.data import ExperimentSpec, Run, load_specs
+from rational_icl.errors import RiclError
 from rational_icl.training.hf import HFReadOut, RecordCallback, training_arguments
 from rational_icl.training.loop import run_path
 from rational_icl.training.recorder import Recorder
@@ -49,23 +55,40 @@ def backbone(run: Run) -> transformers.PreTrainedModel:
     return transformers.GPTNeoXForCausalLM(config)  # symbols in, the LM head's logits out
 
 
-def train_run(run: Run, runs_dir: Path, work_dir: Path) -> None:
-    """Train one run with the Trainer, recording at the spec's checkpoints."""
+def as_external(spec: ExperimentSpec) -> ExperimentSpec:
+    """The spec with ``[model] kind = "external"``: its files describe the GPT-NeoX."""
+    model = dataclasses.replace(
+        spec.model,
+        kind="external",
+        name="gpt-neox",
+        description="GPT-NeoX (transformers, built from a config of the [model] sizes, "
+        "rotary positions) in HFReadOut, trained by the HF Trainer",
+    )
+    return dataclasses.replace(spec, model=model)
+
+
+def train_run(run: Run, runs_dir: Path, work_dir: Path, start_over: bool) -> None:
+    """Train one run with the Trainer, recording at the spec's checkpoints; an interrupted
+    run resumes from the state the callback saved at the file's last checkpoint."""
     path = run_path(run, runs_dir)
-    if Recorder(path).last_checkpoint == run.spec.training.max_steps:
+    recorder = Recorder(path)
+    if recorder.last_checkpoint == run.spec.training.max_steps:
         print(f"finished, kept: {path}")
         return
-    recorder = Recorder(path)
-    if recorder.last_checkpoint is not None:
-        recorder.start_over()  # the Trainer here saves no state to resume from
+    output_dir = work_dir / run.name
+    resume = None
+    if start_over:
+        recorder.start_over()
+    elif recorder.last_checkpoint is not None and output_dir.is_dir():
+        resume = transformers.trainer_utils.get_last_checkpoint(output_dir)
     model = HFReadOut(backbone(run), run)
     trainer = transformers.Trainer(
         model=model,
-        args=training_arguments(run, work_dir / run.name, use_cpu=not torch.cuda.is_available()),
+        args=training_arguments(run, output_dir, use_cpu=not torch.cuda.is_available()),
         train_dataset=TaskStream(run),
         callbacks=[RecordCallback(path)],
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)  # a wrong resume is refused in one line
     print(f"recorded {path}")
 
 
@@ -75,21 +98,35 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/hf-tiny-categorical"))
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     parser.add_argument(
+        "--start-over",
+        action="store_true",
+        help="retrain unfinished runs from step 0, dropping their recorded checkpoints",
+    )
+    parser.add_argument(
         "--fit-args", default="", help="extra arguments for ricl fit, e.g. '--method map'"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     runs_dir = args.out / "runs"
-    # the strategy part of every run's file: evaluation sequences, M, G, C, L_Q, K_Q
-    if ricl(["data", args.spec, "--out", str(runs_dir)]) != 0:
-        raise SystemExit(1)
-    for spec in load_specs(args.spec):
-        for run in spec.runs():
-            train_run(run, runs_dir, args.out / "hf")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for spec in map(as_external, load_specs(args.spec)):
+        spec_file = args.out / f"spec-{spec.setting}.toml"  # what ricl data reads
+        spec_file.write_text(spec.to_toml())
+        # the strategy part of every run's file: evaluation sequences, M, G, C, L_Q, K_Q
+        data_argv = ["data", str(spec_file), "--out", str(runs_dir)]
+        if ricl([*data_argv, "--threads", str(args.threads)]):
+            raise SystemExit(1)
+        try:
+            for run in spec.runs():
+                train_run(run, runs_dir, args.out / "hf", args.start_over)
+        except RiclError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
     print(f"trained and recorded in {time.perf_counter() - start:.0f} s")
     fit = args.out / "fit.nc"
     fit_argv = ["fit", str(runs_dir), "-o", str(fit), "--drop-early", "--force"]
+    fit_argv += ["--threads", str(args.threads)]
     if ricl(fit_argv + args.fit_args.split()) != 0:
         raise SystemExit(1)
     if ricl(["report", str(fit), "-o", str(args.out / "report")]) != 0:

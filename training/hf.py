@@ -80,6 +80,8 @@ class HFReadOut(nn.Module):
             raise ValueError(f"the LM head's {vocab} logits are fewer than {lay.num_outcomes}")
         self._loss_sum = torch.zeros((), dtype=torch.float64)
         self._num_losses = 0
+        # what the run file says its checkpoints are of (recorder.model_identity)
+        self.identity = f"HFReadOut({type(backbone).__name__})"
 
     def forward(self, tokens: Tokens | None = None, *, features=None, symbols=None, targets=None):
         if tokens is not None:
@@ -121,8 +123,16 @@ class HFReadOut(nn.Module):
 
 def training_arguments(run: Run, output_dir: str | Path, **overrides) -> TrainingArguments:
     """``TrainingArguments`` with the spec's batch size, learning rate and schedule, warm-up,
-    weight decay, gradient clip and max_steps; nothing saved, no reporting. ``overrides``
-    win (e.g. ``use_cpu=True``, ``save_strategy="steps"``)."""
+    weight decay, gradient clip and max_steps; no reporting. ``overrides`` win (e.g.
+    ``use_cpu=True``).
+
+    Nothing is saved on a schedule of the Trainer's own: :class:`RecordCallback` saves the
+    Trainer's state (model, optimizer, scheduler) into ``output_dir`` at every recorded
+    step, which is what a restarted training resumes from
+    (``trainer.train(resume_from_checkpoint=True)``); ``save_total_limit=2`` keeps the two
+    latest (the one before the last is needed after a kill between the file's write and
+    the save).
+    """
     training = run.spec.training
     arguments = dict(
         output_dir=str(output_dir),
@@ -135,7 +145,7 @@ def training_arguments(run: Run, output_dir: str | Path, **overrides) -> Trainin
         max_steps=training.max_steps,
         bf16=training.precision == "bf16",
         seed=run.spec.seed,
-        save_strategy="no",
+        save_strategy="no",  # RecordCallback saves at the recorded steps
         report_to="none",
         logging_strategy="no",
         disable_tqdm=True,
@@ -156,12 +166,29 @@ class RecordCallback(TrainerCallback):
     device : optional
         As for :class:`~rational_icl.training.recorder.Recorder`.
 
+    save : bool
+        Save the Trainer's state at every recorded step, right after the file is written
+        (default), so that a restarted training resumes where the file ends.
+
     The model must be called as ``model(tokens) -> outputs`` (an :class:`HFReadOut` is);
     an :class:`HFReadOut` also gives the training loss for the file's ``train_loss``.
+
+    A file that already holds checkpoints is continued only by a Trainer that resumed from
+    its saved state at one of them (``trainer.train(resume_from_checkpoint=True)``): when
+    training begins, the model's parameters are checked against those recorded at the
+    Trainer's step (:meth:`~rational_icl.training.recorder.Recorder.continue_from`), and
+    anything else (a fresh model, another state) is refused in one line that names
+    ``start_over()``. Checkpoints after the resumed step are recorded again.
     """
 
-    def __init__(self, path: str | Path, device=None):
+    def __init__(self, path: str | Path, device=None, save: bool = True):
         self.hook = RecordHook(path, device)
+        self.save = save
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:  # the writer checks (and may rewind) the file
+            self.hook.begin(model, state.global_step)
+        return control
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         take = getattr(model, "take_train_loss", None)
@@ -170,4 +197,6 @@ class RecordCallback(TrainerCallback):
         loss = take() if take is not None and wants else None
         if state.is_world_process_zero:  # one writer per file when the Trainer is distributed
             self.hook(step, model, loss)
+        if self.save and step in self.hook.steps:
+            control.should_save = True  # the Trainer saves after this callback, file first
         return control

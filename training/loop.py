@@ -29,7 +29,9 @@ from rational_icl.training.evaluation import MemberEvaluation, evaluate, evaluat
 from rational_icl.training.predictions import strategy_dataset
 from rational_icl.training.schedule import log_interval
 
-TRANSFORMER_VARIABLES = ("transformer_prediction", "transformer_loss", "train_loss")
+FINGERPRINT = "model_fingerprint"  # variable (checkpoint,) of recorded files
+RECORDED_MODEL = "recorded_model"  # attribute: the class of the recorded model
+TRANSFORMER_VARIABLES = ("transformer_prediction", "transformer_loss", "train_loss", FINGERPRINT)
 
 
 def run_path(run: Run, out_dir: str | Path) -> Path:
@@ -65,6 +67,12 @@ def train_ensemble(
     spec: ExperimentSpec, out_dir, device="cpu", force=False, progress=True
 ) -> list[Path]:
     """Train the unfinished runs of one scalar spec as one ensemble; return their files."""
+    if spec.model.external:
+        raise RiclError(
+            f'spec model.kind = "external" ({spec.model.name}) is your own model: train it '
+            "yourself and record it (docs/byo-model.md, ricl record); ricl train trains ours "
+            '(kind = "transformer")'
+        )
     out_dir = Path(out_dir)
     runs = [Run(spec, d) for d in dict.fromkeys(spec.num_tasks)]  # a repeated D trains once
     todo = runs if force else [r for r in runs if not is_finished(r, out_dir)]
@@ -90,6 +98,8 @@ def _train_loop(trainer: EnsembleTrainer, records: list, state_file: Path, progr
     checkpoints = set(checkpoint_steps(training.max_steps, training.num_checkpoints).tolist())
     interval = log_interval(training.max_steps)
     inputs = evaluation_inputs([record.base for record in records])
+    for record in records:  # what the recorder names it (recorder.model_identity)
+        record.recorded_model = type(trainer.model).__name__
     loss_sum = torch.zeros(trainer.num_members, dtype=torch.float64, device=trainer.device)
     num_summed = 0
     bar = tqdm(
@@ -186,6 +196,10 @@ class RunRecord:
     losses: list = field(default_factory=list)  # per checkpoint (split,)
     logged_steps: list = field(default_factory=list)
     train_losses: list = field(default_factory=list)
+    # per checkpoint: a hash of the model's parameters (training/recorder.py), or None where
+    # not taken (ricl train's ensemble resumes from its own state instead)
+    fingerprints: list = field(default_factory=list)
+    recorded_model: str | None = None  # the class of the model the checkpoints are of
 
     @classmethod
     def fresh(cls, run: Run, path: Path, force: bool, device) -> RunRecord:
@@ -237,15 +251,40 @@ class RunRecord:
         record.losses = list(ds["transformer_loss"].values)
         record.logged_steps = ds["step"].values.tolist()
         record.train_losses = ds["train_loss"].values.tolist()
+        record.fingerprints = (
+            [int(f) or None for f in ds[FINGERPRINT].values]
+            if FINGERPRINT in ds
+            else [None] * len(record.checkpoints)
+        )
+        record.recorded_model = ds.attrs.get(RECORDED_MODEL)
         return record
+
+    def truncated(self, step: int) -> RunRecord:
+        """The record up to ``step``: later checkpoints and logged losses dropped."""
+        kept = sum(1 for c in self.checkpoints if c <= step)
+        logged = sum(1 for s in self.logged_steps if s <= step)
+        return RunRecord(
+            self.path,
+            self.base,
+            self.checkpoints[:kept],
+            self.predictions[:kept],
+            self.losses[:kept],
+            self.logged_steps[:logged],
+            self.train_losses[:logged],
+            self.fingerprints[:kept],
+            self.recorded_model,
+        )
 
     def log(self, step: int, train_loss: float) -> None:
         self.logged_steps.append(step)
         self.train_losses.append(train_loss)
 
-    def add_checkpoint(self, step: int, result: MemberEvaluation) -> None:
+    def add_checkpoint(
+        self, step: int, result: MemberEvaluation, fingerprint: int | None = None
+    ) -> None:
         splits = self.base["split"].values.tolist()
         self.checkpoints.append(step)
+        self.fingerprints.append(fingerprint)
         self.predictions.append(np.stack([result.predictions[s] for s in splits]))
         self.losses.append(np.array([result.losses[s] for s in splits]))
 
@@ -296,6 +335,20 @@ class RunRecord:
             checkpoint=np.array(self.checkpoints, dtype=np.int64),
             step=np.array(self.logged_steps, dtype=np.int64),
         )
+        if any(f is not None for f in self.fingerprints):
+            ds[FINGERPRINT] = (
+                ("checkpoint",),
+                np.array([f or 0 for f in self.fingerprints], dtype=np.int64),
+                {
+                    "long_name": "model fingerprint",
+                    "units": "",
+                    "description": "a hash of the recorded model's parameters at the "
+                    "checkpoint (0: not taken); a resumed recording checks the model against "
+                    "it",
+                },
+            )
+        if self.recorded_model is not None:
+            ds.attrs[RECORDED_MODEL] = self.recorded_model
         if final:
             # 1: the final loss is above the constant strategy's (is_diverged); 0: it is not
             ds.attrs["diverged"] = int(is_diverged(ds))
@@ -306,7 +359,7 @@ def _strategy_part(ds: xr.Dataset) -> xr.Dataset:
     """A predictions dataset without its transformer variables (as ``ricl data`` writes it)."""
     ds = ds.drop_vars(TRANSFORMER_VARIABLES, errors="ignore")
     # "diverged" is a statement about the transformer, not the strategies
-    ds.attrs = {k: v for k, v in ds.attrs.items() if k != "diverged"}
+    ds.attrs = {k: v for k, v in ds.attrs.items() if k not in ("diverged", RECORDED_MODEL)}
     return ds.drop_dims([d for d in ("checkpoint", "step") if d in ds.dims])
 
 

@@ -102,6 +102,8 @@ def run_attributes(run: Run) -> dict:
         "num_heads": model.num_heads,
         "mlp_expansion_factor": float(model.mlp_expansion_factor),
         "position_encoding": model.position_encoding,
+        # whose model the file records: ours, or the user's own (then named and described)
+        "model_kind": model.kind,
         "batch_size": training.batch_size,
         "learning_rate": training.learning_rate,
         "weight_decay": training.weight_decay,
@@ -119,6 +121,8 @@ def run_attributes(run: Run) -> dict:
     }
     if model.regression_tokens is not None:  # None is "interleaved"; no attribute is None
         attrs["regression_tokens"] = model.regression_tokens
+    if model.external:
+        attrs |= {"model_name": model.name, "model_description": model.description or ""}
     return attrs | make_setting(spec).file_attributes()
 
 

@@ -19,6 +19,7 @@ recorder keeps the layout's ``predicted_tokens``); O = 1 may be left out.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,9 @@ from rational_icl.training.loop import RunRecord
 from rational_icl.training.schedule import log_interval
 
 Model = Callable[[Tokens], torch.Tensor]
+
+# What every refusal to continue a file offers instead.
+START_OVER = "or drop its checkpoints with Recorder(path).start_over() (ricl record --start-over)"
 
 
 class Recorder:
@@ -131,15 +135,60 @@ class Recorder:
             )
         if step < 1:
             raise RiclError(f"cannot record step {step}: training steps start at 1")
+        identity = model_identity(model)
+        self._check_same_model(identity)
         if train_loss is not None:
             self.log(step, train_loss)
         try:
             (result,) = evaluate_predictor(self._predictor(model), self.setting, 1, self.inputs)
         except RiclError as err:  # the model's read-out: name the checkpoint it came from
             raise RiclError(f"step {step} for {str(self.path)!r}: {err}") from None
-        self.record.add_checkpoint(step, result)
+        self.record.add_checkpoint(step, result, fingerprint(model))
+        self.record.recorded_model = identity
         write_netcdf(self.record.dataset(final=step == self.spec.training.max_steps), self.path)
         return True
+
+    def continue_from(self, model: Model, step: int) -> None:
+        """Check that ``model`` continues the file from ``step``, before training resumes.
+
+        A model that starts at step 0 continues a file without checkpoints. One that
+        resumes at a later step must be the model the file recorded at that very step: its
+        parameters' :func:`fingerprint` must equal the one stored there. Checkpoints and
+        logged losses after ``step`` are then dropped (the resumed training records them
+        again), as ``ricl train`` does when it resumes from an earlier state.
+
+        Raises
+        ------
+        RiclError
+            One line, where the model does not continue the file: a fresh model and a file
+            with checkpoints, a step the file holds no checkpoint at, or other parameters.
+        """
+        step, last = int(step), self.last_checkpoint
+        if step == 0 and last is None:
+            return
+        where = f"{str(self.path)!r}"
+        resume = "resume the model from its own saved state at a recorded step"
+        if step == 0:
+            raise RiclError(
+                f"{where} already holds checkpoints up to step {last}, but the model starts "
+                f"from step 0: {resume} (trainer.train(resume_from_checkpoint=True)), "
+                f"{START_OVER}"
+            )
+        if step not in self.record.checkpoints:
+            raise RiclError(
+                f"cannot continue {where} from step {step}: it holds no checkpoint there "
+                f"(its last: {last}); {resume}, {START_OVER}"
+            )
+        stored = self.record.fingerprints[self.record.checkpoints.index(step)]
+        if stored is None or stored != fingerprint(model):
+            why = "none was stored there" if stored is None else "they differ"
+            raise RiclError(
+                f"cannot continue {where} from step {step}: the model's parameters are not "
+                f"those recorded at step {step} ({why}); {resume}, {START_OVER}"
+            )
+        if step < last:
+            self.record = self.record.truncated(step)
+            write_netcdf(self.dataset(), self.path)
 
     def start_over(self) -> None:
         """Drop every checkpoint and logged loss of the file (for a model retrained from
@@ -152,6 +201,17 @@ class Recorder:
         return self.record.dataset(final=self.last_checkpoint == self.spec.training.max_steps)
 
     # ------------------------------------------------------------------------ internals
+
+    def _check_same_model(self, identity: str) -> None:
+        """One run file holds one model: refuse checkpoints of another model's class."""
+        recorded = self.record.recorded_model
+        if recorded is None or not self.record.checkpoints or recorded == identity:
+            return
+        raise RiclError(
+            f"cannot record {identity} into {str(self.path)!r}: its checkpoints (up to step "
+            f"{self.last_checkpoint}) are of {recorded}, and one run file holds one model; "
+            f"record into another folder, {START_OVER}"
+        )
 
     def _predictor(self, model: Model):
         """``predict`` for :func:`evaluate_predictor`: a stacked batch (E = 1) to
@@ -176,9 +236,10 @@ class RecordHook:
     """The recorder for a hand-written training loop: call it after every optimizer step.
 
     It logs the training loss where ``ricl train`` logs it (averaged over the steps since
-    the previous log) and records the model at the spec's checkpoint steps. Steps up to the
-    file's last checkpoint are skipped, so a loop resumed from an earlier saved state
-    continues the file without errors.
+    the previous log) and records the model at the spec's checkpoint steps; it returns True
+    where it recorded, the moment to save the loop's state (model and optimizer) to resume
+    from. A file that already holds checkpoints is continued only after :meth:`begin` has
+    checked the model against it; a call without it is refused in one line.
 
     Parameters
     ----------
@@ -190,18 +251,34 @@ class RecordHook:
     Examples
     --------
     >>> hook = RecordHook("runs/categorical-sequence_K8_T64_D16_mlp4_learned_seed1.nc")
-    >>> for step, example in enumerate(loader, start=1):  # doctest: +SKIP
+    >>> start = load_my_state(model, optimizer)  # doctest: +SKIP
+    >>> hook.begin(model, start)  # 0 for a fresh model  # doctest: +SKIP
+    >>> for step, example in enumerate(loader, start=start + 1):  # doctest: +SKIP
     ...     loss = train_step(model, example)
-    ...     hook(step, model, loss.item())
+    ...     if hook(step, model, loss.item()):
+    ...         save_my_state(model, optimizer, step)
     """
 
     def __init__(self, path: str | Path, device=None):
         self.recorder = Recorder(path, device)
         self.steps = set(self.recorder.checkpoint_steps)
         self._loss_sum, self._num_losses = 0.0, 0
+        self._begun = self.recorder.last_checkpoint is None  # nothing to continue
+
+    def begin(self, model: Model, step: int) -> None:
+        """Training starts (step 0) or resumes (the step of the saved state it loaded) with
+        ``model``: :meth:`Recorder.continue_from` checks it continues the file."""
+        self.recorder.continue_from(model, step)
+        self._begun = True
 
     def __call__(self, step: int, model: Model, train_loss: float | None = None) -> bool:
         """Log and record after optimizer step ``step``; True where a checkpoint was written."""
+        if not self._begun:
+            raise RiclError(
+                f"{str(self.recorder.path)!r} already holds checkpoints up to step "
+                f"{self.recorder.last_checkpoint}: call hook.begin(model, step) with the model "
+                f"restored from its saved state at a recorded step, {START_OVER}"
+            )
         if train_loss is not None:
             self._loss_sum += float(train_loss)
             self._num_losses += 1
@@ -265,11 +342,45 @@ def ensemble_member(model: nn.Module, member: int = 0) -> Model:
     return outputs
 
 
+def model_identity(model) -> str:
+    """What a run file says its checkpoints are of: the model's class name (an
+    :class:`~rational_icl.training.hf.HFReadOut` adds its backbone's, e.g.
+    ``HFReadOut(GPTNeoXForCausalLM)``, through its ``identity`` attribute)."""
+    module = _module_of(model)
+    target = module if module is not None else model
+    return getattr(target, "identity", None) or type(target).__name__
+
+
+def fingerprint(model) -> int | None:
+    """A 63-bit hash of an ``nn.Module``'s parameters (names, dtypes, shapes, bytes), or
+    None for a model that is no module.
+
+    Equal fingerprints mean, to within a hash collision, the same parameters: a resumed
+    training that loaded the state saved at a checkpoint gives the fingerprint recorded
+    there, a freshly initialised model does not.
+    """
+    module = _module_of(model)
+    if module is None:
+        return None
+    digest = hashlib.blake2b(digest_size=8)
+    for name, parameter in module.named_parameters():
+        tensor = parameter.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(digest.digest(), "big") >> 1 or 1  # int64, never 0 ("not taken")
+
+
+def _module_of(model) -> nn.Module | None:
+    """The nn.Module of a model, or of a function that wraps one (``.module``)."""
+    module = model if isinstance(model, nn.Module) else getattr(model, "module", None)
+    return module if isinstance(module, nn.Module) else None
+
+
 class _evaluating:
     """Context: an nn.Module (or a function wrapping one) in eval mode, then back."""
 
     def __init__(self, model):
-        self.module = model if isinstance(model, nn.Module) else getattr(model, "module", None)
+        self.module = _module_of(model)
         self.was_training = bool(self.module is not None and self.module.training)
 
     def __enter__(self):
@@ -282,8 +393,8 @@ class _evaluating:
 
 
 def _module_device(model) -> torch.device:
-    module = model if isinstance(model, nn.Module) else getattr(model, "module", None)
-    if isinstance(module, nn.Module):
+    module = _module_of(model)
+    if module is not None:
         for parameter in module.parameters():
             return parameter.device
     return torch.device("cpu")
@@ -314,4 +425,4 @@ def _file_spec(ds: xr.Dataset, path: Path):
     return spec
 
 
-__all__ = ["RecordHook", "Recorder", "ensemble_member", "read_out"]
+__all__ = ["RecordHook", "Recorder", "ensemble_member", "fingerprint", "model_identity", "read_out"]

@@ -20,6 +20,7 @@ checks and the printed summaries around these (``rational_icl.cli``).
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -36,20 +37,52 @@ from rational_icl.io import (
     write_netcdf,
 )
 
+# What the numerical libraries read for their thread pools: OpenMP (torch, numexpr), MKL,
+# OpenBLAS, for whatever loads after limit_threads (and every child process).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# XLA's CPU backend takes no thread count: its Eigen pool is one thread or one per core.
+_XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
-def configure_jax(cpu_devices: int | None = None) -> None:
+
+def configure_jax(cpu_devices: int | None = None, threads: int | None = None) -> None:
     """Set JAX up for fitting: float64 arrays and ``cpu_devices`` CPU devices (default: one
     per core), so that NUTS chains run in parallel.
 
-    Call it before anything runs in JAX (the device count is read when JAX starts its
-    backend); ``ricl fit`` and ``ricl run`` call it first. Float64 is needed because
-    K ** beta and N ** (1 - alpha) span more orders of magnitude than float32 resolves;
-    ``rational_icl.fits.fit`` refuses to run without it.
+    Call it before anything runs in JAX (the device count and the XLA flags are read when
+    JAX starts its backend); ``ricl fit`` and ``ricl run`` call it first. Float64 is needed
+    because K ** beta and N ** (1 - alpha) span more orders of magnitude than float32
+    resolves; ``rational_icl.fits.fit`` refuses to run without it. ``threads`` (see
+    :func:`limit_threads`) also caps the devices, each of which runs a chain on a thread of
+    its own: with fewer threads than chains, the chains run one after another.
     """
     import numpyro
 
-    numpyro.set_host_device_count(cpu_devices or os.cpu_count() or 1)
+    devices = cpu_devices or os.cpu_count() or 1
+    if threads is not None:
+        limit_threads(threads)
+        devices = min(devices, threads)
+    numpyro.set_host_device_count(devices)
     numpyro.enable_x64()
+
+
+def limit_threads(threads: int | None) -> None:
+    """Compute on about ``threads`` CPU threads (None: the libraries' own choice, all cores).
+
+    Torch gets the count directly where it is loaded, and through ``OMP_NUM_THREADS`` where
+    it loads later; so do MKL and OpenBLAS (:data:`THREAD_VARIABLES`) for what loads later.
+    XLA takes no count: with one thread its own pool is switched off, with more it keeps one
+    per core (:func:`configure_jax` caps JAX's devices). Call it before the stage computes,
+    and before JAX starts.
+    """
+    if threads is None:
+        return
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads == 1 and _XLA_ONE_THREAD not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {_XLA_ONE_THREAD}".strip()
+    if "torch" in sys.modules:  # never imported here just to be told: fits run without it
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def write_data(specs, out: str | Path, *, device="cpu", force: bool = False) -> list[Path]:
@@ -90,8 +123,7 @@ def train_specs(
     out = Path(out)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if threads is not None:
-        torch.set_num_threads(threads)
+    limit_threads(threads)
     check_same_experiment(specs, out)
     make_out_folder(out)
     with folder_lock(out, "ricl train"):  # one writer per folder

@@ -189,3 +189,31 @@ def test_an_unwritable_runs_folder_is_one_line(setup, capsys):
     argv += ["--checkpoints", tmp_path / "ckpt"]
     line = _one_line(*_ricl(capsys, *argv, "--model", f"{tmp_path / 'factory.py'}:build")[::2])
     assert "--runs '/sys/ricl-test-runs': cannot write to folder '/sys'" in line
+
+
+def test_a_second_model_is_refused_in_one_line_until_the_file_starts_over(setup, capsys):
+    tmp_path, spec_file, _ = setup
+    base = ["record", spec_file, "--runs", tmp_path / "runs", "--checkpoints", tmp_path / "ckpt"]
+    code, _, err = _ricl(capsys, *base, "--model", f"{tmp_path / 'factory.py'}:build")
+    assert code == 0, err
+    (path,) = (tmp_path / "runs").glob("*.nc")
+    # another model's checkpoint at a later step
+    torch.save({"table.weight": torch.zeros(5, 4)}, tmp_path / "ckpt" / path.stem / "step-35.pt")
+    (tmp_path / "other.py").write_text(
+        FACTORY.replace("class Counts", "class Other").replace("Counts()", "Other()")
+    )
+    other = ["--model", f"{tmp_path / 'other.py'}:build"]
+    code, _, err = _ricl(capsys, *base, *other)
+    assert code == 1 and err.count("\n") == 1
+    assert err == (
+        f"ricl record: error: cannot record Other into {str(path)!r}: its checkpoints (up to "
+        "step 30) are of Counts, and one run file holds one model; record into another folder, "
+        "or drop its checkpoints with Recorder(path).start_over() (ricl record --start-over)\n"
+    )
+    with xr.open_dataset(path) as ds:
+        assert ds["checkpoint"].values.tolist() == [20, 25, 30]  # nothing lost
+    code, out, err = _ricl(capsys, *base, *other, "--start-over")
+    assert code == 0, err
+    with xr.open_dataset(path) as ds:
+        assert ds["checkpoint"].values.tolist() == [20, 25, 30, 35]
+        assert ds.attrs["recorded_model"] == "Other"

@@ -93,6 +93,67 @@ def test_a_grid_over_any_model_field_gives_distinct_run_names():
     assert "classification_K8_T64_D4_mlp4_L2_H32_nh2_seed1" in names
 
 
+GPT_NEOX = {"kind": "external", "name": "gpt-neox", "description": "GPT-NeoX, 64 wide, rotary"}
+
+
+def test_your_own_model_is_named_and_described_and_ours_keeps_its_names():
+    spec = spec_from_dict({"setting": "categorical-sequence", "num_tasks": [16], "model": GPT_NEOX})
+    assert spec.model.external and spec.model.description == "GPT-NeoX, 64 wide, rotary"
+    (run,) = spec.runs()
+    assert run.name == "categorical-sequence_K8_T64_D16_ext-gpt-neox_seed1"
+    assert spec_from_dict(tomllib.loads(spec.to_toml())) == spec
+    assert 'kind = "external"' in spec.to_toml()
+    # ours: "transformer" is the default and is left out of the TOML, so the spec text (which
+    # finished runs are matched by) and the file names are what they were before the key
+    ours = spec_from_dict({"setting": "categorical-sequence", "model": {"kind": "transformer"}})
+    assert ours == spec_from_dict({"setting": "categorical-sequence"})
+    assert "kind" not in ours.to_toml()
+    tiny = load_specs("tiny-categorical")[0].runs()[0]
+    assert tiny.name == "categorical-sequence_K8_T64_D2_mlp4_H32_learned_seed1"
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (
+            {"kind": "mine"},
+            "^spec key 'model.kind': value 'mine' is out of range; allowed: transformer or "
+            "external$",
+        ),
+        (
+            {"kind": "external"},
+            "^spec key 'model.name' is missing; allowed: with kind = \"external\", a short name",
+        ),
+        (
+            {"kind": "external", "name": "gpt neox"},
+            "^spec key 'model.name': value 'gpt neox' is out of range; allowed: up to 64 letters",
+        ),
+        (
+            {"name": "gpt-neox"},
+            "^spec key 'model.name' is for kind = \"external\" \\(your own model\\) only",
+        ),
+        (
+            {"description": "mine"},
+            "^spec key 'model.description' is for kind = \"external\"",
+        ),
+        (
+            GPT_NEOX | {"hidden_size": [32, 64]},
+            "^spec key 'model.hidden_size': value \\[32, 64\\] is a list; allowed: one value "
+            'with kind = "external"',
+        ),
+    ],
+)
+def test_a_bad_model_kind_name_or_grid_is_one_line(model, message):
+    with pytest.raises(SpecError, match=message) as info:
+        spec_from_dict({"setting": "categorical-sequence", "model": model})
+    assert "\n" not in str(info.value)
+
+
+def test_your_own_model_skips_the_checks_of_our_transformers_sizes():
+    model = GPT_NEOX | {"hidden_size": 30, "num_heads": 4}  # not ours: nothing to divide
+    assert spec_from_dict({"setting": "classification", "model": model}).model.num_heads == 4
+
+
 def test_presets_load_and_tiny_bundles_three_settings():
     assert [s.setting for s in load_specs("tiny")] == [
         "categorical-sequence",

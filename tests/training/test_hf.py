@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from rational_icl.cli.main import main  # noqa: E402
 from rational_icl.data import Run, Tokens, spec_from_dict  # noqa: E402
+from rational_icl.errors import RiclError  # noqa: E402
 from rational_icl.io import write_netcdf  # noqa: E402
 from rational_icl.training.convergence import convergence  # noqa: E402
 from rational_icl.training.hf import (  # noqa: E402
@@ -149,10 +150,8 @@ def build(run):
 """
 
 
-def test_ricl_record_reads_the_trainers_saved_checkpoints_as_the_callback_recorded(
-    tmp_path, capsys
-):
-    torch.set_num_threads(1)
+def _small_run() -> Run:
+    """One categorical run of 30 steps, recorded at 20, 25 and 30."""
     (spec,) = spec_from_dict(
         {
             "setting": "categorical-sequence",
@@ -163,7 +162,15 @@ def test_ricl_record_reads_the_trainers_saved_checkpoints_as_the_callback_record
             "evaluation": {"num_sequences": 8, "num_loss_sequences": 50},
         }
     ).expand()
-    run = Run(spec, 4)
+    return Run(spec, 4)
+
+
+def test_ricl_record_reads_the_trainers_saved_checkpoints_as_the_callback_recorded(
+    tmp_path, capsys
+):
+    torch.set_num_threads(1)
+    run = _small_run()
+    spec = run.spec
     (tmp_path / "factory.py").write_text(FACTORY)
     folder = tmp_path / "callback"
     write_netcdf(strategy_dataset(run), run_path(run, folder))
@@ -216,3 +223,63 @@ def test_the_read_out_of_classification_embeds_features_and_labels():
     outputs = model(Tokens(example["features"][:3], example["symbols"][:3]))
     assert outputs.shape == (3, 1, 2)  # one prediction, at the query, of 2 label logits
     assert model(**example)["loss"].item() == pytest.approx(np.log(2), abs=0.2)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _Kill(transformers.TrainerCallback):
+    """Kills the training after step ``step``'s callbacks (before the Trainer saves)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Killed
+
+
+def _trainer_run(run, path, output_dir, kill=None, resume=False):
+    model = HFReadOut(_backbone(run), run)
+    callbacks = [RecordCallback(path)] + ([_Kill(kill)] if kill else [])
+    trainer = transformers.Trainer(
+        model=model,
+        args=training_arguments(run, output_dir, use_cpu=True),
+        train_dataset=TaskStream(run),
+        callbacks=callbacks,
+    )
+    try:
+        trainer.train(resume_from_checkpoint=resume or None)
+    except _Killed:
+        pass
+
+
+def test_a_killed_trainer_resumed_from_its_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    torch.set_num_threads(1)
+    run = _small_run()
+    whole = run_path(run, tmp_path / "whole")
+    write_netcdf(strategy_dataset(run), whole)
+    _trainer_run(run, whole, tmp_path / "hf-whole")
+    with xr.open_dataset(whole) as ds:
+        expected = ds.load()
+    assert expected["checkpoint"].values.tolist() == [20, 25, 30]
+    assert expected.attrs["recorded_model"] == "HFReadOut(GPTNeoXForCausalLM)"
+    # killed at step 27 (resumes from the state saved at 25), and at step 25 after the file
+    # was written but before the Trainer saved (resumes from 20: the file rewinds to 20)
+    for kill in (27, 25):
+        path = run_path(run, tmp_path / f"killed{kill}")
+        write_netcdf(strategy_dataset(run), path)
+        _trainer_run(run, path, tmp_path / f"hf{kill}", kill=kill)
+        with pytest.raises(RiclError) as info:  # a plain rerun: a fresh model at step 0
+            _trainer_run(run, path, tmp_path / f"hf{kill}")
+        assert str(info.value).startswith(
+            f"{str(path)!r} already holds checkpoints up to step 25, but the model starts from "
+            "step 0: resume the model from its own saved state at a recorded step "
+            "(trainer.train(resume_from_checkpoint=True)), or drop its checkpoints with "
+            "Recorder(path).start_over() (ricl record --start-over)"
+        )
+        _trainer_run(run, path, tmp_path / f"hf{kill}", resume=True)
+        with xr.open_dataset(path) as resumed:
+            for name in ("transformer_prediction", "transformer_loss", "train_loss", "step"):
+                np.testing.assert_array_equal(resumed[name].values, expected[name].values)

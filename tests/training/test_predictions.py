@@ -1,6 +1,7 @@
 """The strategy part of a run's predictions file: schema, and recomputation from the file."""
 
 import numpy as np
+import pytest
 import torch
 
 from rational_icl.data import (
@@ -12,7 +13,9 @@ from rational_icl.data import (
     make_setting,
     spec_from_dict,
 )
+from rational_icl.errors import RiclError
 from rational_icl.training import strategy_dataset
+from rational_icl.training.loop import train
 
 SMALL = {"num_tasks": [4], "evaluation": {"num_sequences": 5, "num_loss_sequences": 50}}
 
@@ -98,3 +101,21 @@ def test_same_spec_same_file_contents():
     _, first = _dataset("categorical-sequence")
     _, second = _dataset("categorical-sequence")
     assert first.drop_attrs().identical(second.drop_attrs())
+
+
+def test_the_files_of_your_own_model_name_and_describe_it_and_ricl_train_refuses_it(tmp_path):
+    model = {"kind": "external", "name": "gpt-neox", "description": "GPT-NeoX, 32 wide"}
+    spec, ds = _dataset("categorical-sequence", model=model)
+    assert ds.attrs["run_name"] == "categorical-sequence_K4_T6_D4_ext-gpt-neox_seed1"
+    assert ds.attrs["model_kind"] == "external" and ds.attrs["model_name"] == "gpt-neox"
+    assert ds.attrs["model_description"] == "GPT-NeoX, 32 wide"
+    _, ours = _dataset("categorical-sequence")
+    assert ours.attrs["model_kind"] == "transformer" and "model_name" not in ours.attrs
+    with pytest.raises(RiclError) as info:
+        train(spec, tmp_path, progress=False)
+    assert str(info.value) == (
+        'spec model.kind = "external" (gpt-neox) is your own model: train it yourself and '
+        "record it (docs/byo-model.md, ricl record); ricl train trains ours "
+        '(kind = "transformer")'
+    )
+    assert not any(tmp_path.iterdir())

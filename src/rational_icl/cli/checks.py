@@ -149,3 +149,23 @@ def _value(spec, key: str):
 
 def _plain(value):
     return list(value) if isinstance(value, tuple) else value
+
+
+def add_threads_option(parser, computes: str) -> None:
+    """``--threads``, shared by every command that computes; ``computes``: with what."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"CPU threads for {computes} (default: the libraries' choice, all cores); use 1 "
+        "when other jobs share the cores: small computations gain nothing from more, and "
+        "waiting threads of an oversubscribed machine can slow them 100-fold",
+    )
+
+
+def check_threads(threads: int | None) -> int | None:
+    """Refuse a --threads value below 1 in one line; None (not given) passes."""
+    if threads is not None and threads < 1:
+        raise RiclError(f"--threads {threads}: allowed: integers >= 1")
+    return threads

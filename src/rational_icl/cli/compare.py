@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rational_icl.cli.checks import add_threads_option, check_threads
 from rational_icl.errors import RiclError
+from rational_icl.pipeline import limit_threads
 
 
 def add_parser(subparsers) -> None:
@@ -19,6 +21,7 @@ def add_parser(subparsers) -> None:
         "warning line; fewer than two reliable fits is an error.",
     )
     parser.add_argument("fits", metavar="FIT", nargs="+", type=Path, help="fit files (.nc)")
+    add_threads_option(parser, "PSIS-LOO (NumPy)")
     parser.set_defaults(func=run)
 
 
@@ -26,6 +29,7 @@ def run(args) -> int:
     from rational_icl.fits.diagnostics import compare
     from rational_icl.fits.tree import read_fit
 
+    limit_threads(check_threads(args.threads))
     names = [path.stem for path in args.fits]
     if len(set(names)) != len(names):
         raise RiclError("two fit files have the same name; give each fit a distinct file name")

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rational_icl.cli.checks import add_memory_option, check_device, check_memory
+from rational_icl.cli.checks import (
+    add_memory_option,
+    add_threads_option,
+    check_device,
+    check_memory,
+    check_threads,
+)
 from rational_icl.data import load_specs
-from rational_icl.pipeline import write_data
+from rational_icl.pipeline import limit_threads, write_data
 
 
 def add_parser(subparsers) -> None:
@@ -21,6 +27,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.add_argument("--device", default="cpu", help="torch device for the loss estimates")
+    add_threads_option(parser, "torch (the strategies' Monte Carlo losses)")
     add_memory_option(parser)
     parser.set_defaults(func=run)
 
@@ -29,5 +36,6 @@ def run(args) -> int:
     specs = load_specs(args.spec)
     check_memory(specs, args)
     check_device(args.device)
+    limit_threads(check_threads(args.threads))
     write_data(specs, args.out, device=args.device, force=args.force)
     return 0

@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rational_icl.cli.checks import check_sampler_options, check_writable_file
+from rational_icl.cli.checks import (
+    add_threads_option,
+    check_sampler_options,
+    check_threads,
+    check_writable_file,
+)
 from rational_icl.errors import RiclError
 from rational_icl.pipeline import configure_jax, fit_runs
 from rational_icl.vocabulary import (
@@ -132,6 +137,7 @@ def add_parser(subparsers) -> None:
         "best memorizing-generalizing mixture",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing fit file")
+    add_threads_option(parser, "the fit (JAX; with fewer threads than chains, chains run in turn)")
     parser.set_defaults(func=run)
 
 
@@ -169,8 +175,9 @@ def run(args) -> int:
     from rational_icl.io import check_no_live_writer
 
     _check_args(args)
+    check_threads(args.threads)
     check_no_live_writer(args.runs_dir, "ricl fit")  # (ricl run holds it and fits itself)
-    configure_jax(max(args.chains, os.cpu_count() or 1))  # before JAX starts
+    configure_jax(max(args.chains, os.cpu_count() or 1), args.threads)  # before JAX starts
     fit_and_summarise(
         args.runs_dir, args.out, fit_settings(args), behaviour_file=args.behaviour, force=args.force
     )

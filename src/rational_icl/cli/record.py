@@ -45,6 +45,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
     add_memory_option(parser)
+    parser.add_argument(
+        "--start-over",
+        action="store_true",
+        help="drop the checkpoints the files already hold (of another model, or of a training "
+        "that was restarted from scratch) and record every saved one",
+    )
     parser.set_defaults(func=run)
 
 
@@ -62,7 +68,9 @@ def run(args) -> int:
     with folder_lock(args.runs, "ricl record"):  # one writer per folder
         for spec in specs:
             for one in spec.runs():
-                recorded += record_run(one, args.runs, factory, args.checkpoints, device)
+                recorded += record_run(
+                    one, args.runs, factory, args.checkpoints, device, args.start_over
+                )
     if not recorded:
         raise RiclError(
             f"no new checkpoints recorded: none found under {str(args.checkpoints)!r} in "
@@ -72,8 +80,11 @@ def run(args) -> int:
     return 0
 
 
-def record_run(one, runs: Path, factory, checkpoints: Path, device) -> int:
-    """Record every saved checkpoint of one run that its file lacks; returns how many."""
+def record_run(
+    one, runs: Path, factory, checkpoints: Path, device, start_over: bool = False
+) -> int:
+    """Record every saved checkpoint of one run that its file lacks (every one after
+    ``start_over`` dropped the file's); returns how many."""
     from rational_icl.io import write_netcdf
     from rational_icl.training.loop import run_path
     from rational_icl.training.predictions import strategy_dataset
@@ -92,6 +103,8 @@ def record_run(one, runs: Path, factory, checkpoints: Path, device) -> int:
         print(f"writing the strategy part of {path}")
         write_netcdf(strategy_dataset(one), path)
     recorder = Recorder(path, device)
+    if start_over:
+        recorder.start_over()
     count = 0
     for step, saved in steps:
         last = recorder.last_checkpoint

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rational_icl.pipeline import report
+from rational_icl.cli.checks import add_threads_option, check_threads
+from rational_icl.pipeline import limit_threads, report
 
 
 def add_parser(subparsers) -> None:
@@ -28,9 +29,11 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("-o", "--out", required=True, type=Path, help="report folder")
     parser.add_argument("--title", default="rational-icl report", help="title of the page")
+    add_threads_option(parser, "the behaviour measures and figures (NumPy, JAX)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    limit_threads(check_threads(args.threads))
     report(args.inputs, args.out, title=args.title)
     return 0

@@ -28,13 +28,14 @@ from pathlib import Path
 from rational_icl.cli.checks import (
     IGNORE_MEMORY,
     add_memory_option,
+    add_threads_option,
     check_device,
     check_memory,
     check_sampler_options,
+    check_threads,
     check_writable_folder,
 )
 from rational_icl.cli.fit import add_held_out_option, add_model_option, model_or_default
-from rational_icl.cli.train import check_threads
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
@@ -66,9 +67,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default=None, help="torch device for training")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for training (see ricl train)"
-    )
+    add_threads_option(parser, "every stage (torch, JAX)")
     parser.add_argument("--method", choices=METHODS, default="nuts")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
@@ -122,7 +121,7 @@ def run(args) -> int:
         from rational_icl.cli.plan import print_plan
 
         return print_plan(specs, args)
-    configure_jax(max(args.chains, os.cpu_count() or 1))  # before JAX starts
+    configure_jax(max(args.chains, os.cpu_count() or 1), args.threads)  # before JAX starts
     pages = []
     with folder_lock(args.out, "ricl run"):  # one writer per folder
         for spec in specs:
@@ -154,8 +153,7 @@ def _check_outputs(args) -> None:
     from rational_icl.fits.designs import held_out_design
 
     held_out_design(args.held_out)  # a bad design fails before training, not after
-    if args.threads is not None:
-        check_threads(args.threads)
+    check_threads(args.threads)
     check_sampler_options(args)
     if args.device is not None:
         check_device(args.device)

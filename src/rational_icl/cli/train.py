@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rational_icl.cli.checks import add_memory_option, check_device, check_memory
+from rational_icl.cli.checks import (
+    add_memory_option,
+    add_threads_option,
+    check_device,
+    check_memory,
+    check_threads,
+)
 from rational_icl.data import load_specs
-from rational_icl.errors import RiclError
 from rational_icl.pipeline import train_specs
 
 
@@ -27,14 +32,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--force", action="store_true", help="retrain and overwrite finished or partial runs"
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for torch (default: torch's choice, all cores); use 1 when other "
-        "jobs share the cores: small models gain nothing from more, and waiting threads of an "
-        "oversubscribed machine can slow a step 100-fold",
-    )
+    add_threads_option(parser, "torch")
     add_memory_option(parser)
     parser.set_defaults(func=run)
 
@@ -43,13 +41,6 @@ def run(args) -> int:
     specs = load_specs(args.spec)
     check_memory(specs, args)
     device = check_device(args.device)
-    if args.threads is not None:
-        check_threads(args.threads)
-    train_specs(specs, args.out, device=device, force=args.force, threads=args.threads)
+    threads = check_threads(args.threads)
+    train_specs(specs, args.out, device=device, force=args.force, threads=threads)
     return 0
-
-
-def check_threads(threads: int) -> None:
-    """Refuse a --threads value below 1 in one line."""
-    if threads < 1:
-        raise RiclError(f"--threads {threads}: allowed: integers >= 1")
