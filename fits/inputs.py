@@ -160,14 +160,23 @@ def resolved_pooling(behaviour: xr.Dataset, pooling: str) -> str:
     return "partial" if "seed" in behaviour.dims and behaviour.sizes["seed"] > 1 else "complete"
 
 
-def early_cells(interpolation_distance: xr.DataArray, within: float = 0.2) -> xr.DataArray:
+def early_cells(
+    interpolation_distance: xr.DataArray, within: float = 0.2, seen: xr.DataArray | None = None
+) -> xr.DataArray:
     """True for the checkpoints before the transformer first comes within ``within`` (of its
     range over checkpoints) of its best memorizing-generalizing mixture, per cell.
 
     The paper fits only later checkpoints: early on the transformer is far from any mixture.
+    ``seen`` (bool, broadcast against the distance): the cells a fit may read. The range is
+    then taken over them only, so that no held-out checkpoint decides which fitted cells
+    are dropped; a run with no seen cell (held out whole, never fitted) keeps its own range.
     """
     distance = interpolation_distance
     low, high = distance.min("checkpoint"), distance.max("checkpoint")
+    if seen is not None:
+        visible = distance.where(seen)
+        low = visible.min("checkpoint").fillna(low)
+        high = visible.max("checkpoint").fillna(high)
     close = distance <= low + within * (high - low)
     return (close.cumsum("checkpoint") == 0).rename("dropped")
 
@@ -339,7 +348,8 @@ def _fit_cells(behaviour: xr.Dataset, observed: xr.DataArray, settings: FitSetti
     if settings.drop_early:
         if "interpolation_distance" not in behaviour:
             raise RiclError("dropping early checkpoints needs interpolation_distance")
-        dropped = early_cells(behaviour.interpolation_distance).transpose(*observed.dims)
+        distance = behaviour.interpolation_distance
+        dropped = early_cells(distance, seen=~held_out).transpose(*observed.dims)
         fit_mask = fit_mask & ~dropped
     return fit_mask.transpose(*observed.dims), held_out, dropped
 

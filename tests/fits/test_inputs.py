@@ -21,6 +21,47 @@ def test_early_checkpoints_are_dropped():
     assert not dropped.sel(num_tasks=4).any()
 
 
+@pytest.mark.parametrize("design", ["authors", "forecast:0.3", "num-tasks", "seed:2"])
+def test_no_held_out_cell_decides_which_cells_are_fitted(design):
+    """The early-checkpoint rule read the held-out checkpoints' interpolation distance
+    (12 of tiny-categorical's 420 fitted cells under forecast:0.3): with the held-out cells'
+    distances and weights replaced by anything, the fitted cells stay the same."""
+    rng = np.random.default_rng(0)
+    steps = np.unique(np.geomspace(20, 4000, 25).round()).astype(np.int64)
+    shape = (2, 4, steps.size, 2)  # (seed, num_tasks, checkpoint, split)
+    dims = ("seed", "num_tasks", "checkpoint", "split")
+    decay = np.exp(-np.arange(steps.size) / 6.0)  # far from any mixture early on
+    behaviour = xr.Dataset(
+        {
+            "relative_distance": (dims, rng.uniform(-1, 1, shape)),
+            "interpolation_distance": (dims, decay[:, None] + 0.1 * rng.uniform(size=shape)),
+            "strategy_loss": (("strategy", "num_tasks"), [[0.1, 0.12, 0.15, 0.18], [0.2] * 4]),
+            "strategy_complexity": (("strategy", "num_tasks"), [[2e3, 3e3, 5e3, 9e3], [1e3] * 4]),
+        },
+        coords={
+            "seed": [1, 2],
+            "num_tasks": [2, 8, 32, 128],
+            "checkpoint": steps,
+            "split": ["id", "ood"],
+            "strategy": ["memorizing", "generalizing"],
+        },
+        attrs={"setting": "categorical-sequence", "max_steps": 4000},
+    )
+    settings = inputs.FitSettings(held_out=design, drop_early=True, method="map")
+    before = inputs.model_inputs(behaviour, settings)
+    held_out = before.held_out.broadcast_like(behaviour.relative_distance)
+    assert held_out.any() and (~held_out).any()
+    changed = behaviour.copy(deep=True)
+    for name, low, high in [("relative_distance", -1, 1), ("interpolation_distance", 0, 50)]:
+        noise = xr.full_like(behaviour[name], 0.0) + rng.uniform(low, high, shape)
+        changed[name] = behaviour[name].where(~held_out, noise)
+    after = inputs.model_inputs(changed, settings)
+    assert int(before.dropped.sum()) > 0  # the rule drops early cells here
+    xr.testing.assert_equal(after.fit_mask, before.fit_mask)
+    fitted = before.fit_mask
+    xr.testing.assert_equal(after.dropped.where(fitted), before.dropped.where(fitted))
+
+
 def test_authors_threshold_is_the_latest_first_close_checkpoint():
     """Hand case: ranges [1, 0] per num_tasks; within 0.2 of the range at steps 30 and 50."""
     distance = xr.DataArray(
