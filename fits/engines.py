@@ -24,12 +24,21 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal
-from numpyro.infer.util import initialize_model, log_density, transform_fn
+from numpyro.infer.reparam import LocScaleReparam
+from numpyro.infer.util import constrain_fn, initialize_model, log_density, transform_fn
 
 from rational_icl.fits.inputs import SAMPLE_DIMS, FitSettings
 from rational_icl.fits.parameters import has_offsets
 
 LBFGS_ITERATIONS = 100  # then Newton steps (Target.map_estimate)
+
+# NUTS samples each run's level centred (``model.run_offsets``: the run's cells pin it), but
+# a centred hierarchy has no mode: the density of levels sitting on the law grows without
+# bound as ``offset_scale`` shrinks to 0, and the MAP collapses there (a MAP fit of the drift
+# model ended at offset_scale 0, its forecast back at the law). Every optimisation (MAP,
+# Laplace, SVI, the starts) works on the decentred form instead, each level as the law plus
+# offset_scale times a standard normal (site ``run_log_prior_odds_decentered``).
+DECENTRED = {"run_log_prior_odds": LocScaleReparam(centered=0)}
 
 
 class Keys(NamedTuple):
@@ -66,8 +75,10 @@ class Target:
     traced: nothing is drawn, and the model is not evaluated on the data).
     """
 
-    def __init__(self, model, kwargs: dict, observed: str, key):
+    def __init__(self, model, kwargs: dict, observed: str, key, *, decentred: bool = False):
         self.data = {k: v for k, v in kwargs.items() if _is_data(v)}
+        if decentred:  # the form every optimisation works on (``DECENTRED``)
+            model = numpyro.handlers.reparam(model, config=DECENTRED)
         self.model = functools.partial(
             model, **{k: v for k, v in kwargs.items() if k not in self.data}
         )
@@ -98,6 +109,19 @@ class Target:
 
     def constrain(self, unconstrained: dict) -> dict:
         return transform_fn(self.transforms, unconstrained)
+
+    def point(self, flat) -> dict:
+        """Every sample and deterministic site's value at the flat unconstrained ``flat``."""
+        return constrain_fn(
+            self.model, (), self.data, self.unravel(jnp.asarray(flat)), return_deterministic=True
+        )
+
+    def unconstrain(self, values: dict):
+        """The flat unconstrained vector of this target at constrained ``values`` (of its
+        latent sites, and maybe more): the way back from ``point``, into this target's
+        parameterization."""
+        latent = {name: values[name] for name in self.transforms}
+        return ravel_pytree(transform_fn(self.transforms, latent, invert=True))[0]
 
     def constrain_flat(self, flat) -> dict:
         """Constrained latent sites of flat unconstrained vectors (draws, size)."""
@@ -193,8 +217,12 @@ def target_acceptance(settings: FitSettings) -> float:
     return 0.995 if settings.pooling == "partial" else 0.99
 
 
-def nuts(target: Target, start, keys: Keys, settings: FitSettings) -> Draws:
+def nuts(target: Target, start, keys: Keys, settings: FitSettings, search=None) -> Draws:
     """NUTS (dense mass matrix, ``target_acceptance``), every chain started near the MAP.
+
+    ``search``: the target whose MAP is found from ``start`` (the decentred form of
+    ``target``, ``DECENTRED``), then carried into ``target``'s parameterization; None:
+    ``target`` itself.
 
     ``settings.mass_matrix``: ``"adapted"`` learns the inverse mass matrix in NumPyro's
     warm-up windows, from the identity; ``"laplace"`` fixes it to the Laplace covariance
@@ -204,7 +232,10 @@ def nuts(target: Target, start, keys: Keys, settings: FitSettings) -> Draws:
     take hundreds of leapfrog steps each; the Laplace covariance of a posterior that
     thousands of cells make nearly normal is a good metric from the first draw.
     """
-    optimum, _ = target.map_estimate(start)
+    if search is None or search is target:
+        optimum, _ = target.map_estimate(start)
+    else:
+        optimum = target.unconstrain(search.point(search.map_estimate(start)[0]))
     noise = jax.random.normal(keys.engine, (settings.chains, optimum.size)) * 0.1
     init = jax.vmap(target.unravel)(optimum + noise)
     if settings.chains == 1:  # numpyro takes one chain's start without the chain axis

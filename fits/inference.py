@@ -17,7 +17,7 @@ from rational_icl.errors import RiclError
 from rational_icl.fits import engines
 from rational_icl.fits import model as rational
 from rational_icl.fits.inputs import FitSettings, model_inputs, resolved_pooling
-from rational_icl.fits.parameters import has_drift, without_drift
+from rational_icl.fits.parameters import has_drift, has_offsets, without_drift
 from rational_icl.fits.tree import datatree
 
 
@@ -49,15 +49,22 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
         else rational.outputs_model
     )
     keys = engines.Keys.of(settings.seed)
-    target = engines.Target(model, inputs.kwargs, inputs.observed_key, keys.start)
+    # optimisation works on the decentred form; NUTS samples the centred run levels
+    search = engines.Target(
+        model, inputs.kwargs, inputs.observed_key, keys.start, decentred=has_offsets(settings.model)
+    )
     if settings.observation == "outputs":  # each candidate costs a pass over every sequence
         fixed = _relative_distance_map(behaviour, settings, keys.relative_distance_start)
-        start = target.best_prior_draw(keys.start, 2, fixed=fixed)
+        start = search.best_prior_draw(keys.start, 2, fixed=fixed)
     elif has_drift(settings.model):
-        start = target.best_prior_draw(keys.start, 256, fixed=_law_map(inputs, settings, keys))
+        start = search.best_prior_draw(keys.start, 256, fixed=_law_map(inputs, settings, keys))
     else:
-        start = target.best_prior_draw(keys.start, 256)
-    draws = engines.ENGINES[settings.method](target, start, keys, settings)
+        start = search.best_prior_draw(keys.start, 256)
+    if settings.method != "nuts" or not has_offsets(settings.model):
+        draws = engines.ENGINES[settings.method](search, start, keys, settings)
+        return datatree(search, inputs, draws, keys.predict, settings, behaviour)
+    target = engines.Target(model, inputs.kwargs, inputs.observed_key, keys.start)
+    draws = engines.nuts(target, start, keys, settings, search)
     return datatree(target, inputs, draws, keys.predict, settings, behaviour)
 
 
@@ -94,7 +101,8 @@ def _law_map(inputs, settings: FitSettings, keys) -> dict:
     its true size), and NUTS's chains start there."""
     lawful = {**inputs.kwargs, "model": without_drift(settings.model)}
     lawful.pop("weight_history", None)
-    target = engines.Target(rational.relative_distance_model, lawful, "observed_weight", keys.start)
+    model = rational.relative_distance_model
+    target = engines.Target(model, lawful, "observed_weight", keys.start, decentred=True)
     optimum, _ = target.map_estimate(target.best_prior_draw(keys.start, 256))
     return target.constrain(target.unravel(optimum))
 
@@ -110,7 +118,13 @@ def _relative_distance_map(behaviour, settings: FitSettings, key) -> dict:
         drop_early=False,
     )
     inputs = model_inputs(behaviour, cheap)
-    target = engines.Target(rational.relative_distance_model, inputs.kwargs, "observed_weight", key)
+    target = engines.Target(
+        rational.relative_distance_model,
+        inputs.kwargs,
+        "observed_weight",
+        key,
+        decentred=has_offsets(settings.model),
+    )
     optimum, _ = target.map_estimate(target.best_prior_draw(key, 256))
     values = target.constrain(target.unravel(optimum))
     return {k: v for k, v in values.items() if k != "sigma"}

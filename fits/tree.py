@@ -147,7 +147,8 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
     drift = has_drift(settings.model)  # its expected_weight goes with the predictive
     if "expected_weight" in target.sites and not drift:  # context-dependent weights
         per_cell.append("expected_weight")
-    offsets = ["run_offset"] if "run_offset" in target.sites else []
+    # the run sites that are deterministic here (which depends on the parameterization)
+    offsets = [n for n in PER_RUN if n in target.sites and n not in target.transforms]
     cells = int(np.prod(inputs.observed_weight.shape))
     values = site_draws(
         target,
@@ -441,7 +442,7 @@ DERIVED = ("weight_memorizing", "log_posterior_odds", "expected_weight")
 
 # One value per run (the offset models): their R-hat and ESS are checked with the rest
 # (``diagnostics``), but a table row or trace panel each would bury alpha, beta and gamma.
-PER_RUN = ("run_offset", "run_log_prior_odds")
+PER_RUN = ("run_offset", "run_log_prior_odds", "run_log_prior_odds_decentered")
 
 
 def parameter_names(tree: xr.DataTree, *, per_run: bool = True) -> list[str]:
