@@ -101,9 +101,16 @@ def _law_map(inputs, settings: FitSettings, keys) -> dict:
     its true size), and NUTS's chains start there."""
     lawful = {**inputs.kwargs, "model": without_drift(settings.model)}
     lawful.pop("weight_history", None)
+    return _relative_distance_mode(lawful, keys.start)
+
+
+def _relative_distance_mode(kwargs: dict, key) -> dict:
+    """The latent sites' values at the MAP of the relative-distance model with ``kwargs``
+    (decentred, as every optimisation: ``engines.DECENTRED``), from its best prior draw."""
+    decentred = has_offsets(kwargs["model"])
     model = rational.relative_distance_model
-    target = engines.Target(model, lawful, "observed_weight", keys.start, decentred=True)
-    optimum, _ = target.map_estimate(target.best_prior_draw(keys.start, 256))
+    target = engines.Target(model, kwargs, "observed_weight", key, decentred=decentred)
+    optimum, _ = target.map_estimate(target.best_prior_draw(key, 256))
     return target.constrain(target.unravel(optimum))
 
 
@@ -117,14 +124,5 @@ def _relative_distance_map(behaviour, settings: FitSettings, key) -> dict:
         context_dependent=False,
         drop_early=False,
     )
-    inputs = model_inputs(behaviour, cheap)
-    target = engines.Target(
-        rational.relative_distance_model,
-        inputs.kwargs,
-        "observed_weight",
-        key,
-        decentred=has_offsets(settings.model),
-    )
-    optimum, _ = target.map_estimate(target.best_prior_draw(key, 256))
-    values = target.constrain(target.unravel(optimum))
+    values = _relative_distance_mode(model_inputs(behaviour, cheap).kwargs, key)
     return {k: v for k, v in values.items() if k != "sigma"}
