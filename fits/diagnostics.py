@@ -143,7 +143,7 @@ def loo(tree: xr.DataTree):
             f"the fit has no log_likelihood group (observation model "
             f"{tree.attrs.get('observation_model')!r})"
         )
-    log_lik = tree.log_likelihood.ds.astype(np.float64)  # stored in float32: sums in float64
+    log_lik = tree.log_likelihood.ds.copy()
     (name,) = log_lik.data_vars
     values = log_lik[name]
     constant = (values.max(SAMPLE_DIMS) - values.min(SAMPLE_DIMS)) < 1e-8

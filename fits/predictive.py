@@ -87,8 +87,9 @@ def predictive_draws(
 
 def pointwise_log_likelihood(target: Target, latent: dict, *, cells: int, fitted) -> np.ndarray:
     """Log likelihood of the observed site for every draw, from the model's own observation
-    distribution: (draws, cells) in float32, the cells being the flat indices ``fitted`` of
-    the site.
+    distribution: (draws, cells) in float64, the cells being the flat indices ``fitted`` of
+    the site. Not float32: PSIS smooths the largest importance ratios of each cell, and
+    float32 makes ties of them (arviz-stats then refuses the cell).
 
     One draw at a time: a draw's values then do not depend on the draws beside it (a
     thinned fit keeps them bit for bit), and the outputs model's per-draw quadrature terms
@@ -100,8 +101,7 @@ def pointwise_log_likelihood(target: Target, latent: dict, *, cells: int, fitted
         values = log_likelihood(target.model, samples, parallel=False, **data)
         return {name: values[name].reshape(len(values[name]), -1)[:, fitted]}
 
-    dtypes = {name: np.float32}  # far finer than the draws' spread; half the file
-    return _in_chunks(jax.jit(compute), latent, target.data, _chunk(cells), None, dtypes)[name]
+    return _in_chunks(jax.jit(compute), latent, target.data, _chunk(cells), None, None)[name]
 
 
 def _chunk(cells: int) -> int:
