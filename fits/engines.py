@@ -32,13 +32,14 @@ from rational_icl.fits.parameters import has_offsets
 
 LBFGS_ITERATIONS = 100  # then Newton steps (Target.map_estimate)
 
-# NUTS samples each run's level centred (``model.run_offsets``: the run's cells pin it), but
-# a centred hierarchy has no mode: the density of levels sitting on the law grows without
-# bound as ``offset_scale`` shrinks to 0, and the MAP collapses there (a MAP fit of the drift
-# model ended at offset_scale 0, its forecast back at the law). Every optimisation (MAP,
-# Laplace, SVI, the starts) works on the decentred form instead, each level as the law plus
+# Each run's level (``model.run_offsets``) is sampled by NUTS centred where the run's cells
+# pin it and decentred where they do not (``Target(centring=...)``, inference.run_centring).
+# A centred hierarchy has no mode, though: the density of levels sitting on the law grows
+# without bound as ``offset_scale`` shrinks to 0, and the MAP collapses there (a MAP fit of the
+# drift model ended at offset_scale 0, its forecast back at the law). Every optimisation
+# (MAP, Laplace, SVI, the starts) works on the decentred form, each level as the law plus
 # offset_scale times a standard normal (site ``run_log_prior_odds_decentered``).
-DECENTRED = {"run_log_prior_odds": LocScaleReparam(centered=0)}
+LEVEL = "run_log_prior_odds"
 
 
 class Keys(NamedTuple):
@@ -75,10 +76,13 @@ class Target:
     traced: nothing is drawn, and the model is not evaluated on the data).
     """
 
-    def __init__(self, model, kwargs: dict, observed: str, key, *, decentred: bool = False):
+    def __init__(self, model, kwargs: dict, observed: str, key, *, decentred=False, centring=None):
         self.data = {k: v for k, v in kwargs.items() if _is_data(v)}
-        if decentred:  # the form every optimisation works on (``DECENTRED``)
-            model = numpyro.handlers.reparam(model, config=DECENTRED)
+        # the run levels' parameterization: 1 centred, 0 decentred, per run (``LEVEL``)
+        self.centring = 0.0 if decentred else centring
+        if self.centring is not None:
+            reparam = {LEVEL: LocScaleReparam(centered=self.centring)}
+            model = numpyro.handlers.reparam(model, config=reparam)
         self.model = functools.partial(
             model, **{k: v for k, v in kwargs.items() if k not in self.data}
         )
@@ -119,7 +123,12 @@ class Target:
     def unconstrain(self, values: dict):
         """The flat unconstrained vector of this target at constrained ``values`` (of its
         latent sites, and maybe more): the way back from ``point``, into this target's
-        parameterization."""
+        parameterization (a decentred target's ``point`` carries the levels themselves)."""
+        values = dict(values)
+        if f"{LEVEL}_decentered" in self.transforms and self.centring is not None:
+            centred = np.broadcast_to(self.centring, np.shape(values[LEVEL])) > 0
+            name = f"{LEVEL}_decentered"
+            values[name] = np.where(centred, values[LEVEL], values[name])
         latent = {name: values[name] for name in self.transforms}
         return ravel_pytree(transform_fn(self.transforms, latent, invert=True))[0]
 
@@ -221,8 +230,7 @@ def nuts(target: Target, start, keys: Keys, settings: FitSettings, search=None) 
     """NUTS (dense mass matrix, ``target_acceptance``), every chain started near the MAP.
 
     ``search``: the target whose MAP is found from ``start`` (the decentred form of
-    ``target``, ``DECENTRED``), then carried into ``target``'s parameterization; None:
-    ``target`` itself.
+    ``target``), then carried into ``target``'s parameterization; None: ``target`` itself.
 
     ``settings.mass_matrix``: ``"adapted"`` learns the inverse mass matrix in NumPyro's
     warm-up windows, from the identity; ``"laplace"`` fixes it to the Laplace covariance

@@ -565,12 +565,12 @@ def run_offsets(law_log_prior, priors: Priors):
     with beta, since the law's log prior odds -ln2 (K_M ** beta - K_G ** beta) are constant
     along a run, as the shift is. Sampled as shifts (``offset_scale`` times a standard
     normal), NUTS had to move every run's shift with beta, through ``offset_scale``: on
-    tiny-categorical's default fit 107 leapfrog steps per draw at target acceptance 0.99 and
-    R-hat up to 1.02; sampled as levels, 42 and 1.005 (docs/science.md). A centred
-    hierarchy has no mode (its density grows without bound as ``offset_scale`` shrinks), so
-    MAP, Laplace, SVI and the starts of NUTS work on the decentred form of this site
-    (``engines.DECENTRED``: the level as the law's plus ``offset_scale`` times a standard
-    normal, site ``run_log_prior_odds_decentered``).
+    tiny-categorical's default fit 121 leapfrog steps per draw at target acceptance 0.99 and
+    R-hat up to 1.02 (docs/science.md). The engines choose how to sample this site
+    (``engines.LEVEL``): NUTS centred for the runs whose cells pin their level and decentred
+    (the level as the law's plus ``offset_scale`` times a standard normal, site
+    ``run_log_prior_odds_decentered``) for the others; MAP, Laplace, SVI and the starts of NUTS
+    decentred, since a centred hierarchy has no mode.
 
     Parameters
     ----------

@@ -126,3 +126,37 @@ def test_target_acceptance_is_higher_for_the_offset_models():
     assert target_acceptance(FitSettings(pooling="partial")) == 0.9
     with pytest.raises(RiclError, match="target_accept must be in \\(0, 1\\); got 1.0"):
         FitSettings(target_accept=1.0)
+
+
+def test_run_levels_carry_between_parameterizations(behaviour):
+    """The decentred MAP carried into a target centred on some runs: the same point (every
+    site's value), whichever way each run's level is sampled."""
+    settings = inputs.FitSettings(model="anchored-offsets", method="map")
+    kwargs = inputs.model_inputs(behaviour, settings).kwargs
+    key = jax.random.PRNGKey(0)
+    model = rational.relative_distance_model
+    search = engines.Target(model, kwargs, "observed_weight", key, decentred=True)
+    centring = np.zeros((1, behaviour.sizes["num_tasks"], 1))
+    centring[0, ::2] = 1.0  # every other run centred
+    target = engines.Target(model, kwargs, "observed_weight", key, centring=centring)
+    flat = search.best_prior_draw(key, 16)
+    there = search.point(flat)
+    here = target.point(target.unconstrain(there))
+    for name in ("alpha", "beta", "gamma", "offset_scale", "run_log_prior_odds", "run_offset"):
+        np.testing.assert_allclose(here[name], there[name], rtol=1e-10, atol=1e-12)
+    level = there["run_log_prior_odds"]  # centred runs keep the level itself
+    decentred = here["run_log_prior_odds_decentered"]
+    np.testing.assert_allclose(decentred[0, ::2], level[0, ::2], rtol=1e-12)
+    z = there["run_log_prior_odds_decentered"]  # the others the standardized offset
+    np.testing.assert_allclose(decentred[0, 1::2], z[0, 1::2], rtol=1e-12)
+
+
+def test_runs_whose_cells_pin_their_level_are_sampled_centred():
+    weight = np.full((1, 3, 8, 2), 0.5)  # (C, D, N, S)
+    weight[0, 0] = 1.0  # memorizes throughout: only a bound on its level
+    weight[0, 2, :7] = 0.0  # one cell of 16 inside (0.05, 0.95): below the share
+    fit_mask = np.ones(weight.shape, bool)
+    kwargs = {"observed_weight": weight, "fit_mask": fit_mask, "strategy_loss": np.ones((2, 1, 3))}
+    np.testing.assert_array_equal(inference.run_centring(kwargs)[..., 0], [[0.0, 1.0, 0.0]])
+    fit_mask[0, 2, :5] = False  # of its 6 fitted cells, 2 inside: a third
+    np.testing.assert_array_equal(inference.run_centring(kwargs)[..., 0], [[0.0, 1.0, 1.0]])
