@@ -12,6 +12,12 @@ own. The phases:
   log likelihood (``fits.tree.datatree``), with the metrics and skill;
 - write: ``write_fit``.
 
+Measured (2 AMD EPYC cores shared with a test run, load ~4; before = 48c1e95's package on
+the same runs): default / paper wall 91 / 25 s, 95 / 27 s, 130 / 36 s on tiny-categorical,
+-regression, -classification (before 319 / 49, 138 / 56, 354 / 34); peak RSS 0.9 GB (4.7-5.9);
+fit.nc 12.7, 12.3, 16.0 MB (22.2, 21.7, 28.6); leapfrog steps per draw 60, 58, 50 (121, 68,
+171); R-hat 1.006, 1.008, 1.005; divergences 0, 1, 0 (0, 0, 2). docs/science.md has the table.
+
 Usage::
 
     python benchmarks/default_fit.py DIR [DIR ...] [--models anchored-offsets-drift paper]

@@ -34,11 +34,18 @@ per draw, 89% / 93% / 93% coverage of the 27 configurations. Non-centred (the de
 ``pooling="partial"``) the joint mode runs off (intervals five times too wide) and NUTS did
 not finish 250 draws of one chain in 15 minutes.
 
+``--grid paper --model anchored-offsets-drift``: the grid simulated from the default model
+(``DRIFT_TRUTH``: run offsets, an Ornstein-Uhlenbeck drift in log N) and fitted with it.
+Measured (2 shared AMD EPYC cores, load 5-7): MAP + Laplace 428-582 s wall, 236-277 s CPU,
+3.9 GiB; its 90% intervals covered alpha 74-96% and gamma 74-93% of the 27 configurations,
+beta 0-11%, alpha_loc, but not beta_loc, offset_scale or the drift's parameters. NUTS was
+killed at 23 GB of memory before it finished (not yet usable at this scale; docs/science.md).
+
 Times are wall-clock for the whole ``rational_icl.fits.inference.fit`` call, JIT
 compilation included, and the CPU time of the process beside them. Usage::
 
     python benchmarks/fits.py [--skip-outputs] [--sequences 64 --positions 128 --outcomes 8]
-    python benchmarks/fits.py --grid paper [--skip-nuts] [--replications 10]
+    python benchmarks/fits.py --grid paper [--skip-nuts] [--replications 10] [--model M]
 """
 
 from __future__ import annotations
