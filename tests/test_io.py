@@ -374,3 +374,5 @@ def test_an_interrupt_anywhere_in_a_command_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr("rational_icl.cli.compare.run", swallowed)
     assert entry.main(["compare", "x.nc"]) == 130
     assert capsys.readouterr().err == "ricl compare: interrupted; finished files are kept\n"
+    # the flag is the command's: the process's next file write is not interrupted
+    assert not INTERRUPTED.is_set()

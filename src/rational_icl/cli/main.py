@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 @contextmanager
 def _interrupt_flag():
     """SIGINT sets ``errors.INTERRUPTED`` and raises KeyboardInterrupt, for the block; the
-    previous handler comes back after it (tests call ``main`` in-process)."""
+    previous handler and a clear flag come back after it (tests call ``main`` in-process, and
+    a flag left set would interrupt the next file write of the process)."""
 
     def interrupt(signum, frame):
         INTERRUPTED.set()
@@ -72,6 +73,7 @@ def _interrupt_flag():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        INTERRUPTED.clear()
 
 
 if __name__ == "__main__":
