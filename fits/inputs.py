@@ -20,7 +20,13 @@ from rational_icl.fits.behaviour import context_loss
 from rational_icl.fits.designs import held_out_cells_of, held_out_design
 from rational_icl.fits.model import reference_num_tasks
 from rational_icl.fits.runs import config_dims as _config_dims
-from rational_icl.vocabulary import CONFIG_DIMS, MASS_MATRICES, METHODS, OBSERVATIONS
+from rational_icl.vocabulary import (
+    CONFIG_DIMS,
+    MASS_MATRICES,
+    METHODS,
+    OBSERVATIONS,
+    default_model,
+)
 
 # Behaviour measures the relative-distance model can observe, and their behaviour variables
 # (the fit's observed_data names every measure observed_weight: docs/files.md §3).
@@ -31,13 +37,15 @@ SAMPLE_DIMS = ("chain", "draw")
 
 @dataclass(frozen=True)
 class FitSettings:
-    """What to fit and how. Defaults follow the paper (docs/science.md)."""
+    """What to fit and how. The defaults are every door's (``ricl fit``, ``ricl run``, the
+    notebooks): the default model with the paper's early-checkpoint rule (docs/science.md);
+    ``model="paper", drop_early=...`` reproduces the authors' fit."""
 
     observation: str = "relative-distance"
     measure: str = "auto"  # barycentric where the behaviour has it, else relative-distance
     splits: tuple[str, ...] | None = None  # None fits every split
     ablation: str = "none"
-    model: str = "paper"  # parameters.MODELS: the paper's law, transition step, run offsets
+    model: str | None = None  # parameters.MODELS; None: the default for the observation
     pooling: str = "auto"  # partial where the runs vary in seed, else complete
     centred: bool = False  # partial pooling: centred parameterisation (parameters.py)
     strategies: tuple[str, ...] = ("memorizing", "generalizing")
@@ -51,7 +59,7 @@ class FitSettings:
     seed: int = 0
     held_out_fraction: float = 0.8  # the authors design's fitted fraction
     held_out: str = "authors"  # a design of HELD_OUT_DESIGNS
-    drop_early: bool = False
+    drop_early: bool = True  # fit checkpoints after the transformer nears the M-G mixture
     svi_steps: int = 5000
     pointwise_draws: int = 1000  # draws kept (all chains) for the per-cell predictive, log lik
     outputs_bin_width: float | None = 0.25  # Dirichlet normaliser nodes (dirichlet_statistics)
@@ -59,6 +67,8 @@ class FitSettings:
     priors: parameters.Priors = parameters.Priors()
 
     def __post_init__(self):
+        if self.model is None:
+            object.__setattr__(self, "model", default_model(self.observation))
         for name, allowed in [
             ("observation", OBSERVATIONS),
             ("measure", ("auto", *MEASURES)),

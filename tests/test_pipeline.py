@@ -11,6 +11,7 @@ from rational_icl.cli.main import main
 from rational_icl.data import load_specs
 from rational_icl.fits import FitSettings, read_fit, simulate_runs
 from rational_icl.io import read_netcdf
+from tests.fits.simulated import PAPER_FIT
 
 SPEC = """
 setting = "categorical-sequence"
@@ -50,14 +51,16 @@ def test_the_pipeline_functions_run_every_stage_as_the_commands_do(tmp_path, cap
     simulate_runs(data, runs, 0.5, 0.3, 3.0, checkpoints=12, noise=0.05, seed=1)
     measured = pipeline.measure_behaviour(runs, tmp_path / "behaviour.nc")
     xr.testing.assert_identical(read_netcdf(tmp_path / "behaviour.nc"), measured)
-    settings = FitSettings(method="map", chains=1, draws=50, pointwise_draws=50, seed=3)
+    settings = FitSettings(
+        **PAPER_FIT, method="map", chains=1, draws=50, pointwise_draws=50, seed=3
+    )
     fit = pipeline.fit_runs(runs, tmp_path / "fit.nc", settings)
     back = read_fit(tmp_path / "fit.nc")
     np.testing.assert_array_equal(back.posterior.alpha.values, fit.posterior.alpha.values)
     # `ricl fit` with the same settings runs the same function: the same draws, bit for bit
     argv = ["fit", str(runs), "-o", str(tmp_path / "cli.nc"), "--method", "map"]
     argv += ["--chains", "1", "--draws", "50", "--pointwise-draws", "50", "--seed", "3"]
-    argv += ["--model", "paper", "--measure", "auto", "--splits", "all"]
+    argv += ["--model", "paper", "--measure", "auto", "--splits", "all", "--no-drop-early"]
     assert main(argv) == 0
     cli = read_fit(tmp_path / "cli.nc")
     for name in ("alpha", "beta", "gamma"):

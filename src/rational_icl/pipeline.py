@@ -9,7 +9,7 @@
     pipeline.write_data(specs, "runs")
     pipeline.train_specs(specs, "runs")
     pipeline.measure_behaviour("runs", "behaviour.nc")
-    pipeline.fit_runs("runs", "fit.nc", FitSettings(model="anchored-offsets-drift"))
+    pipeline.fit_runs("runs", "fit.nc", FitSettings())
     pipeline.report(["behaviour.nc", "fit.nc"], "report")
 
 Each function writes its files atomically and returns what it wrote; torch, JAX and

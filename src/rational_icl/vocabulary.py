@@ -36,9 +36,14 @@ MODELS: tuple[str, ...] = get_args(Model)
 METHODS: tuple[str, ...] = get_args(Method)
 MASS_MATRICES: tuple[str, ...] = get_args(MassMatrix)
 
-# The model `ricl fit` and `ricl run` fit unless told otherwise (docs/science.md, "Which
-# model"); `ricl run` fits the paper's form beside it.
+# The model every door (FitSettings, `ricl fit`, `ricl run`) fits unless told otherwise
+# (docs/science.md, "Which model"); `ricl run` fits the paper's form beside it.
 DEFAULT_MODEL = "anchored-offsets-drift"
 # the outputs observation model reads the predictions themselves: no drift of weights there
 OUTPUTS_DEFAULT_MODEL = "anchored-offsets"
 PAPER_MODEL = "paper"
+
+
+def default_model(observation: str) -> str:
+    """The model fitted when none is named: the drift is of observed weights."""
+    return OUTPUTS_DEFAULT_MODEL if observation == "outputs" else DEFAULT_MODEL

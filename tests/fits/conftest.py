@@ -27,7 +27,7 @@ from rational_icl.fits import inference, inputs
 from rational_icl.fits.behaviour import load_behaviour
 from rational_icl.fits.runs import open_runs
 from rational_icl.fits.simulate import simulate_runs
-from tests.fits.simulated import outputs_map, simulated_behaviour
+from tests.fits.simulated import PAPER_FIT, outputs_map, simulated_behaviour
 
 STRATEGIES = ["memorizing", "generalizing", "constant"]
 NUM_TASKS = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
@@ -276,13 +276,15 @@ def behaviour():
 
 @pytest.fixture(scope="session")
 def nuts_fit(behaviour):
-    settings = inputs.FitSettings(chains=2, warmup=300, draws=300, seed=1)
+    settings = inputs.FitSettings(**PAPER_FIT, chains=2, warmup=300, draws=300, seed=1)
     return inference.fit(behaviour, settings)
 
 
 @pytest.fixture(scope="session")
 def map_fit(behaviour):
-    return inference.fit(behaviour, inputs.FitSettings(method="map", chains=1, draws=400))
+    return inference.fit(
+        behaviour, inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=400)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -305,5 +307,5 @@ def outputs_fits(synthetic_runs):
 def unidentified_map_fit(behaviour):
     """Issue 15's symptom: with two num_tasks values (one fitted) alpha, beta and gamma are
     barely identified and the Laplace draws of a MAP fit fall far outside the posterior."""
-    settings = inputs.FitSettings(method="map", chains=1, draws=400)
+    settings = inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=400)
     return inference.fit(behaviour.isel(num_tasks=[0, 1]), settings)

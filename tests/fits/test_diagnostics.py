@@ -8,11 +8,13 @@ import pytest
 from rational_icl.errors import RiclError
 from rational_icl.fits import diagnostics, inference, inputs
 from rational_icl.fits.tree import read_fit, write_fit
+from tests.fits.simulated import PAPER_FIT
 
 
 def test_compare_ranks_the_true_model_first(behaviour, map_fit, unidentified_map_fit):
     ablated = inference.fit(
-        behaviour, inputs.FitSettings(method="map", ablation="unit-gamma", chains=1, draws=400)
+        behaviour,
+        inputs.FitSettings(**PAPER_FIT, method="map", ablation="unit-gamma", chains=1, draws=400),
     )
     table = diagnostics.compare({"full": map_fit, "unit-gamma": ablated})
     assert list(table.index) == ["full", "unit-gamma"]

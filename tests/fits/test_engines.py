@@ -8,7 +8,7 @@ import pytest
 from rational_icl.errors import RiclError
 from rational_icl.fits import diagnostics, engines, inference, inputs
 from rational_icl.fits import model as rational
-from tests.fits.simulated import PARAMETERS, TRUTH
+from tests.fits.simulated import PAPER_FIT, PARAMETERS, TRUTH
 
 
 def test_nuts_recovers_the_parameters(nuts_fit):
@@ -36,14 +36,16 @@ def test_map_agrees_with_the_posterior_mode(map_fit, nuts_fit):
 
 
 def test_svi_runs_and_is_close(behaviour):
-    settings = inputs.FitSettings(method="svi", chains=1, draws=200, svi_steps=1500)
+    settings = inputs.FitSettings(**PAPER_FIT, method="svi", chains=1, draws=200, svi_steps=1500)
     tree = inference.fit(behaviour, settings)
     for name, truth in TRUTH.items():
         assert float(tree.posterior[name].mean()) == pytest.approx(truth, rel=0.1)
 
 
 def test_seeds_make_fits_repeatable(behaviour, map_fit):
-    again = inference.fit(behaviour, inputs.FitSettings(method="map", chains=1, draws=400))
+    again = inference.fit(
+        behaviour, inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=400)
+    )
     np.testing.assert_array_equal(again.posterior.gamma, map_fit.posterior.gamma)
     np.testing.assert_array_equal(
         again.posterior_predictive.observed_weight, map_fit.posterior_predictive.observed_weight
@@ -52,7 +54,7 @@ def test_seeds_make_fits_repeatable(behaviour, map_fit):
 
 @pytest.fixture(scope="module")
 def target(behaviour):
-    kwargs = inputs.model_inputs(behaviour, inputs.FitSettings()).kwargs
+    kwargs = inputs.model_inputs(behaviour, inputs.FitSettings(**PAPER_FIT)).kwargs
     key = jax.random.PRNGKey(0)
     return engines.Target(rational.relative_distance_model, kwargs, "observed_weight", key)
 
@@ -89,7 +91,9 @@ def test_newton_steps_finish_an_unconverged_optimisation(target, monkeypatch):
 
 
 def test_nuts_with_the_laplace_mass_matrix_agrees(behaviour, nuts_fit):
-    settings = inputs.FitSettings(chains=2, warmup=300, draws=300, seed=1, mass_matrix="laplace")
+    settings = inputs.FitSettings(
+        **PAPER_FIT, chains=2, warmup=300, draws=300, seed=1, mass_matrix="laplace"
+    )
     tree = inference.fit(behaviour, settings)
     assert tree.sample_stats.attrs["mass_matrix"] == "laplace"
     found = diagnostics.diagnostics(tree)
@@ -116,14 +120,16 @@ def test_keys_come_from_one_seed():
 
 def test_target_acceptance_is_higher_for_the_offset_models():
     target_acceptance, FitSettings = engines.target_acceptance, inputs.FitSettings
-    assert target_acceptance(FitSettings()) == 0.9  # the paper's model
-    assert target_acceptance(FitSettings(model="anchored")) == 0.9
-    assert target_acceptance(FitSettings(model="offsets")) == 0.99
-    assert target_acceptance(FitSettings(model="anchored-offsets")) == 0.99
-    assert target_acceptance(FitSettings(model="offsets", target_accept=0.8)) == 0.8
-    seeds = FitSettings(model="anchored-offsets-drift", pooling="partial")
+    assert target_acceptance(FitSettings(**PAPER_FIT)) == 0.9  # the paper's model
+    assert target_acceptance(FitSettings(drop_early=False, model="anchored")) == 0.9
+    assert target_acceptance(FitSettings(drop_early=False, model="offsets")) == 0.99
+    assert target_acceptance(FitSettings(drop_early=False, model="anchored-offsets")) == 0.99
+    assert (
+        target_acceptance(FitSettings(drop_early=False, model="offsets", target_accept=0.8)) == 0.8
+    )
+    seeds = FitSettings(drop_early=False, model="anchored-offsets-drift", pooling="partial")
     assert target_acceptance(seeds) == 0.995  # the population's scales add curvature
-    assert target_acceptance(FitSettings(pooling="partial")) == 0.9
+    assert target_acceptance(FitSettings(**PAPER_FIT, pooling="partial")) == 0.9
     with pytest.raises(RiclError, match="target_accept must be in \\(0, 1\\); got 1.0"):
         FitSettings(target_accept=1.0)
 
@@ -131,7 +137,7 @@ def test_target_acceptance_is_higher_for_the_offset_models():
 def test_run_levels_carry_between_parameterizations(behaviour):
     """The decentred MAP carried into a target centred on some runs: the same point (every
     site's value), whichever way each run's level is sampled."""
-    settings = inputs.FitSettings(model="anchored-offsets", method="map")
+    settings = inputs.FitSettings(drop_early=False, model="anchored-offsets", method="map")
     kwargs = inputs.model_inputs(behaviour, settings).kwargs
     key = jax.random.PRNGKey(0)
     model = rational.relative_distance_model

@@ -10,7 +10,7 @@ import xarray as xr
 from rational_icl.errors import RiclError
 from rational_icl.fits import diagnostics, inference, inputs, metrics
 from rational_icl.fits.behaviour import load_behaviour
-from tests.fits.simulated import PARAMETERS, TRUTH, outputs_map
+from tests.fits.simulated import PAPER_FIT, PARAMETERS, TRUTH, outputs_map
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from tests.fits.simulated import PARAMETERS, TRUTH, outputs_map
     ],
 )
 def test_ablations_fix_the_right_parameter(behaviour, ablation, fixed, value):
-    settings = inputs.FitSettings(method="map", ablation=ablation, chains=1, draws=50)
+    settings = inputs.FitSettings(**PAPER_FIT, method="map", ablation=ablation, chains=1, draws=50)
     tree = inference.fit(behaviour, settings)
     assert (tree.posterior[fixed] == value).all()
     assert tree.attrs["ablation"] == ablation
@@ -31,7 +31,7 @@ def test_ablations_fix_the_right_parameter(behaviour, ablation, fixed, value):
 
 
 def test_no_pooling_recovers_each_configuration(two_configurations):
-    settings = inputs.FitSettings(method="map", pooling="none", chains=1, draws=50)
+    settings = inputs.FitSettings(**PAPER_FIT, method="map", pooling="none", chains=1, draws=50)
     tree = inference.fit(two_configurations, settings)
     assert tree.posterior.alpha.dims == ("chain", "draw", "mlp_expansion_factor")
     assert tree.posterior.weight_memorizing.dims == (
@@ -49,7 +49,7 @@ def test_partial_pooling_is_non_centred(two_configurations):
     # Structure only (a short SVI run): MAP of a hierarchical model shrinks the population
     # scale towards 0, and NUTS is the method for real partial-pooling fits.
     settings = inputs.FitSettings(
-        method="svi", pooling="partial", chains=1, draws=20, svi_steps=100
+        **PAPER_FIT, method="svi", pooling="partial", chains=1, draws=20, svi_steps=100
     )
     tree = inference.fit(two_configurations, settings)
     for name in PARAMETERS:
@@ -65,7 +65,9 @@ def test_simulated_runs_recover_roughly(synthetic_runs):
     bound is asserted here; exact recovery is tested on model-simulated behaviour above.
     """
     measured = load_behaviour(synthetic_runs.folder)
-    tree = inference.fit(measured, inputs.FitSettings(method="map", chains=1, draws=50))
+    tree = inference.fit(
+        measured, inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=50)
+    )
     for name in PARAMETERS:
         truth = getattr(synthetic_runs, name)
         assert float(tree.point_estimate[name]) == pytest.approx(truth, rel=0.1)
@@ -80,7 +82,7 @@ def test_outputs_and_context_dependent_models_fit(synthetic_runs, outputs_fits):
         assert float(outputs.point_estimate[name]) == pytest.approx(truth, rel=0.1)
     context = inference.fit(
         measured,
-        inputs.FitSettings(method="map", chains=1, draws=20, context_dependent=True),
+        inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=20, context_dependent=True),
         runs=runs,
     )
     expected = context.posterior.expected_weight
@@ -90,7 +92,12 @@ def test_outputs_and_context_dependent_models_fit(synthetic_runs, outputs_fits):
     context_outputs = inference.fit(
         measured,
         inputs.FitSettings(
-            observation="outputs", method="map", chains=1, draws=5, context_dependent=True
+            **PAPER_FIT,
+            observation="outputs",
+            method="map",
+            chains=1,
+            draws=5,
+            context_dependent=True,
         ),
         runs=runs,
     )
@@ -101,7 +108,7 @@ def test_outputs_and_context_dependent_models_fit(synthetic_runs, outputs_fits):
 
 def test_early_checkpoints_can_be_left_out_of_the_fit(synthetic_runs):
     measured = load_behaviour(synthetic_runs.folder)
-    settings = inputs.FitSettings(method="map", chains=1, draws=20, drop_early=True)
+    settings = inputs.FitSettings(model="paper", method="map", chains=1, draws=20, drop_early=True)
     tree = inference.fit(measured, settings)
     constant = tree.constant_data
     # each run's range over the cells the fit may read (no held-out checkpoint decides)
@@ -122,13 +129,13 @@ def test_outputs_quadrature_nodes_find_the_exact_optimum(synthetic_runs, outputs
 
 
 def test_fitting_one_split_masks_the_others(behaviour):
-    settings = inputs.FitSettings(method="map", chains=1, draws=50, splits=("id",))
+    settings = inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=50, splits=("id",))
     tree = inference.fit(behaviour, settings)
     mask = tree.constant_data.fit_mask
     assert not bool(mask.sel(split="ood").any())
     assert int(mask.sel(split="id").sum()) == int((~tree.constant_data.held_out).sum())
     with pytest.raises(RiclError, match="allowed are id, ood"):
-        inference.fit(behaviour, inputs.FitSettings(method="map", splits=("iwl",)))
+        inference.fit(behaviour, inputs.FitSettings(**PAPER_FIT, method="map", splits=("iwl",)))
     # the unfitted split is predicted with the fitted split's noise scale (0.05 in the
     # simulation), not a draw of the HalfNormal(0.2) prior, whose intervals cover everything
     weight = tree.posterior.weight_memorizing
@@ -142,7 +149,9 @@ def test_fitting_one_split_masks_the_others(behaviour):
 def test_a_fit_without_fitted_cells_is_refused_before_sampling(behaviour):
     # Issue 24, item 4: a --drop-early that dropped every cell crashed after NUTS had run.
     empty = behaviour.assign(relative_distance=behaviour.relative_distance * np.nan)
-    settings = inputs.FitSettings(measure="relative-distance", chains=1, draws=10, warmup=10)
+    settings = inputs.FitSettings(
+        **PAPER_FIT, measure="relative-distance", chains=1, draws=10, warmup=10
+    )
     with pytest.raises(RiclError, match="no cell is left to fit"):
         inference.fit(empty, settings)
 
@@ -153,7 +162,9 @@ def test_fit_refuses_float32(behaviour):
     jax.config.update("jax_enable_x64", False)
     try:
         with pytest.raises(RiclError, match="configure_jax"):
-            inference.fit(behaviour, inputs.FitSettings(method="map", chains=1, draws=5))
+            inference.fit(
+                behaviour, inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=5)
+            )
     finally:
         jax.config.update("jax_enable_x64", True)
 
@@ -168,7 +179,7 @@ def test_drift_model_forecasts_a_run_from_its_fitted_checkpoints(behaviour):
     shifted["relative_distance"].loc[{"num_tasks": 256}] = xr.where(
         later, np.clip(run + 0.3, -1, 1), run
     )
-    common = dict(method="map", chains=1, draws=20, held_out="forecast:0.3")
+    common = dict(method="map", chains=1, draws=20, held_out="forecast:0.3", drop_early=False)
     drift = inference.fit(shifted, inputs.FitSettings(model="anchored-offsets-drift", **common))
     paper = inference.fit(shifted, inputs.FitSettings(**common))
 

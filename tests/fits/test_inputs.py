@@ -6,7 +6,7 @@ import xarray as xr
 
 from rational_icl.errors import RiclError
 from rational_icl.fits import inference, inputs
-from tests.fits.simulated import simulated_behaviour
+from tests.fits.simulated import PAPER_FIT, simulated_behaviour
 
 
 def test_early_checkpoints_are_dropped():
@@ -47,7 +47,7 @@ def test_no_held_out_cell_decides_which_cells_are_fitted(design):
         },
         attrs={"setting": "categorical-sequence", "max_steps": 4000},
     )
-    settings = inputs.FitSettings(held_out=design, drop_early=True, method="map")
+    settings = inputs.FitSettings(model="paper", held_out=design, drop_early=True, method="map")
     before = inputs.model_inputs(behaviour, settings)
     held_out = before.held_out.broadcast_like(behaviour.relative_distance)
     assert held_out.any() and (~held_out).any()
@@ -91,7 +91,9 @@ def test_settings_are_validated():
     with pytest.raises(RiclError, match="drift along training, which the outputs observation"):
         inputs.FitSettings(model="anchored-offsets-drift", observation="outputs")
     with pytest.raises(RiclError, match="needs several configurations"):
-        inference.fit(simulated_behaviour(num_checkpoints=5), inputs.FitSettings(pooling="none"))
+        inference.fit(
+            simulated_behaviour(num_checkpoints=5), inputs.FitSettings(**PAPER_FIT, pooling="none")
+        )
 
 
 @pytest.mark.parametrize(
@@ -103,7 +105,7 @@ def test_settings_are_validated():
     ],
 )
 def test_strategy_sets_with_the_contextual_memorizer_are_accepted(strategies, observation):
-    settings = inputs.FitSettings(strategies=strategies, observation=observation)
+    settings = inputs.FitSettings(**PAPER_FIT, strategies=strategies, observation=observation)
     assert settings.strategies == strategies
 
 
@@ -118,7 +120,7 @@ def test_strategy_sets_with_the_contextual_memorizer_are_accepted(strategies, ob
 )
 def test_bad_strategy_sets_are_refused_in_one_line(strategies, message):
     with pytest.raises(RiclError, match=message) as error:
-        inputs.FitSettings(strategies=strategies)
+        inputs.FitSettings(**PAPER_FIT, strategies=strategies)
     assert "\n" not in str(error.value)
 
 
@@ -126,22 +128,24 @@ def test_the_contextual_memorizer_is_observed_through_its_barycentric_weight():
     behaviour = simulated_behaviour(num_checkpoints=5)
     behaviour["barycentric_weight"] = behaviour.relative_distance
     behaviour["contextual_weight"] = 1 - behaviour.relative_distance
-    contextual = inputs.FitSettings(strategies=("contextual", "generalizing"))
+    contextual = inputs.FitSettings(**PAPER_FIT, strategies=("contextual", "generalizing"))
     assert inputs.measured_variable(behaviour, contextual) == ("barycentric", "contextual_weight")
-    assert inputs.measured_variable(behaviour, inputs.FitSettings()) == (
+    assert inputs.measured_variable(behaviour, inputs.FitSettings(**PAPER_FIT)) == (
         "barycentric",
         "barycentric_weight",
     )
     with pytest.raises(RiclError, match="measured barycentrically only; got --measure relative"):
         inputs.measured_variable(
             behaviour,
-            inputs.FitSettings(strategies=contextual.strategies, measure="relative-distance"),
+            inputs.FitSettings(
+                **PAPER_FIT, strategies=contextual.strategies, measure="relative-distance"
+            ),
         )
 
 
 def test_transition_models_need_a_num_tasks_where_memorizing_can_win():
     behaviour = simulated_behaviour(num_checkpoints=5)
-    found = inputs.model_inputs(behaviour, inputs.FitSettings(model="transition"))
+    found = inputs.model_inputs(behaviour, inputs.FitSettings(drop_early=False, model="transition"))
     loss = behaviour.strategy_loss.values
     complexity = behaviour.strategy_complexity.values
     valid = (complexity[0] > complexity[1]) & (loss[1] > loss[0])
@@ -152,7 +156,7 @@ def test_transition_models_need_a_num_tasks_where_memorizing_can_win():
         strategy=behaviour.strategy
     )  # memorizing now worse everywhere: no transition
     with pytest.raises(RiclError, match="model 'transition': no num_tasks where memorizing"):
-        inputs.model_inputs(behaviour, inputs.FitSettings(model="transition"))
+        inputs.model_inputs(behaviour, inputs.FitSettings(drop_early=False, model="transition"))
 
 
 def test_context_loss_uses_the_default_regression_noise():

@@ -10,12 +10,13 @@ from numpyro.infer import Predictive
 
 from rational_icl.fits import engines, inputs, predictive
 from rational_icl.fits import model as rational
+from tests.fits.simulated import PAPER_FIT
 
 
 @pytest.fixture(scope="module")
 def target_and_draws(behaviour):
     """The relative-distance model of the test behaviour, and 40 prior draws of it."""
-    kwargs = inputs.model_inputs(behaviour, inputs.FitSettings()).kwargs
+    kwargs = inputs.model_inputs(behaviour, inputs.FitSettings(**PAPER_FIT)).kwargs
     key = jax.random.PRNGKey(0)
     target = engines.Target(rational.relative_distance_model, kwargs, "observed_weight", key)
     prior = {k: v for k, v in target.data.items() if k != "observed_weight"}

@@ -10,7 +10,7 @@ import xarray as xr
 from rational_icl.errors import RiclError
 from rational_icl.fits import diagnostics, inference, inputs
 from rational_icl.fits.tree import read_fit, write_fit
-from tests.fits.simulated import PARAMETERS
+from tests.fits.simulated import PAPER_FIT, PARAMETERS
 
 
 def test_fit_tree_names_round_trip_through_netcdf(nuts_fit, tmp_path):
@@ -56,7 +56,9 @@ def test_fit_tree_names_round_trip_through_netcdf(nuts_fit, tmp_path):
 
 
 def test_per_cell_draws_are_float32_thinned_and_read_back_unchanged(behaviour, map_fit, tmp_path):
-    settings = inputs.FitSettings(method="map", chains=1, draws=400, pointwise_draws=100)
+    settings = inputs.FitSettings(
+        **PAPER_FIT, method="map", chains=1, draws=400, pointwise_draws=100
+    )
     tree = inference.fit(behaviour, settings)
     posterior = tree.posterior
     for name in ("weight_memorizing", "log_posterior_odds", "expected_weight"):

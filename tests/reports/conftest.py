@@ -15,6 +15,7 @@ import xarray as xr
 
 from rational_icl.cli.main import main
 from rational_icl.fits import load_behaviour, simulate_runs
+from tests.fits.simulated import PAPER_FIT
 
 SPEC = """\
 setting = "categorical-sequence"
@@ -58,7 +59,7 @@ def fit(behaviour) -> xr.DataTree:
     from rational_icl.fits.inference import fit as fit_model
     from rational_icl.fits.inputs import FitSettings
 
-    return fit_model(behaviour, FitSettings(method="map", chains=2, draws=100, seed=0))
+    return fit_model(behaviour, FitSettings(**PAPER_FIT, method="map", chains=2, draws=100, seed=0))
 
 
 @pytest.fixture(scope="session")

@@ -267,7 +267,9 @@ def test_weight_over_training_draws_the_law_beside_the_drift(behaviour, fit):
     # the paper's law has no drift: one line per num_tasks
     assert not any(line.get_linestyle() == "--" for line in paper.axes[0].get_lines())
     plt.close(paper)
-    settings = FitSettings(method="map", model="anchored-offsets-drift", draws=50, seed=0)
+    settings = FitSettings(
+        method="map", model="anchored-offsets-drift", drop_early=False, draws=50, seed=0
+    )
     fit = fit_model(behaviour, settings)
     figure = figures.weight_over_training(behaviour, fit)
     ax = figure.axes[0]  # id

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from rational_icl.reports import FIGURES, write_report
+from tests.fits.simulated import PAPER_FIT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIT_FIGURES = {
@@ -176,7 +177,7 @@ def test_a_fit_with_unreliable_loo_gets_a_note_not_numbers(behaviour, fit, tmp_p
     from rational_icl.fits.inputs import FitSettings
 
     # two num_tasks values, one fitted: the Laplace draws miss the posterior (issue 15)
-    settings = FitSettings(method="map", chains=1, draws=200, seed=0)
+    settings = FitSettings(**PAPER_FIT, method="map", chains=1, draws=200, seed=0)
     unidentified = fit_model(behaviour.isel(num_tasks=[0, 1]), settings)
     fits = {"first": fit, "second": fit, "unidentified": unidentified}
     page = write_report(tmp_path, behaviour=behaviour, fits=fits).read_text()
@@ -199,3 +200,4 @@ def test_figure_names_from_file_values_stay_inside_the_report_folder(behaviour, 
     assert all(p.parts[:3] == ("deep", "er", "rep") for p in written), written
     names = [p.name for p in (out / "figures").iterdir()]
     assert names and all(re.fullmatch(r"[A-Za-z0-9._+-]+\.png", n) for n in names), names
+

@@ -12,6 +12,7 @@ from rational_icl.fits.runs import open_runs
 from rational_icl.fits.tree import write_fit
 from rational_icl.training.loop import train
 from rational_icl.training.plan import format_plan, plan_job
+from tests.fits.simulated import PAPER_FIT
 from tests.specs import SMALL_CATEGORICAL
 
 
@@ -43,7 +44,7 @@ def test_disk_estimates_are_within_10_percent_of_the_files_written(spec, plan, t
     written = sum(path.stat().st_size for path in files)
     assert plan.predictions_bytes == pytest.approx(written, rel=0.10)
     runs = open_runs(tmp_path / "runs")
-    settings = inputs.FitSettings(chains=2, warmup=100, draws=200, pointwise_draws=100)
+    settings = inputs.FitSettings(**PAPER_FIT, chains=2, warmup=100, draws=200, pointwise_draws=100)
     tree = inference.fit(behaviour(runs).compute(), settings)
     fit_file = write_fit(tree, tmp_path / "fit.nc")
     assert plan.fit_bytes == pytest.approx(fit_file.stat().st_size, rel=0.10)

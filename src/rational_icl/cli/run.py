@@ -35,18 +35,14 @@ from rational_icl.cli.checks import (
     check_threads,
     check_writable_folder,
 )
-from rational_icl.cli.fit import add_held_out_option, add_model_option, model_or_default
+from rational_icl.cli.fit import add_fit_options, model_or_default
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.io import folder_lock
 from rational_icl.pipeline import configure_jax
-from rational_icl.vocabulary import METHODS, PAPER_MODEL
+from rational_icl.vocabulary import PAPER_MODEL
 
 DEFAULT_PRESET = "tiny-categorical"
-# Every split enters the fit. On the three tiny presets an all-splits fit and an id-only fit
-# (whose other splits are predicted with the id noise scale) gave held-out correlations within
-# 0.004 and 90% coverage within 0.01 of each other (README, "What the fit reads").
-DEFAULT_FIT_SPLITS = "all"
 
 
 def add_parser(subparsers) -> None:
@@ -68,30 +64,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     parser.add_argument("--device", default=None, help="torch device for training")
     add_threads_option(parser, "every stage (torch, JAX)")
-    parser.add_argument("--method", choices=METHODS, default="nuts")
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument(
-        "--drop-early",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="fit only checkpoints after the transformer first comes near the best "
-        "memorizing-generalizing mixture, as the paper does (default: on; see ricl fit)",
-    )
-    parser.add_argument(
-        "--measure",
-        choices=("barycentric", "relative-distance"),
-        default="barycentric",
-        help="the observed weight on memorizing the fit reads (see ricl fit)",
-    )
-    parser.add_argument(
-        "--splits",
-        default=DEFAULT_FIT_SPLITS,
-        help="splits that enter the fit's likelihood: all (default) or e.g. id (see ricl fit)",
-    )
-    add_held_out_option(parser)
-    add_model_option(parser)
+    add_fit_options(parser)
     parser.add_argument(
         "--seeds",
         type=int,
@@ -311,7 +284,7 @@ def _fit_command(runs_dir: Path, fit_file: Path, behaviour_file: Path, args) -> 
     argv = ["fit", str(runs_dir), "-o", str(fit_file), "--force", "--method", args.method]
     argv += ["--chains", str(args.chains), "--draws", str(args.draws)]
     argv += ["--warmup", str(args.warmup)]
-    argv += ["--drop-early"] if args.drop_early else []
+    argv += ["--drop-early" if args.drop_early else "--no-drop-early"]
     argv += ["--measure", args.measure, "--behaviour", str(behaviour_file)]
     argv += ["--held-out", args.held_out] if args.held_out != "authors" else []
     argv += ["--model", args.model]
