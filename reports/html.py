@@ -143,6 +143,10 @@ FIGURES = (
 )
 
 
+# The figure shown right after the verdict, above the tables: what the fit is of.
+FIRST_FIGURE = "01_weight_map"
+
+
 @dataclass(frozen=True)
 class Rendered:
     """A drawn figure (``png`` bytes) or a skipped one (``skipped`` says why)."""
@@ -284,7 +288,7 @@ def write_report(
     for stem, (_, table) in found_tables.items():
         written.append(_inside(out, out / "tables" / f"{stem}.csv"))
         with atomic_path(written[-1]) as tmp:
-            table.to_csv(tmp)
+            table.to_csv(tmp, index=_has_index(table))
     page = _page(title, rendered, found_tables, sources or [], behaviour, fit)
     with atomic_path(out / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -329,6 +333,8 @@ def _page(title, rendered, found_tables, sources, behaviour, fit) -> str:
         items = "".join(f"<li><code>{e(s)}</code></li>" for s in sources)
         parts.append(f"<p>Inputs:</p><ul>{items}</ul>")
     parts.append(_summary(behaviour, fit))
+    first = [item for item in rendered if item.name == FIRST_FIGURE]
+    parts += [_figure_html(item) for item in first]  # the verdict, then the weight map
     if found_tables:
         parts.append("<h2>Tables</h2>")
         for stem, (table_title, table) in found_tables.items():
@@ -338,25 +344,55 @@ def _page(title, rendered, found_tables, sources, behaviour, fit) -> str:
             else:
                 parts.append(
                     table.to_html(
-                        float_format=lambda x: f"{x:.4g}", border=0, escape=True, na_rep=""
+                        float_format=lambda x: f"{x:.4g}",
+                        border=0,
+                        escape=True,
+                        na_rep="",
+                        index=_has_index(table),
                     )
                 )
     parts.append("<h2>Figures</h2>")
-    for item in rendered:
-        if item.png is None:
-            parts.append(
-                f'<p class="skipped"><b>{e(item.title)}</b>: not drawn, {e(item.skipped)}.</p>'
-            )
-            continue
-        data = base64.b64encode(item.png).decode("ascii")
-        parts.append(
-            f'<figure id="{e(item.name)}"><h3>{e(item.title)}</h3>'
-            f'<img alt="{e(item.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{e(item.caption)} "
-            f'(<a href="figures/{e(item.name)}.png">PNG</a>)</figcaption></figure>'
-        )
+    parts += [_figure_html(item) for item in rendered if item.name != FIRST_FIGURE]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _figure_html(item: Rendered) -> str:
+    """A drawn figure, embedded, with its caption; a skipped one as the reason."""
+    e = html.escape
+    if item.png is None:
+        return f'<p class="skipped"><b>{e(item.title)}</b>: not drawn, {e(item.skipped)}.</p>'
+    data = base64.b64encode(item.png).decode("ascii")
+    return (
+        f'<figure id="{e(item.name)}"><h3>{e(item.title)}</h3>'
+        f'<img alt="{e(item.title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{e(item.caption)} "
+        f'(<a href="figures/{e(item.name)}.png">PNG</a>)</figcaption></figure>'
+    )
+
+
+def _has_index(table: pd.DataFrame) -> bool:
+    """Whether a table's row labels mean something (a plain 0, 1, 2... index does not)."""
+    return not isinstance(table.index, pd.RangeIndex)
+
+
+def _alpha_line(fit) -> str | None:
+    """α's posterior median and 90% interval (per configuration where it varies)."""
+    if "alpha" not in fit.posterior.data_vars:
+        return None
+    alpha = fit.posterior["alpha"]
+    quantiles = alpha.quantile([0.05, 0.5, 0.95], dim=("chain", "draw"))
+    others = [d for d in quantiles.dims if d != "quantile"]
+    stacked = quantiles.stack(cell=others) if others else quantiles.expand_dims("cell")
+    parts = []
+    for i in range(stacked.sizes["cell"]):
+        low, median, high = (float(v) for v in stacked.isel(cell=i).values)
+        where = "" if not others else f" at {stacked.cell.values[i]}"
+        parts.append(f"{median:.3f} [{low:.3f}, {high:.3f}]{where}")
+    return (
+        "<b>α</b> (how fast evidence accumulates: sublinear below 1), posterior median and "
+        f"90% interval: {'; '.join(parts)}"
+    )
 
 
 def _score_lines(fit) -> list[str]:
@@ -418,6 +454,7 @@ def _summary(behaviour, fit) -> str:
         )
         numbers = fit.attrs  # formatted as floats below, so never raw text
         lines += _score_lines(fit)
+        lines += [line for line in [_alpha_line(fit)] if line]
         flagged = html.escape(str(numbers.get("inadequate_num_tasks", "")))
         if flagged:
             lines.append(

@@ -201,3 +201,16 @@ def test_figure_names_from_file_values_stay_inside_the_report_folder(behaviour, 
     names = [p.name for p in (out / "figures").iterdir()]
     assert names and all(re.fullmatch(r"[A-Za-z0-9._+-]+\.png", n) for n in names), names
 
+
+def test_first_screen_is_the_verdict_then_the_weight_map(report, fit):
+    """Skill and α above the weight map, the weight map above every table; tables whose rows
+    are only numbered carry no index column (in the page or the CSV)."""
+    page = report.read_text()
+    verdict, alpha = page.index("<b>skill (id)"), page.index("<b>α</b>")
+    assert verdict < alpha < page.index('id="01_weight_map"') < page.index("<h2>Tables</h2>")
+    low, median, high = fit.posterior.alpha.quantile([0.05, 0.5, 0.95]).values
+    assert f"{median:.3f} [{low:.3f}, {high:.3f}]" in page
+    heldout = page[page.index("Held-out agreement") :]
+    assert "<th>cells</th>" in heldout[: heldout.index("</table>")]
+    assert "<th></th>" not in heldout[: heldout.index("</table>")]
+    assert pd.read_csv(report.parent / "tables" / "heldout.csv").columns[0] == "cells"
