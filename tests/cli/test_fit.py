@@ -75,6 +75,7 @@ def test_choices_match_the_fits_module():
     assert fit_command.MEASURES == ("auto", *inputs.MEASURES)  # the variables' names
 
 
+@pytest.mark.slow
 def test_fit_writes_a_fit_and_compare_ranks_fits(folders, tmp_path, capsys):
     _, runs = folders
     full, ablated = tmp_path / "full.nc", tmp_path / "unit-gamma.nc"
@@ -96,6 +97,7 @@ def test_fit_writes_a_fit_and_compare_ranks_fits(folders, tmp_path, capsys):
     assert rows == ["full", "unit-gamma"]
 
 
+@pytest.mark.slow
 def test_nuts_prints_diagnostic_warnings(folders, tmp_path, capsys):
     _, runs = folders
     out_file = tmp_path / "fit.nc"
@@ -126,6 +128,7 @@ def unidentified_runs(tmp_path_factory):
     return simulate_runs(data, runs, 0.5, 0.3, 3.0, checkpoints=30, noise=0.02, seed=1)
 
 
+@pytest.mark.slow
 def test_unreliable_loo_is_a_warning_not_a_number(unidentified_runs, tmp_path, capsys):
     common = ["--method", "map", "--chains", "1", "--draws", "400", "--drop-early"]
     common += ["--model", "paper"]
@@ -222,6 +225,7 @@ def test_compare_errors_are_one_line(tmp_path, capsys):
     assert err.strip() == f"ricl compare: error: fit file {str(tmp_path / 'a.nc')!r} does not exist"
 
 
+@pytest.mark.slow
 def test_fit_on_the_id_split_prints_both_evaluations(folders, tmp_path, capsys):
     _, runs = folders
     out = tmp_path / "fit.nc"
@@ -271,6 +275,7 @@ def test_a_text_file_among_the_runs_is_one_line(folders, tmp_path, capsys):
     assert err.strip() == f"ricl fit: error: file {path!r} cannot be read: not a netCDF file"
 
 
+@pytest.mark.slow
 def test_fit_warns_about_a_diverged_run(folders, tmp_path, capsys):
     _, runs = folders
     copied = tmp_path / "runs"
@@ -308,6 +313,7 @@ def test_centred_and_laplace_mass_matrix_reach_the_fit_settings(tmp_path):
 # ---------------------------------------------------------------------------- issue 24
 
 
+@pytest.mark.slow
 def test_too_few_draws_for_loo_still_write_the_fit(folders, tmp_path, capsys):
     # item 4: --draws 2 / --pointwise-draws 3 crashed in PSIS-LOO after sampling, losing it
     out_file = tmp_path / "fit.nc"
@@ -338,6 +344,7 @@ def test_fit_refuses_runs_a_live_command_is_writing(folders, tmp_path, capsys):
     assert "is being written by `ricl train`" in err and not (tmp_path / "fit.nc").exists()
 
 
+@pytest.mark.slow
 def test_unfinished_runs_are_warned_about_and_recorded(folders, tmp_path, capsys):
     # item 6: runs stopped at step 1632 of 3000 were fitted silently
     runs = tmp_path / "runs"
@@ -357,6 +364,7 @@ def test_unfinished_runs_are_warned_about_and_recorded(folders, tmp_path, capsys
     assert paths[-1].name in read_fit(out_file).attrs["unfinished_runs"]
 
 
+@pytest.mark.slow
 def test_files_of_other_runs_are_refused_in_fit_compare_and_report(folders, tmp_path, capsys):
     # item 5: seed 1 and seed 2 fits were ranked together, and --behaviour of other runs used
     from rational_icl.fits import load_behaviour

@@ -8,6 +8,8 @@ from rational_icl.cli.main import main
 from rational_icl.fits import simulate_runs
 from tests.specs import SMALL_CATEGORICAL as SPEC
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):

@@ -6,6 +6,8 @@ simulated runs of the very spec first, which `ricl run` counts as trained.
 
 from __future__ import annotations
 
+import pytest
+
 from rational_icl.cli.fit import DEFAULT_MODEL
 from rational_icl.cli.main import main
 from rational_icl.cli.run import with_seeds
@@ -13,6 +15,8 @@ from rational_icl.data import load_specs
 from rational_icl.fits import simulate_runs
 from tests.specs import SMALL_CATEGORICAL as SPEC
 from tests.specs import SMALL_SWEEP
+
+pytestmark = pytest.mark.slow
 
 FIT = ["--method", "map", "--chains", "2", "--draws", "50"]
 

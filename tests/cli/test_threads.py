@@ -10,6 +10,8 @@ import torch
 from rational_icl.cli.main import build_parser, main
 from rational_icl.pipeline import THREAD_VARIABLES, configure_jax, limit_threads
 
+pytestmark = pytest.mark.slow
+
 
 def _commands(tmp_path):
     runs, fit = str(tmp_path / "runs"), str(tmp_path / "fit.nc")

@@ -325,6 +325,7 @@ def _synthetic_behaviour(folder, out) -> tuple[xr.Dataset, list[str]]:
     return load_behaviour(out).assign_coords(predictor=("checkpoint", names)), names
 
 
+@pytest.mark.slow
 def test_barycentric_weight_reads_synthetic_transformers(preset_data, tmp_path):
     setting, folder = preset_data
     measured, names = _synthetic_behaviour(folder, tmp_path / "runs")
@@ -344,6 +345,7 @@ def test_barycentric_weight_reads_synthetic_transformers(preset_data, tmp_path):
         assert float(under_confident.max()) > 0.15
 
 
+@pytest.mark.slow
 def test_contextual_weight_reads_the_contextual_memorizer(preset_data, tmp_path):
     setting, folder = preset_data
     measured, names = _synthetic_behaviour(folder, tmp_path / "runs")

@@ -11,6 +11,7 @@ from rational_icl.fits.tree import read_fit, write_fit
 from tests.fits.simulated import PAPER_FIT
 
 
+@pytest.mark.slow
 def test_compare_ranks_the_true_model_first(behaviour, map_fit, unidentified_map_fit):
     ablated = inference.fit(
         behaviour,
@@ -33,6 +34,7 @@ def test_compare_ranks_the_true_model_first(behaviour, map_fit, unidentified_map
         diagnostics.compare({"full": map_fit, "bad": unidentified})
 
 
+@pytest.mark.slow
 def test_loo_is_reported_only_where_psis_supports_it(map_fit, nuts_fit, unidentified_map_fit):
     for tree in (nuts_fit, map_fit):  # the model that made the data: LOO stands
         result = diagnostics.loo(tree)
@@ -53,6 +55,7 @@ def test_loo_is_reported_only_where_psis_supports_it(map_fit, nuts_fit, unidenti
     assert diagnostics.loo_problem(map_fit, inflated) is None
 
 
+@pytest.mark.slow
 def test_outputs_fits_are_compared_by_loo(outputs_fits, map_fit, tmp_path):
     _, full, ablated = outputs_fits
     ablated = read_fit(write_fit(ablated, tmp_path / "ablated.nc"))

@@ -11,6 +11,7 @@ from rational_icl.fits import model as rational
 from tests.fits.simulated import PAPER_FIT, PARAMETERS, TRUTH
 
 
+@pytest.mark.slow
 def test_nuts_recovers_the_parameters(nuts_fit):
     posterior = nuts_fit.posterior
     for name, truth in TRUTH.items():
@@ -26,6 +27,7 @@ def test_nuts_recovers_the_parameters(nuts_fit):
     assert nuts_fit.attrs["heldout_correlation_ood"] > 0.95
 
 
+@pytest.mark.slow
 def test_map_agrees_with_the_posterior_mode(map_fit, nuts_fit):
     point = map_fit.point_estimate
     for name in PARAMETERS:
@@ -35,6 +37,7 @@ def test_map_agrees_with_the_posterior_mode(map_fit, nuts_fit):
     assert bool(map_fit.sample_stats.optimizer_success)
 
 
+@pytest.mark.slow
 def test_svi_runs_and_is_close(behaviour):
     settings = inputs.FitSettings(**PAPER_FIT, method="svi", chains=1, draws=200, svi_steps=1500)
     tree = inference.fit(behaviour, settings)
@@ -42,6 +45,7 @@ def test_svi_runs_and_is_close(behaviour):
         assert float(tree.posterior[name].mean()) == pytest.approx(truth, rel=0.1)
 
 
+@pytest.mark.slow
 def test_seeds_make_fits_repeatable(behaviour, map_fit):
     again = inference.fit(
         behaviour, inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=400)
@@ -90,6 +94,7 @@ def test_newton_steps_finish_an_unconverged_optimisation(target, monkeypatch):
     np.testing.assert_allclose(polished, optimum, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_nuts_with_the_laplace_mass_matrix_agrees(behaviour, nuts_fit):
     settings = inputs.FitSettings(
         **PAPER_FIT, chains=2, warmup=300, draws=300, seed=1, mass_matrix="laplace"

@@ -13,6 +13,7 @@ from rational_icl.fits.behaviour import load_behaviour
 from tests.fits.simulated import PAPER_FIT, PARAMETERS, TRUTH, outputs_map
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("ablation", "fixed", "value"),
     [
@@ -30,6 +31,7 @@ def test_ablations_fix_the_right_parameter(behaviour, ablation, fixed, value):
     assert all(float(tree.posterior[p].std()) > 0 for p in free)
 
 
+@pytest.mark.slow
 def test_no_pooling_recovers_each_configuration(two_configurations):
     settings = inputs.FitSettings(**PAPER_FIT, method="map", pooling="none", chains=1, draws=50)
     tree = inference.fit(two_configurations, settings)
@@ -45,6 +47,7 @@ def test_no_pooling_recovers_each_configuration(two_configurations):
         np.testing.assert_allclose(tree.point_estimate[name], truth, rtol=0.1)
 
 
+@pytest.mark.slow
 def test_partial_pooling_is_non_centred(two_configurations):
     # Structure only (a short SVI run): MAP of a hierarchical model shrinks the population
     # scale towards 0, and NUTS is the method for real partial-pooling fits.
@@ -58,6 +61,7 @@ def test_partial_pooling_is_non_centred(two_configurations):
         assert tree.posterior[name].dims == ("chain", "draw", "mlp_expansion_factor")
 
 
+@pytest.mark.slow
 def test_simulated_runs_recover_roughly(synthetic_runs):
     """The full pipeline on the behaviour of simulated predictions files (MAP).
 
@@ -73,6 +77,7 @@ def test_simulated_runs_recover_roughly(synthetic_runs):
         assert float(tree.point_estimate[name]) == pytest.approx(truth, rel=0.1)
 
 
+@pytest.mark.slow
 def test_outputs_and_context_dependent_models_fit(synthetic_runs, outputs_fits):
     runs, outputs, _ = outputs_fits
     measured = load_behaviour(synthetic_runs.folder)
@@ -106,6 +111,7 @@ def test_outputs_and_context_dependent_models_fit(synthetic_runs, outputs_fits):
         diagnostics.loo(context_outputs)
 
 
+@pytest.mark.slow
 def test_early_checkpoints_can_be_left_out_of_the_fit(synthetic_runs):
     measured = load_behaviour(synthetic_runs.folder)
     settings = inputs.FitSettings(model="paper", method="map", chains=1, draws=20, drop_early=True)
@@ -118,6 +124,7 @@ def test_early_checkpoints_can_be_left_out_of_the_fit(synthetic_runs):
     assert tree.log_likelihood.sizes["fitted_cell"] == int(constant.fit_mask.sum())
 
 
+@pytest.mark.slow
 def test_outputs_quadrature_nodes_find_the_exact_optimum(synthetic_runs, outputs_fits):
     runs, nodes, _ = outputs_fits
     measured = load_behaviour(synthetic_runs.folder)
@@ -128,6 +135,7 @@ def test_outputs_quadrature_nodes_find_the_exact_optimum(synthetic_runs, outputs
         assert abs(shift) < 0.1 * sd
 
 
+@pytest.mark.slow
 def test_fitting_one_split_masks_the_others(behaviour):
     settings = inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=50, splits=("id",))
     tree = inference.fit(behaviour, settings)
@@ -169,6 +177,7 @@ def test_fit_refuses_float32(behaviour):
         jax.config.update("jax_enable_x64", True)
 
 
+@pytest.mark.slow
 def test_drift_model_forecasts_a_run_from_its_fitted_checkpoints(behaviour):
     """A run that sits well above the law from the middle of training on: the drift model
     carries the shift into the held-out (forecast) checkpoints, by the normal conditional
@@ -181,7 +190,7 @@ def test_drift_model_forecasts_a_run_from_its_fitted_checkpoints(behaviour):
     )
     common = dict(method="map", chains=1, draws=20, held_out="forecast:0.3", drop_early=False)
     drift = inference.fit(shifted, inputs.FitSettings(model="anchored-offsets-drift", **common))
-    paper = inference.fit(shifted, inputs.FitSettings(**common))
+    paper = inference.fit(shifted, inputs.FitSettings(model="paper", **common))
 
     held = drift.constant_data.held_out.sel(num_tasks=256).values
     observed = drift.observed_data.observed_weight.sel(num_tasks=256, split="id").values

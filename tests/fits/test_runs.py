@@ -61,6 +61,7 @@ def test_open_runs_combines_along_num_tasks_lazily(two_runs, make_run):
     np.testing.assert_array_equal(runs["transformer_prediction"].sel(num_tasks=2).values, expected)
 
 
+@pytest.mark.slow
 def test_a_folder_can_be_opened_again_while_an_earlier_opening_is_alive(two_runs):
     # netCDF4-python segfaulted here (open, compute, drop a second opening, open again: a
     # known libnetcdf bug with two handles on one file); in a subprocess so a crash fails

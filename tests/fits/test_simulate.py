@@ -61,6 +61,7 @@ def test_noise_free_simulation_is_the_exact_mixture(data_folder, tmp_path):
     assert "training_tasks" in run  # everything of the data file is kept
 
 
+@pytest.mark.slow
 def test_simulated_sweep_shows_the_rational_phenomena(synthetic_runs):
     beh = load_behaviour(synthetic_runs.folder)
     observed = beh["relative_distance"].sel(split="id")  # (num_tasks, checkpoint)
@@ -75,6 +76,7 @@ def test_simulated_sweep_shows_the_rational_phenomena(synthetic_runs):
     assert r > 0.97
 
 
+@pytest.mark.slow
 def test_simulation_is_repeatable_and_seeded(data_folder, tmp_path):
     kwargs = {"checkpoints": 4, "noise": 0.2}
     for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
@@ -149,6 +151,7 @@ def test_simulate_runs_errors(tmp_path, data_folder):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_simulation_from_real_ricl_data(ricl_data_folder, tmp_path):
     simulate_runs(ricl_data_folder, tmp_path, checkpoints=10, max_steps=1000)
     beh = load_behaviour(tmp_path)

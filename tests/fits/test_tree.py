@@ -13,6 +13,7 @@ from rational_icl.fits.tree import read_fit, write_fit
 from tests.fits.simulated import PAPER_FIT, PARAMETERS
 
 
+@pytest.mark.slow
 def test_fit_tree_names_round_trip_through_netcdf(nuts_fit, tmp_path):
     path = write_fit(nuts_fit, tmp_path / "fit.nc")
     tree = read_fit(path)
@@ -55,6 +56,7 @@ def test_fit_tree_names_round_trip_through_netcdf(nuts_fit, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
 
 
+@pytest.mark.slow
 def test_per_cell_draws_are_float32_thinned_and_read_back_unchanged(behaviour, map_fit, tmp_path):
     settings = inputs.FitSettings(
         **PAPER_FIT, method="map", chains=1, draws=400, pointwise_draws=100
@@ -151,6 +153,7 @@ def _dirichlet_cell_log_density(runs, tree, draw, cell):
     return density.sum()
 
 
+@pytest.mark.slow
 def test_outputs_log_likelihood_is_the_cells_log_density(outputs_fits):
     runs, tree, _ = outputs_fits
     log_lik = tree.log_likelihood.transformer_prediction

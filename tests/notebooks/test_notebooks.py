@@ -13,6 +13,8 @@ from rational_icl.cli.main import main
 from rational_icl.fits import simulate_runs
 from tests.specs import SMALL_SWEEP
 
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 # Small specs per setting, and a gamma that puts the switch to memorizing inside training.
 SETTINGS = {

@@ -259,6 +259,7 @@ def test_panel_titles_fit_their_panels(draw, behaviour, fit):
     plt.close(figure)
 
 
+@pytest.mark.slow
 def test_weight_over_training_draws_the_law_beside_the_drift(behaviour, fit):
     from rational_icl.fits.inference import fit as fit_model
     from rational_icl.fits.inputs import FitSettings

@@ -83,6 +83,7 @@ def test_runs_only_report_names_the_figures_it_skips(behaviour, tmp_path):
     assert not (tmp_path / "tables").exists()
 
 
+@pytest.mark.slow
 def test_two_fits_add_a_loo_comparison(behaviour, fit, tmp_path):
     page = write_report(tmp_path, behaviour=behaviour, fits={"first": fit, "second": fit})
     assert "LOO comparison" in page.read_text()
@@ -91,6 +92,7 @@ def test_two_fits_add_a_loo_comparison(behaviour, fit, tmp_path):
     assert table["elpd"].iloc[0] == pytest.approx(table["elpd"].iloc[1])
 
 
+@pytest.mark.slow
 def test_two_fits_add_a_skill_row_each_naming_its_model(behaviour, fit, tmp_path):
     page = write_report(tmp_path, behaviour=behaviour, fits={"first": fit, "second": fit})
     text = page.read_text()
@@ -172,6 +174,7 @@ def test_no_file_borne_string_reaches_the_page_raw(behaviour, fit, tmp_path):
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 10
 
 
+@pytest.mark.slow
 def test_a_fit_with_unreliable_loo_gets_a_note_not_numbers(behaviour, fit, tmp_path):
     from rational_icl.fits.inference import fit as fit_model
     from rational_icl.fits.inputs import FitSettings

@@ -24,6 +24,8 @@ from rational_icl.training.loop import run_path  # noqa: E402
 from rational_icl.training.predictions import strategy_dataset  # noqa: E402
 from rational_icl.training.tasks_dataset import TaskStream  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 NUM_TASKS = [2, 4, 16, 64, 256]
 
 

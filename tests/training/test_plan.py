@@ -15,6 +15,8 @@ from rational_icl.training.plan import format_plan, plan_job
 from tests.fits.simulated import PAPER_FIT
 from tests.specs import SMALL_CATEGORICAL
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def spec():

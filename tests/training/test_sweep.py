@@ -30,6 +30,8 @@ from rational_icl.training.sweep import (
     work_units,
 )
 
+pytestmark = pytest.mark.slow
+
 SPEC = """
 setting = "categorical-sequence"
 num_dims = 4

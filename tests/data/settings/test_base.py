@@ -93,6 +93,7 @@ def test_predictions_are_distributions():
         assert (prediction >= 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_no_nan_or_inf_at_large_num_tasks_and_context(dtype):
     num_tasks, length = 65536, 512
