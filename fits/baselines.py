@@ -232,11 +232,13 @@ def baseline_spreads(
 
 def _leave_one_num_tasks_out(values, configurations):
     """Each num_tasks value's cells interpolated in log num_tasks from the others'."""
-    rows = []
-    for num_tasks in values.num_tasks.values:
+    out = values.values.copy()
+    before = (slice(None),) * values.get_axis_num("num_tasks")
+    for index, num_tasks in enumerate(values.num_tasks.values):
         others = values.where(values.num_tasks != num_tasks)
-        rows.append(_fill(others, configurations).sel(num_tasks=num_tasks))
-    return xr.concat(rows, "num_tasks").transpose(*values.dims)
+        filled = _fill(others, configurations).transpose(*values.dims).values
+        out[(*before, index)] = filled[(*before, index)]
+    return values.copy(data=out)
 
 
 def held_out_mean(observed: xr.DataArray, cells: xr.DataArray) -> xr.DataArray:
@@ -288,7 +290,7 @@ def _fill_num_tasks(values: xr.DataArray) -> xr.DataArray:
     of the same row, the nearest known value beyond the ends."""
     log_tasks = np.log(values.num_tasks.values.astype(np.float64))
     filled = xr.apply_ufunc(
-        _interpolate_missing,
+        interpolate_missing,
         values,
         kwargs={"x": log_tasks},
         input_core_dims=[["num_tasks"]],
@@ -297,7 +299,7 @@ def _fill_num_tasks(values: xr.DataArray) -> xr.DataArray:
     return filled.transpose(*values.dims)
 
 
-def _interpolate_missing(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+def interpolate_missing(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Numpy core over the last axis: NaN entries of ``y`` interpolated linearly in ``x``
     (increasing) between their known neighbours, the nearest known one past the ends; rows
     with no known entry stay NaN."""

@@ -10,10 +10,11 @@ law's weight plus a drift along training (a Gaussian process in log N per run an
   mean log N)``),
 
 with the same drift and noise. The runs' levels (and slopes) are drawn from a population
-(a normal of fitted location and spread), so a run without fitted cells (a held-out
-num_tasks) is predicted from the population, its interval as wide as the runs' spread, as
-the default model predicts it from the law widened by its run offsets' spread. The
-reference sees exactly the fitted cells the model sees, and predicts every cell.
+(a normal of fitted location and spread). A run without fitted cells (a held-out num_tasks)
+takes its neighbours' level and slope interpolated in log num_tasks, draw by draw, as the
+baselines predict it (without the law nothing else says where in num_tasks it lies); a
+configuration without any (a held-out seed) its population draws. The reference sees
+exactly the fitted cells the model sees, and predicts every cell.
 
 It runs with every fit, so it is cheap: the MAP of its log joint with a Laplace
 approximation around it (``engines.map_laplace``, ``LAPLACE_DRAWS`` draws), not NUTS.
@@ -33,12 +34,13 @@ from numpyro.infer.util import potential_energy
 
 from rational_icl.fits import engines
 from rational_icl.fits import model as rational
+from rational_icl.fits.baselines import interpolate_missing
 from rational_icl.fits.parameters import Priors
 from rational_icl.fits.predictive import site_draws
 
 FORMS = {"law_free_level": False, "law_free_trend": True}  # name -> with a slope in log N
 LAPLACE_DRAWS = 200
-MAX_ITERATIONS = 200  # L-BFGS steps of each form's mode search
+MAX_ITERATIONS = 2000  # L-BFGS steps of a form's mode search (tiny-categorical: 750)
 # Population priors on the log-odds scale: levels of trained runs span about -6 to 6, and a
 # run's log odds change by at most a few units per e-fold of training steps.
 LEVEL_SCALE = 3.0
@@ -157,6 +159,7 @@ def law_free_predictions(
         trend=jnp.asarray(0.0),
         priors=priors,
     )
+    log_num_tasks = np.log(observed.num_tasks.values.astype(np.float64))
     keys = engines.Keys.of(seed)
     rng = np.random.default_rng(seed)
     base = engines.Target(law_free_model, kwargs, "observed_weight", keys.start)
@@ -175,6 +178,7 @@ def law_free_predictions(
         flat[0] = optimum  # the first draw is the mode itself
         latent = {k: np.asarray(v) for k, v in target.constrain_flat(flat).items()}
         latent = _scales_of_fitted_splits(latent, mask.any(axis=(0, 1, 2)))
+        latent = _unfitted_runs_from_neighbours(latent, mask.any(axis=(2, 3)), log_num_tasks)
         values = site_draws(
             target.with_data(observed_weight=None),  # predicting every cell
             latent,
@@ -234,6 +238,26 @@ def _start(weight: np.ndarray, fitted: np.ndarray) -> dict:
         "drift_scale": np.full(splits, 0.1),
         "drift_length": 1.0,
     }
+
+
+def _unfitted_runs_from_neighbours(latent: dict, fitted_runs, log_num_tasks) -> dict:
+    """A run without fitted cells (a held-out num_tasks) takes, draw by draw, the level and
+    slope of its neighbours interpolated in log num_tasks (the nearest past the ends), as
+    the baselines predict it: its population draw would ignore where in num_tasks it lies.
+    A configuration without fitted runs (a held-out seed) keeps its population draws.
+    ``fitted_runs``: bool (C, D)."""
+    if fitted_runs.all() or not fitted_runs.any():
+        return latent
+    latent = dict(latent)
+    for name in ("level", "slope"):
+        loc = np.asarray(latent[f"{name}_loc"])[:, None, None]  # (draws, 1, 1)
+        spread = np.asarray(latent[f"{name}_scale"])[:, None, None]
+        values = loc + spread * np.asarray(latent[f"{name}_decentred"])  # (draws, C, D)
+        known = np.where(fitted_runs, values, np.nan)
+        filled = interpolate_missing(known, log_num_tasks)
+        filled = np.where(np.isnan(filled), values, filled)
+        latent[f"{name}_decentred"] = (filled - loc) / spread
+    return latent
 
 
 def _scales_of_fitted_splits(latent: dict, split_fitted: np.ndarray) -> dict:

@@ -67,9 +67,9 @@ def test_interpolation_in_log_num_tasks_per_checkpoint():
 def test_interpolation_is_linear_in_log_num_tasks_and_nearest_past_the_ends():
     y = np.array([[np.nan, 1.0, np.nan, np.nan, 4.0, np.nan]])
     x = np.log([1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
-    got = baselines._interpolate_missing(y, x)
+    got = baselines.interpolate_missing(y, x)
     np.testing.assert_allclose(got, [[1.0, 1.0, 2.0, 3.0, 4.0, 4.0]])
-    assert np.isnan(baselines._interpolate_missing(np.full((1, 3), np.nan), x[:3])).all()
+    assert np.isnan(baselines.interpolate_missing(np.full((1, 3), np.nan), x[:3])).all()
 
 
 def test_an_unfitted_split_is_predicted_from_the_fitted_splits():
