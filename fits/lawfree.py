@@ -16,8 +16,9 @@ baselines predict it (without the law nothing else says where in num_tasks it li
 configuration without any (a held-out seed) its population draws. The reference sees
 exactly the fitted cells the model sees, and predicts every cell.
 
-It runs with every fit, so it is cheap: the MAP of its log joint with a Laplace
-approximation around it (``engines.map_laplace``, ``LAPLACE_DRAWS`` draws), not NUTS.
+It runs with every fit, so it is cheap: the mode of its density on the unconstrained scale
+and a Laplace approximation around it (``LAPLACE_DRAWS`` draws), not NUTS; about 15 s on
+tiny-categorical, most of it compiling (docs/science.md, "What the law adds").
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def law_free_predictions(
     fitted : xr.DataArray
         bool, the cells the fit saw (broadcastable to ``observed``).
     seed : int
-        Seeds the start search, the Laplace draws and the predictive draws.
+        Seeds the Laplace draws and the predictive draws.
     draws : int
         Laplace draws per form.
     priors : Priors
@@ -205,11 +206,10 @@ def law_free_predictions(
 
 
 def _mode(potential, target, start) -> tuple[np.ndarray, np.ndarray]:
-    """The mode of ``potential`` (L-BFGS from ``start``) and its Hessian there, by central
-    differences of the compiled gradient: a reference needs a good point, not the last
-    digits of one (a run whose cells all sit at 0 or 1 pushes its level out slowly), and an
-    exact Hessian would compile longer than the whole fit runs."""
-
+    """The mode of ``potential`` (L-BFGS from ``start`` to scipy's default tolerance: a run
+    whose cells all sit at 0 or 1 pushes its level out slowly, and the last digits of the
+    mode change no prediction) and its Hessian there, by central differences of the
+    compiled gradient (an exact Hessian would take longer to compile than the fit runs)."""
     objective = engines.numpy_objective(potential, target.data)
     result = engines.lbfgs(objective, start, {"maxiter": MAX_ITERATIONS})
     step = 1e-5
