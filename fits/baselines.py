@@ -21,6 +21,17 @@ seed) gets the other configurations' mean. A split without fitted cells
 The one baseline that sees the held-out cells, each num_tasks' mean over them, is kept only
 as ``oracle``, labelled so, and never counts as the best baseline.
 
+Beside them, the law-free references (``rational_icl.fits.lawfree``): the model's own drift
+and noise around a per-run level or line in log N instead of the law, fitted on the same
+cells. They are no baseline (they are fitted like the model, not read off the data), but
+what the law adds: ``law_free_skill``.
+
+Every predictor is also scored by a proper score, the CRPS (``scoringrules``), and by the
+coverage of its 90% central interval: the model and the references from their predictive
+draws, each baseline as a normal around its prediction, censored to [0, 1] as the observed
+weight is, whose scale is the spread of its residuals on the fitted cells
+(``baseline_spreads``).
+
 The numpy work is in private helpers over the ``num_tasks`` or ``checkpoint`` axis; the
 public functions take and return xarray objects.
 """
@@ -28,12 +39,16 @@ public functions take and return xarray objects.
 from __future__ import annotations
 
 import numpy as np
+import scipy.stats
+import scoringrules
 import xarray as xr
 
 PERSISTENCE_CHECKPOINTS = 3
 INTERVAL = (0.05, 0.95)  # the predictive interval whose coverage is reported (90%)
 ORACLE = "oracle"
 BASELINES = ("persistence", "num_tasks_mean", "log_num_tasks_interpolation", "other_seeds_mean")
+LAW_FREE = ("law_free_level", "law_free_trend")  # rational_icl.fits.lawfree.FORMS
+MIN_SPREAD = 1e-3  # a baseline's predictive scale when its fitted residuals are all 0
 LABELS = {
     "model": "rational model (posterior mean)",
     "persistence": f"persistence (mean of a run's last {PERSISTENCE_CHECKPOINTS} fitted "
@@ -41,6 +56,8 @@ LABELS = {
     "num_tasks_mean": "each num_tasks' fitted mean",
     "log_num_tasks_interpolation": "interpolation in log num_tasks",
     "other_seeds_mean": "mean of the other seeds",
+    "law_free_level": "law-free reference: each run's level, the model's drift and noise",
+    "law_free_trend": "law-free reference: each run's line in log N, drift and noise",
     ORACLE: "oracle (sees held-out cells): each num_tasks' held-out mean",
 }
 
@@ -88,8 +105,10 @@ def predictive_skill(
     scored: xr.DataArray,
     predictive: xr.DataArray | None = None,
     sample_dims: tuple[str, ...] = ("chain", "draw"),
+    references: xr.Dataset | None = None,
 ) -> xr.Dataset:
-    """The model and every baseline scored on the same held-out cells, per split.
+    """The model, every baseline and the law-free references scored on the same held-out
+    cells, per split.
 
     Parameters
     ----------
@@ -101,48 +120,125 @@ def predictive_skill(
         bool: the cells that entered the fit, and the held-out cells to score.
     predictive : xr.DataArray, optional
         Posterior predictive draws of the observed weight (``sample_dims`` + cells): gives
-        the model's 90% predictive coverage (see :func:`_coverage`).
+        the model's CRPS and 90% predictive coverage (see :func:`_coverage`).
+    sample_dims : tuple of str
+        The draws' dims, of ``predictive`` and ``references``.
+    references : xr.Dataset, optional
+        The law-free references (``lawfree.law_free_predictions``): ``expected_weight``
+        and ``observed_weight`` draws by ``reference``; rows ``LAW_FREE`` when given.
 
     Returns
     -------
     xr.Dataset
-        Dims (predictor, split): ``rmse``, ``correlation`` (Pearson), ``coverage`` (model
-        only, NaN for the baselines); per split: ``skill`` = 1 - RMSE_model / RMSE of the
-        best baseline, ``best_baseline`` and ``num_cells``. Coordinate ``label`` names each
-        predictor in words; ``sees_held_out`` is True for the oracle only.
+        Dims (predictor, split): ``rmse``, ``correlation`` (Pearson), ``crps`` and
+        ``coverage`` (NaN for the oracle, and for the model without ``predictive``); per
+        split: ``skill`` = 1 - RMSE_model / RMSE of the best baseline, ``best_baseline``,
+        ``crps_skill`` = 1 - CRPS_model / CRPS of the best baseline by CRPS,
+        ``best_crps_baseline``, with references ``law_free_skill`` = 1 - RMSE_model / RMSE
+        of the better reference (``best_law_free``) and ``law_free_crps_skill`` likewise by
+        CRPS, and ``num_cells``. Coordinates ``label`` (each predictor in words),
+        ``sees_held_out`` (True for the oracle only) and ``spread`` (each baseline's
+        predictive scale, per split).
     """
     scored = (scored.broadcast_like(observed) & observed.notnull()).transpose(*observed.dims)
     baselines = baseline_predictions(observed, fitted)
-    oracle = held_out_mean(observed, scored)
-    predictors = {"model": predicted, **dict(baselines.data_vars), ORACLE: oracle}
-    coverage = _coverage(observed, predictive, scored, sample_dims)
-    rows = [_scores(p.broadcast_like(observed), observed, scored) for p in predictors.values()]
-    names = list(predictors)
-    skill = xr.Dataset(
-        {
-            "rmse": xr.concat([r.rmse for r in rows], dim="predictor"),
-            "correlation": xr.concat([r.correlation for r in rows], dim="predictor"),
-            "coverage": xr.concat(
-                [coverage] + [xr.full_like(coverage, np.nan)] * (len(rows) - 1), dim="predictor"
-            ),
-        }
-    ).assign_coords(predictor=names)
+    spreads = baseline_spreads(observed, fitted, baselines)
+    points = {"model": predicted, **dict(baselines.data_vars)}
+    draws = {"model": predictive}
+    if references is not None:
+        for name in map(str, references.reference.values):
+            reference = references.sel(reference=name, drop=True)
+            points[name] = reference.expected_weight.mean(sample_dims)
+            draws[name] = reference.observed_weight
+    points[ORACLE] = held_out_mean(observed, scored)
+    rows = []
+    for name, point in points.items():
+        point = point.broadcast_like(observed)
+        row = _scores(point, observed, scored)
+        if name in spreads:
+            row = row.assign(**_normal_scores(point, spreads[name], observed, scored))
+        elif draws.get(name) is not None:
+            row = row.assign(**_draw_scores(draws[name], observed, scored, sample_dims))
+        else:
+            row = row.assign(crps=np.nan * row.rmse, coverage=np.nan * row.rmse)
+        rows.append(row)
+    names = list(points)
+    skill = xr.concat(rows, dim="predictor").assign_coords(predictor=names)
     skill["num_cells"] = scored.sum([d for d in scored.dims if d != "split"])
-    fair = skill.rmse.sel(predictor=[n for n in names if n in BASELINES])
-    best = fair.fillna(np.inf).argmin("predictor")
-    best_name = fair.predictor.isel(predictor=best).drop_vars("predictor")
-    # the narrowest string dtype, as a netCDF file reads it back
-    skill["best_baseline"] = best_name.copy(data=np.array([str(v) for v in best_name.values]))
-    best_rmse = fair.isel(predictor=best).drop_vars("predictor")
-    skill["skill"] = 1.0 - skill.rmse.sel(predictor="model", drop=True) / best_rmse
+    for score, prefix in [("rmse", ""), ("crps", "crps_")]:
+        fair = skill[score].sel(predictor=[n for n in names if n in BASELINES])
+        best, best_name = _best(fair)
+        skill[f"{prefix}skill"] = 1.0 - skill[score].sel(predictor="model", drop=True) / best
+        skill[f"best_{prefix}baseline"] = best_name
+        if references is not None:
+            best, best_name = _best(skill[score].sel(predictor=[n for n in names if n in LAW_FREE]))
+            skill[f"law_free_{prefix}skill"] = (
+                1.0 - skill[score].sel(predictor="model", drop=True) / best
+            )
+            if not prefix:
+                skill["best_law_free"] = best_name
+    spread = xr.concat([spreads.get(n, np.nan * spreads.persistence) for n in names], "predictor")
     skill = skill.assign_coords(
         label=("predictor", [LABELS[n] for n in names]),
         sees_held_out=("predictor", [n == ORACLE for n in names]),
+        spread=spread.assign_coords(predictor=names),
     )
+    if references is not None:
+        skill.attrs["law_free_seconds"] = float(references.attrs.get("seconds", np.nan))
     return _describe(skill)
 
 
+def _best(scores: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+    """The lowest of ``scores`` over ``predictor`` per split, and its predictor's name."""
+    best = scores.fillna(np.inf).argmin("predictor")
+    name = scores.predictor.isel(predictor=best).drop_vars("predictor")
+    # the narrowest string dtype, as a netCDF file reads it back
+    name = name.copy(data=np.array([str(v) for v in name.values]))
+    return scores.isel(predictor=best).drop_vars("predictor"), name
+
+
 # ---------------------------------------------------------------------------- baselines
+
+
+def baseline_spreads(
+    observed: xr.DataArray, fitted: xr.DataArray, baselines: xr.Dataset
+) -> xr.Dataset:
+    """Each baseline's predictive scale per split: the root mean square of its residuals
+    on the fitted cells (at least ``MIN_SPREAD``).
+
+    Interpolation in log num_tasks returns a fitted cell itself; its residual there is of
+    the cell interpolated from the other num_tasks values (leave one num_tasks out). The
+    others are residuals of the very values they carry to the held-out cells (persistence:
+    the run's fitted checkpoints around its last level, early ones included).
+
+    Returns
+    -------
+    xr.Dataset
+        One (split,) variable per baseline of ``baselines``.
+    """
+    values, known = _fitted_values(observed, fitted.broadcast_like(observed))
+    configurations = [d for d in observed.dims if d not in ("num_tasks", "checkpoint", "split")]
+    in_sample = dict(baselines.data_vars)
+    if "log_num_tasks_interpolation" in in_sample:
+        held = values.where(known, _persistence(values, known))
+        in_sample["log_num_tasks_interpolation"] = _leave_one_num_tasks_out(held, configurations)
+    cells = [d for d in observed.dims if d != "split"]
+    spreads = {
+        name: np.sqrt(((values - p) ** 2).where(known).mean(cells)).fillna(0.0)
+        for name, p in in_sample.items()
+    }
+    return xr.Dataset(spreads).clip(min=MIN_SPREAD)
+
+
+def _leave_one_num_tasks_out(values, configurations):
+    """Each num_tasks value's cells interpolated in log num_tasks from the others'."""
+    out = values.values.copy()
+    before = (slice(None),) * values.get_axis_num("num_tasks")
+    for index, num_tasks in enumerate(values.num_tasks.values):
+        others = values.where(values.num_tasks != num_tasks)
+        filled = _fill(others, configurations).transpose(*values.dims).values
+        out[(*before, index)] = filled[(*before, index)]
+    return values.copy(data=out)
 
 
 def held_out_mean(observed: xr.DataArray, cells: xr.DataArray) -> xr.DataArray:
@@ -194,7 +290,7 @@ def _fill_num_tasks(values: xr.DataArray) -> xr.DataArray:
     of the same row, the nearest known value beyond the ends."""
     log_tasks = np.log(values.num_tasks.values.astype(np.float64))
     filled = xr.apply_ufunc(
-        _interpolate_missing,
+        interpolate_missing,
         values,
         kwargs={"x": log_tasks},
         input_core_dims=[["num_tasks"]],
@@ -203,7 +299,7 @@ def _fill_num_tasks(values: xr.DataArray) -> xr.DataArray:
     return filled.transpose(*values.dims)
 
 
-def _interpolate_missing(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+def interpolate_missing(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Numpy core over the last axis: NaN entries of ``y`` interpolated linearly in ``x``
     (increasing) between their known neighbours, the nearest known one past the ends; rows
     with no known entry stay NaN."""
@@ -242,6 +338,50 @@ def _scores(predicted, observed, scored) -> xr.Dataset:
     return xr.Dataset({"rmse": rmse, "correlation": correlation.where(complete)})
 
 
+def _mean_over(scores, predicted, scored) -> xr.DataArray:
+    """Mean per split of per-cell ``scores`` over the scored cells (NaN where a scored cell
+    has no prediction: the predictor is then not scored on the same cells)."""
+    cells = [d for d in scored.dims if d != "split"]
+    complete = ~(scored & predicted.isnull()).any(cells)
+    return (scores.where(scored).sum(cells) / scored.sum(cells)).where(complete)
+
+
+def _normal_scores(point, spread, observed, scored) -> dict[str, xr.DataArray]:
+    """CRPS and 90% coverage of a normal of scale ``spread`` (per split) around ``point``,
+    censored to [0, 1] as the observed weight is (closed form, ``scoringrules``)."""
+    point = point.where(point.notnull(), 0.5)  # unscored where NaN: _mean_over drops it
+    crps = xr.apply_ufunc(
+        scoringrules.crps_cnormal, observed, point, spread, kwargs={"lower": 0.0, "upper": 1.0}
+    )
+    # the PIT range [F(y-), F(y)]: the censored normal has its masses at 0 and 1
+    below_y = xr.apply_ufunc(scipy.stats.norm.cdf, (observed - point) / spread)
+    below = below_y.where(observed > 0.0, 0.0)
+    at_or_below = below_y.where(observed < 1.0, 1.0)
+    inside = xr.apply_ufunc(_central_share, below, at_or_below)
+    return {
+        "crps": _mean_over(crps, point, scored),
+        "coverage": _mean_over(inside.astype(float), point, scored),
+    }
+
+
+def _draw_scores(draws, observed, scored, sample_dims) -> dict[str, xr.DataArray]:
+    """CRPS (``scoringrules``, the fair estimator by probability weighted moments) and 90%
+    coverage of predictive draws (``sample_dims`` + cells)."""
+    stacked = draws.stack(sample=list(sample_dims)).drop_vars(["sample", *sample_dims])
+    crps = xr.apply_ufunc(
+        scoringrules.crps_ensemble,
+        observed,
+        stacked,
+        input_core_dims=[[], ["sample"]],
+        kwargs={"estimator": "pwm"},  # the fair (unbiased) estimator, O(m log m)
+    )
+    point = draws.isel({d: 0 for d in sample_dims}, drop=True).broadcast_like(observed)
+    return {
+        "crps": _mean_over(crps, point, scored),
+        "coverage": _coverage(observed, draws, scored, sample_dims),
+    }
+
+
 def _coverage(observed, predictive, scored, sample_dims) -> xr.DataArray:
     """Share of the scored cells whose observed weight lies in the central 90% of its
     predictive distribution, per split (NaN without predictive draws).
@@ -278,13 +418,28 @@ def _describe(skill: xr.Dataset) -> xr.Dataset:
         "rmse": "root mean squared error of the predicted weight on memorizing, held-out cells",
         "correlation": "Pearson correlation of predicted and observed weight, held-out cells",
         "coverage": (
-            "share of held-out cells in the central 90% of the model's predictive "
-            "(PIT in [0.05, 0.95]; cells at 0 or 1 by their share of the PIT range)"
+            "share of held-out cells in the central 90% of the predictor's predictive "
+            "(PIT in [0.05, 0.95]; cells at 0 or 1 by their share of the PIT range); a "
+            "baseline's predictive is a normal of its fitted residuals' spread, censored"
+        ),
+        "crps": (
+            "mean continuous ranked probability score of the predictive, held-out cells "
+            "(scoringrules: the fair estimator on draws, closed form for a baseline's "
+            "censored normal)"
         ),
         "skill": "1 - RMSE of the model / RMSE of the best baseline that sees only fitted cells",
         "best_baseline": "the baseline (seeing only fitted cells) with the lowest RMSE",
+        "crps_skill": "1 - CRPS of the model / CRPS of the best baseline by CRPS",
+        "best_crps_baseline": "the baseline (seeing only fitted cells) with the lowest CRPS",
+        "law_free_skill": (
+            "what the law adds: 1 - RMSE of the model / RMSE of the better law-free reference "
+            "(the model's drift and noise around each run's level or line in log N)"
+        ),
+        "law_free_crps_skill": "1 - CRPS of the model / CRPS of the better law-free reference",
+        "best_law_free": "the law-free reference with the lower RMSE",
         "num_cells": "held-out cells scored",
     }
     for name, text in texts.items():
-        skill[name].attrs["description"] = text
+        if name in skill:
+            skill[name].attrs["description"] = text
     return skill

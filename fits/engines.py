@@ -10,6 +10,7 @@ All randomness comes from one ``jax.random.PRNGKey(seed)``, split once into ``Ke
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -106,6 +107,17 @@ class Target:
         self._prior_draws = {}
         self._last_hessian = None
 
+    def with_data(self, **data) -> Target:
+        """This target with some data arrays replaced by others of the same shapes (None
+        leaves one out: the observation, say, which the model then predicts). The compiled
+        functions take the data as an argument and are shared, so a second target of the
+        same shapes costs no compilation."""
+        other = copy.copy(self)
+        replaced = {k: jnp.asarray(v) for k, v in data.items() if v is not None}
+        other.data = {k: v for k, v in self.data.items() if k not in data} | replaced
+        other._last_hessian = None
+        return other
+
     def _negative_log_joint(self, x, data):
         """-log p(data, theta) at the flat unconstrained ``x``, without the transforms'
         Jacobian: its minimum is the posterior mode in the maths' units."""
@@ -172,19 +184,9 @@ class Target:
         Returns the optimum (flat unconstrained vector) and scipy's result.
         """
 
-        def objective(x):
-            value, grad = self._value_and_grad(jnp.asarray(x), self.data)
-            if not np.isfinite(value):  # an overshooting line search step: make it backtrack
-                return 1e300, np.zeros_like(x)
-            return float(value), np.asarray(grad, dtype=np.float64)
-
-        result = scipy.optimize.minimize(
-            objective,
-            np.asarray(start, dtype=np.float64),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": LBFGS_ITERATIONS, "ftol": 1e-13, "gtol": 1e-8},
-        )
+        objective = numpy_objective(self._value_and_grad, self.data)
+        options = {"maxiter": LBFGS_ITERATIONS, "ftol": 1e-13, "gtol": 1e-8}
+        result = lbfgs(objective, start, options)
         if not result.success:
             # L-BFGS crawls where curvatures span many orders (many configurations' alpha,
             # beta, gamma, each pinned by thousands of cells): Newton steps on the exact
@@ -200,6 +202,26 @@ class Target:
             )
             result.nit += iterations
         return jnp.asarray(result.x), result
+
+
+def numpy_objective(value_and_grad, data) -> Callable:
+    """``value_and_grad(x, data)`` (compiled JAX) as scipy minimises it: float64 numpy in
+    and out, and an infinite value (an overshooting line search step) made huge and flat,
+    so that the line search backtracks."""
+
+    def objective(x):
+        value, grad = value_and_grad(jnp.asarray(x), data)
+        if not np.isfinite(value):
+            return 1e300, np.zeros_like(x)
+        return float(value), np.asarray(grad, dtype=np.float64)
+
+    return objective
+
+
+def lbfgs(objective, start, options: dict):
+    """scipy's L-BFGS-B on ``objective`` (value and gradient) from ``start``."""
+    start = np.asarray(start, dtype=np.float64)
+    return scipy.optimize.minimize(objective, start, jac=True, method="L-BFGS-B", options=options)
 
 
 def _is_data(value) -> bool:
@@ -251,7 +273,7 @@ def nuts(target: Target, start, keys: Keys, settings: FitSettings, search=None) 
     chain_method = "parallel" if jax.local_device_count() >= settings.chains else "sequential"
     metric = {}
     if settings.mass_matrix == "laplace":
-        root = _laplace_root(target.hessian(optimum))  # covariance = root @ root.T
+        root = laplace_root(target.hessian(optimum))  # covariance = root @ root.T
         metric = {"inverse_mass_matrix": root @ root.T, "adapt_mass_matrix": False}
     accept = target_acceptance(settings)
     mcmc = MCMC(
@@ -302,7 +324,7 @@ def map_laplace(target: Target, start, keys: Keys, settings: FitSettings) -> Dra
     hessian = target.hessian(optimum)
     total = settings.chains * settings.draws
     noise = np.asarray(jax.random.normal(keys.draws, (total, optimum.size)))
-    flat = np.asarray(optimum) + noise @ _laplace_root(hessian).T  # (draws, size)
+    flat = np.asarray(optimum) + noise @ laplace_root(hessian).T  # (draws, size)
     flat[0] = optimum  # the first draw is the MAP itself
     stats = xr.Dataset(
         {
@@ -316,7 +338,7 @@ def map_laplace(target: Target, start, keys: Keys, settings: FitSettings) -> Dra
     return Draws(_by_chain(target.constrain_flat(flat), settings), stats)
 
 
-def _laplace_root(hessian) -> np.ndarray:
+def laplace_root(hessian) -> np.ndarray:
     """A square root R of the Laplace covariance, the inverse of ``hessian``: R @ R.T.
 
     A flat or non-convex direction gets unit variance rather than an infinite one.

@@ -14,6 +14,8 @@ import xarray as xr
 
 from rational_icl.fits.baselines import held_out_mean, predictive_skill
 from rational_icl.fits.inputs import SAMPLE_DIMS
+from rational_icl.fits.lawfree import law_free_predictions
+from rational_icl.fits.parameters import Priors
 
 # Agreement metrics (``_agreement``) and the per-split scores a fit stores as root
 # attributes ``{score}_{split}`` (docs/files.md §3); ``split_scores`` reads them back.
@@ -24,6 +26,10 @@ SPLIT_SCORES = (
     "heldout_rmse",
     "heldout_coverage",
     "best_baseline_rmse",
+    "heldout_crps",
+    "crps_skill",
+    "law_free_skill",
+    "law_free_crps_skill",
 )
 
 
@@ -46,21 +52,33 @@ def split_scores(tree: xr.DataTree) -> xr.Dataset:
     return xr.Dataset(data, coords={"split": splits})
 
 
-def skill_of(tree: xr.DataTree) -> xr.Dataset:
-    """The model and the baselines scored on the fit's held-out cells (those the agreement
-    metrics score too): :func:`rational_icl.fits.baselines.predictive_skill`."""
+def skill_of(tree: xr.DataTree, priors: Priors = Priors()) -> xr.Dataset:
+    """The model, the baselines and the law-free references scored on the fit's held-out
+    cells (those the agreement metrics score too):
+    :func:`rational_icl.fits.baselines.predictive_skill`.
+
+    The law-free references (``lawfree.law_free_predictions``, with the fit's seed and
+    noise and drift ``priors``) are fitted here, on the fit's fitted cells, unless there is
+    no held-out cell to score.
+    """
     predicted = predicted_weight(tree)
     observed = tree.observed_data.observed_weight
     constant = tree.constant_data
     predictive = None
     if "posterior_predictive" in tree.children:
         predictive = tree.posterior_predictive.observed_weight
+    scored = constant.held_out & _usable(observed, constant)
+    references = None
+    if bool(scored.any()) and bool(constant.fit_mask.any()):
+        seed = int(tree.attrs.get("seed", 0))
+        references = law_free_predictions(observed, constant.fit_mask, seed=seed, priors=priors)
     skill = predictive_skill(
         observed,
         predicted,
         fitted=constant.fit_mask,
-        scored=constant.held_out & _usable(observed, constant),
+        scored=scored,
         predictive=predictive,
+        references=references,
     )
     return skill.assign_attrs(held_out_design=str(tree.attrs.get("held_out_design", "authors")))
 
@@ -79,17 +97,24 @@ def predicted_weight(tree: xr.DataTree) -> xr.DataArray:
 
 
 def skill_attributes(skill: xr.Dataset) -> dict[str, float | str]:
-    """The skill, the model's held-out RMSE and coverage and the best baseline per split,
-    as flat root attributes (``skill_id``, ``heldout_rmse_id``, ``heldout_coverage_id``...)."""
+    """The skills, the model's held-out RMSE, CRPS and coverage and the best baseline per
+    split, as flat root attributes (``skill_id``, ``law_free_skill_id``, ``heldout_rmse_id``,
+    ...; NaN where the skill dataset has none), and ``law_free_seconds``."""
     out = {}
     for split in skill.split.values:
         row = skill.sel(split=split)
+        model = row.sel(predictor="model")
         out[f"skill_{split}"] = float(row.skill)
-        out[f"heldout_rmse_{split}"] = float(row.rmse.sel(predictor="model"))
-        out[f"heldout_coverage_{split}"] = float(row.coverage.sel(predictor="model"))
+        out[f"heldout_rmse_{split}"] = float(model.rmse)
+        out[f"heldout_coverage_{split}"] = float(model.coverage)
+        out[f"heldout_crps_{split}"] = float(model.get("crps", math.nan))
         out[f"best_baseline_{split}"] = str(row.best_baseline.values)
         best = str(row.best_baseline.values)
         out[f"best_baseline_rmse_{split}"] = float(row.rmse.sel(predictor=best))
+        for name in ("crps_skill", "law_free_skill", "law_free_crps_skill"):
+            out[f"{name}_{split}"] = float(row.get(name, math.nan))
+    if "law_free_seconds" in skill.attrs:
+        out["law_free_seconds"] = float(skill.attrs["law_free_seconds"])
     return out
 
 

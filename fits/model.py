@@ -234,19 +234,24 @@ def relative_distance_model(
     if not has_drift(model):
         likelihood = ClippedNormal(expected, sigma)
     else:
-        history = observed_weight if observed_weight is not None else weight_history
-        loc, scale, predicted = drift(
-            expected,
-            history,
-            checkpoint,
-            fit_mask,
-            sigma,
-            priors,
-            fitting=observed_weight is not None,
+        likelihood = drifting(
+            expected, observed_weight, weight_history, checkpoint, fit_mask, sigma, priors
         )
-        numpyro.deterministic("expected_weight", predicted)
-        likelihood = ClippedNormal(loc, scale)
     _observe("observed_weight", likelihood, observed_weight, fit_mask, fill=0.5)
+
+
+def drifting(expected, observed_weight, weight_history, checkpoint, fit_mask, sigma, priors):
+    """The observation of the ``drift`` models: each cell's ``ClippedNormal`` around
+    ``expected`` (C, D, N, S) plus its run's drift, conditioned on ``observed_weight``
+    when fitting, else on ``weight_history`` (``drift``); records deterministic
+    ``expected_weight``, the prediction of each cell from its run's other fitted cells."""
+    history = observed_weight if observed_weight is not None else weight_history
+    fitting = observed_weight is not None
+    loc, scale, predicted = drift(
+        expected, history, checkpoint, fit_mask, sigma, priors, fitting=fitting
+    )
+    numpyro.deterministic("expected_weight", predicted)
+    return ClippedNormal(loc, scale)
 
 
 def drift(expected, history, checkpoint, fit_mask, sigma, priors: Priors, *, fitting=False):

@@ -396,7 +396,8 @@ def _alpha_line(fit) -> str | None:
 
 
 def _score_lines(fit) -> list[str]:
-    """Per split: the skill against the best baseline, and the held-out correlation."""
+    """Per split: the skill against the best baseline, what the law adds (against the
+    law-free reference), and the held-out correlation."""
     from rational_icl.fits.metrics import split_scores
 
     scores = split_scores(fit)
@@ -411,6 +412,14 @@ def _score_lines(fit) -> list[str]:
                 f"{float(s.best_baseline_rmse):.3f}); 90% predictive coverage "
                 f"{float(s.heldout_coverage):.2f} (share of held-out cells whose PIT lies in "
                 "[0.05, 0.95]; a cell at 0 or 1 counts by the share of its PIT range inside)"
+            )
+        if not np.isnan(s.law_free_skill):
+            lines.append(
+                f"<b>what the law adds ({split}): {float(s.law_free_skill):+.3f}</b> = 1 − RMSE "
+                "of the model / RMSE of the better law-free reference (the model's drift and "
+                "noise around each run's level or line in log N, fitted on the same cells); by "
+                f"CRPS {float(s.law_free_crps_skill):+.3f}; CRPS skill against the best "
+                f"baseline {float(s.crps_skill):+.3f}"
             )
         if not np.isnan(s.heldout_correlation):
             text = f"held-out correlation ({split}): {float(s.heldout_correlation):.3f}"

@@ -86,26 +86,42 @@ def heldout_table(fit: xr.DataTree) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# The skill rows under the predictors: (variable of the skill dataset, row label).
+_SKILL_ROWS = (
+    ("skill", "skill: 1 - RMSE model / RMSE best baseline"),
+    ("crps_skill", "CRPS skill: 1 - CRPS model / CRPS best baseline"),
+    ("law_free_skill", "what the law adds: 1 - RMSE model / RMSE better law-free reference"),
+    ("law_free_crps_skill", "the same by CRPS"),
+)
+
+
 def skill_table(fit: xr.DataTree) -> pd.DataFrame:
     """One row per predictor (the model, each baseline seeing only fitted cells, the
-    labelled oracle) and a last row with the skill; columns (split, metric)."""
+    law-free references, the labelled oracle) and a row per skill (``_SKILL_ROWS``, those
+    the fit has); columns (split, metric)."""
     skill = fit["predictive_skill"].to_dataset()
+    rows = [(name, label) for name, label in _SKILL_ROWS if name in skill]
+    blank = [np.nan] * len(rows)
     columns = {}
     for split in [str(s) for s in skill.split.values]:
         row = skill.sel(split=split)
-        columns[(split, "RMSE")] = [*row.rmse.values, np.nan]
-        columns[(split, "Pearson r")] = [*row.correlation.values, np.nan]
-        columns[(split, "90% coverage")] = [*row.coverage.values, np.nan]
-        columns[(split, "skill")] = [np.nan] * skill.sizes["predictor"] + [float(row.skill)]
-    index = [*map(str, skill.label.values), "skill: 1 - RMSE model / RMSE best baseline"]
+        columns[(split, "RMSE")] = [*row.rmse.values, *blank]
+        columns[(split, "Pearson r")] = [*row.correlation.values, *blank]
+        columns[(split, "90% coverage")] = [*row.coverage.values, *blank]
+        if "crps" in row:
+            columns[(split, "CRPS")] = [*row.crps.values, *blank]
+        skills = [float(row[name]) for name, _ in rows]
+        columns[(split, "skill")] = [np.nan] * skill.sizes["predictor"] + skills
+    index = [*map(str, skill.label.values), *(label for _, label in rows)]
     table = pd.DataFrame(columns, index=pd.Index(index, name="predictor"))
     return table.dropna(how="all")
 
 
 def model_skill_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
     """One row per fit: its model, strategies and held-out design, and per split the
-    model's RMSE and 90% coverage, the best baseline's RMSE and the skill (the fits' own
-    ``predictive_skill`` groups, so each on the cells its design held out)."""
+    model's RMSE and 90% coverage, the best baseline's RMSE and the skill, the CRPS skill
+    and the skill against the law-free reference (the fits' own ``predictive_skill``
+    groups, so each on the cells its design held out; NaN where a fit predates them)."""
     from rational_icl.fits.metrics import split_scores
 
     rows = []
@@ -124,6 +140,8 @@ def model_skill_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
                 row[(split, "90% coverage")] = float(at.heldout_coverage)
                 row[(split, "best baseline RMSE")] = float(at.best_baseline_rmse)
                 row[(split, "skill")] = float(at.skill)
+                row[(split, "CRPS skill")] = float(at.crps_skill)
+                row[(split, "vs law-free")] = float(at.law_free_skill)
         rows.append(row)
     table = pd.DataFrame(rows)
     table.columns = pd.MultiIndex.from_tuples(table.columns)

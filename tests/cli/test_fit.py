@@ -93,8 +93,12 @@ def test_fit_writes_a_fit_and_compare_ranks_fits(folders, tmp_path, capsys):
     assert code == 0, err
     code, out, err = _ricl(capsys, "compare", ablated, full)
     assert code == 0, err
-    rows = [line.split()[0] for line in out.splitlines()[1:]]
-    assert rows == ["full", "unit-gamma"]
+    header, *rows, note = out.splitlines()
+    assert [line.split()[0] for line in rows] == ["full", "unit-gamma"]
+    # each fit's held-out skills beside its ELPD, read from the fit
+    assert "law_free_skill_id" in header and "what the law adds" in note
+    numbers = [float(v) for v in rows[0].split() if re.fullmatch(r"[-+]?\d*\.\d+", v)]
+    assert min(abs(v - tree.attrs["law_free_skill_id"]) for v in numbers) < 1e-5
 
 
 @pytest.mark.slow
@@ -240,7 +244,10 @@ def test_fit_on_the_id_split_prints_both_evaluations(folders, tmp_path, capsys):
     assert "oracle (sees held-out cells" in stdout and "no-skill" not in stdout
     assert "held-out design authors" in stdout and "persistence" in stdout
     assert re.search(r"skill = 1 - RMSE\(model\) / RMSE\(best baseline.*\): id [+-]\d", stdout)
+    assert re.search(r"what the law adds = .*: id [+-]\d.*; ood [+-]\d", stdout)
     tree = read_fit(out)
+    # the unfitted split is predicted by the law-free reference too, with the fitted one's noise
+    assert np.isfinite(tree.attrs["law_free_skill_ood"])
     mask = tree.constant_data.fit_mask
     assert not bool(mask.sel(split="ood").any()) and bool(mask.sel(split="id").any())
     assert tree.attrs["fitted_splits"] == "id" and tree.attrs["measure"] == "barycentric"

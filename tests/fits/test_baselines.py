@@ -67,9 +67,9 @@ def test_interpolation_in_log_num_tasks_per_checkpoint():
 def test_interpolation_is_linear_in_log_num_tasks_and_nearest_past_the_ends():
     y = np.array([[np.nan, 1.0, np.nan, np.nan, 4.0, np.nan]])
     x = np.log([1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
-    got = baselines._interpolate_missing(y, x)
+    got = baselines.interpolate_missing(y, x)
     np.testing.assert_allclose(got, [[1.0, 1.0, 2.0, 3.0, 4.0, 4.0]])
-    assert np.isnan(baselines._interpolate_missing(np.full((1, 3), np.nan), x[:3])).all()
+    assert np.isnan(baselines.interpolate_missing(np.full((1, 3), np.nan), x[:3])).all()
 
 
 def test_an_unfitted_split_is_predicted_from_the_fitted_splits():
@@ -113,7 +113,7 @@ def test_skill_scores_every_predictor_on_the_same_cells():
             b = b.values[..., s][cells[..., s]]
             rmses[name] = np.sqrt(np.mean((b - o) ** 2))
             assert float(row.rmse.sel(predictor=name)) == pytest.approx(rmses[name])
-            assert np.isnan(float(row.coverage.sel(predictor=name)))
+            assert 0.0 <= float(row.coverage.sel(predictor=name)) <= 1.0
         best = min(rmses, key=rmses.get)
         assert str(row.best_baseline.values) == best
         assert float(row.skill) == pytest.approx(1 - float(model.rmse) / rmses[best])
@@ -179,3 +179,71 @@ def test_coverage_of_a_calibrated_censored_predictive_is_ninety_percent():
     low, high = np.quantile(draws[0], [0.05, 0.95], axis=0)
     closed = np.mean((observed.values >= low) & (observed.values <= high))
     assert closed > 0.93  # what the closed interval reports for the same calibrated model
+
+
+def _normal_crps(y, mu, sigma):
+    """The closed form of the CRPS of Normal(mu, sigma) at y (Gneiting & Raftery 2007)."""
+    z = (y - mu) / sigma
+    return sigma * (
+        z * (2 * scipy.stats.norm.cdf(z) - 1) + 2 * scipy.stats.norm.pdf(z) - 1 / np.sqrt(np.pi)
+    )
+
+
+def test_crps_of_predictive_draws_is_the_normal_closed_form():
+    # draws of a normal far inside (0, 1), where censoring never acts
+    observed = _observed(np.full((3, 5), 0.55))
+    mu, sigma = 0.5, 0.04
+    quantiles = scipy.stats.norm.ppf((np.arange(2000) + 0.5) / 2000)  # even, not random
+    draws = xr.DataArray(mu + sigma * quantiles[None], dims=("chain", "draw"))
+    predictive = draws + xr.zeros_like(observed)
+    skill = baselines.predictive_skill(observed, observed * 0 + mu, FITTED, ~FITTED, predictive)
+    expected = _normal_crps(0.55, mu, sigma)  # in both splits: 0.45 is as far from 0.5
+    np.testing.assert_allclose(skill.crps.sel(predictor="model").values, expected, rtol=1e-3)
+    assert expected == pytest.approx(0.031479, abs=1e-6)
+
+
+def test_a_baselines_crps_is_its_censored_normal_by_brute_force():
+    observed = _observed()
+    skill = baselines.predictive_skill(observed, observed, FITTED, ~FITTED)
+    predictions = baselines.baseline_predictions(observed, FITTED)
+    cells = np.broadcast_to((~FITTED).values[..., None], observed.shape)
+    x = np.linspace(0.0, 1.0, 20001)  # the censored normal's CDF is 0 below 0, 1 from 1 on
+    rng = np.random.default_rng(1)
+    for name in ("persistence", "log_num_tasks_interpolation"):
+        spread = float(skill.spread.sel(predictor=name, split="id"))
+        mu = predictions[name].sel(split="id").values[cells[..., 0]]
+        y = observed.sel(split="id").values[cells[..., 0]]
+        cdf = np.where(x < 1.0, scipy.stats.norm.cdf((x - mu[:, None]) / spread), 1.0)
+        integral = np.trapezoid((cdf - (y[:, None] <= x)) ** 2, x, axis=1)
+        got = float(skill.crps.sel(predictor=name, split="id"))
+        assert got == pytest.approx(integral.mean(), rel=1e-3)
+        # and E|X - y| - E|X - X'| / 2 on draws of the censored normal
+        a, b = np.clip(mu[:, None] + spread * rng.standard_normal((2, mu.size, 20000)), 0, 1)
+        energy = np.abs(a - y[:, None]).mean(1) - np.abs(a - b).mean(1) / 2
+        assert got == pytest.approx(energy.mean(), rel=0.02)
+
+
+def test_spreads_are_the_fitted_residuals_interpolation_leaving_its_num_tasks_out():
+    observed = _observed()
+    spreads = baselines.baseline_spreads(
+        observed, FITTED, baselines.baseline_predictions(observed, FITTED)
+    )
+    fitted_id = ID[[0, 2], :4]  # D = 2 and 8, first four checkpoints
+    last = fitted_id[:, 1:].mean(axis=1, keepdims=True)
+    expected = np.sqrt(np.mean((fitted_id - last) ** 2))
+    assert float(spreads.persistence.sel(split="id")) == pytest.approx(expected)
+    # with D = 4 unfitted, each of D = 2 and D = 8 is predicted by the other (nearest)
+    expected = np.sqrt(np.mean((fitted_id[0] - fitted_id[1]) ** 2))
+    got = float(spreads.log_num_tasks_interpolation.sel(split="id"))
+    assert got == pytest.approx(expected)
+
+
+def test_crps_skill_is_against_the_best_baseline_by_crps():
+    observed = _observed()
+    skill = baselines.predictive_skill(observed, observed * 0.9 + 0.05, FITTED, ~FITTED)
+    assert np.isnan(skill.crps.sel(predictor="model")).all()  # no predictive draws
+    assert np.isnan(skill.crps_skill).all()
+    crps = skill.crps.sel(predictor=list(baselines.BASELINES[:3]))
+    for split in ("id", "ood"):
+        best = str(skill.best_crps_baseline.sel(split=split).values)
+        assert best == str(crps.predictor[int(crps.sel(split=split).argmin("predictor"))].values)

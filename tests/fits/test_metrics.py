@@ -111,3 +111,20 @@ def test_authors_evaluation_of_a_drift_fit_scores_the_law_alone(context_dependen
     assert got["authors_correlation"] == pytest.approx(expected)
     assert got["authors_tvd"] == pytest.approx(np.mean(np.abs(scored[kept] - observed)))
     assert got["authors_threshold"] == 20
+
+
+def test_the_law_free_skill_is_against_the_better_reference_on_the_same_cells(map_fit):
+    skill = map_fit.predictive_skill.to_dataset()
+    assert map_fit.attrs["law_free_seconds"] > 0
+    for split in map_fit.observed_data.split.values:
+        row = skill.sel(split=split)
+        references = row.rmse.sel(predictor=["law_free_level", "law_free_trend"])
+        expected = 1 - float(row.rmse.sel(predictor="model")) / float(references.min())
+        assert map_fit.attrs[f"law_free_skill_{split}"] == pytest.approx(expected)
+        assert str(row.best_law_free.values) == str(references.idxmin("predictor").values)
+        # proper scores of every predictor but the oracle
+        crps = row.crps.drop_sel(predictor="oracle")
+        assert np.isfinite(crps).all() and (crps > 0).all()
+        best = float(row.crps.sel(predictor=str(row.best_crps_baseline.values)))
+        expected = 1 - float(row.crps.sel(predictor="model")) / best
+        assert map_fit.attrs[f"crps_skill_{split}"] == pytest.approx(expected)

@@ -72,6 +72,9 @@ def test_skill_table_comes_first_and_holds_the_fits_numbers(report, fit):
     assert model[("id", "RMSE")] == pytest.approx(fit.attrs["heldout_rmse_id"])
     skill = table.loc["skill: 1 - RMSE model / RMSE best baseline", ("id", "skill")]
     assert skill == pytest.approx(fit.attrs["skill_id"])
+    law = "what the law adds: 1 - RMSE model / RMSE better law-free reference"
+    assert table.loc[law, ("id", "skill")] == pytest.approx(fit.attrs["law_free_skill_id"])
+    assert "what the law adds (id)" in page
 
 
 def test_runs_only_report_names_the_figures_it_skips(behaviour, tmp_path):

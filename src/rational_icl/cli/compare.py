@@ -12,13 +12,16 @@ from rational_icl.pipeline import limit_threads
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "compare",
-        help="rank fit files by expected log predictive density (PSIS-LOO)",
+        help="rank fit files by expected log predictive density (PSIS-LOO), beside their "
+        "held-out skills",
         description="Rank fits of the same runs (for instance the full model and its "
         "ablations) by ELPD from PSIS-LOO over the fitted cells (arviz_stats.compare). "
         "Fits are named by their file stem. A fit whose PSIS-LOO is unreliable (more than 10%% "
         "of the cells with Pareto k above 0.7, or p_loo above 3 times its parameters; common "
         "for MAP/Laplace and SVI fits, rare for NUTS) is left out of the ranking with a "
-        "warning line; fewer than two reliable fits is an error.",
+        "warning line; fewer than two reliable fits is an error. Each fit's held-out skill "
+        "against the best baseline and against the law-free reference (what the law adds) "
+        "is printed beside its ELPD.",
     )
     parser.add_argument("fits", metavar="FIT", nargs="+", type=Path, help="fit files (.nc)")
     add_threads_option(parser, "PSIS-LOO (NumPy)")
@@ -40,10 +43,26 @@ def run(args) -> int:
     for name in table.index:
         table.loc[name, "ablation"] = fits[name].attrs.get("ablation", "")
         table.loc[name, "method"] = fits[name].attrs.get("inference_method", "")
+        for column, value in _held_out_skills(fits[name]).items():
+            table.loc[name, column] = value
     print(table.to_string())
+    if any(c.startswith("law_free_skill") for c in table.columns):
+        print(
+            "skill: 1 - held-out RMSE / that of the best baseline; law_free_skill: against "
+            "the better law-free reference (what the law adds), each on the fit's own "
+            "held-out cells"
+        )
     for name, why in table.attrs.get("not_ranked", {}).items():
         print(f"warning: {name} not ranked: {why}")
     return 0
+
+
+def _held_out_skills(tree) -> dict[str, float]:
+    """``skill_{split}`` and ``law_free_skill_{split}`` of a fit, those it records."""
+    names = ("skill", "law_free_skill")
+    splits = [str(s) for s in tree["observed_data"]["split"].values]
+    found = {f"{n}_{s}": tree.attrs.get(f"{n}_{s}") for n in names for s in splits}
+    return {k: float(v) for k, v in found.items() if v is not None}
 
 
 def _check_same_runs(fits, paths) -> None:

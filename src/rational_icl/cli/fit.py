@@ -286,8 +286,9 @@ def _check_args(args) -> None:
 
 
 def skill_table(tree) -> str:
-    """The held-out table: the model and every baseline on the same cells, per split, and
-    the skill line (empty for a fit without a predictive_skill group)."""
+    """The held-out table: the model, every baseline and the law-free references on the same
+    cells, per split, and the skill lines: against the best baseline by RMSE and by CRPS, and
+    what the law adds (empty for a fit without a predictive_skill group)."""
     if "predictive_skill" not in tree.children:
         return ""
     import pandas as pd
@@ -299,6 +300,8 @@ def skill_table(tree) -> str:
         columns[(str(split), "RMSE")] = row.rmse.values
         columns[(str(split), "r")] = row.correlation.values
         columns[(str(split), "90% cover")] = row.coverage.values
+        if "crps" in row:
+            columns[(str(split), "CRPS")] = row.crps.values
     table = pd.DataFrame(columns, index=list(skill.label.values)).dropna(how="all")
     counts = zip(skill.split.values, skill.num_cells.values, strict=True)
     cells = ", ".join(f"{s} {int(n)}" for s, n in counts)
@@ -307,14 +310,34 @@ def skill_table(tree) -> str:
         f"{cells}); every predictor scored on the same cells:",
         table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"),
         "skill = 1 - RMSE(model) / RMSE(best baseline seeing only fitted cells): "
-        + "; ".join(
-            f"{s} {float(k):+.3f} (best: {b})"
-            for s, k, b in zip(
-                skill.split.values, skill.skill.values, skill.best_baseline.values, strict=True
-            )
-        ),
+        + _per_split(skill.split, skill.skill, skill.best_baseline),
     ]
+    if "crps_skill" in skill:
+        lines.append(
+            "CRPS skill = 1 - CRPS(model) / CRPS(best baseline by CRPS, a censored normal of "
+            "its fitted residuals' spread): "
+            + _per_split(skill.split, skill.crps_skill, skill.best_crps_baseline)
+        )
+    if "law_free_skill" in skill:
+        seconds = skill.attrs.get("law_free_seconds", float("nan"))
+        lines.append(
+            "what the law adds = 1 - RMSE(model) / RMSE(better law-free reference: the "
+            "model's drift and noise around each run's level or line in log N, fitted on "
+            f"the same cells, {seconds:.0f} s): "
+            + _per_split(skill.split, skill.law_free_skill, skill.best_law_free)
+            + "; by CRPS: "
+            + "; ".join(
+                f"{s} {float(k):+.3f}"
+                for s, k in zip(skill.split.values, skill.law_free_crps_skill.values, strict=True)
+            )
+        )
     return "\n".join(lines) + "\n"
+
+
+def _per_split(split, values, best) -> str:
+    """``id +0.123 (best: name); ood ...``."""
+    rows = zip(split.values, values.values, best.values, strict=True)
+    return "; ".join(f"{s} {float(k):+.3f} (best: {b})" for s, k, b in rows)
 
 
 def population_lines(tree) -> str:
