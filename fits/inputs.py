@@ -60,6 +60,7 @@ class FitSettings:
     held_out_fraction: float = 0.8  # the authors design's fitted fraction
     held_out: str = "authors"  # a design of HELD_OUT_DESIGNS
     drop_early: bool = True  # fit checkpoints after the transformer nears the M-G mixture
+    law_free: bool = True  # score the law-free reference beside the baselines (fits/lawfree.py)
     svi_steps: int = 5000
     pointwise_draws: int = 1000  # draws kept (all chains) for the per-cell predictive, log lik
     outputs_bin_width: float | None = 0.25  # Dirichlet normaliser nodes (dirichlet_statistics)

@@ -52,14 +52,14 @@ def split_scores(tree: xr.DataTree) -> xr.Dataset:
     return xr.Dataset(data, coords={"split": splits})
 
 
-def skill_of(tree: xr.DataTree, priors: Priors = Priors()) -> xr.Dataset:
+def skill_of(tree: xr.DataTree, priors: Priors = Priors(), law_free: bool = True) -> xr.Dataset:
     """The model, the baselines and the law-free references scored on the fit's held-out
     cells (those the agreement metrics score too):
     :func:`rational_icl.fits.baselines.predictive_skill`.
 
     The law-free references (``lawfree.law_free_predictions``, with the fit's seed and
     noise and drift ``priors``) are fitted here, on the fit's fitted cells, unless there is
-    no held-out cell to score.
+    no held-out cell to score or ``law_free`` is False (about 15 s a fit on a tiny preset).
     """
     predicted = predicted_weight(tree)
     observed = tree.observed_data.observed_weight
@@ -69,7 +69,7 @@ def skill_of(tree: xr.DataTree, priors: Priors = Priors()) -> xr.Dataset:
         predictive = tree.posterior_predictive.observed_weight
     scored = constant.held_out & _usable(observed, constant)
     references = None
-    if bool(scored.any()) and bool(constant.fit_mask.any()):
+    if law_free and bool(scored.any()) and bool(constant.fit_mask.any()):
         seed = int(tree.attrs.get("seed", 0))
         references = law_free_predictions(observed, constant.fit_mask, seed=seed, priors=priors)
     skill = predictive_skill(

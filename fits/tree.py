@@ -84,7 +84,7 @@ def datatree(
     tree = xr.DataTree.from_dict(groups)
     tree.attrs = _root_attributes(inputs, settings, behaviour)
     tree.attrs |= fit_metrics(tree)
-    skill = skill_of(tree, settings.priors)
+    skill = skill_of(tree, settings.priors, law_free=settings.law_free)
     tree["predictive_skill"] = xr.DataTree(skill)
     tree.attrs |= skill_attributes(skill)
     if "family_distance_summary" in tree.constant_data:

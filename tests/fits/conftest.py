@@ -282,9 +282,10 @@ def nuts_fit(behaviour):
 
 @pytest.fixture(scope="session")
 def map_fit(behaviour):
-    return inference.fit(
-        behaviour, inputs.FitSettings(**PAPER_FIT, method="map", chains=1, draws=400)
-    )
+    # the one session fit that scores the law-free reference (tests/fits/test_metrics.py)
+    scored = PAPER_FIT | {"law_free": True}
+    settings = inputs.FitSettings(**scored, method="map", chains=1, draws=400)
+    return inference.fit(behaviour, settings)
 
 
 @pytest.fixture(scope="session")

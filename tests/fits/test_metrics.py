@@ -128,3 +128,15 @@ def test_the_law_free_skill_is_against_the_better_reference_on_the_same_cells(ma
         best = float(row.crps.sel(predictor=str(row.best_crps_baseline.values)))
         expected = 1 - float(row.crps.sel(predictor="model")) / best
         assert map_fit.attrs[f"crps_skill_{split}"] == pytest.approx(expected)
+
+
+def test_without_the_law_free_reference_the_skill_has_no_law_free_rows(map_fit):
+    skill = metrics.skill_of(map_fit, law_free=False)
+    assert not {"law_free_level", "law_free_trend"} & set(skill.predictor.values.tolist())
+    assert "law_free_skill" not in skill and "law_free_seconds" not in skill.attrs
+    # the rest is the same scoring: the model's row and its skill
+    stored = map_fit.predictive_skill.to_dataset()
+    np.testing.assert_allclose(skill.skill, stored.skill, rtol=1e-12)
+    np.testing.assert_allclose(
+        skill.rmse.sel(predictor="model"), stored.rmse.sel(predictor="model"), rtol=1e-12
+    )

@@ -149,6 +149,14 @@ def add_fit_options(parser) -> None:
     )
     add_model_option(parser)
     add_held_out_option(parser)
+    parser.add_argument(
+        "--law-free",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score the law-free reference (the same drift and noise around each run's level "
+        "or line in log N, no law) beside the baselines: what the law adds (default: on; "
+        "about 15 s on a tiny preset)",
+    )
     parser.add_argument("--method", choices=METHODS, default="nuts")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--draws", type=int, default=1000)
@@ -229,6 +237,7 @@ def shared_fit_settings(args) -> dict:
         warmup=args.warmup,
         draws=args.draws,
         drop_early=args.drop_early,
+        law_free=args.law_free,
         held_out=args.held_out,
         model=model_or_default(args),
         progress_bar=os.isatty(2),

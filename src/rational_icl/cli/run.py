@@ -285,6 +285,7 @@ def _fit_command(runs_dir: Path, fit_file: Path, behaviour_file: Path, args) -> 
     argv += ["--chains", str(args.chains), "--draws", str(args.draws)]
     argv += ["--warmup", str(args.warmup)]
     argv += ["--drop-early" if args.drop_early else "--no-drop-early"]
+    argv += [] if args.law_free else ["--no-law-free"]
     argv += ["--measure", args.measure, "--behaviour", str(behaviour_file)]
     argv += ["--held-out", args.held_out] if args.held_out != "authors" else []
     argv += ["--model", args.model]
