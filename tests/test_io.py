@@ -90,6 +90,7 @@ def _stale_lock(folder) -> dict:
     return holder | {"started": "earlier"}
 
 
+@pytest.mark.slow
 def test_only_one_of_many_processes_takes_over_a_stale_lock(tmp_path):
     _stale_lock(tmp_path)
     start = time.time() + 4.0  # after every interpreter has imported the package

@@ -61,6 +61,7 @@ def test_the_pipeline_functions_run_every_stage_as_the_commands_do(tmp_path, cap
     argv = ["fit", str(runs), "-o", str(tmp_path / "cli.nc"), "--method", "map"]
     argv += ["--chains", "1", "--draws", "50", "--pointwise-draws", "50", "--seed", "3"]
     argv += ["--model", "paper", "--measure", "auto", "--splits", "all", "--no-drop-early"]
+    argv += ["--no-law-free"]
     assert main(argv) == 0
     cli = read_fit(tmp_path / "cli.nc")
     for name in ("alpha", "beta", "gamma"):

@@ -35,6 +35,7 @@ def _weights(loss, complexity, alpha=0.5, beta=0.3, gamma=2.0):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_strategies", [2, 3])
 def test_dirichlet_statistics_give_the_plain_likelihood(num_strategies):
     strategy, transformer, loss, complexity = _outputs_case(4, num_strategies=num_strategies)
@@ -87,6 +88,7 @@ def test_dirichlet_statistics_give_the_plain_likelihood(num_strategies):
     assert all(np.isfinite(float(g)) for g in gradient.values())
 
 
+@pytest.mark.slow
 def test_dirichlet_quadrature_is_close_to_the_exact_normaliser():
     # 32 x 64 x 8 predictions per (num_tasks, split): some 800 nodes (boxes of side 0.25 in
     # log probability, moments to the fourth) in place of 16384 move the log likelihood by a

@@ -77,6 +77,7 @@ def test_skill_table_comes_first_and_holds_the_fits_numbers(report, fit):
     assert "what the law adds (id)" in page
 
 
+@pytest.mark.slow
 def test_runs_only_report_names_the_figures_it_skips(behaviour, tmp_path):
     page = write_report(tmp_path, behaviour=behaviour).read_text()
     drawn = {p.stem for p in (tmp_path / "figures").glob("*.png")}
@@ -157,6 +158,7 @@ def test_every_image_loads_in_headless_chromium(report, tmp_path):
 _INJECTED = "<script>alert(1)</script>"
 
 
+@pytest.mark.slow
 def test_no_file_borne_string_reaches_the_page_raw(behaviour, fit, tmp_path):
     hostile_fit = fit.copy()
     hostile_fit.attrs = dict(fit.attrs)
@@ -195,6 +197,7 @@ def test_a_fit_with_unreliable_loo_gets_a_note_not_numbers(behaviour, fit, tmp_p
     assert (table[table["fit"] != "unidentified"]["note"] == "").all()
 
 
+@pytest.mark.slow
 def test_figure_names_from_file_values_stay_inside_the_report_folder(behaviour, tmp_path):
     # Issue 24, item 1: a configuration value read from the runs ('/../../x/PWN') became part
     # of a figure's file name and the report wrote outside -o.
