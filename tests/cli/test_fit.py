@@ -197,12 +197,22 @@ def _other_behaviour(folders, tmp_path):
         (lambda f, t: [f[1], "-o", t / "fit.txt"], "must end in .nc"),
         (lambda f, t: [f[1], "-o", t], "is a folder"),
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--chains", "0"], "--chains must be at least 1"),
-        (lambda f, t: [f[1], "-o", t / "fit.nc", "--pooling", "partial"], "several configurations"),
-        (lambda f, t: [f[1], "-o", t / "fit.nc", "--splits", "id,iwl"], "allowed are id, ood"),
+        # the runs are read and measured before these are known: seconds each, slow tier
+        pytest.param(
+            lambda f, t: [f[1], "-o", t / "fit.nc", "--pooling", "partial"],
+            "several configurations",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            lambda f, t: [f[1], "-o", t / "fit.nc", "--splits", "id,iwl"],
+            "allowed are id, ood",
+            marks=pytest.mark.slow,
+        ),
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--behaviour", t / "none.nc"], "is not a file"),
-        (
+        pytest.param(
             lambda f, t: [f[1], "-o", t / "fit.nc", "--behaviour", _other_behaviour(f, t)],
             "(its num_tasks values differ)",
+            marks=pytest.mark.slow,
         ),
     ],
 )

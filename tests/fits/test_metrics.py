@@ -113,7 +113,9 @@ def test_authors_evaluation_of_a_drift_fit_scores_the_law_alone(context_dependen
     assert got["authors_threshold"] == 20
 
 
-def test_the_law_free_skill_is_against_the_better_reference_on_the_same_cells(map_fit):
+@pytest.mark.slow
+def test_the_law_free_skill_is_against_the_better_reference_on_the_same_cells(law_free_map_fit):
+    map_fit = law_free_map_fit
     skill = map_fit.predictive_skill.to_dataset()
     assert map_fit.attrs["law_free_seconds"] > 0
     for split in map_fit.observed_data.split.values:
@@ -130,7 +132,9 @@ def test_the_law_free_skill_is_against_the_better_reference_on_the_same_cells(ma
         assert map_fit.attrs[f"crps_skill_{split}"] == pytest.approx(expected)
 
 
-def test_without_the_law_free_reference_the_skill_has_no_law_free_rows(map_fit):
+@pytest.mark.slow
+def test_without_the_law_free_reference_the_skill_has_no_law_free_rows(law_free_map_fit):
+    map_fit = law_free_map_fit
     skill = metrics.skill_of(map_fit, law_free=False)
     assert not {"law_free_level", "law_free_trend"} & set(skill.predictor.values.tolist())
     assert "law_free_skill" not in skill and "law_free_seconds" not in skill.attrs
