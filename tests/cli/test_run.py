@@ -38,9 +38,7 @@ def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
     assert f"-o {job / 'fit.nc'} " in fit_line and f"--model {DEFAULT_MODEL}" in fit_line
     assert f"-o {job / 'fit_paper.nc'} " in paper_line and "--model paper" in paper_line
     assert " --drop-early" in fit_line  # the paper's procedure, on by default
-    assert (
-        " --measure barycentric" in fit_line and f" --behaviour {job / 'behaviour.nc'}" in fit_line
-    )
+    assert " --measure auto" in fit_line and f" --behaviour {job / 'behaviour.nc'}" in fit_line
     assert f"rational model {DEFAULT_MODEL} (strategies memorizing,generalizing)" in out
     assert "rational model paper (strategies memorizing,generalizing)" in out
     assert "early checkpoints not fitted" in out
@@ -143,7 +141,7 @@ def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys)
     changed = [*FIT, "--measure", "relative-distance", "--splits", "id"]
     assert main(["run", str(spec), "-o", str(job), *changed]) == 0
     out = capsys.readouterr().out
-    assert "== fit: options differ" in out and "measure barycentric -> relative-distance" in out
+    assert "== fit: options differ" in out and "measure auto -> relative-distance" in out
     assert "splits default -> id" in out and "== fit: done, kept" not in out
     assert (job / "fit.nc").stat().st_mtime_ns != before
     assert main(["run", str(spec), "-o", str(job), *changed]) == 0
