@@ -19,6 +19,7 @@ from tests.specs import SMALL_SWEEP
 pytestmark = pytest.mark.slow
 
 FIT = ["--method", "map", "--chains", "2", "--draws", "50"]
+ONE_DESIGN = [*FIT, "--verdict-designs", "none"]  # the tests of other stages fit less
 
 
 def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
@@ -33,8 +34,18 @@ def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "== data: done" in out and "== train: done" in out  # simulated runs count
     assert "== behaviour:" in out and "== ricl fit" in out and "== ricl report" in out
-    # the default model into fit.nc, and the paper's beside it into fit_paper.nc
-    fit_line, paper_line = [line for line in out.splitlines() if line.startswith("== ricl fit")]
+    # the default model into fit.nc, the paper's beside it into fit_paper.nc, and the
+    # default under the designs the verdict on alpha needs
+    lines = [line for line in out.splitlines() if line.startswith("== ricl fit")]
+    fit_line, paper_line, forecast_line, num_tasks_line = lines
+    assert f"-o {job / 'fit_forecast-0.3.nc'} " in forecast_line
+    assert (
+        "--held-out forecast:0.3" in forecast_line and f"--model {DEFAULT_MODEL}" in forecast_line
+    )
+    assert f"-o {job / 'fit_num-tasks.nc'} " in num_tasks_line
+    assert "--held-out num-tasks" in num_tasks_line
+    assert "--held-out" not in fit_line and "--held-out" not in paper_line
+    assert out.count("verdict: alpha ") == 4  # each fit's summary says what it tests
     assert f"-o {job / 'fit.nc'} " in fit_line and f"--model {DEFAULT_MODEL}" in fit_line
     assert f"-o {job / 'fit_paper.nc'} " in paper_line and "--model paper" in paper_line
     assert " --drop-early" in fit_line  # the paper's procedure, on by default
@@ -45,7 +56,11 @@ def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
     page = job / "report" / "index.html"
     assert out.strip().splitlines()[-1] == f"report: {page}"
     assert page.is_file() and (job / "fit.nc").is_file() and (job / "behaviour.nc").is_file()
-    assert "Predictive skill of every fit" in page.read_text()  # the two models side by side
+    text = page.read_text()
+    assert "Predictive skill of every fit" in text  # the two models side by side
+    verdict = text[text.index("<h2>Verdict") : text.index("</table>")]
+    for criterion in ("forecast", "num-tasks", "authors"):  # each tested by its own fit
+        assert f"<td>{criterion}</td><td>untested</td>" not in verdict
 
     before = (job / "fit.nc").stat().st_mtime_ns
     assert main(["run", str(spec), "-o", str(job), *FIT]) == 0
@@ -79,7 +94,7 @@ def test_run_prints_convergence_and_warns_for_an_untrained_spec(tmp_path, capsys
     setting = 'setting = "linear-regression"\nnum_dims = 4\ncontext_length = 8\n'
     spec.write_text(setting + SMALL_SWEEP.replace("max_steps = 1000", "max_steps = 25"))
     job = tmp_path / "job"
-    assert main(["run", str(spec), "-o", str(job), "--threads", "1", *FIT]) == 0
+    assert main(["run", str(spec), "-o", str(job), "--threads", "1", *ONE_DESIGN]) == 0
     captured = capsys.readouterr()
     (line,) = [s for s in captured.out.splitlines() if s.startswith("convergence untrained")]
     assert (
@@ -103,7 +118,7 @@ def test_run_with_seeds_pools_them_and_can_hold_one_out(tmp_path, capsys):
     simulate_runs(tmp_path / "data", job / "runs", seed=2)
     capsys.readouterr()
 
-    argv = ["run", str(spec), "-o", str(job), "--seeds", "2", "--held-out", "seed:2", *FIT]
+    argv = ["run", str(spec), "-o", str(job), "--seeds", "2", "--held-out", "seed:2", *ONE_DESIGN]
     argv += ["--model", "paper"]  # one fit: the paper's, nothing to report beside it
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -126,6 +141,14 @@ def test_run_refuses_a_bad_held_out_design_before_anything_runs(tmp_path, capsys
     assert not any(tmp_path.iterdir())
 
 
+def test_run_refuses_a_bad_verdict_design_before_anything_runs(tmp_path, capsys):
+    argv = ["run", "tiny-categorical", "-o", str(tmp_path), "--verdict-designs", "forecast:2"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--verdict-designs: held-out design 'forecast:2'" in err[0]
+    assert not any(tmp_path.iterdir())
+
+
 def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys):
     # Issue 24, item 11: a rerun with other fit options kept the old fit ("done, kept");
     # item 2: a second spec's runs joined the first's in one folder.
@@ -134,11 +157,11 @@ def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys)
     job = tmp_path / "job"
     assert main(["data", str(spec), "--out", str(tmp_path / "data")]) == 0
     simulate_runs(tmp_path / "data", job / "runs", seed=2)
-    assert main(["run", str(spec), "-o", str(job), *FIT]) == 0
+    assert main(["run", str(spec), "-o", str(job), *ONE_DESIGN]) == 0
     capsys.readouterr()
 
     before = (job / "fit.nc").stat().st_mtime_ns
-    changed = [*FIT, "--measure", "relative-distance", "--splits", "id"]
+    changed = [*ONE_DESIGN, "--measure", "relative-distance", "--splits", "id"]
     assert main(["run", str(spec), "-o", str(job), *changed]) == 0
     out = capsys.readouterr().out
     assert "== fit: options differ" in out and "measure auto -> relative-distance" in out
@@ -154,7 +177,7 @@ def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys)
     other = tmp_path / "other.toml"
     other.write_text(SPEC.replace("num_tasks = [2, 8, 32, 128]", "num_tasks = [2, 16]"))
     listing = sorted(p.name for p in job.rglob("*"))
-    assert main(["run", str(other), "-o", str(job), *FIT]) != 0
+    assert main(["run", str(other), "-o", str(job), *ONE_DESIGN]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds runs of the spec in" in err[0] and "spec.toml" in err[0]
     assert sorted(p.name for p in job.rglob("*")) == listing  # nothing written

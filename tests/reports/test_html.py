@@ -96,6 +96,25 @@ def test_two_fits_add_a_loo_comparison(behaviour, fit, tmp_path):
     assert table["elpd"].iloc[0] == pytest.approx(table["elpd"].iloc[1])
 
 
+def test_the_verdict_reads_every_design_of_the_model_and_loo_ranks_one_design(
+    behaviour, fit, tmp_path
+):
+    """A fit of another held-out design tests its criterion in the verdict table; PSIS-LOO
+    does not rank fits of different fitted cells."""
+    other = fit.copy()
+    other.attrs = {**fit.attrs, "held_out_design": "num-tasks"}
+    other.attrs |= {f"skill_{s}": -0.5 for s in fit["predictive_skill"].split.values}
+    page = write_report(tmp_path, behaviour=behaviour, fits={"fit": fit, "num_tasks": other})
+    text = page.read_text()
+    verdict = text[text.index("<h2>Verdict") : text.index("</table>")]
+    assert "do not believe" in verdict
+    assert "<td>num-tasks</td><td>fail</td>" in verdict
+    assert "num-tasks id: skill -0.50 ≤ 0" in verdict
+    assert "<td>forecast</td><td>untested</td>" in verdict
+    assert "fit with --held-out forecast:0.3" in verdict
+    assert not (tmp_path / "tables" / "comparison.csv").exists()
+
+
 @pytest.mark.slow
 def test_two_fits_add_a_skill_row_each_naming_its_model(behaviour, fit, tmp_path):
     page = write_report(tmp_path, behaviour=behaviour, fits={"first": fit, "second": fit})
@@ -215,10 +234,12 @@ def test_first_screen_is_the_verdict_then_the_weight_map(report, fit):
     """Skill and α above the weight map, the weight map above every table; tables whose rows
     are only numbered carry no index column (in the page or the CSV)."""
     page = report.read_text()
-    verdict, alpha = page.index("<b>skill (id)"), page.index("<b>α</b>")
-    assert verdict < alpha < page.index('id="01_weight_map"') < page.index("<h2>Tables</h2>")
+    verdict, skill = page.index("<h2>Verdict: α"), page.index("<b>skill (id)")
+    assert verdict < skill < page.index('id="01_weight_map"') < page.index("<h2>Tables</h2>")
     low, median, high = fit.posterior.alpha.quantile([0.05, 0.5, 0.95]).values
-    assert f"{median:.3f} [{low:.3f}, {high:.3f}]" in page
+    # this MAP fit loses to the best baseline under the authors' design: do not believe
+    assert f"<h2>Verdict: α {median:.3f} [90%: {low:.3f}, {high:.3f}], do not believe" in page
+    assert f"authors id: skill {float(fit.attrs['skill_id']):+.2f} ≤ 0" in page
     heldout = page[page.index("Held-out agreement") :]
     assert "<th>cells</th>" in heldout[: heldout.index("</table>")]
     assert "<th></th>" not in heldout[: heldout.index("</table>")]

@@ -406,6 +406,16 @@ def adequacy_line(tree) -> str:
     )
 
 
+def alpha_verdict_lines(fits) -> str:
+    """Whether to believe alpha (fits/verdict.py) and what would test the untested criteria."""
+    from rational_icl.fits.verdict import alpha_verdict, how_to_test, verdict_line
+
+    verdict = alpha_verdict(fits)
+    lines = [f"verdict: {verdict_line(verdict)}"]
+    lines += [f"  to test {hint}" for hint in how_to_test(verdict)]
+    return "\n".join(lines) + "\n"
+
+
 def _report(tree) -> None:
     """Summary table, fit quality, dropped checkpoints, diagnostics and LOO, on stdout."""
     from rational_icl.fits.diagnostics import (
@@ -467,6 +477,7 @@ def _report(tree) -> None:
     line = adequacy_line(tree)
     if line:
         print(line)
+    print(alpha_verdict_lines([tree]), end="")
     if "log_likelihood" in tree.children:
         result = loo(tree)
         problem = loo_problem(tree, result)

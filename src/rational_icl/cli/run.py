@@ -13,6 +13,9 @@ spec, ``DIR/<spec name>/``)::
     runs/           one predictions file per num_tasks (ricl data, then ricl train)
     behaviour.nc    the behaviour dataset (docs/files.md §2)
     fit.nc          the fit (docs/files.md §3)
+    fit_paper.nc    the paper's model, fitted the same way
+    fit_<design>.nc the default model under each of --verdict-designs (forecast-0.3,
+                    num-tasks): the held-out designs the verdict on alpha reads
     report/         index.html, figures/*.png, tables/*.csv
 """
 
@@ -43,6 +46,8 @@ from rational_icl.pipeline import configure_jax
 from rational_icl.vocabulary import PAPER_MODEL
 
 DEFAULT_PRESET = "tiny-categorical"
+# The designs besides --held-out that test the verdict on alpha (fits/verdict.py).
+VERDICT_DESIGNS = ("forecast:0.3", "num-tasks")
 
 
 def add_parser(subparsers) -> None:
@@ -73,6 +78,15 @@ def add_parser(subparsers) -> None:
         help="train N training seeds (the spec's seed and the N - 1 after it) as replicates; "
         "the fit pools them (partial pooling: population and per-seed alpha, beta, gamma) "
         "and --held-out seed:S can hold one out. Costs N times the training time",
+    )
+    parser.add_argument(
+        "--verdict-designs",
+        default=",".join(VERDICT_DESIGNS),
+        metavar="DESIGNS",
+        help="held-out designs fitted beside --held-out (default model, one fit file each: "
+        "fit_<design>.nc) so that the report can say whether to believe alpha: the law must "
+        "predict held-out checkpoints and held-out num_tasks (docs/science.md, When to "
+        f"believe alpha). Comma-separated; none fits no more (default {','.join(VERDICT_DESIGNS)})",
     )
     parser.add_argument("--force", action="store_true", help="redo every stage from scratch")
     add_memory_option(parser)
@@ -126,6 +140,11 @@ def _check_outputs(args) -> None:
     from rational_icl.fits.designs import held_out_design
 
     held_out_design(args.held_out)  # a bad design fails before training, not after
+    for design in verdict_designs(args):
+        try:
+            held_out_design(design)
+        except RiclError as error:
+            raise RiclError(f"--verdict-designs: {error}") from None
     check_threads(args.threads)
     check_sampler_options(args)
     if args.device is not None:
@@ -163,11 +182,15 @@ def run_spec(spec, folder: Path, args) -> Path:
         _behaviour(runs_dir, behaviour_file)
     else:
         _skip("behaviour", behaviour_file)
-    fit_files = [fit_file]
+    fits = [(fit_file, args.model, args.held_out)]
     if args.model != PAPER_MODEL:  # the authors' form, always reported beside the default
-        fit_files.append(folder / f"fit_{PAPER_MODEL}.nc")
-    for path, model in zip(fit_files, [args.model, PAPER_MODEL], strict=False):
-        _fit_stage(runs_dir, path, behaviour_file, [*run_files, behaviour_file], model, args)
+        fits.append((folder / f"fit_{PAPER_MODEL}.nc", PAPER_MODEL, args.held_out))
+    for design in verdict_designs(args):  # what the verdict on alpha needs
+        fits.append((folder / f"fit_{design.replace(':', '-')}.nc", args.model, design))
+    fit_files = [path for path, _, _ in fits]
+    for path, model, design in fits:
+        inputs = [*run_files, behaviour_file]
+        _fit_stage(runs_dir, path, behaviour_file, inputs, model, design, args)
     page = report_dir / "index.html"
     if args.force or not _newer(page, [*fit_files, behaviour_file]):
         sources = [behaviour_file, *fit_files]
@@ -178,12 +201,19 @@ def run_spec(spec, folder: Path, args) -> Path:
     return page
 
 
-def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, model, args) -> None:
-    """Fit ``model`` into ``fit_file`` unless a fit with these options is newer than its
-    inputs."""
+def verdict_designs(args) -> list[str]:
+    """``--verdict-designs`` as a list, without ``--held-out``'s design (fitted anyway)."""
+    text = str(args.verdict_designs).strip()
+    designs = [] if text == "none" else [d.strip() for d in text.split(",") if d.strip()]
+    return [d for d in dict.fromkeys(designs) if d != args.held_out]
+
+
+def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, model, design, args) -> None:
+    """Fit ``model`` with held-out ``design`` into ``fit_file`` unless a fit with these
+    options is newer than its inputs."""
     from rational_icl.cli.fit import fit_and_summarise
 
-    args = argparse.Namespace(**{**vars(args), "model": model})
+    args = argparse.Namespace(**{**vars(args), "model": model, "held_out": design})
     settings = _fit_settings(args)
     changed = _changed_fit_options(fit_file, fit_options(args), settings)
     if changed:
