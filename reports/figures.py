@@ -533,6 +533,57 @@ def transition_steps(
     return fig
 
 
+# ---------------------------------------------------------------------------- 8b
+
+
+def transition_forecast(found: xr.Dataset, config=None) -> Figure:
+    """Figure 8b: each run's transition step forecast from early training
+    (``fits.transition.transition_forecast``): posterior median and 90% interval, the
+    finished run's step and each run's line in log N, against num_tasks."""
+    found = _select(found, config)
+    splits = _splits(found)
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(5 * len(splits), 4), squeeze=False, layout="constrained"
+    )
+    origin = float(found.forecast_origin.max())
+    ceiling = float(found.attrs.get("last_checkpoint", origin)) * 2
+    for ax, split in zip(axes[0], splits, strict=True):
+        at = found.sel(split=split)
+        crossing = at.forecast.values & np.isfinite(at.predicted_median.values)
+        num_tasks = at.num_tasks.values
+        median = at.predicted_median.values
+        low = at.predicted_low.values
+        high = np.minimum(at.predicted_high.values, ceiling)  # an open interval to the top
+        ax.errorbar(
+            num_tasks[crossing],
+            median[crossing],
+            yerr=[median[crossing] - low[crossing], high[crossing] - median[crossing]],
+            fmt="o",
+            color="tab:purple",
+            capsize=3,
+            label="forecast (median, 90%)",
+        )
+        scored = at.scored.values
+        ax.plot(num_tasks[scored], at.observed_step.values[scored], "k*", ms=10, label="observed")
+        line = np.where(at.forecast.values, at.baseline_step.values, np.nan)
+        ax.plot(
+            num_tasks,
+            np.where(line < ceiling, line, np.nan),
+            "x",
+            color="tab:orange",
+            label="line in log N",
+        )
+        ax.axhline(origin, color="gray", lw=0.8, ls=":", label="forecast origin")
+        _log2_axis(ax)
+        ax.set_yscale("log")
+        ax.set_ylim(top=ceiling)
+        ax.set_xlabel(_TASKS_LABEL)
+        ax.set_ylabel("transition step N* (training steps, log scale)")
+        ax.set_title(f"{split}: N* forecast from step {origin:.0f}")
+        ax.legend(fontsize="small")
+    return fig
+
+
 # ---------------------------------------------------------------------------- 9
 
 

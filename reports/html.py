@@ -247,6 +247,17 @@ def report_tables(fits: dict[str, xr.DataTree]) -> dict[str, tuple[str, pd.DataF
     return found
 
 
+def _forecast_fit(fits: dict[str, xr.DataTree]) -> tuple[str, xr.DataTree] | None:
+    """The first ``forecast:F`` fit of the first fit's model, by name (None if none)."""
+    if not fits:
+        return None
+    model = next(iter(fits.values())).attrs.get("model", "paper")
+    for name, fit in fits.items():
+        if fit.attrs.get("model", "paper") == model and _design(fit).startswith("forecast:"):
+            return name, fit
+    return None
+
+
 def _design(fit: xr.DataTree) -> str:
     return str(fit.attrs.get("held_out_design", "authors"))
 
@@ -258,6 +269,7 @@ def write_report(
     fits: dict[str, xr.DataTree] | None = None,
     title: str = "rational-icl report",
     sources: list[str] | None = None,
+    transition_level: float | None = None,
 ) -> Path:
     """Write ``out/index.html``, ``out/figures/*.png`` and ``out/tables/*.csv``; the PNGs and
     CSVs there that this report did not write (an earlier report's) are removed after it.
@@ -273,6 +285,9 @@ def write_report(
     title : str
     sources : list of str, optional
         The inputs, listed at the top of the page.
+    transition_level : float, optional
+        The level whose crossing the transition step forecast of a ``forecast:F`` fit of
+        the first fit's model reads (fits/transition.py; default: halfway).
 
     Returns
     -------
@@ -284,6 +299,25 @@ def write_report(
     out = Path(out)
     rendered = render_figures(behaviour, fit)
     found_tables = report_tables(fits)
+    forecast = _forecast_fit(fits)
+    if forecast is not None:
+        from rational_icl.fits.transition import transition_forecast
+
+        name, forecast_fit = forecast
+        found = transition_forecast(forecast_fit, transition_level)
+        title = f"Transition step forecast from early training ({name}, {found.attrs['design']})"
+        found_tables["transition"] = (title, tables.transition_table(found))
+        spec = FigureSpec(
+            "08b_transition_forecast",
+            "Transition step forecast from early training",
+            f"Where each run's weight on memorizing crosses {found.attrs['level_rule']}, forecast "
+            f"from the checkpoints up to the origin ({name}): posterior median and 90% interval "
+            "(an interval open to the top: some draws never cross), the finished run's step "
+            "(stars: runs that cross after the origin), and each run's straight line in log N "
+            "over its fitted checkpoints, extrapolated.",
+            lambda b, f, c: figures.transition_forecast(found, c),
+        )
+        rendered += render_figures(behaviour, forecast_fit, specs=(spec,))
     written = []
     for item in rendered:
         if item.png is not None:

@@ -170,3 +170,14 @@ def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
     table["note"] = ""
     skipped = pd.DataFrame({"fit": list(not_ranked), "note": list(not_ranked.values())})
     return pd.concat([table, skipped], ignore_index=True)
+
+
+def transition_table(found) -> pd.DataFrame:
+    """The transition step forecast (``fits.transition.transition_forecast``), one row per
+    run that crosses after the forecast origin: observed, forecast (median, 90% interval)
+    and the line's step."""
+    columns = ["level", "observed_step", "predicted_median", "predicted_low"]
+    columns += ["predicted_high", "no_crossing", "baseline_step", "covered"]
+    frame = found[columns + ["scored"]].to_dataframe()
+    frame = frame[frame["scored"].astype(bool)]
+    return frame[columns]

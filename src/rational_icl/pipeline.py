@@ -235,7 +235,13 @@ def _fit_runs(runs_dir, out, settings, behaviour_file):
     return tree
 
 
-def report(inputs: list[str | Path], out: str | Path, *, title: str = "rational-icl report"):
+def report(
+    inputs: list[str | Path],
+    out: str | Path,
+    *,
+    title: str = "rational-icl report",
+    transition_level: float | None = None,
+):
     """The report stage: figures, tables and index.html in ``out`` from runs folders,
     behaviour files and fit files; returns the page."""
     inputs, out = [Path(p) for p in inputs], Path(out)
@@ -249,7 +255,12 @@ def report(inputs: list[str | Path], out: str | Path, *, title: str = "rational-
 
     with output_lock(out, "ricl report"):  # one writer per report folder
         page = write_report(
-            out, behaviour=behaviour, fits=fits, title=title, sources=[str(p) for p in inputs]
+            out,
+            behaviour=behaviour,
+            fits=fits,
+            title=title,
+            sources=[str(p) for p in inputs],
+            transition_level=transition_level,
         )
     print(f"wrote {page}")
     return page

@@ -209,6 +209,10 @@ def _other_behaviour(folders, tmp_path):
             marks=pytest.mark.slow,
         ),
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--behaviour", t / "none.nc"], "is not a file"),
+        (
+            lambda f, t: [f[1], "-o", t / "fit.nc", "--transition-level", "1"],
+            "--transition-level 1: allowed: a weight strictly between 0 and 1",
+        ),
         pytest.param(
             lambda f, t: [f[1], "-o", t / "fit.nc", "--behaviour", _other_behaviour(f, t)],
             "(its num_tasks values differ)",

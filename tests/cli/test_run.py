@@ -46,6 +46,7 @@ def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
     assert "--held-out num-tasks" in num_tasks_line
     assert "--held-out" not in fit_line and "--held-out" not in paper_line
     assert out.count("verdict: alpha ") == 4  # each fit's summary says what it tests
+    assert out.count("transition step N* (where a run's weight on memorizing crosses") == 1
     assert f"-o {job / 'fit.nc'} " in fit_line and f"--model {DEFAULT_MODEL}" in fit_line
     assert f"-o {job / 'fit_paper.nc'} " in paper_line and "--model paper" in paper_line
     assert " --drop-early" in fit_line  # the paper's procedure, on by default
@@ -61,6 +62,7 @@ def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
     verdict = text[text.index("<h2>Verdict") : text.index("</table>")]
     for criterion in ("forecast", "num-tasks", "authors"):  # each tested by its own fit
         assert f"<td>{criterion}</td><td>untested</td>" not in verdict
+    assert 'id="08b_transition_forecast"' in text  # from fit_forecast-0.3.nc
 
     before = (job / "fit.nc").stat().st_mtime_ns
     assert main(["run", str(spec), "-o", str(job), *FIT]) == 0

@@ -115,6 +115,27 @@ def test_the_verdict_reads_every_design_of_the_model_and_loo_ranks_one_design(
     assert not (tmp_path / "tables" / "comparison.csv").exists()
 
 
+def test_a_forecast_fit_adds_the_transition_forecast(behaviour, fit, tmp_path):
+    """The first forecast:F fit of the first fit's model gives the transition table (the
+    runs that cross after the origin, fits/transition.py's numbers) and its figure."""
+    from rational_icl.fits.transition import transition_forecast
+
+    forecast = fit.copy()
+    forecast.attrs = {**fit.attrs, "held_out_design": "forecast:0.3"}
+    fits = {"fit": fit, "forecast": forecast}
+    page = write_report(tmp_path, behaviour=behaviour, fits=fits, transition_level=0.3)
+    text = page.read_text()
+    assert 'id="08b_transition_forecast"' in text
+    assert "Transition step forecast from early training (forecast, forecast:0.3)" in text
+    table = pd.read_csv(tmp_path / "tables" / "transition.csv")
+    found = transition_forecast(forecast, 0.3)
+    expected = found.observed_step.values[found.scored.values]
+    assert len(table) == len(expected) > 0
+    np.testing.assert_allclose(np.sort(table["observed_step"]), np.sort(expected), rtol=1e-12)
+    np.testing.assert_allclose(table["level"], 0.3)
+    assert (tmp_path / "figures" / "08b_transition_forecast.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
 @pytest.mark.slow
 def test_two_fits_add_a_skill_row_each_naming_its_model(behaviour, fit, tmp_path):
     page = write_report(tmp_path, behaviour=behaviour, fits={"first": fit, "second": fit})

@@ -169,3 +169,24 @@ def check_threads(threads: int | None) -> int | None:
     if threads is not None and threads < 1:
         raise RiclError(f"--threads {threads}: allowed: integers >= 1")
     return threads
+
+
+def add_transition_level_option(parser) -> None:
+    """``--transition-level``: the weight whose crossing defines the transition step that a
+    ``forecast:F`` fit forecasts (fits/transition.py)."""
+    parser.add_argument(
+        "--transition-level",
+        type=float,
+        default=None,
+        metavar="W",
+        help="the weight on memorizing whose crossing defines each run's transition step, "
+        "forecast by a --held-out forecast:F fit (0 < W < 1; default: halfway between the "
+        "run's first fitted weight and its predicted last)",
+    )
+
+
+def check_transition_level(level: float | None) -> float | None:
+    """Refuse a --transition-level outside (0, 1) in one line; None (halfway) passes."""
+    if level is not None and not 0.0 < level < 1.0:
+        raise RiclError(f"--transition-level {level:g}: allowed: a weight strictly between 0 and 1")
+    return level

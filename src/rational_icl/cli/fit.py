@@ -8,8 +8,10 @@ from pathlib import Path
 
 from rational_icl.cli.checks import (
     add_threads_option,
+    add_transition_level_option,
     check_sampler_options,
     check_threads,
+    check_transition_level,
     check_writable_file,
 )
 from rational_icl.errors import RiclError
@@ -149,6 +151,7 @@ def add_fit_options(parser) -> None:
     )
     add_model_option(parser)
     add_held_out_option(parser)
+    add_transition_level_option(parser)
     parser.add_argument(
         "--law-free",
         action=argparse.BooleanOptionalAction,
@@ -201,7 +204,12 @@ def run(args) -> int:
     check_no_live_writer(args.runs_dir, "ricl fit")  # (ricl run holds it and fits itself)
     configure_jax(max(args.chains, os.cpu_count() or 1), args.threads)  # before JAX starts
     fit_and_summarise(
-        args.runs_dir, args.out, fit_settings(args), behaviour_file=args.behaviour, force=args.force
+        args.runs_dir,
+        args.out,
+        fit_settings(args),
+        behaviour_file=args.behaviour,
+        force=args.force,
+        transition_level=args.transition_level,
     )
     return 0
 
@@ -251,20 +259,22 @@ def model_or_default(args) -> str:
     return default_model(getattr(args, "observation", "relative-distance"))
 
 
-def fit_and_summarise(runs_dir: Path, out: Path, settings, *, behaviour_file=None, force=True):
+def fit_and_summarise(
+    runs_dir: Path, out: Path, settings, *, behaviour_file=None, force=True, transition_level=None
+):
     """``pipeline.fit_runs``, then the fit's summary on stdout (after the fit is written: a
     summary that fails must not lose the fit); returns the fit's DataTree."""
     tree = fit_runs(runs_dir, out, settings, behaviour_file=behaviour_file, force=force)
-    _report_safely(tree)
+    _report_safely(tree, transition_level)
     print(f"wrote {out}")
     return tree
 
 
-def _report_safely(tree) -> None:
+def _report_safely(tree, transition_level=None) -> None:
     """``_report``, with a diagnostic that cannot be computed from this few draws (ESS, LOO
     need several per chain) said in one line instead of a traceback."""
     try:
-        _report(tree)
+        _report(tree, transition_level)
     except (IndexError, ValueError, ZeroDivisionError) as err:
         draws = tree.posterior.sizes.get("draw", 0)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -289,6 +299,7 @@ def _check_args(args) -> None:
     if out.suffix != ".nc":
         raise RiclError(f"-o {str(out)!r} must end in .nc")
     check_sampler_options(args)
+    check_transition_level(args.transition_level)
     if args.behaviour is not None and not Path(args.behaviour).is_file():
         raise RiclError(f"--behaviour {str(args.behaviour)!r} is not a file")
     check_writable_file("-o", out)  # before the fit, not after it
@@ -416,7 +427,43 @@ def alpha_verdict_lines(fits) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _report(tree) -> None:
+def transition_lines(tree, level=None) -> str:
+    """A forecast:F fit's transition step forecast (fits/transition.py): the score line and
+    one line per run that crosses after the forecast origin ("" for other designs)."""
+    from rational_icl.fits.transition import transition_forecast
+
+    if not str(tree.attrs.get("held_out_design", "")).startswith("forecast:"):
+        return ""
+    found = transition_forecast(tree, level)
+    a = found.attrs
+    origin = int(found.forecast_origin.max())
+    text = (
+        f"transition step N* (where a run's weight on memorizing crosses {a['level_rule']}), "
+        f"forecast from the checkpoints up to step {origin}: "
+    )
+    if not a["num_scored"]:
+        return text + "no run crosses after the forecast origin, nothing to score\n"
+    lines = [
+        text + f"{a['num_scored']} run(s) cross after it; median |log(forecast / observed)| "
+        f"{a['median_abs_log_error']:.2f} (each run's line in log N over its fitted window: "
+        f"{a['baseline_median_abs_log_error']:.2f}); 90% intervals cover "
+        f"{a['coverage']:.2f} of them"
+    ]
+    scored = found.where(found.scored).to_dataframe().dropna(subset=["observed_step"])
+    for key, row in scored.iterrows():
+        names = scored.index.names
+        where = " ".join(
+            f"{n}={v}"
+            for n, v in zip(names, key if isinstance(key, tuple) else (key,), strict=True)
+        )
+        lines.append(
+            f"  {where}: observed {row.observed_step:.0f}, forecast {row.predicted_median:.0f} "
+            f"[{row.predicted_low:.0f}, {row.predicted_high:.0f}], line {row.baseline_step:.0f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _report(tree, transition_level=None) -> None:
     """Summary table, fit quality, dropped checkpoints, diagnostics and LOO, on stdout."""
     from rational_icl.fits.diagnostics import (
         diagnostic_warnings,
@@ -477,6 +524,7 @@ def _report(tree) -> None:
     line = adequacy_line(tree)
     if line:
         print(line)
+    print(transition_lines(tree, transition_level), end="")
     print(alpha_verdict_lines([tree]), end="")
     if "log_likelihood" in tree.children:
         result = loo(tree)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rational_icl.cli.checks import add_threads_option, check_threads
+from rational_icl.cli.checks import (
+    add_threads_option,
+    add_transition_level_option,
+    check_threads,
+    check_transition_level,
+)
 from rational_icl.pipeline import limit_threads, report
 
 
@@ -30,10 +35,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path, help="report folder")
     parser.add_argument("--title", default="rational-icl report", help="title of the page")
     add_threads_option(parser, "the behaviour measures and figures (NumPy, JAX)")
+    add_transition_level_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     limit_threads(check_threads(args.threads))
-    report(args.inputs, args.out, title=args.title)
+    level = check_transition_level(args.transition_level)
+    report(args.inputs, args.out, title=args.title, transition_level=level)
     return 0

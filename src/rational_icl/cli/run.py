@@ -36,6 +36,7 @@ from rational_icl.cli.checks import (
     check_memory,
     check_sampler_options,
     check_threads,
+    check_transition_level,
     check_writable_folder,
 )
 from rational_icl.cli.fit import add_fit_options, model_or_default
@@ -147,6 +148,7 @@ def _check_outputs(args) -> None:
             raise RiclError(f"--verdict-designs: {error}") from None
     check_threads(args.threads)
     check_sampler_options(args)
+    check_transition_level(args.transition_level)
     if args.device is not None:
         check_device(args.device)
 
@@ -194,8 +196,10 @@ def run_spec(spec, folder: Path, args) -> Path:
     page = report_dir / "index.html"
     if args.force or not _newer(page, [*fit_files, behaviour_file]):
         sources = [behaviour_file, *fit_files]
-        with _stage(["report", *map(str, sources), "-o", str(report_dir)]):
-            report(sources, report_dir)
+        level = args.transition_level
+        options = ["--transition-level", f"{level:g}"] if level is not None else []
+        with _stage(["report", *map(str, sources), "-o", str(report_dir), *options]):
+            report(sources, report_dir, transition_level=level)
     else:
         _skip("report", page)
     return page
@@ -220,7 +224,13 @@ def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, model, design, args) 
         print(f"== fit: options differ from {fit_file}'s ({changed}); fitting again")
     if args.force or changed or not _newer(fit_file, inputs):
         with _stage(_fit_command(runs_dir, fit_file, behaviour_file, args)):
-            fit_and_summarise(runs_dir, fit_file, settings, behaviour_file=behaviour_file)
+            fit_and_summarise(
+                runs_dir,
+                fit_file,
+                settings,
+                behaviour_file=behaviour_file,
+                transition_level=args.transition_level,
+            )
     else:
         _skip("fit", fit_file)
 
