@@ -10,7 +10,7 @@ any checkpoint newer than the state and continues from it, bitwise identically o
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from rational_icl.training.ensemble import EnsembleTrainer
 from rational_icl.training.evaluation import MemberEvaluation, evaluate, evaluation_inputs
 from rational_icl.training.predictions import strategy_dataset
 from rational_icl.training.schedule import log_interval
+
+log = logging.getLogger(__name__)  # the CLI prints it (cli/main.py)
 
 FINGERPRINT = "model_fingerprint"  # variable (checkpoint,) of recorded files
 RECORDED_MODEL = "recorded_model"  # attribute: the class of the recorded model
@@ -132,7 +134,7 @@ def _train_loop(trainer: EnsembleTrainer, records: list, state_file: Path, progr
             bar.update(1)
     for record in records:
         if record.diverged:
-            print(f"warning: {diverged_message(record.dataset(), record.path)}", file=sys.stderr)
+            log.warning(f"warning: {diverged_message(record.dataset(), record.path)}")
 
 
 def is_diverged(ds: xr.Dataset) -> bool:

@@ -19,6 +19,7 @@ checks and the printed summaries around these (``rational_icl.cli``).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -36,6 +37,8 @@ from rational_icl.io import (
     read_netcdf,
     write_netcdf,
 )
+
+log = logging.getLogger(__name__)  # the CLI prints it (cli/main.py)
 
 # What the numerical libraries read for their thread pools: OpenMP (torch, numexpr), MKL,
 # OpenBLAS, for whatever loads after limit_threads (and every child process).
@@ -98,7 +101,7 @@ def write_data(specs, out: str | Path, *, device="cpu", force: bool = False) -> 
     todo = [r for r in runs if force or not paths[r].exists()]
     for r in runs:
         if r not in todo:
-            print(f"exists, kept (use --force to overwrite): {paths[r]}")
+            log.info(f"exists, kept (use --force to overwrite): {paths[r]}")
     with (
         folder_lock(out, "ricl data"),  # one writer per folder
         tqdm(todo, desc="ricl data", unit="run", dynamic_ncols=True, disable=None) as bar,
@@ -106,7 +109,7 @@ def write_data(specs, out: str | Path, *, device="cpu", force: bool = False) -> 
         for r in bar:
             dataset = strategy_dataset(r, device=device, progress=bar.set_postfix_str)
             write_netcdf(dataset, paths[r])
-    print(f"wrote {len(todo)} file(s) to {out}")
+    log.info(f"wrote {len(todo)} file(s) to {out}")
     return [paths[r] for r in todo]
 
 
@@ -130,11 +133,11 @@ def train_specs(
         for spec in specs:
             for r in spec.runs():
                 if not force and is_finished(r, out):
-                    print(f"finished, kept (use --force to retrain): {run_path(r, out)}")
+                    log.info(f"finished, kept (use --force to retrain): {run_path(r, out)}")
         written = []
         for spec in specs:
             written += train(spec, out, device=device, force=force)
-    print(f"trained {len(written)} run(s) into {out}")
+    log.info(f"trained {len(written)} run(s) into {out}")
     return written
 
 
@@ -262,7 +265,7 @@ def report(
             sources=[str(p) for p in inputs],
             transition_level=transition_level,
         )
-    print(f"wrote {page}")
+    log.info(f"wrote {page}")
     return page
 
 
@@ -341,7 +344,7 @@ def _check_same_cells(measured, runs, behaviour_file, runs_dir) -> None:
 def _warn_unfinished(runs) -> None:
     """One line naming the runs that stopped before max_steps (a kill, or a live training)."""
     if "unfinished_runs" in runs.attrs:
-        print(
+        log.warning(
             f"warning: unfinished run(s), fitted as they are: {runs.attrs['unfinished_runs']}; "
             "resume them with `ricl train` for the full fit"
         )
@@ -358,7 +361,7 @@ def _warn_diverged(runs) -> None:
     for source, loss, bound in zip(
         sources.values[flagged], final[flagged], constant[flagged], strict=True
     ):
-        print(
+        log.warning(
             f"warning: run {str(source)!r} diverged: its final transformer_loss {loss:.3g} nats "
             f"(id) is above the constant strategy's {bound:.3g}, so its weights mean nothing; "
             "retrain it with a lower learning_rate or move it out of RUNS_DIR"

@@ -167,18 +167,20 @@ def test_the_strategy_part_written_by_ricl_data_is_reused(tmp_path):
     assert ds["checkpoint"].values.tolist() == [20]
 
 
-def test_a_diverged_run_is_flagged_and_warned_about(tmp_path, capsys):
+def test_a_diverged_run_is_flagged_and_warned_about(tmp_path, caplog):
     # learning rate 10: final losses of hundreds of nats against the constant's 0.24-0.39
+    caplog.set_level("WARNING", logger="rational_icl")  # the CLI prints them on stderr
     paths = train(_spec(learning_rate=10.0).expand()[0], tmp_path / "bad", progress=False)
-    err = capsys.readouterr().err
+    messages = [record.getMessage() for record in caplog.records]
     for path in paths:
         ds = _open(path)
         assert ds.attrs["diverged"] == 1
         final = float(ds["transformer_loss"].sel(split="id").isel(checkpoint=-1))
         assert final > 10 * float(ds["strategy_loss"].sel(strategy="constant"))
-        (line,) = [line for line in err.splitlines() if str(path) in line]
+        (line,) = [message for message in messages if str(path) in message]
         assert line.startswith(f"warning: run {str(path)!r} diverged: its final transformer_loss")
         assert line.endswith("try a lower training.learning_rate")
+    caplog.clear()
     paths = train(_spec().expand()[0], tmp_path / "good", progress=False)
     assert all(_open(path).attrs["diverged"] == 0 for path in paths)
-    assert "diverged" not in capsys.readouterr().err
+    assert "diverged" not in caplog.text

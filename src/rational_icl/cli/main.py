@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import signal
 import sys
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     command = "ricl"
-    with _interrupt_flag():
+    with _interrupt_flag(), _messages():
         try:
             parser = build_parser()  # imports every command: Ctrl-C may land here too
             args = parser.parse_args(argv)
@@ -55,6 +56,36 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+@contextmanager
+def _messages():
+    """What the stages say (the ``rational_icl`` loggers: the package itself never prints)
+    goes to the terminal for the block: progress on stdout, warnings on stderr, each
+    message as it is. Bound to the streams of the moment, and removed after (tests call
+    ``main`` in-process with captured streams)."""
+    logger = logging.getLogger("rational_icl")
+    progress = logging.StreamHandler(sys.stdout)
+    progress.addFilter(_BelowWarning())
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    before = (logger.level, logger.propagate)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # a caller's root handler would print them twice
+    for handler in (progress, warnings):
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in (progress, warnings):
+            logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
 
 
 @contextmanager
