@@ -18,7 +18,6 @@ from rational_icl.facts import setting_facts
 from rational_icl.fits import parameters, sufficient
 from rational_icl.fits.behaviour import context_loss
 from rational_icl.fits.designs import held_out_cells_of, held_out_design
-from rational_icl.fits.model import reference_num_tasks
 from rational_icl.fits.runs import config_dims as _config_dims
 from rational_icl.vocabulary import (
     CONFIG_DIMS,
@@ -84,12 +83,10 @@ class FitSettings:
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
         _check_strategies(self.strategies, self.observation)
-        if self.ablation == "unit-gamma" and (
-            parameters.is_anchored(self.model) or parameters.has_transition_step(self.model)
-        ):
+        if self.ablation == "unit-gamma" and parameters.is_anchored(self.model):
             raise RiclError(
                 f"the unit-gamma ablation fixes gamma, which model {self.model!r} derives; "
-                "use it with model paper or offsets"
+                "use it with model paper"
             )
         if parameters.has_drift(self.model) and self.observation != "relative-distance":
             raise RiclError(
@@ -304,8 +301,6 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
         priors=settings.priors,
         centred=settings.centred,
     )
-    if parameters.has_transition_step(settings.model):
-        kwargs["transition_reference"] = _transition_reference(loss, complexity, settings.model)
     if settings.observation == "relative-distance":
         kwargs["observed_weight"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
         key = "observed_weight"
@@ -363,15 +358,6 @@ def _fit_cells(behaviour: xr.Dataset, observed: xr.DataArray, settings: FitSetti
         dropped = early_cells(distance, seen=~held_out).transpose(*observed.dims)
         fit_mask = fit_mask & ~dropped
     return fit_mask.transpose(*observed.dims), held_out, dropped
-
-
-def _transition_reference(loss: xr.DataArray, complexity: xr.DataArray, model: str) -> int:
-    """The transition models' reference num_tasks index, or a one-line error naming why."""
-    flat = [a.values.reshape(a.shape[0], -1, a.sizes["num_tasks"]) for a in (loss, complexity)]
-    try:
-        return reference_num_tasks(*flat)
-    except ValueError as error:
-        raise RiclError(f"model {model!r}: {error}") from None
 
 
 def _context_inputs(runs, strategies, cell_dims, config_dims):

@@ -16,15 +16,7 @@ Ablation = Literal[
     "none", "linear-likelihood", "fixed-complexity", "unit-gamma", "linear-complexity"
 ]
 Pooling = Literal["complete", "none", "partial"]
-Model = Literal[
-    "paper",
-    "transition",
-    "anchored",
-    "offsets",
-    "transition-offsets",
-    "anchored-offsets",
-    "anchored-offsets-drift",
-]
+Model = Literal["paper", "anchored-offsets", "anchored-offsets-drift"]
 Method = Literal["nuts", "map", "svi"]
 MassMatrix = Literal["adapted", "laplace"]
 

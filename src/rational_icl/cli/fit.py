@@ -170,12 +170,11 @@ def add_model_option(parser) -> None:
         choices=MODELS,
         default=None,
         help=f"the form of the rational model (default {DEFAULT_MODEL}; {OUTPUTS_DEFAULT_MODEL} "
-        "with --observation outputs): paper (the authors' "
-        "alpha, beta, gamma), anchored (the evidence at the middle of training in place of "
-        "gamma), transition (the transition step at a reference num_tasks in place of gamma), "
-        "offsets (a per-run shift of the log odds), their combinations, and "
-        "anchored-offsets-drift (anchored-offsets whose runs drift from the law along "
-        "training, correlated in time); docs/science.md, 'Which model'",
+        "with --observation outputs): paper (the authors' alpha, beta, gamma), "
+        "anchored-offsets (the evidence at the middle of training in place of gamma, and a "
+        "per-run shift of the log odds) and anchored-offsets-drift (anchored-offsets whose "
+        "runs drift from the law along training, correlated in time); docs/science.md, "
+        "'Which model'",
     )
 
 
