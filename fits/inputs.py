@@ -25,6 +25,8 @@ from rational_icl.vocabulary import (
     METHODS,
     OBSERVATIONS,
     default_model,
+    form_of,
+    model_refusal,
 )
 
 # Behaviour measures the relative-distance model can observe, and their behaviour variables
@@ -73,7 +75,6 @@ class FitSettings:
             ("observation", OBSERVATIONS),
             ("measure", ("auto", *MEASURES)),
             ("ablation", parameters.ABLATIONS),
-            ("model", parameters.MODELS),
             ("pooling", ("auto", *parameters.POOLINGS)),
             ("method", METHODS),
             ("mass_matrix", MASS_MATRICES),
@@ -82,13 +83,17 @@ class FitSettings:
                 raise RiclError(
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
+        refused = model_refusal(self.model, observation=self.observation)
+        if refused:
+            raise RiclError(refused)
         _check_strategies(self.strategies, self.observation)
-        if self.ablation == "unit-gamma" and parameters.is_anchored(self.model):
+        form = form_of(self.model)
+        if self.ablation == "unit-gamma" and form.anchored:
             raise RiclError(
                 f"the unit-gamma ablation fixes gamma, which model {self.model!r} derives; "
                 "use it with model paper"
             )
-        if parameters.has_drift(self.model) and self.observation != "relative-distance":
+        if form.drift and self.observation != "relative-distance":
             raise RiclError(
                 f"model {self.model!r} lets the observed weight drift along training, which "
                 "the outputs observation does not observe; use observation relative-distance"
@@ -304,7 +309,7 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
     if settings.observation == "relative-distance":
         kwargs["observed_weight"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
         key = "observed_weight"
-        if parameters.has_drift(settings.model):  # conditions the held-out cells' predictions
+        if form_of(settings.model).drift:  # conditions the held-out cells' predictions
             kwargs["weight_history"] = kwargs["observed_weight"]
         if settings.context_dependent:
             losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)

@@ -38,14 +38,7 @@ from jax.scipy.special import log_ndtr
 from numpyro.distributions import constraints
 
 from rational_icl import formulas
-from rational_icl.fits.parameters import (
-    Priors,
-    check_choice,
-    has_drift,
-    has_offsets,
-    is_anchored,
-    rational_parameters,
-)
+from rational_icl.fits.parameters import Priors, check_choice, rational_parameters
 from rational_icl.fits.sufficient import (
     DirichletStatistics,
     NormalStatistics,
@@ -53,7 +46,7 @@ from rational_icl.fits.sufficient import (
     floored,
     outputs_log_likelihood,
 )
-from rational_icl.vocabulary import MODELS
+from rational_icl.vocabulary import form_of
 
 STRATEGIES = ("memorizing", "generalizing", "constant")
 OUTCOME_KINDS = ("probabilities", "regression")
@@ -206,6 +199,7 @@ def relative_distance_model(
     log_post, alpha, gamma = _training_log_posterior(
         strategy_loss, strategy_complexity, checkpoint, *law
     )
+    drifts = form_of(model).drift
     if observed_weight is not None:
         num_splits = observed_weight.shape[-1]
     elif fit_mask is not None:  # simulating the cells of a real grid (e.g. a prior draw)
@@ -221,12 +215,12 @@ def relative_distance_model(
             + context_evidence(context_loss, context_size, alpha, gamma)[:, :, :, None]
         )  # (Q, C, D, N, S, P)
         expected = jax.nn.softmax(log_w, axis=0)[0].mean(-1)  # (C, D, N, S)
-        if not has_drift(model):
+        if not drifts:
             expected = numpyro.deterministic("expected_weight", expected)
     sigma = numpyro.sample(
         "sigma", dist.HalfNormal(priors.sigma_scale).expand([num_splits]).to_event(1)
     )
-    if not has_drift(model):
+    if not drifts:
         likelihood = ClippedNormal(expected, sigma)
     else:
         likelihood = drifting(
@@ -496,7 +490,7 @@ def _training_log_posterior(
     and whether the run offsets are added. Returns the log posterior (Q, C, D, N) and alpha,
     gamma for the context evidence.
     """
-    check_choice("model", model, MODELS)
+    form = form_of(model)  # a ValueError naming the family for any other name
     linear = ablation == "linear-complexity"
     alpha, beta, gamma = rational_parameters(
         ablation=ablation,
@@ -504,9 +498,9 @@ def _training_log_posterior(
         num_configurations=strategy_loss.shape[1],
         priors=priors,
         centred=centred,
-        anchored=is_anchored(model),
+        anchored=form.anchored,
     )
-    if is_anchored(model):  # gamma * N ** (1 - alpha) = evidence_scale * (N / N_ref) ** ...
+    if form.anchored:  # gamma * N ** (1 - alpha) = evidence_scale * (N / N_ref) ** ...
         reference_step = jnp.exp(jnp.mean(jnp.log(checkpoint)))
         gamma = numpyro.deterministic("gamma", gamma / reference_step ** (1 - alpha))
     log_post = log_posterior(
@@ -518,7 +512,7 @@ def _training_log_posterior(
         gamma,
         linear_complexity=linear,
     )
-    if has_offsets(model):
+    if form.offsets:
         law_prior = formulas.log_prior(
             strategy_complexity, _per_configuration(beta, trailing=1), linear
         )

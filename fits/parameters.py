@@ -13,8 +13,9 @@ when K is thousands of bits and N thousands of steps):
 - ``concentration`` ~ LogNormal(log 100, 2): Dirichlet concentration (``outputs``,
   probabilities); ``output_sigma`` ~ HalfNormal(1) (``outputs``, regression).
 
-The models (``MODELS``, ``ricl fit --model``) differ in how gamma is sampled and in what is
-added to the law's log posterior (``rational_icl.fits.model``):
+The models (``MODELS``, ``ricl fit --model``; what each adds is ``vocabulary.MODEL_FAMILY``)
+differ in how gamma is sampled and in what is added to the law's log posterior
+(``rational_icl.fits.model``):
 
 - ``paper``: alpha, beta, gamma as above, the authors' form;
 - ``anchored-offsets``: gamma replaced by ``evidence_scale`` ~ LogNormal(0, 3), the evidence
@@ -66,26 +67,6 @@ class Priors:
     drift_scale: float = 0.2  # drift models: half-normal scale of the drift's size
     drift_length_log_loc: float = 0.0  # its length scale, in natural-log training steps
     drift_length_log_scale: float = 1.0
-
-
-def has_offsets(model: str) -> bool:
-    """Whether ``model`` adds per-run offsets to the log posterior."""
-    return "offsets" in model.split("-")
-
-
-def has_drift(model: str) -> bool:
-    """Whether ``model`` lets each run's observed weight drift from the law along training."""
-    return model.endswith("drift")
-
-
-def without_drift(model: str) -> str:
-    """The model ``model`` extends with the drift (itself when it has none)."""
-    return model.removesuffix("-drift")
-
-
-def is_anchored(model: str) -> bool:
-    """Whether ``model`` samples the evidence at a reference step in place of gamma."""
-    return model.startswith("anchored")
 
 
 def rational_parameters(

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from rational_icl import vocabulary
 from rational_icl.errors import RiclError
 from rational_icl.fits import inference, inputs
 from tests.fits.simulated import PAPER_FIT, simulated_behaviour
@@ -89,6 +90,11 @@ def test_settings_are_validated():
         match="model must be one of paper, anchored-offsets, anchored-offsets-drift; got .best.",
     ):
         inputs.FitSettings(model="best")
+    for removed in vocabulary.REMOVED_MODELS:
+        with pytest.raises(RiclError, match=f"model '{removed}' was removed; the default anch"):
+            inputs.FitSettings(model=removed)
+    with pytest.raises(RiclError, match="'offsets' was removed; the default anchored-offsets "):
+        inputs.FitSettings(model="offsets", observation="outputs")
     with pytest.raises(RiclError, match="unit-gamma ablation fixes gamma, which model 'anch"):
         inputs.FitSettings(model="anchored-offsets", ablation="unit-gamma")
     with pytest.raises(RiclError, match="drift along training, which the outputs observation"):

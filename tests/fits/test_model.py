@@ -11,6 +11,7 @@ import scipy.integrate
 import scipy.special
 import scipy.stats
 
+from rational_icl import vocabulary
 from rational_icl.fits import model as rational
 
 numpyro.enable_x64()
@@ -311,6 +312,48 @@ def test_run_offsets_leave_generalizing_as_the_reference_with_three_strategies()
     np.testing.assert_array_equal(got[1], 0.0)
     np.testing.assert_allclose(got[0], 1.0)
     np.testing.assert_allclose(got[2], -2.0)
+
+
+def _latent_sites(model):
+    """The parameters ``relative_distance_model`` samples (it simulates the weights here)."""
+    trace = _trace(rational.relative_distance_model, **_small_kwargs(model=model))
+    return {n for n, site in trace.items() if site["type"] == "sample"} - {"observed_weight"}
+
+
+def _form_sites(form: vocabulary.ModelForm) -> set[str]:
+    """The latent sites a model of this form must sample: the form's features, one by one."""
+    sites = {"alpha", "beta", "sigma", "evidence_scale" if form.anchored else "gamma"}
+    if form.offsets:
+        sites |= {"offset_scale", "run_log_prior_odds"}
+    if form.drift:
+        sites |= {"drift_scale", "drift_length"}
+    return sites
+
+
+def test_the_family_table_gives_each_model_its_sites():
+    assert vocabulary.MODELS == ("paper", "anchored-offsets", "anchored-offsets-drift")
+    assert vocabulary.MODELS == tuple(vocabulary.MODEL_FAMILY)
+    assert vocabulary.MODEL_FAMILY["paper"] == vocabulary.ModelForm()  # the authors' law
+    assert vocabulary.DEFAULT_MODEL in vocabulary.MODELS
+    assert vocabulary.OUTPUTS_DEFAULT_MODEL in vocabulary.MODELS
+    for model, form in vocabulary.MODEL_FAMILY.items():
+        assert _latent_sites(model) == _form_sites(form), model
+    assert vocabulary.without_drift("anchored-offsets-drift") == "anchored-offsets"
+    assert vocabulary.without_drift("paper") == "paper"
+
+
+def test_a_model_has_the_features_of_its_row_whatever_its_name(monkeypatch):
+    """Features are read from the table, never from the name: a row named like a drift
+    model that adds only offsets samples offsets and gamma, and no drift."""
+    form = vocabulary.ModelForm(offsets=True)
+    monkeypatch.setitem(vocabulary.MODEL_FAMILY, "anchored-drift", form)
+    assert _latent_sites("anchored-drift") == _form_sites(form)
+
+
+def test_a_removed_model_is_refused_with_its_replacement():
+    for removed in vocabulary.REMOVED_MODELS:
+        with pytest.raises(ValueError, match=f"model '{removed}' was removed; the default"):
+            _trace(rational.relative_distance_model, **_small_kwargs(model=removed))
 
 
 def test_an_unknown_model_is_refused():

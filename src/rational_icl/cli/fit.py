@@ -23,6 +23,7 @@ from rational_icl.vocabulary import (
     OBSERVATIONS,
     OUTPUTS_DEFAULT_MODEL,
     default_model,
+    model_refusal,
 )
 from rational_icl.vocabulary import MEASURES as _MEASURES
 from rational_icl.vocabulary import POOLINGS as _POOLINGS
@@ -167,8 +168,10 @@ def add_model_option(parser) -> None:
     """``--model``, shared by ``ricl fit`` and ``ricl run`` (None: ``model_or_default``)."""
     parser.add_argument(
         "--model",
-        choices=MODELS,
         default=None,
+        # checked by model_or_default, not argparse's choices: a removed model gets a line
+        # that says so and names its replacement
+        metavar="{" + ",".join(MODELS) + "}",
         help=f"the form of the rational model (default {DEFAULT_MODEL}; {OUTPUTS_DEFAULT_MODEL} "
         "with --observation outputs): paper (the authors' alpha, beta, gamma), "
         "anchored-offsets (the evidence at the middle of training in place of gamma, and a "
@@ -244,10 +247,15 @@ def shared_fit_settings(args) -> dict:
 
 
 def model_or_default(args) -> str:
-    """``--model``, or the default for the observation (the drift is of observed weights)."""
-    if args.model is not None:
-        return args.model
-    return default_model(getattr(args, "observation", "relative-distance"))
+    """``--model``, or the default for the observation (the drift is of observed weights);
+    a one-line RiclError for a value outside the family (``vocabulary.model_refusal``)."""
+    observation = getattr(args, "observation", "relative-distance")
+    if args.model is None:
+        return default_model(observation)
+    refused = model_refusal(args.model, "--model", observation)
+    if refused:
+        raise RiclError(refused)
+    return args.model
 
 
 def fit_and_summarise(runs_dir: Path, out: Path, settings, *, behaviour_file=None, force=True):
