@@ -70,10 +70,9 @@ import xarray as xr  # noqa: E402
 from rational_icl.fits import inference  # noqa: E402
 from rational_icl.fits.diagnostics import diagnostics  # noqa: E402
 from rational_icl.fits.inputs import FitSettings  # noqa: E402
-from rational_icl.fits.parameters import has_drift, is_anchored  # noqa: E402
 from rational_icl.fits.simulate import rational_log_posterior, rational_weight  # noqa: E402
 from rational_icl.fits.tree import parameter_names  # noqa: E402
-from rational_icl.vocabulary import MODELS  # noqa: E402
+from rational_icl.vocabulary import MODELS, form_of  # noqa: E402
 
 TRUTH = {"alpha": 0.5, "beta": 0.3, "gamma": 3.0}
 NUM_TASKS = 2 ** np.arange(1, 12)
@@ -252,7 +251,7 @@ def _coverage_text(covered: dict[str, np.ndarray]) -> str:
 
 def paper_main(skip_nuts: bool, replications: int, model: str) -> None:
     """Each fit in a fresh process, so that its peak RSS is its own."""
-    data, _ = paper_behaviour(drift=has_drift(model))
+    data, _ = paper_behaviour(drift=form_of(model).drift)
     cells = int(np.prod([data.sizes[d] for d in data.relative_distance.dims]))
     print(f"grid: 27 configurations x {len(NUM_TASKS)} num_tasks x {len(STEPS)} checkpoints "
           f"x 2 splits = {cells} cells; model {model}, partial pooling, centred")  # fmt: skip
@@ -276,7 +275,7 @@ def paper_main(skip_nuts: bool, replications: int, model: str) -> None:
 
 def _paper_fit(method: str, seed: int, model: str) -> str:
     """One fit of the paper grid; its table row."""
-    data, truth = paper_behaviour(seed, drift=has_drift(model))
+    data, truth = paper_behaviour(seed, drift=form_of(model).drift)
     if method == "map":
         label, times, tree = _timed("MAP + Laplace", data, _paper_settings(PAPER_MAP, model))
         text, target = "", 30
@@ -304,7 +303,7 @@ def _paper_fit(method: str, seed: int, model: str) -> str:
 
 
 def _paper_coverage(seed: int, model: str) -> dict[str, np.ndarray]:
-    data, truth = paper_behaviour(seed, drift=has_drift(model))
+    data, truth = paper_behaviour(seed, drift=form_of(model).drift)
     tree = inference.fit(data, _paper_settings(PAPER_MAP, model))
     return {k: np.ravel(v) for k, v in _covered(tree, _population(model) | truth).items()}
 
@@ -316,7 +315,7 @@ def _paper_settings(settings: FitSettings, model: str) -> FitSettings:
 def _population(model: str) -> dict:
     """The population truths the model samples: an anchored model's population is of the
     evidence at the reference step, not of gamma, and has no gamma_loc."""
-    if is_anchored(model):
+    if form_of(model).anchored:
         return {k: v for k, v in POPULATION.items() if k != "gamma_loc"}
     return POPULATION
 

@@ -29,7 +29,7 @@ from numpyro.infer.reparam import LocScaleReparam
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, transform_fn
 
 from rational_icl.fits.inputs import SAMPLE_DIMS, FitSettings
-from rational_icl.fits.parameters import has_offsets
+from rational_icl.vocabulary import form_of
 
 LBFGS_ITERATIONS = 100  # then Newton steps (Target.map_estimate)
 
@@ -243,7 +243,7 @@ def target_acceptance(settings: FitSettings) -> float:
     """
     if settings.target_accept is not None:
         return settings.target_accept
-    if not has_offsets(settings.model):
+    if not form_of(settings.model).offsets:
         return 0.9
     return 0.995 if settings.pooling == "partial" else 0.99
 

@@ -18,8 +18,8 @@ from rational_icl.errors import RiclError
 from rational_icl.fits import engines
 from rational_icl.fits import model as rational
 from rational_icl.fits.inputs import FitSettings, model_inputs, resolved_pooling
-from rational_icl.fits.parameters import has_drift, has_offsets, without_drift
 from rational_icl.fits.tree import datatree
+from rational_icl.vocabulary import form_of, without_drift
 
 
 def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None) -> xr.DataTree:
@@ -52,17 +52,18 @@ def fit(behaviour: xr.Dataset, settings: FitSettings = FitSettings(), runs=None)
     keys = engines.Keys.of(settings.seed)
     # optimisation works on the decentred run levels; NUTS samples them centred where their
     # runs' cells pin them (run_centring)
+    form = form_of(settings.model)
     search = engines.Target(
-        model, inputs.kwargs, inputs.observed_key, keys.start, decentred=has_offsets(settings.model)
+        model, inputs.kwargs, inputs.observed_key, keys.start, decentred=form.offsets
     )
     if settings.observation == "outputs":  # each candidate costs a pass over every sequence
         fixed = _relative_distance_map(behaviour, settings, keys.relative_distance_start)
         start = search.best_prior_draw(keys.start, 2, fixed=fixed)
-    elif has_drift(settings.model):
+    elif form.drift:
         start = search.best_prior_draw(keys.start, 256, fixed=_law_map(inputs, settings, keys))
     else:
         start = search.best_prior_draw(keys.start, 256)
-    if settings.method != "nuts" or not has_offsets(settings.model):
+    if settings.method != "nuts" or not form.offsets:
         draws = engines.ENGINES[settings.method](search, start, keys, settings)
         return datatree(search, inputs, draws, keys.predict, settings, behaviour)
     centring = run_centring(inputs.kwargs)
@@ -136,7 +137,7 @@ def _law_map(inputs, settings: FitSettings, keys) -> dict:
 def _relative_distance_mode(kwargs: dict, key) -> dict:
     """The latent sites' values at the MAP of the relative-distance model with ``kwargs``
     (decentred, as every optimisation: ``engines.LEVEL``), from its best prior draw."""
-    decentred = has_offsets(kwargs["model"])
+    decentred = form_of(kwargs["model"]).offsets
     model = rational.relative_distance_model
     target = engines.Target(model, kwargs, "observed_weight", key, decentred=decentred)
     optimum, _ = target.map_estimate(target.best_prior_draw(key, 256))

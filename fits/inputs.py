@@ -18,7 +18,6 @@ from rational_icl.facts import setting_facts
 from rational_icl.fits import parameters, sufficient
 from rational_icl.fits.behaviour import context_loss
 from rational_icl.fits.designs import held_out_cells_of, held_out_design
-from rational_icl.fits.model import reference_num_tasks
 from rational_icl.fits.runs import config_dims as _config_dims
 from rational_icl.vocabulary import (
     CONFIG_DIMS,
@@ -26,6 +25,8 @@ from rational_icl.vocabulary import (
     METHODS,
     OBSERVATIONS,
     default_model,
+    form_of,
+    model_refusal,
 )
 
 # Behaviour measures the relative-distance model can observe, and their behaviour variables
@@ -74,7 +75,6 @@ class FitSettings:
             ("observation", OBSERVATIONS),
             ("measure", ("auto", *MEASURES)),
             ("ablation", parameters.ABLATIONS),
-            ("model", parameters.MODELS),
             ("pooling", ("auto", *parameters.POOLINGS)),
             ("method", METHODS),
             ("mass_matrix", MASS_MATRICES),
@@ -83,15 +83,17 @@ class FitSettings:
                 raise RiclError(
                     f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
                 )
+        refused = model_refusal(self.model, observation=self.observation)
+        if refused:
+            raise RiclError(refused)
         _check_strategies(self.strategies, self.observation)
-        if self.ablation == "unit-gamma" and (
-            parameters.is_anchored(self.model) or parameters.has_transition_step(self.model)
-        ):
+        form = form_of(self.model)
+        if self.ablation == "unit-gamma" and form.anchored:
             raise RiclError(
                 f"the unit-gamma ablation fixes gamma, which model {self.model!r} derives; "
-                "use it with model paper or offsets"
+                "use it with model paper"
             )
-        if parameters.has_drift(self.model) and self.observation != "relative-distance":
+        if form.drift and self.observation != "relative-distance":
             raise RiclError(
                 f"model {self.model!r} lets the observed weight drift along training, which "
                 "the outputs observation does not observe; use observation relative-distance"
@@ -304,12 +306,10 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
         priors=settings.priors,
         centred=settings.centred,
     )
-    if parameters.has_transition_step(settings.model):
-        kwargs["transition_reference"] = _transition_reference(loss, complexity, settings.model)
     if settings.observation == "relative-distance":
         kwargs["observed_weight"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
         key = "observed_weight"
-        if parameters.has_drift(settings.model):  # conditions the held-out cells' predictions
+        if form_of(settings.model).drift:  # conditions the held-out cells' predictions
             kwargs["weight_history"] = kwargs["observed_weight"]
         if settings.context_dependent:
             losses, size = _context_inputs(runs, strategies, cell_dims, config_dims)
@@ -363,15 +363,6 @@ def _fit_cells(behaviour: xr.Dataset, observed: xr.DataArray, settings: FitSetti
         dropped = early_cells(distance, seen=~held_out).transpose(*observed.dims)
         fit_mask = fit_mask & ~dropped
     return fit_mask.transpose(*observed.dims), held_out, dropped
-
-
-def _transition_reference(loss: xr.DataArray, complexity: xr.DataArray, model: str) -> int:
-    """The transition models' reference num_tasks index, or a one-line error naming why."""
-    flat = [a.values.reshape(a.shape[0], -1, a.sizes["num_tasks"]) for a in (loss, complexity)]
-    try:
-        return reference_num_tasks(*flat)
-    except ValueError as error:
-        raise RiclError(f"model {model!r}: {error}") from None
 
 
 def _context_inputs(runs, strategies, cell_dims, config_dims):

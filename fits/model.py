@@ -32,22 +32,13 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import log_ndtr
 from numpyro.distributions import constraints
 
 from rational_icl import formulas
-from rational_icl.fits.parameters import (
-    Priors,
-    check_choice,
-    has_drift,
-    has_offsets,
-    has_transition_step,
-    is_anchored,
-    rational_parameters,
-)
+from rational_icl.fits.parameters import Priors, check_choice, rational_parameters
 from rational_icl.fits.sufficient import (
     DirichletStatistics,
     NormalStatistics,
@@ -55,7 +46,7 @@ from rational_icl.fits.sufficient import (
     floored,
     outputs_log_likelihood,
 )
-from rational_icl.vocabulary import MODELS
+from rational_icl.vocabulary import form_of
 
 STRATEGIES = ("memorizing", "generalizing", "constant")
 OUTCOME_KINDS = ("probabilities", "regression")
@@ -165,7 +156,6 @@ def relative_distance_model(
     priors: Priors = Priors(),
     centred: bool = False,
     model: str = "paper",
-    transition_reference: int | None = None,
     weight_history=None,
 ):
     """The rational model observed through the relative distance (the default model).
@@ -191,10 +181,8 @@ def relative_distance_model(
     ablation, pooling, priors, centred
         See ``rational_parameters``.
     model : str
-        One of ``parameters.MODELS``: the transition step in place of gamma, run offsets.
-    transition_reference : int or None
-        The ``transition`` models' reference num_tasks index (``reference_num_tasks``;
-        computed here when None, which needs concrete, not traced, arrays).
+        One of ``parameters.MODELS``: the evidence at a reference step in place of gamma,
+        run offsets, a drift.
     weight_history : array (C, D, N, S) or None
         The observed weights, for the ``drift`` models to condition on when
         ``observed_weight`` is left out (the posterior predictive); ignored otherwise.
@@ -207,10 +195,11 @@ def relative_distance_model(
     models add ``drift_scale``, ``drift_length`` and ``expected_weight``, the law plus the
     drift predicted from the run's other fitted cells (``drift``).
     """
-    law = (ablation, pooling, priors, centred, model, transition_reference)
+    law = (ablation, pooling, priors, centred, model)
     log_post, alpha, gamma = _training_log_posterior(
         strategy_loss, strategy_complexity, checkpoint, *law
     )
+    drifts = form_of(model).drift
     if observed_weight is not None:
         num_splits = observed_weight.shape[-1]
     elif fit_mask is not None:  # simulating the cells of a real grid (e.g. a prior draw)
@@ -226,12 +215,12 @@ def relative_distance_model(
             + context_evidence(context_loss, context_size, alpha, gamma)[:, :, :, None]
         )  # (Q, C, D, N, S, P)
         expected = jax.nn.softmax(log_w, axis=0)[0].mean(-1)  # (C, D, N, S)
-        if not has_drift(model):
+        if not drifts:
             expected = numpyro.deterministic("expected_weight", expected)
     sigma = numpyro.sample(
         "sigma", dist.HalfNormal(priors.sigma_scale).expand([num_splits]).to_event(1)
     )
-    if not has_drift(model):
+    if not drifts:
         likelihood = ClippedNormal(expected, sigma)
     else:
         likelihood = drifting(
@@ -370,7 +359,6 @@ def outputs_model(
     priors: Priors = Priors(),
     centred: bool = False,
     model: str = "paper",
-    transition_reference: int | None = None,
 ):
     """The rational model observed through the transformer's own predictions.
 
@@ -407,10 +395,8 @@ def outputs_model(
     ablation, pooling, priors, centred
         See ``rational_parameters``.
     model : str
-        One of ``parameters.MODELS``: the transition step in place of gamma, run offsets.
-    transition_reference : int or None
-        The ``transition`` models' reference num_tasks index (``reference_num_tasks``;
-        computed here when None, which needs concrete, not traced, arrays).
+        One of ``parameters.MODELS``: the evidence at a reference step in place of gamma,
+        run offsets (a drift is of observed weights, which this model does not observe).
 
     Sites
     -----
@@ -419,7 +405,7 @@ def outputs_model(
     ``transformer_prediction`` (C, D, N, S, B, P, O), or a factor of that name (C, D, N, S).
     """
     _check_outputs_arguments(statistics, strategy_prediction, outcome_kind, context_loss)
-    law = (ablation, pooling, priors, centred, model, transition_reference)
+    law = (ablation, pooling, priors, centred, model)
     log_post, alpha, gamma = _training_log_posterior(
         strategy_loss, strategy_complexity, checkpoint, *law
     )
@@ -497,15 +483,14 @@ def _training_log_posterior(
     priors,
     centred,
     model,
-    reference,
 ):
     """Sample the parameters, record ``weight_memorizing`` and ``log_posterior_odds``.
 
-    ``model`` (``parameters.MODELS``) chooses gamma or the transition step, and whether the
-    run offsets are added. Returns the log posterior (Q, C, D, N) and alpha, gamma for the
-    context evidence.
+    ``model`` (``parameters.MODELS``) chooses gamma or the evidence at a reference step,
+    and whether the run offsets are added. Returns the log posterior (Q, C, D, N) and alpha,
+    gamma for the context evidence.
     """
-    check_choice("model", model, MODELS)
+    form = form_of(model)  # a ValueError naming the family for any other name
     linear = ablation == "linear-complexity"
     alpha, beta, gamma = rational_parameters(
         ablation=ablation,
@@ -513,28 +498,11 @@ def _training_log_posterior(
         num_configurations=strategy_loss.shape[1],
         priors=priors,
         centred=centred,
-        transition_step_log_loc=(
-            jnp.mean(jnp.log(checkpoint)) if has_transition_step(model) else None
-        ),
-        anchored=is_anchored(model),
+        anchored=form.anchored,
     )
-    if is_anchored(model):  # gamma * N ** (1 - alpha) = evidence_scale * (N / N_ref) ** ...
+    if form.anchored:  # gamma * N ** (1 - alpha) = evidence_scale * (N / N_ref) ** ...
         reference_step = jnp.exp(jnp.mean(jnp.log(checkpoint)))
         gamma = numpyro.deterministic("gamma", gamma / reference_step ** (1 - alpha))
-    if has_transition_step(model):
-        if reference is None:
-            reference = reference_num_tasks(strategy_loss, strategy_complexity)
-        gamma = numpyro.deterministic(
-            "gamma",
-            _gamma_at_reference(
-                strategy_loss[:, :, reference],
-                strategy_complexity[:, :, reference],
-                gamma,
-                alpha,
-                beta,
-                linear,
-            ),
-        )
     log_post = log_posterior(
         strategy_loss,
         strategy_complexity,
@@ -544,7 +512,7 @@ def _training_log_posterior(
         gamma,
         linear_complexity=linear,
     )
-    if has_offsets(model):
+    if form.offsets:
         law_prior = formulas.log_prior(
             strategy_complexity, _per_configuration(beta, trailing=1), linear
         )
@@ -594,34 +562,6 @@ def run_offsets(law_log_prior, priors: Priors):
     offset = jnp.moveaxis(offset, -1, 0)  # (Q - 1, C, D)
     zero = jnp.zeros_like(offset[:1])
     return jnp.concatenate([offset[:1], zero, offset[1:]], axis=0)  # generalizing is second
-
-
-def reference_num_tasks(strategy_loss, strategy_complexity) -> int:
-    """Index of the num_tasks where the ``transition`` models place their transition step.
-
-    The num_tasks nearest the middle of the grid where, in every configuration, memorizing
-    is both more complex and better than generalizing (so a transition exists). Raises
-    ValueError when there is none.
-    """
-    loss, complexity = np.asarray(strategy_loss), np.asarray(strategy_complexity)
-    valid = ((complexity[0] > complexity[1]) & (loss[1] > loss[0])).all(axis=0)  # (D,)
-    if not valid.any():
-        raise ValueError(
-            "no num_tasks where memorizing is both more complex and better than generalizing "
-            "in every configuration: the transition step is undefined (use model paper)"
-        )
-    middle = (valid.size - 1) / 2
-    return int(np.argmin(np.where(valid, np.abs(np.arange(valid.size) - middle), np.inf)))
-
-
-def _gamma_at_reference(loss, complexity, step, alpha, beta, linear):
-    """gamma from the transition step N* at the reference num_tasks, where M and G have
-    ``loss`` and ``complexity`` (Q, C). Under complete pooling they are averaged over
-    configurations, so that gamma is one number as alpha and beta are."""
-    loss, complexity = loss[:2], complexity[:2]  # (2, C): M, G
-    if not (jnp.ndim(alpha) or jnp.ndim(beta) or jnp.ndim(step)):
-        loss, complexity = loss.mean(axis=1), complexity.mean(axis=1)  # (2,)
-    return formulas.gamma_at_transition(step, *loss, *complexity, alpha, beta, linear)
 
 
 def _per_configuration(parameter, *, trailing: int):

@@ -13,21 +13,17 @@ when K is thousands of bits and N thousands of steps):
 - ``concentration`` ~ LogNormal(log 100, 2): Dirichlet concentration (``outputs``,
   probabilities); ``output_sigma`` ~ HalfNormal(1) (``outputs``, regression).
 
-The models (``MODELS``, ``ricl fit --model``) differ in how gamma is sampled and in what is
-added to the law's log posterior (``rational_icl.fits.model``):
+The models (``MODELS``, ``ricl fit --model``; what each adds is ``vocabulary.MODEL_FAMILY``)
+differ in how gamma is sampled and in what is added to the law's log posterior
+(``rational_icl.fits.model``):
 
 - ``paper``: alpha, beta, gamma as above, the authors' form;
-- ``transition``: gamma replaced by ``transition_step`` ~ LogNormal(mean log checkpoint, 3),
-  N* at a reference num_tasks, and gamma derived from it (``formulas.gamma_at_transition``):
-  alpha and gamma trade off along a ridge that N* is straight across;
-- ``anchored``: gamma replaced by ``evidence_scale`` ~ LogNormal(0, 3), the evidence
+- ``anchored-offsets``: gamma replaced by ``evidence_scale`` ~ LogNormal(0, 3), the evidence
   gamma * N_ref ** (1 - alpha) at N_ref, the geometric-mean checkpoint, and gamma derived
-  from it: the data pin the evidence, and alpha is only its growth exponent;
-- ``offsets``: the paper's parameters plus ``run_offset``, a per-run shift of each strategy's
-  log posterior against generalizing, Normal(0, ``offset_scale``) independently per run,
-  ``offset_scale`` ~ HalfNormal(1) (sampled as the run's level, ``run_log_prior_odds``:
-  ``model.run_offsets``);
-- ``transition-offsets``, ``anchored-offsets``: both;
+  from it (the data pin the evidence, and alpha is only its growth exponent); plus
+  ``run_offset``, a per-run shift of each strategy's log posterior against generalizing,
+  Normal(0, ``offset_scale``) independently per run, ``offset_scale`` ~ HalfNormal(1)
+  (sampled as the run's level, ``run_log_prior_odds``: ``model.run_offsets``);
 - ``anchored-offsets-drift``: ``anchored-offsets`` whose observed weights drift from the law
   along training, a Gaussian process in log N per run and split (``model.drift``):
   ``drift_scale`` ~ HalfNormal(0.2), its size in weight units, and ``drift_length`` ~
@@ -65,38 +61,12 @@ class Priors:
     concentration_log_scale: float = 2.0
     output_sigma_scale: float = 1.0
     population_scale: float = 0.5  # half-normal scale of the between-configuration spread
-    transition_step_log_scale: float = 3.0  # around the mean log checkpoint
     evidence_scale_log_loc: float = 0.0  # anchored models: gamma * N_ref ** (1 - alpha)
     evidence_scale_log_scale: float = 3.0
     offset_scale: float = 1.0  # run offsets: half-normal scale of their spread
     drift_scale: float = 0.2  # drift models: half-normal scale of the drift's size
     drift_length_log_loc: float = 0.0  # its length scale, in natural-log training steps
     drift_length_log_scale: float = 1.0
-
-
-def has_offsets(model: str) -> bool:
-    """Whether ``model`` adds per-run offsets to the log posterior."""
-    return "offsets" in model.split("-")
-
-
-def has_drift(model: str) -> bool:
-    """Whether ``model`` lets each run's observed weight drift from the law along training."""
-    return model.endswith("drift")
-
-
-def without_drift(model: str) -> str:
-    """The model ``model`` extends with the drift (itself when it has none)."""
-    return model.removesuffix("-drift")
-
-
-def is_anchored(model: str) -> bool:
-    """Whether ``model`` samples the evidence at a reference step in place of gamma."""
-    return model.startswith("anchored")
-
-
-def has_transition_step(model: str) -> bool:
-    """Whether ``model`` samples the transition step in place of gamma."""
-    return model.startswith("transition")
 
 
 def rational_parameters(
@@ -106,14 +76,12 @@ def rational_parameters(
     num_configurations: int = 1,
     priors: Priors = Priors(),
     centred: bool = False,
-    transition_step_log_loc: float | None = None,
     anchored: bool = False,
 ):
     """Sample sites ``alpha``, ``beta``, ``gamma`` (deterministic where an ablation fixes one).
 
-    With ``transition_step_log_loc`` (the ``transition`` models) the third site is
-    ``transition_step`` ~ LogNormal(transition_step_log_loc, transition_step_log_scale),
-    returned in gamma's place for the caller to turn into gamma.
+    With ``anchored`` the third site is ``evidence_scale`` ~ LogNormal(evidence_scale_log_loc,
+    evidence_scale_log_scale), returned in gamma's place for the caller to turn into gamma.
 
     ``pooling="complete"`` gives scalars; ``"none"`` independent values per configuration;
     ``"partial"`` per-configuration values drawn from a population on the logit (alpha) or
@@ -139,15 +107,9 @@ def rational_parameters(
     }
     if anchored:
         if ablation == "unit-gamma":
-            raise ValueError("the unit-gamma ablation fixes gamma: use model paper or offsets")
+            raise ValueError("the unit-gamma ablation fixes gamma: use model paper")
         prior = (priors.evidence_scale_log_loc, priors.evidence_scale_log_scale)
         specs["evidence_scale"] = (prior, jnp.exp, 1.0)
-        del specs["gamma"]
-    if transition_step_log_loc is not None:
-        if ablation == "unit-gamma":
-            raise ValueError("the unit-gamma ablation fixes gamma: use model paper or offsets")
-        prior = (transition_step_log_loc, priors.transition_step_log_scale)
-        specs["transition_step"] = (prior, jnp.exp, 1.0)
         del specs["gamma"]
     fixed_name = {"linear-likelihood": "alpha", "fixed-complexity": "beta", "unit-gamma": "gamma"}
     values = []

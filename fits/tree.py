@@ -28,9 +28,9 @@ from rational_icl.fits.inputs import (
     authors_kept,
 )
 from rational_icl.fits.metrics import fit_metrics, skill_attributes, skill_of
-from rational_icl.fits.parameters import has_drift
 from rational_icl.fits.predictive import pointwise_log_likelihood, predictive_draws, site_draws
 from rational_icl.io import load_datatree, write_datatree
+from rational_icl.vocabulary import form_of
 
 
 def datatree(
@@ -144,7 +144,7 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
     two_strategies = len(settings.strategies) == 2
     if not two_strategies:  # with two, w_M is the sigmoid of the odds: derived below
         per_cell.append("weight_memorizing")
-    drift = has_drift(settings.model)  # its expected_weight goes with the predictive
+    drift = form_of(settings.model).drift  # its expected_weight goes with the predictive
     if "expected_weight" in target.sites and not drift:  # context-dependent weights
         per_cell.append("expected_weight")
     # the run sites that are deterministic here (which depends on the parameterization)
@@ -208,7 +208,7 @@ def _posterior_predictive(target, thinned, posterior, kept, key, inputs, labels,
             thinned = thinned | {name: np.where(split_fitted, scale, pooled)}
     cells = int(np.prod(inputs.observed_weight.shape))
     values = {"observed_weight": predictive_draws(target, thinned, key, cells=cells)}
-    if has_drift(settings.model):  # predicted from the observed cells, as the draws are
+    if form_of(settings.model).drift:  # predicted from the observed cells, as the draws are
         values |= site_draws(
             target,
             thinned,

@@ -86,27 +86,6 @@ def transition_step(
     return positive ** (1 / (1 - alpha))
 
 
-def gamma_at_transition(
-    step,
-    loss_memorizing,
-    loss_generalizing,
-    complexity_memorizing,
-    complexity_generalizing,
-    alpha,
-    beta,
-    linear_complexity: bool = False,
-):
-    """The gamma for which ``transition_step`` is ``step``: ``transition_step`` solved for
-    gamma, ln2 (K_M^beta - K_G^beta) / (step ** (1 - alpha) (L_G - L_M)).
-
-    Positive where M is both more complex and better (the only case with a transition).
-    """
-    penalty = _prior_penalty(
-        complexity_memorizing, complexity_generalizing, beta, linear_complexity
-    )
-    return penalty / (step ** (1 - alpha) * (loss_generalizing - loss_memorizing))
-
-
 def _prior_penalty(complexity_memorizing, complexity_generalizing, beta, linear_complexity):
     """ln2 (K_M^beta - K_G^beta): the log prior odds against M."""
     return log_prior(complexity_generalizing, beta, linear_complexity) - log_prior(

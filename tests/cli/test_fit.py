@@ -197,6 +197,27 @@ def _other_behaviour(folders, tmp_path):
         (lambda f, t: [f[1], "-o", t / "fit.txt"], "must end in .nc"),
         (lambda f, t: [f[1], "-o", t], "is a folder"),
         (lambda f, t: [f[1], "-o", t / "fit.nc", "--chains", "0"], "--chains must be at least 1"),
+        (
+            lambda f, t: [f[1], "-o", t / "fit.nc", "--model", "transition"],
+            "--model 'transition' was removed; the default anchored-offsets-drift replaces it "
+            "(leave out --model), or choose one of paper, anchored-offsets, anchored-offsets-drift",
+        ),
+        (
+            lambda f, t: [
+                f[1],
+                "-o",
+                t / "fit.nc",
+                "--model",
+                "anchored",
+                "--observation",
+                "outputs",
+            ],
+            "--model 'anchored' was removed; the default anchored-offsets replaces it",
+        ),
+        (
+            lambda f, t: [f[1], "-o", t / "fit.nc", "--model", "best"],
+            "--model must be one of paper, anchored-offsets, anchored-offsets-drift; got 'best'",
+        ),
         # the runs are read and measured before these are known: seconds each, slow tier
         pytest.param(
             lambda f, t: [f[1], "-o", t / "fit.nc", "--pooling", "partial"],

@@ -151,6 +151,17 @@ def test_run_refuses_a_bad_verdict_design_before_anything_runs(tmp_path, capsys)
     assert not any(tmp_path.iterdir())
 
 
+def test_run_refuses_a_removed_model_before_anything_runs(tmp_path, capsys):
+    assert main(["run", "tiny-categorical", "-o", str(tmp_path), "--model", "offsets"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "ricl run: error: --model 'offsets' was removed; the default anchored-offsets-drift "
+        "replaces it (leave out --model), or choose one of paper, anchored-offsets, "
+        "anchored-offsets-drift\n"
+    )
+    assert not any(tmp_path.iterdir())
+
+
 def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys):
     # Issue 24, item 11: a rerun with other fit options kept the old fit ("done, kept");
     # item 2: a second spec's runs joined the first's in one folder.

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from rational_icl import vocabulary
 from rational_icl.errors import RiclError
 from rational_icl.fits import inference, inputs
 from tests.fits.simulated import PAPER_FIT, simulated_behaviour
@@ -84,8 +85,16 @@ def test_settings_are_validated():
         inputs.FitSettings(ablation="half")
     with pytest.raises(RiclError, match="need --observation outputs"):
         inputs.FitSettings(strategies=("memorizing", "generalizing", "constant"))
-    with pytest.raises(RiclError, match="model must be one of paper, transition"):
+    with pytest.raises(
+        RiclError,
+        match="model must be one of paper, anchored-offsets, anchored-offsets-drift; got .best.",
+    ):
         inputs.FitSettings(model="best")
+    for removed in vocabulary.REMOVED_MODELS:
+        with pytest.raises(RiclError, match=f"model '{removed}' was removed; the default anch"):
+            inputs.FitSettings(model=removed)
+    with pytest.raises(RiclError, match="'offsets' was removed; the default anchored-offsets "):
+        inputs.FitSettings(model="offsets", observation="outputs")
     with pytest.raises(RiclError, match="unit-gamma ablation fixes gamma, which model 'anch"):
         inputs.FitSettings(model="anchored-offsets", ablation="unit-gamma")
     with pytest.raises(RiclError, match="drift along training, which the outputs observation"):
@@ -141,22 +150,6 @@ def test_the_contextual_memorizer_is_observed_through_its_barycentric_weight():
                 **PAPER_FIT, strategies=contextual.strategies, measure="relative-distance"
             ),
         )
-
-
-def test_transition_models_need_a_num_tasks_where_memorizing_can_win():
-    behaviour = simulated_behaviour(num_checkpoints=5)
-    found = inputs.model_inputs(behaviour, inputs.FitSettings(drop_early=False, model="transition"))
-    loss = behaviour.strategy_loss.values
-    complexity = behaviour.strategy_complexity.values
-    valid = (complexity[0] > complexity[1]) & (loss[1] > loss[0])
-    middle = (valid.size - 1) / 2
-    expected = min(np.flatnonzero(valid), key=lambda i: abs(i - middle))
-    assert found.kwargs["transition_reference"] == expected
-    behaviour["strategy_loss"] = behaviour.strategy_loss[::-1].assign_coords(
-        strategy=behaviour.strategy
-    )  # memorizing now worse everywhere: no transition
-    with pytest.raises(RiclError, match="model 'transition': no num_tasks where memorizing"):
-        inputs.model_inputs(behaviour, inputs.FitSettings(drop_early=False, model="transition"))
 
 
 def test_context_loss_uses_the_default_regression_noise():

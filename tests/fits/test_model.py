@@ -11,7 +11,7 @@ import scipy.integrate
 import scipy.special
 import scipy.stats
 
-from rational_icl import formulas
+from rational_icl import vocabulary
 from rational_icl.fits import model as rational
 
 numpyro.enable_x64()
@@ -232,57 +232,27 @@ def _small_kwargs(**overrides):
 # --------------------------------------------------------------------- models (--model)
 
 
-def test_gamma_at_transition_inverts_the_transition_step():
-    alpha, beta, step = 0.7, 0.4, 850.0
-    loss_m, loss_g, k_m, k_g = 0.05, 0.20, 5000.0, 1200.0
-    gamma = formulas.gamma_at_transition(step, loss_m, loss_g, k_m, k_g, alpha, beta)
-    expected = math.log(2) * (k_m**beta - k_g**beta) / (step ** (1 - alpha) * (loss_g - loss_m))
-    assert gamma == pytest.approx(expected, rel=1e-12)
-    back = formulas.transition_step(loss_m, loss_g, k_m, k_g, alpha, beta, gamma)
-    assert back == pytest.approx(step, rel=1e-10)
+def _law_prior_odds(complexity, beta):
+    """The law's log prior odds of memorizing, (C, D): a run's level without its offset."""
+    return -np.log(2) * (complexity[0] ** beta - complexity[1] ** beta)
 
 
-def test_reference_num_tasks_is_the_valid_one_nearest_the_middle():
-    # D index 0 has K_M < K_G: no transition there; 1 and 2 are valid, 1 is nearer the middle
-    complexity = np.array([[[1000.0, 5000.0, 9000.0]], [[1200.0, 1200.0, 1200.0]]])
-    assert rational.reference_num_tasks(LOSS, complexity) == 1
-    complexity[0, 0, 1] = 1100.0  # now only index 2
-    assert rational.reference_num_tasks(LOSS, complexity) == 2
-    with pytest.raises(ValueError, match="transition step is undefined"):
-        rational.reference_num_tasks(LOSS, np.flip(COMPLEXITY, axis=0))
-
-
-def test_transition_model_puts_even_odds_at_the_transition_step():
-    step = 700.0
-    checkpoint = np.array([100.0, step, 5000.0])
-    fixed = {"alpha": 0.8, "beta": 0.45, "transition_step": step, "sigma": np.array([0.1])}
-    trace = _trace(
-        numpyro.handlers.substitute(rational.relative_distance_model, fixed),
-        strategy_loss=LOSS,
-        strategy_complexity=COMPLEXITY,
-        checkpoint=checkpoint,
-        num_splits=1,
-        model="transition",
-    )
-    odds = np.asarray(trace["log_posterior_odds"]["value"])  # (C, D, N)
-    reference = rational.reference_num_tasks(LOSS, COMPLEXITY)
-    assert reference == 1
-    assert odds[0, reference, 1] == pytest.approx(0.0, abs=1e-9)
-    assert odds[0, reference, 0] < 0 < odds[0, reference, 2]  # G before N*, M after
-    gamma = float(trace["gamma"]["value"])
-    law = rational.log_posterior(LOSS, COMPLEXITY, checkpoint, 0.8, 0.45, gamma)
-    np.testing.assert_allclose(odds, law[0] - law[1], rtol=1e-10, atol=1e-10)
-
-
-def test_anchored_model_samples_the_evidence_at_the_mean_log_checkpoint():
-    fixed = {"alpha": 0.7, "beta": 0.3, "evidence_scale": 12.0, "sigma": np.array([0.1])}
+def test_anchored_models_sample_the_evidence_at_the_mean_log_checkpoint():
+    fixed = {
+        "alpha": 0.7,
+        "beta": 0.3,
+        "evidence_scale": 12.0,
+        "offset_scale": 0.25,
+        "run_log_prior_odds": _law_prior_odds(COMPLEXITY, 0.3)[..., None],  # no offset
+        "sigma": np.array([0.1]),
+    }
     trace = _trace(
         numpyro.handlers.substitute(rational.relative_distance_model, fixed),
         strategy_loss=LOSS,
         strategy_complexity=COMPLEXITY,
         checkpoint=STEPS,
         num_splits=1,
-        model="anchored",
+        model="anchored-offsets",
     )
     reference = math.exp(np.log(STEPS).mean())  # 632.5 for 20 ... 20000
     gamma = 12.0 / reference**0.3
@@ -301,13 +271,13 @@ def test_run_offsets_shift_each_run_for_all_of_its_training():
     complexity = np.concatenate([COMPLEXITY, COMPLEXITY], axis=1)
     offset = 0.25 * (np.arange(6.0).reshape(2, 3) - 2.5)  # (C, D)
     law = rational.log_posterior(loss, complexity, STEPS, 0.5, 0.3, 2.0)  # (Q, C, D, N)
-    law_prior_odds = -np.log(2) * (complexity[0] ** 0.3 - complexity[1] ** 0.3)  # (C, D)
+    reference = math.exp(np.log(STEPS).mean())
     fixed = {
         "alpha": 0.5,
         "beta": 0.3,
-        "gamma": 2.0,
+        "evidence_scale": 2.0 * reference**0.5,  # gamma 2
         "offset_scale": 0.25,
-        "run_log_prior_odds": (law_prior_odds + offset)[..., None],  # each run's level
+        "run_log_prior_odds": (_law_prior_odds(complexity, 0.3) + offset)[..., None],
         "sigma": np.array([0.1]),
     }
     trace = _trace(
@@ -316,7 +286,7 @@ def test_run_offsets_shift_each_run_for_all_of_its_training():
         strategy_complexity=complexity,
         checkpoint=STEPS,
         num_splits=1,
-        model="offsets",
+        model="anchored-offsets",
     )
     np.testing.assert_allclose(trace["run_offset"]["value"][..., 0], offset, rtol=1e-10)
     odds = law[0] - law[1] + offset[..., None]  # the offset shifts every checkpoint alike
@@ -342,6 +312,48 @@ def test_run_offsets_leave_generalizing_as_the_reference_with_three_strategies()
     np.testing.assert_array_equal(got[1], 0.0)
     np.testing.assert_allclose(got[0], 1.0)
     np.testing.assert_allclose(got[2], -2.0)
+
+
+def _latent_sites(model):
+    """The parameters ``relative_distance_model`` samples (it simulates the weights here)."""
+    trace = _trace(rational.relative_distance_model, **_small_kwargs(model=model))
+    return {n for n, site in trace.items() if site["type"] == "sample"} - {"observed_weight"}
+
+
+def _form_sites(form: vocabulary.ModelForm) -> set[str]:
+    """The latent sites a model of this form must sample: the form's features, one by one."""
+    sites = {"alpha", "beta", "sigma", "evidence_scale" if form.anchored else "gamma"}
+    if form.offsets:
+        sites |= {"offset_scale", "run_log_prior_odds"}
+    if form.drift:
+        sites |= {"drift_scale", "drift_length"}
+    return sites
+
+
+def test_the_family_table_gives_each_model_its_sites():
+    assert vocabulary.MODELS == ("paper", "anchored-offsets", "anchored-offsets-drift")
+    assert vocabulary.MODELS == tuple(vocabulary.MODEL_FAMILY)
+    assert vocabulary.MODEL_FAMILY["paper"] == vocabulary.ModelForm()  # the authors' law
+    assert vocabulary.DEFAULT_MODEL in vocabulary.MODELS
+    assert vocabulary.OUTPUTS_DEFAULT_MODEL in vocabulary.MODELS
+    for model, form in vocabulary.MODEL_FAMILY.items():
+        assert _latent_sites(model) == _form_sites(form), model
+    assert vocabulary.without_drift("anchored-offsets-drift") == "anchored-offsets"
+    assert vocabulary.without_drift("paper") == "paper"
+
+
+def test_a_model_has_the_features_of_its_row_whatever_its_name(monkeypatch):
+    """Features are read from the table, never from the name: a row named like a drift
+    model that adds only offsets samples offsets and gamma, and no drift."""
+    form = vocabulary.ModelForm(offsets=True)
+    monkeypatch.setitem(vocabulary.MODEL_FAMILY, "anchored-drift", form)
+    assert _latent_sites("anchored-drift") == _form_sites(form)
+
+
+def test_a_removed_model_is_refused_with_its_replacement():
+    for removed in vocabulary.REMOVED_MODELS:
+        with pytest.raises(ValueError, match=f"model '{removed}' was removed; the default"):
+            _trace(rational.relative_distance_model, **_small_kwargs(model=removed))
 
 
 def test_an_unknown_model_is_refused():

@@ -25,6 +25,7 @@ from rational_icl.vocabulary import (
     OBSERVATIONS,
     OUTPUTS_DEFAULT_MODEL,
     default_model,
+    model_refusal,
 )
 from rational_icl.vocabulary import MEASURES as _MEASURES
 from rational_icl.vocabulary import POOLINGS as _POOLINGS
@@ -170,15 +171,16 @@ def add_model_option(parser) -> None:
     """``--model``, shared by ``ricl fit`` and ``ricl run`` (None: ``model_or_default``)."""
     parser.add_argument(
         "--model",
-        choices=MODELS,
         default=None,
+        # checked by model_or_default, not argparse's choices: a removed model gets a line
+        # that says so and names its replacement
+        metavar="{" + ",".join(MODELS) + "}",
         help=f"the form of the rational model (default {DEFAULT_MODEL}; {OUTPUTS_DEFAULT_MODEL} "
-        "with --observation outputs): paper (the authors' "
-        "alpha, beta, gamma), anchored (the evidence at the middle of training in place of "
-        "gamma), transition (the transition step at a reference num_tasks in place of gamma), "
-        "offsets (a per-run shift of the log odds), their combinations, and "
-        "anchored-offsets-drift (anchored-offsets whose runs drift from the law along "
-        "training, correlated in time); docs/science.md, 'Which model'",
+        "with --observation outputs): paper (the authors' alpha, beta, gamma), "
+        "anchored-offsets (the evidence at the middle of training in place of gamma, and a "
+        "per-run shift of the log odds) and anchored-offsets-drift (anchored-offsets whose "
+        "runs drift from the law along training, correlated in time); docs/science.md, "
+        "'Which model'",
     )
 
 
@@ -253,10 +255,15 @@ def shared_fit_settings(args) -> dict:
 
 
 def model_or_default(args) -> str:
-    """``--model``, or the default for the observation (the drift is of observed weights)."""
-    if args.model is not None:
-        return args.model
-    return default_model(getattr(args, "observation", "relative-distance"))
+    """``--model``, or the default for the observation (the drift is of observed weights);
+    a one-line RiclError for a value outside the family (``vocabulary.model_refusal``)."""
+    observation = getattr(args, "observation", "relative-distance")
+    if args.model is None:
+        return default_model(observation)
+    refused = model_refusal(args.model, "--model", observation)
+    if refused:
+        raise RiclError(refused)
+    return args.model
 
 
 def fit_and_summarise(
