@@ -59,7 +59,7 @@ def test_the_pipeline_functions_run_every_stage_as_the_commands_do(tmp_path, cap
     np.testing.assert_array_equal(back.posterior.alpha.values, fit.posterior.alpha.values)
     # `ricl fit` with the same settings runs the same function: the same draws, bit for bit
     argv = ["fit", str(runs), "-o", str(tmp_path / "cli.nc"), "--method", "map"]
-    argv += ["--chains", "1", "--draws", "50", "--pointwise-draws", "50", "--seed", "3"]
+    argv += ["--chains", "1", "--draws", "50", "--pointwise-draws", "50", "--sampler-seed", "3"]
     argv += ["--model", "paper", "--measure", "auto", "--splits", "all", "--no-drop-early"]
     argv += ["--no-law-free"]
     assert main(argv) == 0

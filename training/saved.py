@@ -39,21 +39,21 @@ def load_factory(text: str) -> Callable[[Run], nn.Module]:
     RiclError (user code: any exception, at import or at the call)."""
     module_name, _, name = text.rpartition(":")
     if not module_name or not name:
-        raise RiclError(f"--model {text!r}: give MODULE:FACTORY, e.g. my_models:build")
+        raise RiclError(f"--factory {text!r}: give MODULE:FACTORY, e.g. my_models:build")
     try:
         if module_name.endswith(".py"):
             module = _module_from_file(Path(module_name))
         else:
             module = importlib.import_module(module_name)
     except (ImportError, OSError) as err:
-        raise RiclError(f"--model {text!r}: cannot import {module_name!r} ({err})") from None
+        raise RiclError(f"--factory {text!r}: cannot import {module_name!r} ({err})") from None
     except Exception as err:  # the module's own code failed: a syntax error, a raise
         raise RiclError(
-            f"--model {text!r}: importing {module_name!r} failed: {_described(err)}"
+            f"--factory {text!r}: importing {module_name!r} failed: {_described(err)}"
         ) from None
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise RiclError(f"--model {text!r}: {module_name!r} has no function {name!r}")
+        raise RiclError(f"--factory {text!r}: {module_name!r} has no function {name!r}")
     return _checked_factory(factory, text, name)
 
 
@@ -63,11 +63,11 @@ def _checked_factory(factory, text: str, name: str) -> Callable[[Run], nn.Module
             model = factory(run)
         except Exception as err:  # user code
             raise RiclError(
-                f"--model {text!r}: {name}(run {run.name!r}) failed: {_described(err)}"
+                f"--factory {text!r}: {name}(run {run.name!r}) failed: {_described(err)}"
             ) from None
         if not isinstance(model, nn.Module):
             raise RiclError(
-                f"--model {text!r}: {name}(run {run.name!r}) returned "
+                f"--factory {text!r}: {name}(run {run.name!r}) returned "
                 f"{type(model).__name__}; allowed: a torch.nn.Module"
             )
         return model

@@ -175,6 +175,43 @@ def test_the_memory_check_can_be_overridden(spec, tmp_path, capsys, monkeypatch)
 def test_a_seed_past_64_bits_is_refused_in_one_line(tmp_path, capsys):
     # Issue 24, item 12: --seed 99999999999999999999999 was an OverflowError traceback.
     output = tmp_path / "fit.nc"
-    line = _refused(capsys, "fit", tmp_path / "runs", "-o", output, "--seed", "9" * 23)
-    assert "--seed must be an integer from 0 to 9223372036854775807" in line
+    line = _refused(capsys, "fit", tmp_path / "runs", "-o", output, "--sampler-seed", "9" * 23)
+    assert "--sampler-seed must be an integer from 0 to 9223372036854775807" in line
     assert not output.exists()
+
+
+def test_renamed_options_say_their_new_name_in_one_line(tmp_path, capsys):
+    """Issue 37, item 5: one meaning per option name. ricl record's --model (a factory) is
+    --factory, since --model names the rational model in ricl fit and ricl run; ricl fit's
+    --seed (the sampler's) is --sampler-seed, since seed elsewhere is a training seed."""
+    line = _refused(
+        capsys,
+        "record",
+        "tiny-categorical",
+        "-o",
+        tmp_path,
+        "--model",
+        "m:build",
+        "--checkpoints",
+        tmp_path,
+    )
+    assert line == (
+        "ricl record: error: --model was renamed --factory (--model names the rational model "
+        "in ricl fit); use --factory"
+    )
+    line = _refused(capsys, "fit", tmp_path, "-o", tmp_path / "fit.nc", "--seed", "3")
+    assert line.endswith(
+        "--seed was renamed --sampler-seed (a seed elsewhere is a training "
+        "seed); use --sampler-seed"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_writing_command_takes_o_and_out():
+    """-o and --out name the output of every command that writes."""
+    from rational_icl.cli.main import build_parser
+
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    for command in ("data", "train", "record", "sweep", "fit", "report", "run"):
+        options = {s for a in subparsers[command]._actions for s in a.option_strings}
+        assert {"-o", "--out"} <= options, command

@@ -107,7 +107,7 @@ def test_nuts_prints_diagnostic_warnings(folders, tmp_path, capsys):
     out_file = tmp_path / "fit.nc"
     # the paper's model: the drift model's cells each pull on their own drift, and with 100
     # draws 29 of its 192 cells had Pareto k above 0.5 on an AMD EPYC (so no LOO there)
-    argv = ["--chains", "1", "--warmup", "100", "--draws", "100", "--seed", "2"]
+    argv = ["--chains", "1", "--warmup", "100", "--draws", "100", "--sampler-seed", "2"]
     argv += ["--model", "paper", "--no-drop-early"]
     code, out, err = _ricl(capsys, "fit", runs, "-o", out_file, *argv)
     assert code == 0, err

@@ -72,8 +72,8 @@ def _ricl(capsys, *argv):
 
 def test_record_loads_each_saved_checkpoint_and_records_it(setup, capsys):
     tmp_path, spec_file, tables = setup
-    argv = ["record", spec_file, "--runs", tmp_path / "runs", "--checkpoints", tmp_path / "ckpt"]
-    argv += ["--model", f"{tmp_path / 'factory.py'}:build"]
+    argv = ["record", spec_file, "-o", tmp_path / "runs", "--checkpoints", tmp_path / "ckpt"]
+    argv += ["--factory", f"{tmp_path / 'factory.py'}:build"]
     code, out, err = _ricl(capsys, *argv)
     assert code == 0, err
     assert "recorded 3 checkpoint(s)" in out
@@ -95,18 +95,18 @@ def test_record_loads_each_saved_checkpoint_and_records_it(setup, capsys):
 
 def test_a_bad_factory_or_checkpoint_is_one_line(setup, capsys):
     tmp_path, spec_file, _ = setup
-    base = ["record", spec_file, "--runs", tmp_path / "runs", "--checkpoints", tmp_path / "ckpt"]
-    code, _, err = _ricl(capsys, *base, "--model", f"{tmp_path / 'factory.py'}:missing")
+    base = ["record", spec_file, "-o", tmp_path / "runs", "--checkpoints", tmp_path / "ckpt"]
+    code, _, err = _ricl(capsys, *base, "--factory", f"{tmp_path / 'factory.py'}:missing")
     assert code != 0 and "has no function 'missing'" in err and err.count("\n") == 1
     (tmp_path / "other.py").write_text(FACTORY.replace("nn.Embedding(5, 4)", "nn.Embedding(5, 3)"))
-    code, _, err = _ricl(capsys, *base, "--model", f"{tmp_path / 'other.py'}:build")
+    code, _, err = _ricl(capsys, *base, "--factory", f"{tmp_path / 'other.py'}:build")
     assert code != 0 and "does not fit the factory's model" in err and err.count("\n") == 1
 
 
 def _record(setup, capsys, model, runs="runs"):
     tmp_path, spec_file, _ = setup
-    argv = ["record", spec_file, "--runs", tmp_path / runs, "--checkpoints", tmp_path / "ckpt"]
-    return _ricl(capsys, *argv, "--model", model)
+    argv = ["record", spec_file, "-o", tmp_path / runs, "--checkpoints", tmp_path / "ckpt"]
+    return _ricl(capsys, *argv, "--factory", model)
 
 
 def _one_line(code, err) -> str:
@@ -185,16 +185,16 @@ def test_bad_checkpoints_are_one_line_without_unsafe_advice(setup, capsys):
 def test_an_unwritable_runs_folder_is_one_line(setup, capsys):
     # Issue 35, item 8: a PermissionError traceback. /sys stands in for a read-only folder.
     tmp_path, spec_file, _ = setup
-    argv = ["record", spec_file, "--runs", "/sys/ricl-test-runs"]
+    argv = ["record", spec_file, "-o", "/sys/ricl-test-runs"]
     argv += ["--checkpoints", tmp_path / "ckpt"]
-    line = _one_line(*_ricl(capsys, *argv, "--model", f"{tmp_path / 'factory.py'}:build")[::2])
-    assert "--runs '/sys/ricl-test-runs': cannot write to folder '/sys'" in line
+    line = _one_line(*_ricl(capsys, *argv, "--factory", f"{tmp_path / 'factory.py'}:build")[::2])
+    assert "-o '/sys/ricl-test-runs': cannot write to folder '/sys'" in line
 
 
 def test_a_second_model_is_refused_in_one_line_until_the_file_starts_over(setup, capsys):
     tmp_path, spec_file, _ = setup
-    base = ["record", spec_file, "--runs", tmp_path / "runs", "--checkpoints", tmp_path / "ckpt"]
-    code, _, err = _ricl(capsys, *base, "--model", f"{tmp_path / 'factory.py'}:build")
+    base = ["record", spec_file, "-o", tmp_path / "runs", "--checkpoints", tmp_path / "ckpt"]
+    code, _, err = _ricl(capsys, *base, "--factory", f"{tmp_path / 'factory.py'}:build")
     assert code == 0, err
     (path,) = (tmp_path / "runs").glob("*.nc")
     # another model's checkpoint at a later step
@@ -202,7 +202,7 @@ def test_a_second_model_is_refused_in_one_line_until_the_file_starts_over(setup,
     (tmp_path / "other.py").write_text(
         FACTORY.replace("class Counts", "class Other").replace("Counts()", "Other()")
     )
-    other = ["--model", f"{tmp_path / 'other.py'}:build"]
+    other = ["--factory", f"{tmp_path / 'other.py'}:build"]
     code, _, err = _ricl(capsys, *base, *other)
     assert code == 1 and err.count("\n") == 1
     assert err == (

@@ -196,8 +196,8 @@ def test_ricl_record_reads_the_trainers_saved_checkpoints_as_the_callback_record
     trainer.train()
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(spec.to_toml())
-    argv = ["record", spec_file, "--runs", tmp_path / "saved", "--checkpoints", tmp_path / "ckpt"]
-    code = main([str(a) for a in [*argv, "--model", f"{tmp_path / 'factory.py'}:build"]])
+    argv = ["record", spec_file, "-o", tmp_path / "saved", "--checkpoints", tmp_path / "ckpt"]
+    code = main([str(a) for a in [*argv, "--factory", f"{tmp_path / 'factory.py'}:build"]])
     _, err = capsys.readouterr()
     assert code == 0, err
     with (

@@ -3,6 +3,7 @@ torch device that does not exist or cannot be used. Each raises a one-line RiclE
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def check_writable_file(option: str, path: Path) -> None:
 
 def check_sampler_options(args) -> None:
     """--chains, --draws (and --pointwise-draws where the command has it) at least 1,
-    --warmup at least 0, --seed in 0 .. 2^63 - 1: the sampler options ``ricl fit`` and
+    --warmup at least 0, --sampler-seed in 0 .. 2^63 - 1: the sampler options ``ricl fit`` and
     ``ricl run`` share."""
     for name in ("chains", "draws", "pointwise_draws"):
         value = getattr(args, name, None)
@@ -62,10 +63,10 @@ def check_sampler_options(args) -> None:
             raise RiclError(f"--{name.replace('_', '-')} must be at least 1; got {value}")
     if args.warmup < 0:
         raise RiclError(f"--warmup must be at least 0; got {args.warmup}")
-    seed = getattr(args, "seed", None)
+    seed = getattr(args, "sampler_seed", None)
     if seed is not None and not 0 <= seed <= MAX_FIT_SEED:
         # jax.random.PRNGKey takes a 64-bit integer (a larger one is an OverflowError)
-        raise RiclError(f"--seed must be an integer from 0 to {MAX_FIT_SEED}; got {seed}")
+        raise RiclError(f"--sampler-seed must be an integer from 0 to {MAX_FIT_SEED}; got {seed}")
 
 
 MAX_FIT_SEED = 2**63 - 1
@@ -190,3 +191,13 @@ def check_transition_level(level: float | None) -> float | None:
     if level is not None and not 0.0 < level < 1.0:
         raise RiclError(f"--transition-level {level:g}: allowed: a weight strictly between 0 and 1")
     return level
+
+
+def add_renamed_option(parser, old: str, new: str, why: str) -> None:
+    """Refuse ``old``, an option's former name, in one line naming ``new`` (hidden in help)."""
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            raise RiclError(f"{old} was renamed {new} ({why}); use {new}")
+
+    parser.add_argument(old, action=Renamed, help=argparse.SUPPRESS)

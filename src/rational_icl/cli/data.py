@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
         "predictions, losses and complexities, and the training tasks.",
     )
     parser.add_argument("spec", metavar="SPEC_OR_PRESET", help="a TOML spec file or a preset name")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.add_argument("--device", default="cpu", help="torch device for the loss estimates")
     add_threads_option(parser, "torch (the strategies' Monte Carlo losses)")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from rational_icl.cli.checks import (
+    add_renamed_option,
     add_threads_option,
     add_transition_level_option,
     check_sampler_options,
@@ -100,7 +101,13 @@ def add_parser(subparsers) -> None:
         "whose posterior curves, 0.995 for them with partial pooling of training seeds, "
         "else 0.9); higher means smaller steps and fewer divergences",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=0,
+        help="the sampler's random seed (a training seed is the spec's seed, or seed:S)",
+    )
+    add_renamed_option(parser, "--seed", "--sampler-seed", "a seed elsewhere is a training seed")
     parser.add_argument(
         "--pointwise-draws",
         type=int,
@@ -230,7 +237,7 @@ def fit_settings(args):
         target_accept=args.target_accept,
         strategies=tuple(s.strip() for s in args.strategies.split(",")),
         context_dependent=args.context_dependent,
-        seed=args.seed,
+        seed=args.sampler_seed,
         pointwise_draws=args.pointwise_draws,
         held_out_fraction=args.held_out_fraction,
     )

@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = "ricl"
+    words = sys.argv[1:] if argv is None else list(argv)
+    # named before parsing: an option's check may refuse it while argparse reads it
+    command = f"ricl {words[0]}" if words and words[0] in COMMAND_MODULES else "ricl"
     with _interrupt_flag(), _messages():
         try:
             parser = build_parser()  # imports every command: Ctrl-C may land here too

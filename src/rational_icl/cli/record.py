@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rational_icl.cli.checks import (
     add_memory_option,
+    add_renamed_option,
     check_device,
     check_memory,
     check_writable_folder,
@@ -28,9 +29,17 @@ def add_parser(subparsers) -> None:
         "recorded are kept. docs/byo-model.md has the model's contract.",
     )
     parser.add_argument("spec", metavar="SPEC_OR_PRESET", help="a TOML spec file or a preset name")
-    parser.add_argument("--runs", required=True, type=Path, help="folder of predictions files")
     parser.add_argument(
-        "--model",
+        "-o",
+        "--out",
+        "--runs",
+        dest="runs",
+        required=True,
+        type=Path,
+        help="the folder of predictions files to write (or add checkpoints) to",
+    )
+    parser.add_argument(
+        "--factory",
         required=True,
         metavar="MODULE:FACTORY",
         help="a function FACTORY(run) -> model, in a module or a .py file; the model is "
@@ -45,6 +54,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
     add_memory_option(parser)
+    add_renamed_option(
+        parser, "--model", "--factory", "--model names the rational model in ricl fit"
+    )
     parser.add_argument(
         "--start-over",
         action="store_true",
@@ -60,10 +72,10 @@ def run(args) -> int:
     device = check_device(args.device or "cpu")  # cpu unless asked: checkpoints are small
     if not args.checkpoints.is_dir():
         raise RiclError(f"--checkpoints {str(args.checkpoints)!r} is not a folder")
-    check_writable_folder("--runs", args.runs)
+    check_writable_folder("-o", args.runs)
     from rational_icl.training.saved import load_factory  # torch loads only here
 
-    factory = load_factory(args.model)
+    factory = load_factory(args.factory)
     recorded = 0
     with folder_lock(args.runs, "ricl record"):  # one writer per folder
         for spec in specs:

@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
         "kept unless --force.",
     )
     parser.add_argument("spec", metavar="SPEC_OR_PRESET", help="a TOML spec file or a preset name")
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
     )
