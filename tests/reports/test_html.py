@@ -96,44 +96,52 @@ def test_two_fits_add_a_loo_comparison(behaviour, fit, tmp_path):
     assert table["elpd"].iloc[0] == pytest.approx(table["elpd"].iloc[1])
 
 
-def test_the_verdict_reads_every_design_of_the_model_and_loo_ranks_one_design(
-    behaviour, fit, tmp_path
-):
+@pytest.fixture(scope="module")
+def three_designs(behaviour, fit, tmp_path_factory):
+    """A report of the fit beside (stand-ins for) its num-tasks and forecast:0.3 fits: the
+    same draws under the other designs' names, the num-tasks one with skill -0.5."""
+    num_tasks = fit.copy()
+    num_tasks.attrs = {**fit.attrs, "held_out_design": "num-tasks"}
+    num_tasks.attrs |= {f"skill_{s}": -0.5 for s in fit["predictive_skill"].split.values}
+    forecast = fit.copy()
+    forecast.attrs = {**fit.attrs, "held_out_design": "forecast:0.3"}
+    fits = {"fit": fit, "num_tasks": num_tasks, "forecast": forecast}
+    out = tmp_path_factory.mktemp("designs")
+    return write_report(out, behaviour=behaviour, fits=fits, transition_level=0.3), forecast
+
+
+def test_the_verdict_reads_every_design_of_the_model_and_loo_ranks_one_design(three_designs):
     """A fit of another held-out design tests its criterion in the verdict table; PSIS-LOO
     does not rank fits of different fitted cells."""
-    other = fit.copy()
-    other.attrs = {**fit.attrs, "held_out_design": "num-tasks"}
-    other.attrs |= {f"skill_{s}": -0.5 for s in fit["predictive_skill"].split.values}
-    page = write_report(tmp_path, behaviour=behaviour, fits={"fit": fit, "num_tasks": other})
+    page, _ = three_designs
     text = page.read_text()
     verdict = text[text.index("<h2>Verdict") : text.index("</table>")]
     assert "do not believe" in verdict
     assert "<td>num-tasks</td><td>fail</td>" in verdict
     assert "num-tasks id: skill -0.50 ≤ 0" in verdict
-    assert "<td>forecast</td><td>untested</td>" in verdict
-    assert "fit with --held-out forecast:0.3" in verdict
-    assert not (tmp_path / "tables" / "comparison.csv").exists()
+    assert "<td>forecast</td><td>fail</td>" in verdict  # the authors' draws, coverage 0.66
+    assert "<td>seeds</td><td>untested</td>" in verdict
+    assert "ricl run --seeds 3 pools three" in verdict
+    assert not (page.parent / "tables" / "comparison.csv").exists()
 
 
-def test_a_forecast_fit_adds_the_transition_forecast(behaviour, fit, tmp_path):
+def test_a_forecast_fit_adds_the_transition_forecast(three_designs):
     """The first forecast:F fit of the first fit's model gives the transition table (the
     runs that cross after the origin, fits/transition.py's numbers) and its figure."""
     from rational_icl.fits.transition import transition_forecast
 
-    forecast = fit.copy()
-    forecast.attrs = {**fit.attrs, "held_out_design": "forecast:0.3"}
-    fits = {"fit": fit, "forecast": forecast}
-    page = write_report(tmp_path, behaviour=behaviour, fits=fits, transition_level=0.3)
+    page, forecast = three_designs
     text = page.read_text()
     assert 'id="08b_transition_forecast"' in text
     assert "Transition step forecast from early training (forecast, forecast:0.3)" in text
-    table = pd.read_csv(tmp_path / "tables" / "transition.csv")
+    table = pd.read_csv(page.parent / "tables" / "transition.csv")
     found = transition_forecast(forecast, 0.3)
     expected = found.observed_step.values[found.scored.values]
     assert len(table) == len(expected) > 0
     np.testing.assert_allclose(np.sort(table["observed_step"]), np.sort(expected), rtol=1e-12)
     np.testing.assert_allclose(table["level"], 0.3)
-    assert (tmp_path / "figures" / "08b_transition_forecast.png").read_bytes()[:8] == PNG_SIGNATURE
+    figure = page.parent / "figures" / "08b_transition_forecast.png"
+    assert figure.read_bytes()[:8] == PNG_SIGNATURE
 
 
 @pytest.mark.slow
