@@ -48,6 +48,7 @@ from rational_icl import formulas
 from rational_icl.errors import RiclError
 from rational_icl.facts import setting_facts
 from rational_icl.fits.runs import config_dims, open_runs
+from rational_icl.vocabulary import STRATEGIES
 
 # Floor inside logs: a predicted probability of exactly 0 costs a large but finite amount.
 LOG_FLOOR = 1e-12
@@ -63,7 +64,7 @@ MIN_STRATEGY_MASS = 0.3
 # context_weight: a position where M and G are closer than this fraction of their mean
 # distance over positions does not tell them apart
 _MIN_POSITION_SEPARATION = 0.1
-BARYCENTRIC_STRATEGIES = ("memorizing", "generalizing", "constant")
+BARYCENTRIC_STRATEGIES = STRATEGIES  # the family spans every strategy
 _NEWTON_TOLERANCE = 1e-10
 
 

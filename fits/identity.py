@@ -13,6 +13,7 @@ import xarray as xr
 
 from rational_icl.errors import RiclError
 from rational_icl.fits.validate import SAME_SPEC_ATTRIBUTES
+from rational_icl.vocabulary import LAW_PARAMETERS
 
 # The groups and variables a reader (report, compare, the summary) takes from a fit.
 FIT_CONTENTS = {
@@ -51,7 +52,6 @@ _FIT_NUMBER_PREFIXES = (
     "seed",
 )
 # Posterior parameters every fit has, finite in every draw.
-_FIT_PARAMETERS = ("alpha", "beta", "gamma")
 
 # Run attributes that say which run a file is (not when or by which version it was made);
 # with the spec's own text (every key of the spec, ``spec_keys``) and the checkpoints the
@@ -120,7 +120,7 @@ def _check_attribute_types(attributes: dict, path) -> None:
 def _check_posterior(posterior, path) -> None:
     """alpha, beta and gamma finite; weight_memorizing a weight in [0, 1] (a fit whose
     weights are all NaN was drawn as an empty report)."""
-    for name in _FIT_PARAMETERS:
+    for name in LAW_PARAMETERS:
         values = np.asarray(posterior[name].values, dtype=float)
         if not np.all(np.isfinite(values)):
             raise RiclError(

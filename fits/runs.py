@@ -21,7 +21,7 @@ from rational_icl.errors import RiclError
 from rational_icl.fits import validate
 from rational_icl.fits.identity import RUNS_IDENTITY, runs_identity
 from rational_icl.io import open_netcdf
-from rational_icl.vocabulary import CONFIG_DIMS
+from rational_icl.vocabulary import CONFIG_DIMS, WEIGHT_STRATEGIES
 
 # Configuration attributes that become dimensions when they differ between run files. The
 # training seed is one of them: runs of several seeds are replicates, fitted together.
@@ -35,7 +35,7 @@ REQUIRED_VARIABLES = {
     "strategy_loss": ("strategy",),
     "strategy_complexity": ("strategy",),
 }
-REQUIRED_STRATEGIES = ("memorizing", "generalizing")
+REQUIRED_STRATEGIES = WEIGHT_STRATEGIES
 REQUIRED_ATTRIBUTES = ("setting", "num_tasks", "mlp_expansion_factor", "context_length", "num_dims")
 
 # Training attributes that must agree between the runs of one sweep.

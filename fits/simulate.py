@@ -25,6 +25,7 @@ from rational_icl import formulas
 from rational_icl.errors import RiclError
 from rational_icl.facts import setting_facts
 from rational_icl.io import load_netcdf, open_netcdf, write_netcdf
+from rational_icl.vocabulary import WEIGHT_STRATEGIES
 
 # Defaults for a realistic grid (K in bits, K_M ~ 64·D·K bits, K_G ~ 10^3 bits; L_G − L_M
 # from ~0.15 nats at D = 2 down to ~0.004 at D = 1024, categorical K = 8): the complexity
@@ -39,7 +40,7 @@ DEFAULT_BETA = 0.3
 DEFAULT_GAMMA = 3.0
 # Noise: standard deviation of the logit perturbation (probabilities) or of y (regression).
 DEFAULT_NOISE = 0.1
-DEFAULT_STRATEGIES = ("memorizing", "generalizing")
+DEFAULT_STRATEGIES = WEIGHT_STRATEGIES
 _LOG_FLOOR = 1e-12
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from rational_icl.errors import RiclError
-from rational_icl.fits.inputs import SAMPLE_DIMS
+from rational_icl.vocabulary import SAMPLE_DIMS
 
 INTERVAL = (0.05, 0.95)
 # A run whose predicted last weight is within this of its first has no transition to

@@ -23,9 +23,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from rational_icl import formulas
-from rational_icl.vocabulary import CONFIG_DIMS
+from rational_icl.vocabulary import CONFIG_DIMS, LAW_PARAMETERS, SAMPLE_DIMS, WEIGHT_STRATEGIES
 
-SAMPLE_DIMS = ("chain", "draw")
 INTERVAL = (0.05, 0.95)  # the 90% intervals and bands of every figure
 _WEIGHT_LABEL = "weight on memorizing (1)"
 _STEP_LABEL = "training step N (log scale)"
@@ -396,7 +395,7 @@ def log_odds_terms(fit: xr.DataTree, config=None) -> xr.Dataset:
     constant = fit["constant_data"]
     alpha, gamma = _select(posterior["alpha"], config), _select(posterior["gamma"], config)
     loss = _select(constant["strategy_loss"], config)
-    l_m, l_g = (loss.sel(strategy=s, drop=True) for s in ("memorizing", "generalizing"))
+    l_m, l_g = (loss.sel(strategy=s, drop=True) for s in WEIGHT_STRATEGIES)
     steps = posterior["checkpoint"].astype(np.float64)
     bayes_factor = formulas.log_bayes_factor(steps, l_m, l_g, alpha, gamma)
     posterior_odds = _posterior(fit, "log_posterior_odds", config)
@@ -472,11 +471,11 @@ def predicted_transition_step(fit: xr.DataTree, config=None) -> xr.DataArray:
     NaN where memorizing is not both more complex and better (no switch to it happens).
     """
     posterior, constant = fit["posterior"], fit["constant_data"]
-    alpha, beta, gamma = (_select(posterior[p], config) for p in ("alpha", "beta", "gamma"))
+    alpha, beta, gamma = (_select(posterior[p], config) for p in LAW_PARAMETERS)
     loss = _select(constant["strategy_loss"], config)
     complexity = _select(constant["strategy_complexity"], config)
-    k_m, k_g = (complexity.sel(strategy=s, drop=True) for s in ("memorizing", "generalizing"))
-    l_m, l_g = (loss.sel(strategy=s, drop=True) for s in ("memorizing", "generalizing"))
+    k_m, k_g = (complexity.sel(strategy=s, drop=True) for s in WEIGHT_STRATEGIES)
+    l_m, l_g = (loss.sel(strategy=s, drop=True) for s in WEIGHT_STRATEGIES)
     linear = fit.attrs.get("ablation") == "linear-complexity"
     step = formulas.transition_step(l_m, l_g, k_m, k_g, alpha, beta, gamma, linear)
     return step.transpose(*SAMPLE_DIMS, "num_tasks")

@@ -31,6 +31,7 @@ import xarray as xr
 
 from rational_icl.errors import RiclError
 from rational_icl.io import open_netcdf
+from rational_icl.vocabulary import WEIGHT_STRATEGIES
 
 TOLERANCE = 1.3
 
@@ -64,7 +65,7 @@ def convergence(paths: Iterable[str | Path]) -> xr.Dataset:
     if not rows:
         raise RiclError("convergence: no predictions files given")
     runs = xr.concat(rows, dim="num_tasks", join="outer").sortby("num_tasks")
-    strategies = runs["strategy_loss"].sel(strategy=["memorizing", "generalizing"])
+    strategies = runs["strategy_loss"].sel(strategy=list(WEIGHT_STRATEGIES))
     loss = runs["transformer_loss"]
     return runs.assign(
         best_ratio=loss / strategies.min("strategy"),

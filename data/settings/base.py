@@ -24,9 +24,9 @@ import torch
 
 from rational_icl.data.seeds import generator
 from rational_icl.facts import SettingFacts
+from rational_icl.vocabulary import STRATEGIES
 
 # The strategies every setting has; a setting may add more after them (``Setting.strategies``).
-STRATEGIES = ("memorizing", "generalizing", "constant")
 
 
 @dataclass

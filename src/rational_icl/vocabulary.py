@@ -12,6 +12,16 @@ from typing import Literal, get_args
 
 # Dims of a sweep besides num_tasks: each model configuration is one value of each.
 CONFIG_DIMS = ("mlp_expansion_factor", "context_length", "num_dims", "seed")
+# The cells of one run's behaviour, and the sample dims of a fit's draws (ArviZ's names).
+GRID = ("num_tasks", "checkpoint")
+SAMPLE_DIMS = ("chain", "draw")
+
+# The strategies every setting defines, in the order the files store them, and the two
+# whose mixture the weight on memorizing measures.
+STRATEGIES = ("memorizing", "generalizing", "constant")
+WEIGHT_STRATEGIES = ("memorizing", "generalizing")
+# The rational law's parameters, named as in the paper.
+LAW_PARAMETERS = ("alpha", "beta", "gamma")
 
 Observation = Literal["relative-distance", "outputs"]
 Measure = Literal["barycentric", "relative-distance"]
