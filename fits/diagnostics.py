@@ -123,6 +123,10 @@ def diagnostic_warnings(tree: xr.DataTree) -> list[Diagnostic]:
     return problems
 
 
+# PSIS fits a Pareto tail to the largest min(S/5, 3 sqrt(S)) importance ratios and needs 5.
+LOO_MIN_DRAWS = 25
+
+
 def loo(tree: xr.DataTree):
     """PSIS-LOO over the fitted cells (``arviz_stats.loo``, pointwise, with Pareto k).
 
@@ -146,6 +150,13 @@ def loo(tree: xr.DataTree):
     log_lik = tree.log_likelihood.ds.copy()
     (name,) = log_lik.data_vars
     values = log_lik[name]
+    draws = values.sizes["chain"] * values.sizes["draw"]
+    if draws < LOO_MIN_DRAWS:
+        raise RiclError(
+            f"PSIS-LOO needs at least {LOO_MIN_DRAWS} draws of the log likelihood (its Pareto "
+            f"tail takes a fifth of them, at least 5); this fit has {draws}: refit with more "
+            "--draws (and --pointwise-draws)"
+        )
     constant = (values.max(SAMPLE_DIMS) - values.min(SAMPLE_DIMS)) < 1e-8
     if bool(constant.any()):  # a deterministic ramp over the draws: no random numbers
         ramp = np.linspace(-1.0, 1.0, values.sizes["chain"] * values.sizes["draw"])
@@ -227,7 +238,11 @@ def compare(fits: dict[str, xr.DataTree]):
         )
     results, not_ranked = {}, {}
     for name, tree in fits.items():
-        result = loo(tree)
+        try:
+            result = loo(tree)
+        except RiclError as err:  # too few draws for PSIS
+            not_ranked[name] = str(err)
+            continue
         problem = loo_problem(tree, result)
         if problem is None:
             results[name] = result

@@ -148,6 +148,17 @@ def model_skill_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
     return table
 
 
+def _loo_note(fit) -> str | None:
+    """Why a fit's PSIS-LOO is not to be trusted (None when it is), or why there is none."""
+    from rational_icl.errors import RiclError
+    from rational_icl.fits.diagnostics import loo, loo_problem
+
+    try:
+        return loo_problem(fit, loo(fit))
+    except RiclError as err:
+        return str(err)
+
+
 def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
     """PSIS-LOO comparison (ELPD, best first) of two or more fits, by name.
 
@@ -155,7 +166,7 @@ def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
     and the reason in the ``note`` column; with fewer than two reliable fits, all rows are
     such rows."""
     from rational_icl.errors import RiclError
-    from rational_icl.fits.diagnostics import compare, loo, loo_problem
+    from rational_icl.fits.diagnostics import compare
 
     try:
         table = compare(fits)
@@ -165,7 +176,7 @@ def comparison_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:
             raise
         table = pd.DataFrame()
         alone = "the only fit with a reliable PSIS-LOO: nothing to rank it against"
-        not_ranked = {name: loo_problem(fit, loo(fit)) or alone for name, fit in fits.items()}
+        not_ranked = {name: _loo_note(fit) or alone for name, fit in fits.items()}
     table = table.reset_index().rename(columns={"index": "fit"})
     table["note"] = ""
     skipped = pd.DataFrame({"fit": list(not_ranked), "note": list(not_ranked.values())})

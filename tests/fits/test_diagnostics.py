@@ -4,6 +4,7 @@ import types
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from rational_icl.errors import RiclError
 from rational_icl.fits import diagnostics, inference, inputs
@@ -106,3 +107,13 @@ def test_run_offsets_line_names_the_spread_and_the_runs_furthest_from_the_law():
     assert line.endswith("num_tasks=8 -2.00, num_tasks=128 +1.50, num_tasks=32 +0.50\n")
     without = xr.Dataset({"alpha": (("chain", "draw"), scale)})
     assert diagnostics.run_offsets_line(xr.DataTree.from_dict({"posterior": without})) == ""
+
+
+def test_loo_of_too_few_draws_is_one_clear_line(map_fit):
+    """PSIS fits a Pareto tail of at least 5 draws: with 20 arviz-stats raised a bare
+    ValueError (a traceback in ricl compare); it is a RiclError naming the fix."""
+    few = map_fit.copy()
+    few["log_likelihood"] = xr.DataTree(map_fit.log_likelihood.ds.isel(chain=[0], draw=slice(20)))
+    with pytest.raises(RiclError, match="at least 25 draws .* this fit has 20: refit with more"):
+        diagnostics.loo(few)
+    assert np.isfinite(diagnostics.loo(map_fit).elpd)  # 400 draws: a number

@@ -289,6 +289,8 @@ def _report_safely(tree, transition_level=None) -> None:
     need several per chain) said in one line instead of a traceback."""
     try:
         _report(tree, transition_level)
+    except RiclError as err:  # e.g. PSIS-LOO of too few draws: the fit is written, say why
+        print(f"warning: {err}")
     except (IndexError, ValueError, ZeroDivisionError) as err:
         draws = tree.posterior.sizes.get("draw", 0)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
