@@ -37,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from rational_icl.pipeline import configure_jax
+from rational_icl.vocabulary import MODELS
 
 configure_jax(4)  # at import: the spawned worker imports this file again
 
@@ -116,7 +117,9 @@ def _skill_text(skill) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="ricl run output folders")
-    parser.add_argument("--models", nargs="+", default=["anchored-offsets-drift", "paper"])
+    parser.add_argument(
+        "--models", nargs="+", choices=MODELS, default=["anchored-offsets-drift", "paper"]
+    )
     parser.add_argument("--target-accept", type=float, default=None)
     parser.add_argument("--mass-matrix", choices=("adapted", "laplace"), default="adapted")
     args = parser.parse_args()
