@@ -259,5 +259,10 @@ def test_smooth_offsets_predict_an_unseen_num_tasks_from_its_neighbours():
         if model == "anchored-smooth-offsets":
             low, high = np.quantile(tree.posterior.alpha.values, [0.05, 0.95])
             assert low < SMOOTH_TRUTH["alpha"] < high, (low, high)
+            # the fit file: its sites as the form says, per run where they are per run
+            innovation = tree.posterior.run_offset_innovation
+            assert innovation.dims == ("chain", "draw", "num_tasks", "offset_strategy")
+            assert {"smooth_scale", "offset_scale", "run_offset"} <= set(tree.posterior)
+            assert "run_log_prior_odds_decentered" not in tree.posterior
     assert errors["anchored-smooth-offsets"] < 0.012
     assert errors["anchored-smooth-offsets"] < 0.3 * errors["anchored-offsets"]
