@@ -87,7 +87,8 @@ def test_settings_are_validated():
         inputs.FitSettings(strategies=("memorizing", "generalizing", "constant"))
     with pytest.raises(
         RiclError,
-        match="model must be one of paper, anchored-offsets, anchored-offsets-drift; got .best.",
+        match="model must be one of paper, anchored-offsets, anchored-offsets-drift, "
+        "anchored-smooth-offsets, anchored-smooth-offsets-drift; got .best.",
     ):
         inputs.FitSettings(model="best")
     for removed in vocabulary.REMOVED_MODELS:
