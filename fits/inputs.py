@@ -306,6 +306,8 @@ def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> Mod
         priors=settings.priors,
         centred=settings.centred,
     )
+    if form_of(settings.model).smooth:  # its offsets follow log num_tasks
+        kwargs["num_tasks"] = jnp.asarray(behaviour.num_tasks.values, dtype=jnp.float64)
     if settings.observation == "relative-distance":
         kwargs["observed_weight"] = jnp.asarray(flat(np.nan_to_num(observed.values, nan=0.5)))
         key = "observed_weight"

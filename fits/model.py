@@ -157,6 +157,7 @@ def relative_distance_model(
     centred: bool = False,
     model: str = "paper",
     weight_history=None,
+    num_tasks=None,
 ):
     """The rational model observed through the relative distance (the default model).
 
@@ -186,6 +187,9 @@ def relative_distance_model(
     weight_history : array (C, D, N, S) or None
         The observed weights, for the ``drift`` models to condition on when
         ``observed_weight`` is left out (the posterior predictive); ignored otherwise.
+    num_tasks : array (D,) or None
+        The num_tasks values D, which the ``smooth`` models' offsets follow (needed there,
+        ignored otherwise).
 
     Sites
     -----
@@ -195,7 +199,7 @@ def relative_distance_model(
     models add ``drift_scale``, ``drift_length`` and ``expected_weight``, the law plus the
     drift predicted from the run's other fitted cells (``drift``).
     """
-    law = (ablation, pooling, priors, centred, model)
+    law = (ablation, pooling, priors, centred, model, num_tasks)
     log_post, alpha, gamma = _training_log_posterior(
         strategy_loss, strategy_complexity, checkpoint, *law
     )
@@ -359,6 +363,7 @@ def outputs_model(
     priors: Priors = Priors(),
     centred: bool = False,
     model: str = "paper",
+    num_tasks=None,
 ):
     """The rational model observed through the transformer's own predictions.
 
@@ -397,6 +402,8 @@ def outputs_model(
     model : str
         One of ``parameters.MODELS``: the evidence at a reference step in place of gamma,
         run offsets (a drift is of observed weights, which this model does not observe).
+    num_tasks : array (D,) or None
+        The num_tasks values, for the ``smooth`` models' offsets.
 
     Sites
     -----
@@ -405,7 +412,7 @@ def outputs_model(
     ``transformer_prediction`` (C, D, N, S, B, P, O), or a factor of that name (C, D, N, S).
     """
     _check_outputs_arguments(statistics, strategy_prediction, outcome_kind, context_loss)
-    law = (ablation, pooling, priors, centred, model)
+    law = (ablation, pooling, priors, centred, model, num_tasks)
     log_post, alpha, gamma = _training_log_posterior(
         strategy_loss, strategy_complexity, checkpoint, *law
     )
@@ -483,12 +490,13 @@ def _training_log_posterior(
     priors,
     centred,
     model,
+    num_tasks=None,
 ):
     """Sample the parameters, record ``weight_memorizing`` and ``log_posterior_odds``.
 
     ``model`` (``parameters.MODELS``) chooses gamma or the evidence at a reference step,
-    and whether the run offsets are added. Returns the log posterior (Q, C, D, N) and alpha,
-    gamma for the context evidence.
+    and whether the run offsets are added, independent or smooth in log ``num_tasks``.
+    Returns the log posterior (Q, C, D, N) and alpha, gamma for the context evidence.
     """
     form = form_of(model)  # a ValueError naming the family for any other name
     linear = ablation == "linear-complexity"
@@ -516,7 +524,13 @@ def _training_log_posterior(
         law_prior = formulas.log_prior(
             strategy_complexity, _per_configuration(beta, trailing=1), linear
         )
-        log_post = log_post + run_offsets(law_prior, priors)[..., None]
+        if form.smooth:
+            if num_tasks is None:
+                raise ValueError(f"model {model!r} needs num_tasks (its offsets follow it)")
+            offsets = smooth_run_offsets(law_prior, num_tasks, priors)
+        else:
+            offsets = run_offsets(law_prior, priors)
+        log_post = log_post + offsets[..., None]
     numpyro.deterministic("weight_memorizing", jax.nn.softmax(log_post, axis=0)[0])
     numpyro.deterministic("log_posterior_odds", log_post[0] - log_post[1])
     return log_post, alpha, gamma
@@ -555,13 +569,83 @@ def run_offsets(law_log_prior, priors: Priors):
     (C, D, Q - 1) and deterministic ``run_offset`` (C, D, Q - 1).
     """
     scale = numpyro.sample("offset_scale", dist.HalfNormal(priors.offset_scale))
-    law_odds = jnp.delete(law_log_prior - law_log_prior[1], 1, axis=0)  # (Q - 1, C, D)
-    law_odds = jnp.moveaxis(law_odds, 0, -1)  # (C, D, Q - 1)
+    law_odds = _law_odds(law_log_prior)  # (C, D, Q - 1)
     level = numpyro.sample("run_log_prior_odds", dist.Normal(law_odds, scale).to_event(3))
     offset = numpyro.deterministic("run_offset", level - law_odds)  # (C, D, Q - 1)
+    return _with_generalizing(offset)
+
+
+def _law_odds(law_log_prior):
+    """The law's log prior odds of each strategy against generalizing, (C, D, Q - 1)."""
+    law_odds = jnp.delete(law_log_prior - law_log_prior[1], 1, axis=0)  # (Q - 1, C, D)
+    return jnp.moveaxis(law_odds, 0, -1)
+
+
+def _with_generalizing(offset):
+    """(C, D, Q - 1) offsets as (Q, C, D), zero for generalizing (the second strategy)."""
     offset = jnp.moveaxis(offset, -1, 0)  # (Q - 1, C, D)
     zero = jnp.zeros_like(offset[:1])
-    return jnp.concatenate([offset[:1], zero, offset[1:]], axis=0)  # generalizing is second
+    return jnp.concatenate([offset[:1], zero, offset[1:]], axis=0)
+
+
+def smooth_run_offsets(law_log_prior, num_tasks, priors: Priors):
+    """Per-run shifts of each strategy's log posterior against generalizing, (Q, C, D), that
+    vary smoothly in log num_tasks (the ``smooth`` models).
+
+    The independent offsets of ``run_offsets`` leave a num_tasks without fitted cells at the
+    law alone, its interval widened by their whole spread. Here the offsets of one
+    configuration and strategy are a Gaussian random walk (a Brownian motion) in x = log D:
+    at the smallest D Normal(0, ``offset_scale``), then from each D to the next an increment
+    Normal(0, ``smooth_scale`` ** 2 * (x_next - x)). Their covariance is
+    ``smooth_offset_covariance``; a D between two others is, given theirs, their linear
+    interpolation in log D with the Brownian bridge's variance ``smooth_scale ** 2 *
+    (x - x_a) (x_b - x) / (x_b - x_a)``, and a D beyond the largest keeps the last offset with
+    a variance growing as ``smooth_scale ** 2 * (x - x_last)``.
+
+    Sampled non-centred, one standard normal per run, ``run_offset_innovation`` (C, D, Q - 1):
+    the increment that arrives at the run's D (at the smallest D, the offset itself) over its
+    scale; every engine samples it as it is.
+
+    Parameters
+    ----------
+    law_log_prior : array (Q, C, D)
+    num_tasks : array (D,)
+        The num_tasks values, in the order of the D axis (any order).
+    priors : Priors
+
+    Sites ``offset_scale`` ~ HalfNormal(priors.offset_scale), ``smooth_scale`` ~
+    HalfNormal(priors.smooth_scale) (log odds per unit of natural-log num_tasks, squared
+    per unit), ``run_offset_innovation`` (C, D, Q - 1), deterministic ``run_offset`` and
+    ``run_log_prior_odds`` (C, D, Q - 1).
+    """
+    scale = numpyro.sample("offset_scale", dist.HalfNormal(priors.offset_scale))
+    smooth = numpyro.sample("smooth_scale", dist.HalfNormal(priors.smooth_scale))
+    law_odds = _law_odds(law_log_prior)
+    innovation = numpyro.sample(
+        "run_offset_innovation", dist.Normal(0.0, 1.0).expand(law_odds.shape).to_event(3)
+    )
+    offset = _random_walk(innovation, jnp.log(jnp.asarray(num_tasks)), scale, smooth)
+    numpyro.deterministic("run_log_prior_odds", law_odds + offset)
+    offset = numpyro.deterministic("run_offset", offset)
+    return _with_generalizing(offset)
+
+
+def _random_walk(innovation, x, scale, smooth):
+    """The random walk of ``smooth_run_offsets`` along axis 1 of ``innovation`` (C, D, ...)
+    at the points ``x`` (D,), in any order."""
+    order = jnp.argsort(x)
+    step = jnp.sqrt(jnp.diff(x[order]))  # (D - 1,)
+    width = jnp.concatenate([jnp.reshape(scale, (1,)), smooth * step])  # (D,), sorted
+    width = jnp.reshape(width, (1, -1) + (1,) * (innovation.ndim - 2))
+    walk = jnp.cumsum(width * innovation[:, order], axis=1)
+    return walk[:, jnp.argsort(order)]
+
+
+def smooth_offset_covariance(num_tasks, offset_scale, smooth_scale):
+    """The prior covariance (D, D) of one configuration's smooth offsets at ``num_tasks``:
+    ``offset_scale ** 2 + smooth_scale ** 2 * (min(x_i, x_j) - min x)``, x = log D."""
+    x = jnp.log(jnp.asarray(num_tasks, dtype=float))
+    return offset_scale**2 + smooth_scale**2 * (jnp.minimum(x[:, None], x[None, :]) - x.min())
 
 
 def _per_configuration(parameter, *, trailing: int):

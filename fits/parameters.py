@@ -27,7 +27,13 @@ differ in how gamma is sampled and in what is added to the law's log posterior
 - ``anchored-offsets-drift``: ``anchored-offsets`` whose observed weights drift from the law
   along training, a Gaussian process in log N per run and split (``model.drift``):
   ``drift_scale`` ~ HalfNormal(0.2), its size in weight units, and ``drift_length`` ~
-  LogNormal(0, 1), how many e-folds of training steps it takes to forget.
+  LogNormal(0, 1), how many e-folds of training steps it takes to forget;
+- ``anchored-smooth-offsets`` and ``anchored-smooth-offsets-drift``: the same, with offsets
+  that vary smoothly in log num_tasks instead of independently per run, a random walk from
+  the smallest num_tasks (``model.smooth_run_offsets``): Normal(0, ``offset_scale``) there,
+  increments Normal(0, ``smooth_scale`` ** 2 * the step in log num_tasks), ``smooth_scale`` ~
+  HalfNormal(0.5). A num_tasks without fitted cells gets its neighbours' offsets
+  interpolated in log num_tasks, not the law alone.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class Priors:
     evidence_scale_log_loc: float = 0.0  # anchored models: gamma * N_ref ** (1 - alpha)
     evidence_scale_log_scale: float = 3.0
     offset_scale: float = 1.0  # run offsets: half-normal scale of their spread
+    smooth_scale: float = 0.5  # smooth offsets: half-normal scale of their random walk's step
     drift_scale: float = 0.2  # drift models: half-normal scale of the drift's size
     drift_length_log_loc: float = 0.0  # its length scale, in natural-log training steps
     drift_length_log_scale: float = 1.0

@@ -318,6 +318,7 @@ def _describe(posterior: xr.Dataset) -> xr.Dataset:
         "expected_weight": "predicted observed weight on memorizing per cell",
         "drift_scale": "spread of each run's drift from the law along training, per split",
         "drift_length": "e-folds of training steps over which the drift forgets its value",
+        "smooth_scale": "step of the run offsets' random walk per unit of log num_tasks",
     }
     for name, text in descriptions.items():
         if name in posterior:
@@ -445,7 +446,12 @@ DERIVED = ("weight_memorizing", "log_posterior_odds", "expected_weight")
 
 # One value per run (the offset models): their R-hat and ESS are checked with the rest
 # (``diagnostics``), but a table row or trace panel each would bury alpha, beta and gamma.
-PER_RUN = ("run_offset", "run_log_prior_odds", "run_log_prior_odds_decentered")
+PER_RUN = (
+    "run_offset",
+    "run_log_prior_odds",
+    "run_log_prior_odds_decentered",
+    "run_offset_innovation",
+)
 
 
 def parameter_names(tree: xr.DataTree, *, per_run: bool = True) -> list[str]:

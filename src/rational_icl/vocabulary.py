@@ -61,11 +61,21 @@ class ModelForm:
     drift : bool
         Lets each run's observed weight drift from the law along training (``drift_scale``,
         ``drift_length``): the relative-distance observation only.
+    smooth : bool
+        With ``offsets``: the offsets of one configuration vary smoothly in log num_tasks, a
+        random walk from the smallest num_tasks (``smooth_scale``,
+        ``run_offset_innovation``), instead of independently per run: a num_tasks without
+        fitted cells borrows its neighbours' offsets.
     """
 
     anchored: bool = False
     offsets: bool = False
     drift: bool = False
+    smooth: bool = False
+
+    def __post_init__(self):
+        if self.smooth and not self.offsets:
+            raise ValueError("smooth offsets need offsets")
 
 
 # The model family: every ``--model`` value and what it adds to the law. A model's features
@@ -74,6 +84,10 @@ MODEL_FAMILY: dict[str, ModelForm] = {
     "paper": ModelForm(),  # the authors' alpha, beta, gamma: keep it reproducible
     "anchored-offsets": ModelForm(anchored=True, offsets=True),
     "anchored-offsets-drift": ModelForm(anchored=True, offsets=True, drift=True),
+    "anchored-smooth-offsets": ModelForm(anchored=True, offsets=True, smooth=True),
+    "anchored-smooth-offsets-drift": ModelForm(
+        anchored=True, offsets=True, drift=True, smooth=True
+    ),
 }
 MODELS: tuple[str, ...] = tuple(MODEL_FAMILY)
 # Models earlier versions offered (their measured results: docs/science.md, "Which model").

@@ -200,7 +200,8 @@ def _other_behaviour(folders, tmp_path):
         (
             lambda f, t: [f[1], "-o", t / "fit.nc", "--model", "transition"],
             "--model 'transition' was removed; the default anchored-offsets-drift replaces it "
-            "(leave out --model), or choose one of paper, anchored-offsets, anchored-offsets-drift",
+            "(leave out --model), or choose one of paper, anchored-offsets, "
+            "anchored-offsets-drift, anchored-smooth-offsets, anchored-smooth-offsets-drift",
         ),
         (
             lambda f, t: [
@@ -216,7 +217,8 @@ def _other_behaviour(folders, tmp_path):
         ),
         (
             lambda f, t: [f[1], "-o", t / "fit.nc", "--model", "best"],
-            "--model must be one of paper, anchored-offsets, anchored-offsets-drift; got 'best'",
+            "--model must be one of paper, anchored-offsets, anchored-offsets-drift, "
+            "anchored-smooth-offsets, anchored-smooth-offsets-drift; got 'best'",
         ),
         # the runs are read and measured before these are known: seconds each, slow tier
         pytest.param(

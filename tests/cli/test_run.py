@@ -157,7 +157,7 @@ def test_run_refuses_a_removed_model_before_anything_runs(tmp_path, capsys):
     assert err == (
         "ricl run: error: --model 'offsets' was removed; the default anchored-offsets-drift "
         "replaces it (leave out --model), or choose one of paper, anchored-offsets, "
-        "anchored-offsets-drift\n"
+        "anchored-offsets-drift, anchored-smooth-offsets, anchored-smooth-offsets-drift\n"
     )
     assert not any(tmp_path.iterdir())
 

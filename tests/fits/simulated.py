@@ -18,9 +18,11 @@ PAPER_FIT = {"model": "paper", "drop_early": False, "law_free": False}
 
 
 def simulated_behaviour(
-    *, num_checkpoints=30, sigma=0.05, seed=0, mlp=None, truth=TRUTH
+    *, num_checkpoints=30, sigma=0.05, seed=0, mlp=None, truth=TRUTH, model="paper"
 ) -> xr.Dataset:
-    """A behaviour dataset whose relative distance is drawn from the model itself.
+    """A behaviour dataset whose relative distance is drawn from the model itself
+    (``model``, with the parameters of ``truth``; the sites it leaves out, the run offsets'
+    for one, are drawn from their priors).
 
     Losses and complexities are realistic: K_M = 1500 + 64·D·8 bits, K_G = 1200 bits,
     L_G − L_M from 0.15 nats (D = 2) shrinking as D grows.
@@ -32,13 +34,15 @@ def simulated_behaviour(
     num_configs = 1 if mlp is None else len(mlp)
     values = {k: np.full(num_configs, v) if mlp else v for k, v in truth.items()}
     values["sigma"] = np.full(2, sigma)
-    model = numpyro.handlers.condition(rational.relative_distance_model, data=values)
-    trace = numpyro.handlers.trace(numpyro.handlers.seed(model, seed)).get_trace(
+    conditioned = numpyro.handlers.condition(rational.relative_distance_model, data=values)
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(conditioned, seed)).get_trace(
         strategy_loss=np.repeat(loss[:, None], num_configs, 1),
         strategy_complexity=np.repeat(complexity[:, None], num_configs, 1),
         checkpoint=steps.astype(float),
         num_splits=2,
         pooling="complete" if mlp is None else "none",
+        model=model,
+        num_tasks=d,
     )
     observed = np.asarray(trace["observed_weight"]["value"])  # (C, D, N, S)
     grid = ("num_tasks", "checkpoint", "split")

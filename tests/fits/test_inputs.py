@@ -87,7 +87,8 @@ def test_settings_are_validated():
         inputs.FitSettings(strategies=("memorizing", "generalizing", "constant"))
     with pytest.raises(
         RiclError,
-        match="model must be one of paper, anchored-offsets, anchored-offsets-drift; got .best.",
+        match="model must be one of paper, anchored-offsets, anchored-offsets-drift, "
+        "anchored-smooth-offsets, anchored-smooth-offsets-drift; got .best.",
     ):
         inputs.FitSettings(model="best")
     for removed in vocabulary.REMOVED_MODELS:
@@ -211,3 +212,19 @@ def test_context_loss_needs_a_context_of_predictions():
     runs, _, _ = _probability_runs(1, {"setting": "classification"})
     with pytest.raises(RiclError, match="need a context of predictions.*'classification'"):
         inputs.context_loss(runs)
+
+
+def test_the_smooth_models_get_the_num_tasks_values_from_their_form(monkeypatch):
+    """The num_tasks values reach the model where the form's offsets follow them, whatever
+    the model's name, and only there."""
+    behaviour = simulated_behaviour(num_checkpoints=8)
+    for model in vocabulary.MODELS:
+        settings = inputs.FitSettings(model=model, method="map", drop_early=False)
+        kwargs = inputs.model_inputs(behaviour, settings).kwargs
+        assert ("num_tasks" in kwargs) == vocabulary.form_of(model).smooth, model
+    form = vocabulary.ModelForm(offsets=True, smooth=True)
+    monkeypatch.setitem(vocabulary.MODEL_FAMILY, "plain-name", form)
+    settings = inputs.FitSettings(model="plain-name", method="map", drop_early=False)
+    got = inputs.model_inputs(behaviour, settings).kwargs["num_tasks"]
+    np.testing.assert_array_equal(got, [2.0**k for k in range(1, 12)])
+    assert got.dtype == np.float64

@@ -224,12 +224,27 @@ def test_outputs_model_regression_is_normal():
 
 def _small_kwargs(**overrides):
     return (
-        dict(strategy_loss=LOSS, strategy_complexity=COMPLEXITY, checkpoint=STEPS, num_splits=2)
+        dict(
+            strategy_loss=LOSS,
+            strategy_complexity=COMPLEXITY,
+            checkpoint=STEPS,
+            num_splits=2,
+            num_tasks=np.array([2.0, 8.0, 32.0]),  # read by the smooth models only
+        )
         | overrides
     )
 
 
 # --------------------------------------------------------------------- models (--model)
+
+
+def _trace_at(fixed, model, **overrides):
+    """The trace of ``model`` with the sites of ``fixed`` set: one split, the small grid."""
+    kwargs = dict(
+        strategy_loss=LOSS, strategy_complexity=COMPLEXITY, checkpoint=STEPS, num_splits=1
+    )
+    substituted = numpyro.handlers.substitute(rational.relative_distance_model, fixed)
+    return _trace(substituted, **(kwargs | {"model": model} | overrides))
 
 
 def _law_prior_odds(complexity, beta):
@@ -246,14 +261,7 @@ def test_anchored_models_sample_the_evidence_at_the_mean_log_checkpoint():
         "run_log_prior_odds": _law_prior_odds(COMPLEXITY, 0.3)[..., None],  # no offset
         "sigma": np.array([0.1]),
     }
-    trace = _trace(
-        numpyro.handlers.substitute(rational.relative_distance_model, fixed),
-        strategy_loss=LOSS,
-        strategy_complexity=COMPLEXITY,
-        checkpoint=STEPS,
-        num_splits=1,
-        model="anchored-offsets",
-    )
+    trace = _trace_at(fixed, "anchored-offsets")
     reference = math.exp(np.log(STEPS).mean())  # 632.5 for 20 ... 20000
     gamma = 12.0 / reference**0.3
     assert float(trace["gamma"]["value"]) == pytest.approx(gamma, rel=1e-12)
@@ -266,28 +274,25 @@ def test_anchored_models_sample_the_evidence_at_the_mean_log_checkpoint():
     )
 
 
+# alpha 0.5, beta 0.3, gamma 2 (the evidence at the mean log checkpoint), one split
+_LAW_AT_GAMMA_2 = {
+    "alpha": 0.5,
+    "beta": 0.3,
+    "evidence_scale": 2.0 * math.exp(np.log(STEPS).mean()) ** 0.5,
+    "offset_scale": 0.25,
+    "sigma": np.array([0.1]),
+}
+
+
 def test_run_offsets_shift_each_run_for_all_of_its_training():
     loss = np.concatenate([LOSS, LOSS], axis=1)  # C = 2
     complexity = np.concatenate([COMPLEXITY, COMPLEXITY], axis=1)
     offset = 0.25 * (np.arange(6.0).reshape(2, 3) - 2.5)  # (C, D)
     law = rational.log_posterior(loss, complexity, STEPS, 0.5, 0.3, 2.0)  # (Q, C, D, N)
-    reference = math.exp(np.log(STEPS).mean())
-    fixed = {
-        "alpha": 0.5,
-        "beta": 0.3,
-        "evidence_scale": 2.0 * reference**0.5,  # gamma 2
-        "offset_scale": 0.25,
+    fixed = _LAW_AT_GAMMA_2 | {
         "run_log_prior_odds": (_law_prior_odds(complexity, 0.3) + offset)[..., None],
-        "sigma": np.array([0.1]),
     }
-    trace = _trace(
-        numpyro.handlers.substitute(rational.relative_distance_model, fixed),
-        strategy_loss=loss,
-        strategy_complexity=complexity,
-        checkpoint=STEPS,
-        num_splits=1,
-        model="anchored-offsets",
-    )
+    trace = _trace_at(fixed, "anchored-offsets", strategy_loss=loss, strategy_complexity=complexity)
     np.testing.assert_allclose(trace["run_offset"]["value"][..., 0], offset, rtol=1e-10)
     odds = law[0] - law[1] + offset[..., None]  # the offset shifts every checkpoint alike
     np.testing.assert_allclose(trace["log_posterior_odds"]["value"], odds, rtol=1e-10)
@@ -323,7 +328,9 @@ def _latent_sites(model):
 def _form_sites(form: vocabulary.ModelForm) -> set[str]:
     """The latent sites a model of this form must sample: the form's features, one by one."""
     sites = {"alpha", "beta", "sigma", "evidence_scale" if form.anchored else "gamma"}
-    if form.offsets:
+    if form.offsets and form.smooth:
+        sites |= {"offset_scale", "smooth_scale", "run_offset_innovation"}
+    elif form.offsets:
         sites |= {"offset_scale", "run_log_prior_odds"}
     if form.drift:
         sites |= {"drift_scale", "drift_length"}
@@ -331,7 +338,13 @@ def _form_sites(form: vocabulary.ModelForm) -> set[str]:
 
 
 def test_the_family_table_gives_each_model_its_sites():
-    assert vocabulary.MODELS == ("paper", "anchored-offsets", "anchored-offsets-drift")
+    assert vocabulary.MODELS == (
+        "paper",
+        "anchored-offsets",
+        "anchored-offsets-drift",
+        "anchored-smooth-offsets",
+        "anchored-smooth-offsets-drift",
+    )
     assert vocabulary.MODELS == tuple(vocabulary.MODEL_FAMILY)
     assert vocabulary.MODEL_FAMILY["paper"] == vocabulary.ModelForm()  # the authors' law
     assert vocabulary.DEFAULT_MODEL in vocabulary.MODELS
@@ -340,6 +353,104 @@ def test_the_family_table_gives_each_model_its_sites():
         assert _latent_sites(model) == _form_sites(form), model
     assert vocabulary.without_drift("anchored-offsets-drift") == "anchored-offsets"
     assert vocabulary.without_drift("paper") == "paper"
+    assert vocabulary.without_drift("anchored-smooth-offsets-drift") == "anchored-smooth-offsets"
+    with pytest.raises(ValueError, match="smooth offsets need offsets"):
+        vocabulary.ModelForm(smooth=True)
+
+
+def test_a_smooth_model_needs_the_num_tasks_values():
+    kwargs = _small_kwargs(model="anchored-smooth-offsets")
+    del kwargs["num_tasks"]
+    with pytest.raises(ValueError, match="needs num_tasks"):
+        _trace(rational.relative_distance_model, **kwargs)
+
+
+# The smooth offsets (``smooth_run_offsets``): num_tasks in no order, x = log D
+SMOOTH_TASKS = np.array([64.0, 2.0, 8.0, 512.0, 16.0])
+OFFSET_SCALE, SMOOTH_SCALE = 0.7, 0.3
+
+
+def _walk_matrix(num_tasks=SMOOTH_TASKS):
+    """The linear map from the innovations (D,) to the offsets (D,) of one configuration."""
+
+    def walk(z):
+        x = np.log(num_tasks)
+        return rational._random_walk(z[None, :, None], x, OFFSET_SCALE, SMOOTH_SCALE)[0, :, 0]
+
+    return np.asarray(jax.jacobian(walk)(jnp.zeros(num_tasks.size)))
+
+
+def test_smooth_offsets_are_a_brownian_motion_in_log_num_tasks():
+    """Cov(o_i, o_j) = offset_scale ** 2 + smooth_scale ** 2 (min(x_i, x_j) - x_min)."""
+    walk = _walk_matrix()
+    x = np.log(SMOOTH_TASKS)
+    expected = OFFSET_SCALE**2 + SMOOTH_SCALE**2 * (np.minimum.outer(x, x) - math.log(2.0))
+    np.testing.assert_allclose(walk @ walk.T, expected, rtol=1e-12, atol=1e-15)
+    covariance = rational.smooth_offset_covariance(SMOOTH_TASKS, OFFSET_SCALE, SMOOTH_SCALE)
+    np.testing.assert_allclose(covariance, expected, rtol=1e-12)
+    # each innovation enters its own num_tasks and every larger one, not the smaller
+    smaller = np.less.outer(x, x)  # [i, j]: D_i < D_j
+    assert np.all(walk[smaller] == 0.0) and np.all(walk[~smaller] != 0.0)
+
+
+def _conditional(covariance, target, given, values):
+    """Mean and variance of offset ``target`` given the offsets ``values`` at ``given``."""
+    cross = covariance[target, given]
+    weights = np.linalg.solve(covariance[np.ix_(given, given)], cross)
+    return weights @ values, covariance[target, target] - cross @ weights
+
+
+def test_a_num_tasks_between_fitted_ones_gets_the_brownian_bridge():
+    """The prior the model gives a held-out D=16, given the offsets of every other run, is
+    the linear interpolation in log D between its neighbours 8 and 64 with the bridge's
+    variance; D=512 beyond the largest keeps the last offset, its variance growing."""
+    walk = _walk_matrix()
+    covariance = walk @ walk.T  # the model's own covariance of the offsets
+    known = {64.0: 0.9, 2.0: -0.4, 8.0: 0.2, 512.0: -0.3}
+    given = [int(np.flatnonzero(SMOOTH_TASKS == d)[0]) for d in known]
+    values = np.array(list(known.values()))
+    middle = int(np.flatnonzero(SMOOTH_TASKS == 16.0)[0])
+    mean, variance = _conditional(covariance, middle, given, values)
+    x8, x16, x64 = np.log([8.0, 16.0, 64.0])
+    share = (x16 - x8) / (x64 - x8)  # 1/3
+    assert mean == pytest.approx(0.2 + share * (0.9 - 0.2), rel=1e-10)
+    bridge = SMOOTH_SCALE**2 * (x16 - x8) * (x64 - x16) / (x64 - x8)
+    assert variance == pytest.approx(bridge, rel=1e-10)
+    assert mean == pytest.approx(0.2 + 0.7 / 3, rel=1e-10)  # in numbers
+    assert variance == pytest.approx(0.09 * 2 / 3 * math.log(2.0), rel=1e-10)
+
+    del known[512.0]  # the largest, given the others
+    given, values = given[:3], values[:3]
+    last = int(np.flatnonzero(SMOOTH_TASKS == 512.0)[0])
+    mean, variance = _conditional(covariance, last, given, values)
+    assert mean == pytest.approx(0.9, rel=1e-10)
+    assert variance == pytest.approx(SMOOTH_SCALE**2 * math.log(8.0), rel=1e-10)
+
+
+def test_the_smooth_model_shifts_each_run_by_its_walk():
+    """Through the model: the innovations' sites, run_offset from them, the law's odds
+    shifted by it at every checkpoint, and the prior of each site."""
+    num_tasks = np.array([2.0, 8.0, 32.0])
+    innovation = np.array([0.5, -1.0, 2.0])[None, :, None]  # (C, D, Q - 1)
+    fixed = _LAW_AT_GAMMA_2 | {"smooth_scale": 0.4, "run_offset_innovation": innovation}
+    trace = _trace_at(fixed, "anchored-smooth-offsets", num_tasks=num_tasks)
+    step = 0.4 * math.sqrt(math.log(4.0))  # 2 -> 8 and 8 -> 32 alike
+    offset = np.cumsum([0.25 * 0.5, step * -1.0, step * 2.0])
+    np.testing.assert_allclose(trace["run_offset"]["value"][0, :, 0], offset, rtol=1e-12)
+    law_odds = _law_prior_odds(COMPLEXITY, 0.3)
+    np.testing.assert_allclose(
+        trace["run_log_prior_odds"]["value"][..., 0], law_odds + offset, rtol=1e-12
+    )
+    law = rational.log_posterior(LOSS, COMPLEXITY, STEPS, 0.5, 0.3, 2.0)
+    odds = law[0] - law[1] + offset[None, :, None]
+    np.testing.assert_allclose(trace["log_posterior_odds"]["value"], odds, rtol=1e-10)
+    assert trace["run_offset"]["type"] == "deterministic"
+    assert float(trace["run_offset_innovation"]["fn"].log_prob(innovation)) == pytest.approx(
+        scipy.stats.norm.logpdf(innovation).sum(), rel=1e-12
+    )
+    assert float(trace["smooth_scale"]["fn"].log_prob(0.4)) == pytest.approx(
+        scipy.stats.halfnorm(scale=0.5).logpdf(0.4), rel=1e-12
+    )
 
 
 def test_a_model_has_the_features_of_its_row_whatever_its_name(monkeypatch):

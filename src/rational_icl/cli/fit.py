@@ -185,9 +185,11 @@ def add_model_option(parser) -> None:
         help=f"the form of the rational model (default {DEFAULT_MODEL}; {OUTPUTS_DEFAULT_MODEL} "
         "with --observation outputs): paper (the authors' alpha, beta, gamma), "
         "anchored-offsets (the evidence at the middle of training in place of gamma, and a "
-        "per-run shift of the log odds) and anchored-offsets-drift (anchored-offsets whose "
-        "runs drift from the law along training, correlated in time); docs/science.md, "
-        "'Which model'",
+        "per-run shift of the log odds), anchored-offsets-drift (anchored-offsets whose "
+        "runs drift from the law along training, correlated in time), and "
+        "anchored-smooth-offsets[-drift] (the same with shifts that vary smoothly in log "
+        "num_tasks, a random walk: an unseen num_tasks borrows its neighbours'); "
+        "docs/science.md, 'Which model'",
     )
 
 
