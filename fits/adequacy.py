@@ -15,29 +15,15 @@ import numpy as np
 import xarray as xr
 
 # A num_tasks value is flagged where, over the later half of training, the transformer's
-# median distance to the family exceeds this fraction of the sweep's largest
-# memorizing-generalizing distance. Chosen on the classification case (docs/science.md,
-# "Adequacy"): there the transformers at D = 8-32 learn a memory + context predictor
-# outside the family. The unit is the sweep's largest distance, not each D's own: M and G
-# converge as D grows (categorical: 7x closer at D = 1024 than at D = 4), and a unit that
-# vanishes with them flagged transformers that sit within a hair of both.
+# median distance to the family exceeds this fraction of the memorizing-generalizing
+# distance. Chosen on the classification case (docs/science.md, "Adequacy"): there the
+# transformers at D = 8-32 learn a memory + context predictor outside the family.
 THRESHOLD = 0.2
 
 
-def family_distance_summary(
-    family_distance: xr.DataArray, strategy_distance: xr.DataArray | None = None
-) -> xr.DataArray:
+def family_distance_summary(family_distance: xr.DataArray) -> xr.DataArray:
     """Median of ``family_distance`` over the later half of the checkpoints, the largest
-    over configurations: dims (num_tasks, split).
-
-    With ``strategy_distance`` (the memorizing-generalizing distance per run and split),
-    ``family_distance`` (in units of each run's own) is first rescaled to the sweep's
-    largest: ``family_distance x strategy_distance / max over num_tasks``."""
-    unit = "the memorizing-generalizing distance"
-    if strategy_distance is not None:
-        largest = strategy_distance.max("num_tasks")
-        family_distance = family_distance * (strategy_distance / largest)
-        unit = "the sweep's largest memorizing-generalizing distance"
+    over configurations: dims (num_tasks, split)."""
     checkpoints = family_distance.sizes["checkpoint"]
     late = family_distance.isel(checkpoint=slice(checkpoints // 2, None))
     median = late.median("checkpoint")
@@ -46,9 +32,8 @@ def family_distance_summary(
     return summary.transpose("num_tasks", "split").assign_attrs(
         long_name="median distance to the strategy family, later half of training",
         units="1",
-        description=f"distance to the strategy family over {unit}, median over the later "
-        "half of the checkpoints, largest over configurations",
-        unit=unit,
+        description="family_distance (over the memorizing-generalizing distance), median "
+        "over the later half of the checkpoints, largest over configurations",
         threshold=THRESHOLD,
     )
 

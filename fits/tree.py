@@ -293,10 +293,7 @@ def _constant_data(behaviour, inputs, settings):
         data["dropped"] = inputs.dropped
     if "family_distance" in behaviour:
         data["family_distance"] = behaviour.family_distance
-        between = behaviour.get("strategy_distance")  # files of old versions lack it
-        data["family_distance_summary"] = family_distance_summary(
-            behaviour.family_distance, between
-        )
+        data["family_distance_summary"] = family_distance_summary(behaviour.family_distance)
     if "interpolation_distance" in behaviour and "id" in behaviour.split.values:
         within = AUTHORS_WITHIN.get(str(behaviour.attrs.get("setting")), 0.2)
         kept = authors_kept(behaviour.interpolation_distance, within)

@@ -427,8 +427,7 @@ def adequacy_line(tree) -> str:
     )
     return (
         f"warning: at num_tasks {flagged} no mixture of the strategies comes within "
-        f"{tree.attrs['family_distance_threshold']:g} of "
-        f"{summary.attrs.get('unit', 'the memorizing-generalizing distance')} "
+        f"{tree.attrs['family_distance_threshold']:g} of the memorizing-generalizing distance "
         f"of the transformer (median over the later half of training: {values}): the "
         "observed weight there is partly what no strategy explains (another strategy, or a "
         "misfit as large as the difference the weight measures), and so is alpha fitted to "
