@@ -247,15 +247,16 @@ def report_tables(fits: dict[str, xr.DataTree]) -> dict[str, tuple[str, pd.DataF
     return found
 
 
+def _of_first_model(fits: dict[str, xr.DataTree]) -> dict[str, xr.DataTree]:
+    """The fits of the first fit's model (the verdict and the forecast read these)."""
+    model = next(iter(fits.values())).attrs.get("model", "paper") if fits else None
+    return {n: f for n, f in fits.items() if f.attrs.get("model", "paper") == model}
+
+
 def _forecast_fit(fits: dict[str, xr.DataTree]) -> tuple[str, xr.DataTree] | None:
     """The first ``forecast:F`` fit of the first fit's model, by name (None if none)."""
-    if not fits:
-        return None
-    model = next(iter(fits.values())).attrs.get("model", "paper")
-    for name, fit in fits.items():
-        if fit.attrs.get("model", "paper") == model and _design(fit).startswith("forecast:"):
-            return name, fit
-    return None
+    found = _of_first_model(fits).items()
+    return next(((n, f) for n, f in found if _design(f).startswith("forecast:")), None)
 
 
 def _design(fit: xr.DataTree) -> str:
@@ -305,8 +306,8 @@ def write_report(
 
         name, forecast_fit = forecast
         found = transition_forecast(forecast_fit, transition_level)
-        title = f"Transition step forecast from early training ({name}, {found.attrs['design']})"
-        found_tables["transition"] = (title, tables.transition_table(found))
+        heading = f"Transition step forecast from early training ({name}, {found.attrs['design']})"
+        found_tables["transition"] = (heading, tables.transition_table(found))
         spec = FigureSpec(
             "08b_transition_forecast",
             "Transition step forecast from early training",
@@ -423,10 +424,7 @@ def _verdict_html(fits: dict[str, xr.DataTree]) -> str:
     row per criterion: what passed, what failed and what no fit given tests."""
     from rational_icl.fits.verdict import alpha_verdict
 
-    first = next(iter(fits.values()))
-    model = first.attrs.get("model", "paper")
-    same_model = [fit for fit in fits.values() if fit.attrs.get("model", "paper") == model]
-    verdict = alpha_verdict(same_model)
+    verdict = alpha_verdict(list(_of_first_model(fits).values()))
     a = {
         k: html.escape(f"{v:.3f}" if isinstance(v, float) else str(v))
         for k, v in verdict.attrs.items()

@@ -132,6 +132,7 @@ def test_a_forecast_fit_adds_the_transition_forecast(three_designs):
 
     page, forecast = three_designs
     text = page.read_text()
+    assert "<title>rational-icl report</title>" in text  # the page keeps its own title
     assert 'id="08b_transition_forecast"' in text
     assert "Transition step forecast from early training (forecast, forecast:0.3)" in text
     table = pd.read_csv(page.parent / "tables" / "transition.csv")
