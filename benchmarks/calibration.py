@@ -66,6 +66,11 @@ SBC_PRIORS = Priors(
 )
 
 
+# the paper's model (the one SBC_PRIORS are for) on every cell of the template, which has no
+# interpolation distance to drop early checkpoints by
+SETTINGS = FitSettings(model="paper", drop_early=False, priors=SBC_PRIORS)
+
+
 def template() -> xr.Dataset:
     """A behaviour dataset whose observations are placeholders (replaced per replication)."""
     d = NUM_TASKS.astype(float)
@@ -102,8 +107,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=200)
     args = parser.parse_args()
 
-    settings = FitSettings(priors=SBC_PRIORS)
-    inputs = model_inputs(template(), settings)
+    inputs = model_inputs(template(), SETTINGS)
     # One problem and one sampler for every replication: only the data change, so the
     # compiled log density and NUTS are reused (arrays are arguments, not constants).
     key_prior, key_fit = jax.random.split(jax.random.PRNGKey(args.seed))
