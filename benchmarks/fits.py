@@ -40,6 +40,18 @@ Measured (2 shared AMD EPYC cores, load 5-7): MAP + Laplace 428-582 s wall, 236-
 3.9 GiB; its 90% intervals covered alpha 74-96% and gamma 74-93% of the 27 configurations,
 beta 0-11%, alpha_loc, but not beta_loc, offset_scale or the drift's parameters. NUTS was
 killed at 23 GB of memory before it finished (not yet usable at this scale; docs/science.md).
+Why (probed on one third of the grid, 9 configurations, 2 shared AMD EPYC cores): with a free
+level per run, beta is pinned only by how each configuration's 11 levels follow K_M^beta, and
+the centred population's MAP puts every configuration at one beta (0.2817 in all nine, their
+truths 0.27-0.31): beta_scale goes to 0, where a centred hierarchy's density has no bound. The
+MAP of the model without the drift (the drift's start) then runs 100 L-BFGS and 100 Newton
+iterations without converging (~400 s of the full grid's MAP); the Hessian at the start has
+eigenvalues up to 1.3e21 and 10 negative ones, so the Laplace mass matrix is useless: NUTS
+adapts its step size to 2e-50 and every transition diverges (one leapfrog step each; the
+memory grew by ~1 GB per 30 s during that warm-up). With ``mass_matrix="adapted"`` instead,
+50 + 50 draws of the third of the grid did not finish in 10 minutes. The default model at
+this scale needs a population whose scale cannot collapse (decentred during optimisation,
+as the run levels are), not only more memory.
 
 Times are wall-clock for the whole ``rational_icl.fits.inference.fit`` call, JIT
 compilation included, and the CPU time of the process beside them. Usage::
