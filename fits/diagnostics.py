@@ -14,8 +14,8 @@ import scipy.stats
 import xarray as xr
 
 from rational_icl.errors import RiclError
-from rational_icl.fits.inputs import SAMPLE_DIMS
 from rational_icl.fits.tree import parameter_names
+from rational_icl.vocabulary import SAMPLE_DIMS
 
 RHAT_MAX = 1.01
 

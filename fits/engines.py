@@ -28,8 +28,8 @@ from numpyro.infer.autoguide import AutoMultivariateNormal
 from numpyro.infer.reparam import LocScaleReparam
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, transform_fn
 
-from rational_icl.fits.inputs import SAMPLE_DIMS, FitSettings
-from rational_icl.vocabulary import form_of
+from rational_icl.fits.inputs import FitSettings
+from rational_icl.vocabulary import SAMPLE_DIMS, form_of
 
 LBFGS_ITERATIONS = 100  # then Newton steps (Target.map_estimate)
 

@@ -31,9 +31,7 @@ from rational_icl.vocabulary import (
 
 # Behaviour measures the relative-distance model can observe, and their behaviour variables
 # (the fit's observed_data names every measure observed_weight: docs/files.md §3).
-MEASURES = {"barycentric": "barycentric_weight", "relative-distance": "relative_distance"}
-
-SAMPLE_DIMS = ("chain", "draw")
+MEASURE_VARIABLES = {"barycentric": "barycentric_weight", "relative-distance": "relative_distance"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class FitSettings:
             object.__setattr__(self, "model", default_model(self.observation))
         for name, allowed in [
             ("observation", OBSERVATIONS),
-            ("measure", ("auto", *MEASURES)),
+            ("measure", ("auto", *MEASURE_VARIABLES)),
             ("ablation", parameters.ABLATIONS),
             ("pooling", ("auto", *parameters.POOLINGS)),
             ("method", METHODS),
@@ -156,7 +154,7 @@ def measured_variable(behaviour: xr.Dataset, settings: FitSettings) -> tuple[str
     (memorizing, or the contextual memorizer, read barycentrically) against generalizing."""
     measure = resolved_measure(behaviour, settings.measure)
     if settings.strategies[0] != "contextual":
-        return measure, MEASURES[measure]
+        return measure, MEASURE_VARIABLES[measure]
     if measure != "barycentric":
         raise RiclError(
             f"strategies {','.join(settings.strategies)!r}: the contextual strategy's weight "
@@ -244,7 +242,7 @@ def resolved_measure(behaviour: xr.Dataset, measure: str) -> str:
     """``measure``, with ``"auto"`` read as barycentric where ``behaviour`` has it."""
     if measure != "auto":
         return measure
-    return "barycentric" if MEASURES["barycentric"] in behaviour else "relative-distance"
+    return "barycentric" if MEASURE_VARIABLES["barycentric"] in behaviour else "relative-distance"
 
 
 def model_inputs(behaviour: xr.Dataset, settings: FitSettings, runs=None) -> ModelInputs:

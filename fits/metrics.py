@@ -13,9 +13,9 @@ import scipy.stats
 import xarray as xr
 
 from rational_icl.fits.baselines import held_out_mean, predictive_skill
-from rational_icl.fits.inputs import SAMPLE_DIMS
 from rational_icl.fits.lawfree import law_free_predictions
 from rational_icl.fits.parameters import Priors
+from rational_icl.vocabulary import SAMPLE_DIMS
 
 # Agreement metrics (``_agreement``) and the per-split scores a fit stores as root
 # attributes ``{score}_{split}`` (docs/files.md §3); ``split_scores`` reads them back.

@@ -48,7 +48,6 @@ from rational_icl.fits.sufficient import (
 )
 from rational_icl.vocabulary import form_of
 
-STRATEGIES = ("memorizing", "generalizing", "constant")
 OUTCOME_KINDS = ("probabilities", "regression")
 
 

@@ -22,7 +22,6 @@ from rational_icl.fits.engines import Draws, Target
 from rational_icl.fits.identity import check_fit
 from rational_icl.fits.inputs import (
     AUTHORS_WITHIN,
-    SAMPLE_DIMS,
     FitSettings,
     ModelInputs,
     authors_kept,
@@ -30,7 +29,7 @@ from rational_icl.fits.inputs import (
 from rational_icl.fits.metrics import fit_metrics, skill_attributes, skill_of
 from rational_icl.fits.predictive import pointwise_log_likelihood, predictive_draws, site_draws
 from rational_icl.io import load_datatree, write_datatree
-from rational_icl.vocabulary import form_of
+from rational_icl.vocabulary import GRID, LAW_PARAMETERS, SAMPLE_DIMS, form_of
 
 
 def datatree(
@@ -130,8 +129,6 @@ class _Labels:
         )
 
 
-GRID = ("num_tasks", "checkpoint")
-PARAMETERS = ("alpha", "beta", "gamma")
 PER_SPLIT = ("sigma", "drift_scale")  # noise parameters, one value per split
 
 
@@ -153,7 +150,7 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
     values = site_draws(
         target,
         latent,
-        [*PARAMETERS, *offsets, *per_cell],
+        [*LAW_PARAMETERS, *offsets, *per_cell],
         cells=cells,
         one_at_a_time=settings.context_dependent,
         dtypes=dict.fromkeys(per_cell, np.float32),
@@ -167,7 +164,7 @@ def _posterior(target, latent, inputs, labels, settings) -> xr.Dataset:
         labels.coords["offset_strategy"] = np.array(shifted)
     if two_strategies:
         values["weight_memorizing"] = weight_of_odds(values["log_posterior_odds"])
-    names = [*PARAMETERS, *offsets, "weight_memorizing", *per_cell]
+    names = [*LAW_PARAMETERS, *offsets, "weight_memorizing", *per_cell]
     values = {name: values[name] for name in names}  # in this order
     posterior = labels.dataset(latent | values, dims, labels.coords["draw"])
     if "expected_weight" not in posterior and not drift:

@@ -72,7 +72,7 @@ def test_choices_match_the_fits_module():
     assert fit_command.MASS_MATRICES == inputs.MASS_MATRICES
     assert fit_command.MODELS == parameters.MODELS
     assert fit_command.DEFAULT_MODEL in parameters.MODELS
-    assert fit_command.MEASURES == ("auto", *inputs.MEASURES)  # the variables' names
+    assert fit_command.MEASURES == ("auto", *inputs.MEASURE_VARIABLES)  # the variables' names
 
 
 @pytest.mark.slow
