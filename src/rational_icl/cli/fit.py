@@ -281,9 +281,14 @@ def fit_and_summarise(
     """``pipeline.fit_runs``, then the fit's summary on stdout (after the fit is written: a
     summary that fails must not lose the fit); returns the fit's DataTree."""
     tree = fit_runs(runs_dir, out, settings, behaviour_file=behaviour_file, force=force)
+    print_summary(tree, out, transition_level)
+    return tree
+
+
+def print_summary(tree, out: Path, transition_level=None) -> None:
+    """The fit's summary on stdout, then the file it was written to."""
     _report_safely(tree, transition_level)
     print(f"wrote {out}")
-    return tree
 
 
 def _report_safely(tree, transition_level=None) -> None:
