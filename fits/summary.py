@@ -137,9 +137,9 @@ def fit_summary(
     -------
     FitSummary
     """
-    from rational_icl.fits.diagnostics import population_summary, run_offsets_line
+    from rational_icl.fits.diagnostics import population_summary, run_offsets_line, summary
 
-    parameters = parameter_summary(tree)
+    parameters = summary(tree)  # arviz-stats' digits when printed, every digit in its values
     loo, loo_problem = _loo(tree)
     partial = tree.attrs.get("pooling") == "partial"
     return FitSummary(
@@ -183,14 +183,6 @@ def about(tree: xr.DataTree) -> dict[str, str]:
     }
 
 
-def parameter_summary(tree: xr.DataTree) -> pd.DataFrame:
-    """``FitSummary.parameters``: ``fits.diagnostics.summary`` (arviz-stats' digits when
-    printed, every digit in its values)."""
-    from rational_icl.fits.diagnostics import summary
-
-    return summary(tree)
-
-
 def _alpha(tree: xr.DataTree) -> xr.DataArray | None:
     if "alpha" not in tree.posterior.data_vars:
         return None
@@ -226,11 +218,9 @@ def split_summary(tree: xr.DataTree) -> pd.DataFrame:
     if "predictive_skill" not in tree.children:
         return table
     skill = tree["predictive_skill"].to_dataset()
-    extra = {"num_cells": "num_cells", "best_crps_baseline": "best_crps_baseline"}
-    extra["best_law_free"] = "best_law_free"
-    for column, name in extra.items():
+    for name in ("num_cells", "best_crps_baseline", "best_law_free"):
         if name in skill:
-            table[column] = pd.Series(skill[name].values, index=skill.split.values.astype(str))
+            table[name] = pd.Series(skill[name].values, index=skill.split.values.astype(str))
     return table
 
 
