@@ -1,8 +1,8 @@
 """Fits of the rational model: behaviour measures, simulation, NumPyro models and inference.
 
 Nothing in this subpackage imports torch: it works from the predictions files alone.
-``fit``, ``FitSettings``, ``read_fit`` and ``write_fit`` load on first use, so importing
-this package loads neither JAX nor NumPyro (nor changes their settings).
+``fit``, ``FitSettings``, ``fit_summary``, ``read_fit`` and ``write_fit`` load on first
+use, so importing this package loads neither JAX nor NumPyro (nor changes their settings).
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ from rational_icl.fits.simulate import (
 if TYPE_CHECKING:
     from rational_icl.fits.inference import fit
     from rational_icl.fits.inputs import FitSettings
+    from rational_icl.fits.summary import fit_summary
     from rational_icl.fits.tree import read_fit, write_fit
 
 # name -> the module (of this package) that defines it, imported when the name is first read
 _ON_FIRST_USE = {
     "fit": "inference",
     "FitSettings": "inputs",
+    "fit_summary": "summary",
     "read_fit": "tree",
     "write_fit": "tree",
 }
@@ -61,6 +63,7 @@ __all__ = [
     "config_dims",
     "distance_kind",
     "fit",
+    "fit_summary",
     "load_behaviour",
     "open_runs",
     "prediction_distance",

@@ -23,6 +23,7 @@ import xarray as xr
 
 from rational_icl import __version__
 from rational_icl.errors import RiclError
+from rational_icl.fits.summary import FitSummary, fit_summary
 from rational_icl.io import atomic_path
 from rational_icl.reports import figures, tables
 
@@ -219,32 +220,50 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def report_tables(fits: dict[str, xr.DataTree]) -> dict[str, tuple[str, pd.DataFrame]]:
-    """The report's tables by file stem: (title, table). Empty without a fit."""
+def report_tables(
+    fits: dict[str, xr.DataTree], found: FitSummary | None = None
+) -> dict[str, tuple[str, pd.DataFrame]]:
+    """The report's tables by file stem: (title, table). Empty without a fit; ``found`` is
+    the first fit's summary (computed here when not given)."""
     if not fits:
         return {}
     name, fit = next(iter(fits.items()))
-    found = {}
-    if "predictive_skill" in fit.children:
-        design = html.escape(str(fit.attrs.get("held_out_design", "authors")))
-        found["skill"] = (
+    found = found or fit_summary(fit)
+    tables_found = {}
+    if found.skill is not None:
+        design = html.escape(found.about["held_out_design"])
+        tables_found["skill"] = (
             f"Predictive skill on the held-out cells, design {design} ({name})",
-            tables.skill_table(fit),
+            found.skill,
         )
     if len(fits) > 1:
-        found["models"] = (
+        tables_found["models"] = (
             "Predictive skill of every fit (each on its own design's held-out cells)",
             tables.model_skill_table(fits),
         )
-    found |= {
-        "parameters": (f"Parameter summary ({name})", tables.parameter_table(fit)),
-        "diagnostics": (f"Diagnostics ({name})", tables.diagnostics_table(fit)),
-        "heldout": (f"Held-out agreement ({name})", tables.heldout_table(fit)),
+    tables_found |= {
+        "parameters": (f"Parameter summary ({name})", tables.parameter_table(found)),
+        "diagnostics": (f"Diagnostics ({name})", tables.diagnostics_table(found)),
+        "heldout": (f"Held-out agreement ({name})", tables.heldout_table(found)),
     }
     same_cells = {n: f for n, f in fits.items() if _design(f) == _design(fit)}
     if len(same_cells) > 1:  # PSIS-LOO ranks fits of the same fitted cells only
-        found["comparison"] = ("LOO comparison of the fits", tables.comparison_table(same_cells))
-    return found
+        tables_found["comparison"] = (
+            "LOO comparison of the fits",
+            tables.comparison_table(same_cells),
+        )
+    return tables_found
+
+
+def first_summary(
+    fits: dict[str, xr.DataTree], transition_level: float | None = None
+) -> FitSummary | None:
+    """The first fit's summary, its verdict on α read with every fit of its model (None
+    without a fit)."""
+    if not fits:
+        return None
+    first, *others = _of_first_model(fits).values()
+    return fit_summary(first, transition_level=transition_level, verdict_fits=others)
 
 
 def _of_first_model(fits: dict[str, xr.DataTree]) -> dict[str, xr.DataTree]:
@@ -298,25 +317,26 @@ def write_report(
     fits = fits or {}
     fit = next(iter(fits.values()), None)
     out = Path(out)
+    found = first_summary(fits, transition_level)
     rendered = render_figures(behaviour, fit)
-    found_tables = report_tables(fits)
+    found_tables = report_tables(fits, found)
     forecast = _forecast_fit(fits)
     if forecast is not None:
-        from rational_icl.fits.transition import transition_forecast
-
         name, forecast_fit = forecast
-        found = transition_forecast(forecast_fit, transition_level)
-        heading = f"Transition step forecast from early training ({name}, {found.attrs['design']})"
-        found_tables["transition"] = (heading, tables.transition_table(found))
+        transition = _transition(forecast_fit, fit, found, transition_level)
+        heading = (
+            f"Transition step forecast from early training ({name}, {transition.attrs['design']})"
+        )
+        found_tables["transition"] = (heading, tables.transition_table(transition))
         spec = FigureSpec(
             "08b_transition_forecast",
             "Transition step forecast from early training",
-            f"Where each run's weight on memorizing crosses {found.attrs['level_rule']}, forecast "
-            f"from the checkpoints up to the origin ({name}): posterior median and 90% interval "
-            "(an interval open to the top: some draws never cross), the finished run's step "
-            "(stars: runs that cross after the origin), and each run's straight line in log N "
-            "over its fitted checkpoints, extrapolated.",
-            lambda b, f, c: figures.transition_forecast(found, c),
+            f"Where each run's weight on memorizing crosses {transition.attrs['level_rule']}, "
+            f"forecast from the checkpoints up to the origin ({name}): posterior median and 90% "
+            "interval (an interval open to the top: some draws never cross), the finished run's "
+            "step (stars: runs that cross after the origin), and each run's straight line in "
+            "log N over its fitted checkpoints, extrapolated.",
+            lambda b, f, c: figures.transition_forecast(transition, c),
         )
         rendered += render_figures(behaviour, forecast_fit, specs=(spec,))
     written = []
@@ -329,11 +349,21 @@ def write_report(
         written.append(_inside(out, out / "tables" / f"{stem}.csv"))
         with atomic_path(written[-1]) as tmp:
             table.to_csv(tmp, index=_has_index(table))
-    page = _page(title, rendered, found_tables, sources or [], behaviour, fits)
+    page = _page(title, rendered, found_tables, sources or [], behaviour, fit, found)
     with atomic_path(out / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
     _remove_stale(out, written)
     return out / "index.html"
+
+
+def _transition(forecast_fit, fit, found, level) -> xr.Dataset:
+    """The forecast fit's transition step forecast: the first fit's summary holds it when
+    the forecast fit is the first fit."""
+    from rational_icl.fits.transition import transition_forecast
+
+    if forecast_fit is fit:
+        return found.transition
+    return transition_forecast(forecast_fit, level)
 
 
 def _remove_stale(out: Path, written: list[Path]) -> None:
@@ -359,9 +389,8 @@ td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 """
 
 
-def _page(title, rendered, found_tables, sources, behaviour, fits) -> str:
+def _page(title, rendered, found_tables, sources, behaviour, fit, found) -> str:
     e = html.escape
-    fit = next(iter(fits.values()), None)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -373,9 +402,9 @@ def _page(title, rendered, found_tables, sources, behaviour, fits) -> str:
     if sources:
         items = "".join(f"<li><code>{e(s)}</code></li>" for s in sources)
         parts.append(f"<p>Inputs:</p><ul>{items}</ul>")
-    if fit is not None and "alpha" in fit.posterior.data_vars:
-        parts.append(_verdict_html(fits))
-    parts.append(_summary(behaviour, fit))
+    if found is not None and found.verdict is not None:
+        parts.append(_verdict_html(found.verdict))
+    parts.append(_summary(behaviour, fit, found))
     first = [item for item in rendered if item.name == FIRST_FIGURE]
     parts += [_figure_html(item) for item in first]  # the verdict, then the weight map
     if found_tables:
@@ -419,12 +448,10 @@ def _has_index(table: pd.DataFrame) -> bool:
     return not isinstance(table.index, pd.RangeIndex)
 
 
-def _verdict_html(fits: dict[str, xr.DataTree]) -> str:
-    """Whether to believe α (fits/verdict.py) on the fits of the first fit's model, one
-    row per criterion: what passed, what failed and what no fit given tests."""
-    from rational_icl.fits.verdict import alpha_verdict
-
-    verdict = alpha_verdict(list(_of_first_model(fits).values()))
+def _verdict_html(verdict: xr.Dataset) -> str:
+    """Whether to believe α (``FitSummary.verdict``, fits/verdict.py) on the fits of the
+    first fit's model, one row per criterion: what passed, what failed and what no fit
+    given tests."""
     a = {
         k: html.escape(f"{v:.3f}" if isinstance(v, float) else str(v))
         for k, v in verdict.attrs.items()
@@ -448,42 +475,36 @@ def _verdict_html(fits: dict[str, xr.DataTree]) -> str:
     )
 
 
-def _alpha_line(fit) -> str | None:
-    """α's posterior median and 90% interval per configuration (None where α is one
-    number: the verdict gives it)."""
-    if "alpha" not in fit.posterior.data_vars:
+def _alpha_line(quantiles: xr.DataArray | None) -> str | None:
+    """α's posterior median and 90% interval per configuration (``FitSummary.alpha``; None
+    where α is one number: the verdict gives it)."""
+    if quantiles is None:
         return None
-    alpha = fit.posterior["alpha"]
-    if not set(alpha.dims) - {"chain", "draw"}:
-        return None
-    quantiles = alpha.quantile([0.05, 0.5, 0.95], dim=("chain", "draw"))
     others = [d for d in quantiles.dims if d != "quantile"]
-    stacked = quantiles.stack(cell=others) if others else quantiles.expand_dims("cell")
+    if not others:
+        return None
+    stacked = quantiles.stack(cell=others)
     parts = []
     for i in range(stacked.sizes["cell"]):
         low, median, high = (float(v) for v in stacked.isel(cell=i).values)
-        where = "" if not others else f" at {stacked.cell.values[i]}"
-        parts.append(f"{median:.3f} [{low:.3f}, {high:.3f}]{where}")
+        parts.append(f"{median:.3f} [{low:.3f}, {high:.3f}] at {stacked.cell.values[i]}")
     return (
         "<b>α</b> (how fast evidence accumulates: sublinear below 1), posterior median and "
         f"90% interval: {'; '.join(parts)}"
     )
 
 
-def _score_lines(fit) -> list[str]:
-    """Per split: the skill against the best baseline, what the law adds (against the
-    law-free reference), and the held-out correlation."""
-    from rational_icl.fits.metrics import split_scores
-
-    scores = split_scores(fit)
+def _score_lines(splits: pd.DataFrame) -> list[str]:
+    """Per split (``FitSummary.splits``): the skill against the best baseline, what the law
+    adds (against the law-free reference), and the held-out correlation."""
     lines = []
-    for split in [s for s in ("id", "ood", "iwl") if s in scores.split]:
-        s = scores.sel(split=split)
+    for split in [s for s in ("id", "ood", "iwl") if s in splits.index]:
+        s = splits.loc[split]
         if not np.isnan(s.skill):
             lines.append(
                 f"<b>skill ({split}): {float(s.skill):+.3f}</b> = 1 − RMSE of the model "
                 f"({float(s.heldout_rmse):.3f}) / RMSE of the best baseline that sees only "
-                f"fitted cells ({html.escape(str(s.best_baseline.values))}, "
+                f"fitted cells ({html.escape(str(s.best_baseline))}, "
                 f"{float(s.best_baseline_rmse):.3f}); 90% predictive coverage "
                 f"{float(s.heldout_coverage):.2f} (share of held-out cells whose PIT lies in "
                 "[0.05, 0.95]; a cell at 0 or 1 counts by the share of its PIT range inside)"
@@ -507,11 +528,8 @@ def _score_lines(fit) -> list[str]:
     return lines
 
 
-def _summary(behaviour, fit) -> str:
+def _summary(behaviour, fit, found) -> str:
     """A few lines on what was fitted: setting, grid, method, held-out correlations."""
-    from rational_icl.fits.metrics import LAW_ALONE, authors_score_the_law
-    from rational_icl.fits.tree import observed_description
-
     source = behaviour if behaviour is not None else fit["observed_data"]
     setting = (behaviour.attrs if behaviour is not None else fit.attrs).get("setting", "?")
     num_tasks = ", ".join(str(int(d)) for d in source["num_tasks"].values)
@@ -521,41 +539,43 @@ def _summary(behaviour, fit) -> str:
         f"{source.sizes['checkpoint']} checkpoints up to step "
         f"{int(source['checkpoint'].values[-1])}",
     ]
-    if fit is not None:
-        # attributes come from a file anyone could have written: escape them all
-        attrs = {k: html.escape(str(v)) for k, v in fit.attrs.items()}
-        lines.append(
-            f"fit: model <b>{attrs.get('model', 'paper')}</b>, "
-            f"{attrs.get('inference_method', '?')}, ablation {attrs.get('ablation', '?')}, "
-            f"pooling {attrs.get('pooling', '?')}, strategies "
-            f"{attrs.get('strategies', 'memorizing,generalizing')}"
-            f"{', context-dependent' if attrs.get('context_dependent') == '1' else ''}; "
-            f"held-out design {attrs.get('held_out_design', 'authors')}"
-        )
-        lines.append(
-            f"observed: {observed_description(attrs)}; fitted splits "
-            f"{attrs.get('fitted_splits', 'all')}"
-        )
-        numbers = fit.attrs  # formatted as floats below, so never raw text
-        lines += _score_lines(fit)
-        lines += [line for line in [_alpha_line(fit)] if line]
-        flagged = html.escape(str(numbers.get("inadequate_num_tasks", "")))
-        if flagged:
-            lines.append(
-                f"<b>warning</b>: at num_tasks {flagged} no mixture of the strategies comes "
-                "close to the transformer (figure 12): the observed weight there is partly "
-                "what no strategy explains, and so is the fit's reading of it"
-            )
-        if "authors_correlation" in numbers:
-            lines.append(
-                "authors' evaluation (id split, checkpoints from their common early "
-                f"threshold, step {float(numbers['authors_threshold']):.0f}, on, num_tasks "
-                f"pooled{'; ' + LAW_ALONE if authors_score_the_law(fit) else ''}): r "
-                f"{float(numbers['authors_correlation']):.3f}, TVD "
-                f"{float(numbers['authors_tvd']):.3f}, R<sup>2</sup> "
-                f"{float(numbers['authors_r2']):.3f}; oracle (each num_tasks' mean over the "
-                f"same cells) r {float(numbers['authors_oracle_correlation']):.3f}"
-            )
-    else:
+    if found is None:
         lines.append("no fit given: figures that need one are listed, not drawn")
+    else:
+        lines += _fit_lines(found)
     return "<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>"
+
+
+def _fit_lines(found: FitSummary) -> list[str]:
+    """The summary's lines on the fit: what was fitted, the scores, α, the warnings."""
+    from rational_icl.fits.metrics import LAW_ALONE
+
+    # attributes come from a file anyone could have written: escape them all
+    about = {k: html.escape(v) for k, v in found.about.items()}
+    lines = [
+        f"fit: model <b>{about['model']}</b>, {about['method']}, ablation {about['ablation']}, "
+        f"pooling {about['pooling']}, strategies {about['strategies']}"
+        f"{', context-dependent' if about['context_dependent'] == '1' else ''}; "
+        f"held-out design {about['held_out_design']}",
+        f"observed: {about['observed']}; fitted splits {about['fitted_splits']}",
+        *_score_lines(found.splits),
+        *[line for line in [_alpha_line(found.alpha)] if line],
+    ]
+    if not found.inadequate.empty:
+        flagged = ",".join(str(d) for d in found.inadequate.index)
+        lines.append(
+            f"<b>warning</b>: at num_tasks {flagged} no mixture of the strategies comes "
+            "close to the transformer (figure 12): the observed weight there is partly "
+            "what no strategy explains, and so is the fit's reading of it"
+        )
+    a = found.authors
+    if a is not None:  # numbers, formatted as floats: never raw text
+        lines.append(
+            "authors' evaluation (id split, checkpoints from their common early "
+            f"threshold, step {a['authors_threshold']:.0f}, on, num_tasks "
+            f"pooled{'; ' + LAW_ALONE if a['law_alone'] else ''}): r "
+            f"{a['authors_correlation']:.3f}, TVD {a['authors_tvd']:.3f}, R<sup>2</sup> "
+            f"{a['authors_r2']:.3f}; oracle (each num_tasks' mean over the same cells) r "
+            f"{a['authors_oracle_correlation']:.3f}"
+        )
+    return lines

@@ -1,19 +1,22 @@
 """The report's tables, as pandas DataFrames (written as HTML and CSV by ``reports.html``).
+The tables of one fit render its ``FitSummary`` (fits/summary.py); the others read fits.
 
 - :func:`parameter_table`: mean, sd, 90% interval, R-hat and ESS of every parameter;
 - :func:`diagnostics_table`: one row per problem, in plain words (empty: nothing to report);
 - :func:`heldout_table`: correlation, Spearman, mean |error| and R² on fitted and held-out
-  cells, per split (the fit's root attributes);
-- :func:`skill_table`: the model and the baselines on the held-out cells (RMSE, r, 90%
-  coverage) and the skill, per split (the fit's ``predictive_skill`` group);
+  cells, per split;
+- the skill table is ``FitSummary.skill`` itself: the model and the baselines on the
+  held-out cells (RMSE, r, 90% coverage) and the skill, per split;
+- :func:`model_skill_table`: the skill of several fits, one row each;
 - :func:`comparison_table`: PSIS-LOO comparison of several fits.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import xarray as xr
+
+from rational_icl.fits.summary import FitSummary
 
 _METRICS = {
     "correlation": "Pearson r",
@@ -31,34 +34,21 @@ _EXPLANATIONS = {  # by Diagnostic.kind
 }
 
 
-def parameter_table(fit: xr.DataTree) -> pd.DataFrame:
+def parameter_table(found: FitSummary) -> pd.DataFrame:
     """One row per scalar parameter (``sigma[id]``, ``beta[mlp_expansion_factor=4]``...):
-    mean, sd, 90% equal-tailed interval and, for NUTS, bulk/tail ESS, R-hat and MCSE
-    (``arviz_stats.summary``)."""
-    import arviz_stats as azs
-
-    from rational_icl.fits.tree import parameter_names
-
-    kind = "all" if fit.attrs.get("inference_method") == "nuts" else "stats"
-    table = azs.summary(
-        fit,
-        var_names=parameter_names(fit, per_run=False),
-        kind=kind,
-        ci_prob=0.9,
-        ci_kind="eti",
-        round_to="none",
-    )
+    mean, sd, 90% equal-tailed interval (``5%``, ``95%``) and, for NUTS, bulk/tail ESS,
+    R-hat and MCSE, every digit (``FitSummary.parameters``)."""
+    table = pd.DataFrame(found.parameters)  # the values, not arviz-stats' printed digits
     return table.rename(columns={"eti90_lb": "5%", "eti90_ub": "95%"}).rename_axis("parameter")
 
 
-def diagnostics_table(fit: xr.DataTree) -> pd.DataFrame:
+def diagnostics_table(found: FitSummary) -> pd.DataFrame:
     """The fit's sampler warnings, each with what it means in plain words."""
-    from rational_icl.fits.diagnostics import diagnostic_warnings
-
-    method = fit.attrs.get("inference_method", "")
-    rows = []
-    for problem in diagnostic_warnings(fit):
-        rows.append({"problem": problem.text, "what it means": _EXPLANATIONS[problem.kind]})
+    rows = [
+        {"problem": row.problem, "what it means": _EXPLANATIONS[row.kind]}
+        for row in found.diagnostics.itertuples()
+    ]
+    method = found.about["method"]
     if method != "nuts":
         rows.append(
             {
@@ -70,51 +60,17 @@ def diagnostics_table(fit: xr.DataTree) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["problem", "what it means"])
 
 
-def heldout_table(fit: xr.DataTree) -> pd.DataFrame:
+def heldout_table(found: FitSummary) -> pd.DataFrame:
     """Agreement of predicted and observed weights: rows (cells, split), one column per
-    metric (the fit's ``split_scores``)."""
-    from rational_icl.fits.metrics import split_scores
-
-    scores = split_scores(fit)
+    metric (``FitSummary.splits``)."""
     rows = []
     for subset, label in [("heldout", "held out"), ("fitted", "fitted")]:
-        for split in [str(s) for s in scores.split.values]:
-            row = {"cells": label, "split": split}
+        for split, scores in found.splits.iterrows():
+            row = {"cells": label, "split": str(split)}
             for metric, title in _METRICS.items():
-                row[title] = float(scores[f"{subset}_{metric}"].sel(split=split))
+                row[title] = float(scores[f"{subset}_{metric}"])
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-# The skill rows under the predictors: (variable of the skill dataset, row label).
-_SKILL_ROWS = (
-    ("skill", "skill: 1 - RMSE model / RMSE best baseline"),
-    ("crps_skill", "CRPS skill: 1 - CRPS model / CRPS best baseline"),
-    ("law_free_skill", "what the law adds: 1 - RMSE model / RMSE better law-free reference"),
-    ("law_free_crps_skill", "the same by CRPS"),
-)
-
-
-def skill_table(fit: xr.DataTree) -> pd.DataFrame:
-    """One row per predictor (the model, each baseline seeing only fitted cells, the
-    law-free references, the labelled oracle) and a row per skill (``_SKILL_ROWS``, those
-    the fit has); columns (split, metric)."""
-    skill = fit["predictive_skill"].to_dataset()
-    rows = [(name, label) for name, label in _SKILL_ROWS if name in skill]
-    blank = [np.nan] * len(rows)
-    columns = {}
-    for split in [str(s) for s in skill.split.values]:
-        row = skill.sel(split=split)
-        columns[(split, "RMSE")] = [*row.rmse.values, *blank]
-        columns[(split, "Pearson r")] = [*row.correlation.values, *blank]
-        columns[(split, "90% coverage")] = [*row.coverage.values, *blank]
-        if "crps" in row:
-            columns[(split, "CRPS")] = [*row.crps.values, *blank]
-        skills = [float(row[name]) for name, _ in rows]
-        columns[(split, "skill")] = [np.nan] * skill.sizes["predictor"] + skills
-    index = [*map(str, skill.label.values), *(label for _, label in rows)]
-    table = pd.DataFrame(columns, index=pd.Index(index, name="predictor"))
-    return table.dropna(how="all")
 
 
 def model_skill_table(fits: dict[str, xr.DataTree]) -> pd.DataFrame:

@@ -69,3 +69,22 @@ def test_the_pipeline_functions_run_every_stage_as_the_commands_do(tmp_path, cap
     page = pipeline.report([tmp_path / "behaviour.nc", tmp_path / "fit.nc"], tmp_path / "report")
     assert page == tmp_path / "report" / "index.html" and page.stat().st_size > 0
     capsys.readouterr()
+
+
+def test_run_specs_fits_the_model_the_papers_beside_it_and_each_verdict_design(tmp_path):
+    """`ricl run`'s fits (pipeline.run_specs): the settings asked for into fit.nc, the
+    paper's model beside them, and the same settings under each verdict design; each
+    announced as the `ricl fit` command that repeats it."""
+    settings = FitSettings(splits=("id",))
+    job = pipeline._Job(settings, verdict_designs=("forecast:0.3", "num-tasks"))
+    fits = pipeline._fits(tmp_path, job)
+    names = ["fit.nc", "fit_paper.nc", "fit_forecast-0.3.nc", "fit_num-tasks.nc"]
+    assert [path.name for path, _ in fits] == names
+    assert [s.model for _, s in fits] == [settings.model, "paper", settings.model, settings.model]
+    assert [s.held_out for _, s in fits] == ["authors", "authors", "forecast:0.3", "num-tasks"]
+    assert fits[1][1] == FitSettings(splits=("id",), model="paper")
+    path, forecast = fits[2]
+    command = pipeline._fit_command(tmp_path / "runs", path, tmp_path / "b.nc", forecast)
+    assert " ".join(command).endswith(
+        f"--held-out forecast:0.3 --model {settings.model} --splits id"
+    )

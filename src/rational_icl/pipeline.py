@@ -11,6 +11,7 @@
     pipeline.measure_behaviour("runs", "behaviour.nc")
     pipeline.fit_runs("runs", "fit.nc", FitSettings())
     pipeline.report(["behaviour.nc", "fit.nc"], "report")
+    pipeline.run_specs(specs, "job", FitSettings())  # all of the above, as `ricl run`
 
 Each function writes its files atomically and returns what it wrote; torch, JAX and
 matplotlib load only inside the stage that needs them. The ``ricl`` commands add option
@@ -19,10 +20,14 @@ checks and the printed summaries around these (``rational_icl.cli``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
+import time
 import warnings
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -366,3 +371,302 @@ def _warn_diverged(runs) -> None:
             f"(id) is above the constant strategy's {bound:.3g}, so its weights mean nothing; "
             "retrain it with a lower learning_rate or move it out of RUNS_DIR"
         )
+
+
+# ---------------------------------------------------------------------------- ricl run
+
+
+def run_specs(
+    specs,
+    out: str | Path,
+    settings,
+    *,
+    verdict_designs=(),
+    device: str | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    transition_level: float | None = None,
+    ignore_memory: bool = False,
+    on_fit=None,
+) -> list[Path]:
+    """``ricl run``: every stage for each spec of ``specs``, skipping those whose outputs
+    are newer than their inputs; returns each spec's report page.
+
+    Parameters
+    ----------
+    specs : list of ExperimentSpec
+        One folder each: ``out`` itself for one spec, ``out/<spec name>`` for several.
+    out : str or Path
+        The job's folder (locked while it runs).
+    settings : FitSettings
+        The fit of ``fit.nc``; the paper's model is fitted beside it (``fit_paper.nc``)
+        and so is every held-out design of ``verdict_designs`` (``fit_<design>.nc``).
+    verdict_designs : sequence of str
+        The held-out designs the verdict on α reads, besides ``settings.held_out``.
+    device, threads, force
+        As :func:`train_specs` takes them; ``force`` redoes every stage.
+    transition_level : float, optional
+        The report's transition step forecast level (fits/transition.py).
+    ignore_memory : bool
+        Whether the memory check was waived (the printed commands say so).
+    on_fit : callable, optional
+        Called with each fit made and its file (``ricl run`` prints its summary).
+
+    Each stage is announced (``logging``, INFO) as the ``ricl`` command that repeats it.
+    """
+    out = Path(out)
+    job = _Job(
+        settings,
+        tuple(verdict_designs),
+        device,
+        threads,
+        force,
+        transition_level,
+        ignore_memory,
+        on_fit,
+    )
+    with folder_lock(out, "ricl run"):  # one writer per folder
+        return [run_spec(spec, out / spec.name if len(specs) > 1 else out, job) for spec in specs]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What :func:`run_specs` was asked, passed to every stage."""
+
+    settings: object
+    verdict_designs: tuple = ()
+    device: str | None = None
+    threads: int | None = None
+    force: bool = False
+    transition_level: float | None = None
+    ignore_memory: bool = False
+    on_fit: object = None
+
+
+def run_spec(spec, folder: Path, job: _Job) -> Path:
+    """Every stage for one spec into ``folder``; returns the report's index.html."""
+    runs_dir, behaviour_file = folder / "runs", folder / "behaviour.nc"
+    spec_file = folder / "spec.toml"
+    folder.mkdir(parents=True, exist_ok=True)
+    run_files = [runs_dir / f"{r.name}.nc" for r in spec.runs()]
+    _check_spec_folder(spec_file, runs_dir, run_files)
+    if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
+        spec_file.write_text(spec.to_toml())  # the commands announced below read it from here
+    _data_and_training(spec, spec_file, runs_dir, run_files, job)
+    if job.force or not _newer(behaviour_file, run_files):
+        _behaviour(runs_dir, behaviour_file)
+    else:
+        _skip("behaviour", behaviour_file)
+    fit_files = []
+    for path, settings in _fits(folder, job):
+        _fit_stage(runs_dir, path, behaviour_file, [*run_files, behaviour_file], settings, job)
+        fit_files.append(path)
+    return _report_stage(folder / "report", [behaviour_file, *fit_files], job)
+
+
+def _data_and_training(spec, spec_file, runs_dir, run_files, job) -> None:
+    """The data and training stages, each skipped where its files are there."""
+    if job.force or not all(p.exists() for p in run_files):
+        with _stage(["data", str(spec_file), "--out", str(runs_dir), *_force(job)]):
+            write_data([spec], runs_dir, force=job.force)  # on the CPU, as `ricl data`
+    else:
+        _skip("data", runs_dir)
+    if job.force or not _trained(spec, runs_dir):
+        options = ["--device", job.device] if job.device else []
+        options += ["--threads", str(job.threads)] if job.threads is not None else []
+        with _stage(["train", str(spec_file), "--out", str(runs_dir), *options, *_force(job)]):
+            train_specs([spec], runs_dir, device=job.device, force=job.force, threads=job.threads)
+    else:
+        _skip("train", runs_dir)
+    _report_convergence(spec, runs_dir)
+
+
+def _fits(folder: Path, job: _Job) -> list[tuple[Path, object]]:
+    """(fit file, settings) of every fit: the model asked for, the paper's beside it, and
+    the model under each verdict design."""
+    from rational_icl.vocabulary import PAPER_MODEL
+
+    settings = job.settings
+    fits = [(folder / "fit.nc", settings)]
+    if settings.model != PAPER_MODEL:  # the authors' form, always reported beside the default
+        fits.append((folder / f"fit_{PAPER_MODEL}.nc", replace(settings, model=PAPER_MODEL)))
+    for design in job.verdict_designs:  # what the verdict on alpha needs
+        path = folder / f"fit_{design.replace(':', '-')}.nc"
+        fits.append((path, replace(settings, held_out=design)))
+    return fits
+
+
+def _report_stage(report_dir: Path, sources: list[Path], job: _Job) -> Path:
+    page = report_dir / "index.html"
+    if job.force or not _newer(page, sources):
+        level = job.transition_level
+        options = ["--transition-level", f"{level:g}"] if level is not None else []
+        with _stage(["report", *map(str, sources), "-o", str(report_dir), *options]):
+            report(sources, report_dir, transition_level=level)
+    else:
+        _skip("report", page)
+    return page
+
+
+def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, settings, job: _Job) -> None:
+    """Fit ``settings`` into ``fit_file`` unless a fit with these settings is newer than
+    its inputs."""
+    changed = _changed_fit_options(fit_file, settings)
+    if changed:
+        log.info(f"== fit: options differ from {fit_file}'s ({changed}); fitting again")
+    if job.force or changed or not _newer(fit_file, inputs):
+        with _stage(_fit_command(runs_dir, fit_file, behaviour_file, settings)):
+            tree = fit_runs(runs_dir, fit_file, settings, behaviour_file=behaviour_file)
+            if job.on_fit is not None:
+                job.on_fit(tree, fit_file)
+    else:
+        _skip("fit", fit_file)
+
+
+def _check_spec_folder(spec_file: Path, runs_dir: Path, run_files: list[Path]) -> None:
+    """Refuse a spec whose runs would join those another spec wrote to this folder: the fit
+    and the report would mix both while spec.toml names one (issue 24, item 2)."""
+    if not spec_file.exists() or not runs_dir.is_dir():
+        return
+    expected = {p.name for p in run_files}
+    others = sorted(p.name for p in runs_dir.glob("*.nc") if p.name not in expected)
+    if others:
+        raise RiclError(
+            f"{str(runs_dir)!r} holds runs of the spec in {str(spec_file)!r} (e.g. {others[0]!r}) "
+            "that this spec does not make; give another -o, or move those runs away"
+        )
+
+
+def fit_options(settings) -> dict:
+    """The fit's root attributes (fits/tree.py) these settings set, by attribute; None: not
+    compared (``auto`` is resolved from the data)."""
+    return {
+        "inference_method": settings.method,
+        "measure": None if settings.measure == "auto" else settings.measure,
+        "fitted_splits": None if settings.splits is None else ",".join(settings.splits),
+        "drop_early": int(bool(settings.drop_early)),
+        "held_out_design": settings.held_out,
+        "model": settings.model,
+    }
+
+
+def _recorded_fit_options(fit_file: Path) -> dict:
+    """``fit_options``' attributes as ``fit_file`` records them (drop_early: whether it has
+    the dropped cells); {} when there is no readable fit."""
+    from rational_icl.fits.tree import read_fit
+
+    if not fit_file.is_file():
+        return {}
+    try:
+        tree = read_fit(fit_file)
+    except RiclError:
+        return {}  # an unreadable fit is refitted anyway (it is older than nothing)
+    recorded = dict(tree.attrs)
+    recorded["drop_early"] = int("dropped" in tree["constant_data"].data_vars)
+    return recorded
+
+
+def _changed_fit_options(fit_file: Path, settings) -> str:
+    """'name recorded -> wanted' for each option the existing fit was made with otherwise:
+    every FitSettings field where the fit records them (``fit_settings``), else the
+    ``fit_options`` its attributes show (fits of earlier versions)."""
+    import json
+
+    from rational_icl.fits.inputs import FIT_SETTINGS
+
+    recorded = _recorded_fit_options(fit_file)
+    if not recorded:
+        return ""
+    if FIT_SETTINGS in recorded:
+        before, wanted = json.loads(str(recorded[FIT_SETTINGS])), json.loads(settings.recorded())
+        return ", ".join(
+            f"{name} {_setting_text(before.get(name))} -> {_setting_text(value)}"
+            for name, value in wanted.items()
+            if before.get(name) != value
+        )
+    changed = [
+        f"{name} {recorded.get(name)!s} -> {wanted}"
+        for name, wanted in fit_options(settings).items()
+        if wanted is not None and str(recorded.get(name)) != str(wanted)
+    ]
+    return ", ".join(changed)
+
+
+def _setting_text(value) -> str:
+    """A recorded FitSettings value as the options spell it (None: the default)."""
+    if value is None:
+        return "default"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _fit_command(runs_dir: Path, fit_file: Path, behaviour_file: Path, settings) -> list[str]:
+    """The ``ricl fit`` command line that repeats this stage."""
+    s = settings
+    argv = ["fit", str(runs_dir), "-o", str(fit_file), "--force", "--method", s.method]
+    argv += ["--chains", str(s.chains), "--draws", str(s.draws), "--warmup", str(s.warmup)]
+    argv += ["--drop-early" if s.drop_early else "--no-drop-early"]
+    argv += [] if s.law_free else ["--no-law-free"]
+    argv += ["--measure", s.measure, "--behaviour", str(behaviour_file)]
+    argv += ["--held-out", s.held_out] if s.held_out != "authors" else []
+    argv += ["--model", s.model]
+    return argv + (["--splits", ",".join(s.splits)] if s.splits is not None else [])
+
+
+def _force(job: _Job) -> list[str]:
+    from rational_icl.vocabulary import IGNORE_MEMORY
+
+    force = ["--force"] if job.force else []
+    return force + ([IGNORE_MEMORY] if job.ignore_memory else [])
+
+
+def _trained(spec, runs_dir: Path) -> bool:
+    from rational_icl.training.loop import is_finished  # torch loads only here
+
+    return all(is_finished(r, runs_dir) for r in spec.runs())
+
+
+def _report_convergence(spec, runs_dir: Path) -> None:
+    """Each scalar spec's last-checkpoint loss ratios (INFO); a warning where a transformer
+    did not reach its strategies, since the fit would then read an untrained model."""
+    from rational_icl.data import Run
+    from rational_icl.training.convergence import convergence, summary_line, warning_line
+
+    scalars = spec.expand()
+    for scalar in scalars:
+        runs = [Run(scalar, d) for d in dict.fromkeys(scalar.num_tasks)]
+        found = convergence(runs_dir / f"{run.name}.nc" for run in runs)
+        # a grid names each configuration by its run-file stem, num_tasks left out
+        stem = runs[0].name.replace(f"_D{runs[0].num_tasks}_", "_")
+        name = spec.name or scalar.setting
+        name = f"{name} [{stem}]" if len(scalars) > 1 else name
+        log.info(summary_line(found, name))
+        warning = warning_line(found, name)
+        if warning:
+            log.warning(warning)
+
+
+def _newer(output: Path, inputs: list[Path]) -> bool:
+    """Whether ``output`` exists and is at least as new as every input."""
+    if not output.exists():
+        return False
+    return all(output.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.exists())
+
+
+def _skip(stage: str, output: Path) -> None:
+    log.info(f"== {stage}: done, kept {output} (rerun with --force to redo)")
+
+
+@contextmanager
+def _stage(argv: list[str]):
+    """Announce a stage as the ``ricl`` command that repeats it, then time it."""
+    log.info(f"== ricl {' '.join(argv)}")
+    start = time.perf_counter()
+    yield
+    log.info(f"   ({time.perf_counter() - start:.0f} s)")
+
+
+def _behaviour(runs_dir: Path, out: Path) -> None:
+    log.info(f"== behaviour: {runs_dir} -> {out}")
+    start = time.perf_counter()
+    measure_behaviour(runs_dir, out)
+    log.info(f"   ({time.perf_counter() - start:.0f} s)")

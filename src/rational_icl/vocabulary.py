@@ -45,6 +45,9 @@ DEFAULT_MODEL = "anchored-offsets-drift"
 # the outputs observation model reads the predictions themselves: no drift of weights there
 OUTPUTS_DEFAULT_MODEL = "anchored-offsets"
 PAPER_MODEL = "paper"
+# The option that starts `ricl run` and `ricl train` past their memory check (cli/checks.py);
+# the pipeline repeats it in the commands it announces.
+IGNORE_MEMORY = "--ignore-memory-check"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from rational_icl.errors import RiclError
+from rational_icl.vocabulary import IGNORE_MEMORY
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -104,9 +105,6 @@ def check_device(name: str | None, *, probe: bool = True) -> str:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RiclError(f"--device {name!r} cannot be used: {reason}") from None
     return name
-
-
-IGNORE_MEMORY = "--ignore-memory-check"
 
 
 def add_memory_option(parser) -> None:

@@ -281,18 +281,27 @@ def fit_and_summarise(
     """``pipeline.fit_runs``, then the fit's summary on stdout (after the fit is written: a
     summary that fails must not lose the fit); returns the fit's DataTree."""
     tree = fit_runs(runs_dir, out, settings, behaviour_file=behaviour_file, force=force)
-    _report_safely(tree, transition_level)
-    print(f"wrote {out}")
+    print_summary(tree, out, transition_level)
     return tree
 
 
+def print_summary(tree, out: Path, transition_level=None) -> None:
+    """The fit's summary on stdout, then the file it was written to."""
+    _report_safely(tree, transition_level)
+    print(f"wrote {out}")
+
+
 def _report_safely(tree, transition_level=None) -> None:
-    """``_report``, with a diagnostic that cannot be computed from this few draws (ESS, LOO
-    need several per chain) said in one line instead of a traceback."""
+    """The fit's summary (fits/summary.py) on stdout, with a diagnostic that cannot be
+    computed from this few draws (ESS needs several per chain) said in one line instead of
+    a traceback."""
+    from rational_icl.fits.summary import fit_summary
+
     try:
-        _report(tree, transition_level)
-    except RiclError as err:  # e.g. PSIS-LOO of too few draws: the fit is written, say why
+        found = fit_summary(tree, transition_level=transition_level)
+    except RiclError as err:  # the fit is written, say why there is no summary
         print(f"warning: {err}")
+        return
     except (IndexError, ValueError, ZeroDivisionError) as err:
         draws = tree.posterior.sizes.get("draw", 0)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -300,6 +309,8 @@ def _report_safely(tree, transition_level=None) -> None:
             f"warning: the fit's diagnostics need more draws than {draws} per chain (pass "
             f"--draws and --pointwise-draws of 100 or more): {reason}"
         )
+        return
+    print(summary_text(found), end="")
 
 
 def _splits(text: str | None) -> tuple[str, ...] | None:
@@ -323,71 +334,135 @@ def _check_args(args) -> None:
     check_writable_file("-o", out)  # before the fit, not after it
 
 
-def skill_table(tree) -> str:
+# ---------------------------------------------------------------------------- the summary
+# Each function renders part of one FitSummary (fits/summary.py) as lines of text, each
+# line ending in a newline ("" where the fit has nothing to say).
+
+
+def summary_text(found) -> str:
+    """The whole of ``ricl fit``'s summary of one fit, in the order it is printed."""
+    parts = [
+        header_line(found.about),
+        found.parameters.to_string() + "\n",  # arviz-stats' digits
+        found.run_offsets,
+        population_lines(found.population),
+        skill_lines(found),
+        split_lines(found.splits),
+        authors_line(found.authors),
+        dropped_lines(found.dropped),
+        "".join(f"warning: {text}\n" for text in found.diagnostics["problem"]),
+        adequacy_line(found),
+        transition_lines(found.transition),
+        alpha_verdict_lines(found.verdict),
+        loo_lines(found),
+    ]
+    return "".join(parts)
+
+
+def header_line(about: dict) -> str:
+    """What was fitted: model, strategies, measure, splits, ablation, pooling, method."""
+    return (
+        f"rational model {about['model']} (strategies {about['strategies']}), observed "
+        f"{about['observed']} in splits {about['fitted_splits']}, ablation {about['ablation']}, "
+        f"pooling {about['pooling']}, method {about['method']}\n"
+    )
+
+
+def skill_lines(found) -> str:
     """The held-out table: the model, every baseline and the law-free references on the same
     cells, per split, and the skill lines: against the best baseline by RMSE and by CRPS, and
     what the law adds (empty for a fit without a predictive_skill group)."""
-    if "predictive_skill" not in tree.children:
+    if found.skill is None:
         return ""
-    import pandas as pd
-
-    skill = tree.predictive_skill.to_dataset()
-    columns = {}
-    for split in skill.split.values:
-        row = skill.sel(split=split)
-        columns[(str(split), "RMSE")] = row.rmse.values
-        columns[(str(split), "r")] = row.correlation.values
-        columns[(str(split), "90% cover")] = row.coverage.values
-        if "crps" in row:
-            columns[(str(split), "CRPS")] = row.crps.values
-    table = pd.DataFrame(columns, index=list(skill.label.values)).dropna(how="all")
-    counts = zip(skill.split.values, skill.num_cells.values, strict=True)
-    cells = ", ".join(f"{s} {int(n)}" for s, n in counts)
+    splits = found.splits
+    cells = ", ".join(f"{s} {int(n)}" for s, n in splits["num_cells"].items())
     lines = [
-        f"held-out design {tree.attrs.get('held_out_design', 'authors')} (held-out cells: "
-        f"{cells}); every predictor scored on the same cells:",
-        table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"),
+        f"held-out design {found.about['held_out_design']} (held-out cells: {cells}); every "
+        "predictor scored on the same cells:",
+        _predictors(found.skill).to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"),
         "skill = 1 - RMSE(model) / RMSE(best baseline seeing only fitted cells): "
-        + _per_split(skill.split, skill.skill, skill.best_baseline),
+        + _per_split(splits, "skill", "best_baseline"),
     ]
-    if "crps_skill" in skill:
+    if "best_crps_baseline" in splits:
         lines.append(
             "CRPS skill = 1 - CRPS(model) / CRPS(best baseline by CRPS, a censored normal of "
             "its fitted residuals' spread): "
-            + _per_split(skill.split, skill.crps_skill, skill.best_crps_baseline)
+            + _per_split(splits, "crps_skill", "best_crps_baseline")
         )
-    if "law_free_skill" in skill:
-        seconds = skill.attrs.get("law_free_seconds", float("nan"))
+    if "best_law_free" in splits:
         lines.append(
             "what the law adds = 1 - RMSE(model) / RMSE(better law-free reference: the "
             "model's drift and noise around each run's level or line in log N, fitted on "
-            f"the same cells, {seconds:.0f} s): "
-            + _per_split(skill.split, skill.law_free_skill, skill.best_law_free)
+            f"the same cells, {found.law_free_seconds:.0f} s): "
+            + _per_split(splits, "law_free_skill", "best_law_free")
             + "; by CRPS: "
-            + "; ".join(
-                f"{s} {float(k):+.3f}"
-                for s, k in zip(skill.split.values, skill.law_free_crps_skill.values, strict=True)
-            )
+            + "; ".join(f"{s} {k:+.3f}" for s, k in splits["law_free_crps_skill"].items())
         )
     return "\n".join(lines) + "\n"
 
 
-def _per_split(split, values, best) -> str:
+_SHORT_TITLES = {"Pearson r": "r", "90% coverage": "90% cover"}
+
+
+def _predictors(skill):
+    """The skill table's predictor rows, without the skill rows and columns."""
+    from rational_icl.fits.summary import SKILL_ROWS
+
+    rows = skill.drop(index=[label for _, label in SKILL_ROWS], errors="ignore")
+    rows = rows.drop(columns="skill", level=1).dropna(how="all")
+    return rows.rename(columns=_SHORT_TITLES, level=1).rename_axis(None)
+
+
+def _per_split(splits, value: str, best: str) -> str:
     """``id +0.123 (best: name); ood ...``."""
-    rows = zip(split.values, values.values, best.values, strict=True)
+    rows = zip(splits.index, splits[value], splits[best], strict=True)
     return "; ".join(f"{s} {float(k):+.3f} (best: {b})" for s, k, b in rows)
 
 
-def population_lines(tree) -> str:
-    """Population and per-configuration alpha, beta, gamma of a partially pooled fit."""
-    if tree.attrs.get("pooling") != "partial":
-        return ""
-    from rational_icl.fits.diagnostics import population_summary
+def split_lines(splits) -> str:
+    """Per split: the agreement of predicted and observed weights, held out and fitted."""
+    return "".join(
+        f"{split}: Pearson r predicted vs observed weight on memorizing: held out "
+        f"{s.heldout_correlation:.3f}, fitted {s.fitted_correlation:.3f}; held-out Spearman "
+        f"{s.heldout_spearman:.3f}, TVD {s.heldout_tvd:.3f}, R^2 {s.heldout_r2:.3f}; oracle "
+        f"(sees held-out cells: each num_tasks' held-out mean) r "
+        f"{s.oracle_heldout_correlation:.3f}\n"
+        for split, s in splits.iterrows()
+    )
 
-    found = population_summary(tree)
+
+def authors_line(a: dict | None) -> str:
+    """The authors' evaluation ("" where the fit has none)."""
+    from rational_icl.fits.metrics import LAW_ALONE
+
+    if a is None:
+        return ""
+    law = f"; {LAW_ALONE}" if a["law_alone"] else ""
+    return (
+        f"authors' evaluation (id split, checkpoints from step {a['authors_threshold']:.0f} "
+        f"on, all num_tasks pooled, fitted cells included{law}): Pearson r "
+        f"{a['authors_correlation']:.3f}, TVD {a['authors_tvd']:.3f}, R^2 "
+        f"{a['authors_r2']:.3f}; oracle (each num_tasks' mean over the same cells) r "
+        f"{a['authors_oracle_correlation']:.3f}, TVD {a['authors_oracle_tvd']:.3f}, "
+        f"R^2 {a['authors_oracle_r2']:.3f}\n"
+    )
+
+
+def dropped_lines(dropped: dict) -> str:
+    """One line per num_tasks whose early checkpoints were not fitted."""
+    return "".join(
+        f"num_tasks {num_tasks}: early checkpoints not fitted {steps}\n"
+        for num_tasks, steps in dropped.items()
+    )
+
+
+def population_lines(population) -> str:
+    """Population and per-configuration alpha, beta, gamma of a partially pooled fit."""
+    if population is None:
+        return ""
     lines = []
-    for name in found.data_vars:
-        row = found[name]
+    for name in population.data_vars:
+        row = population[name]
         per = row.sel(quantity="configuration")
         dims = [d for d in per.dims if d not in ("quantity", "statistic")]
         stacked = per.stack(configuration=dims) if dims else per.expand_dims("configuration")
@@ -414,45 +489,39 @@ def _config_label(stacked, i: int) -> str:
     return " ".join(f"{n}={v}" for n, v in zip(names, value, strict=True))
 
 
-def adequacy_line(tree) -> str:
+def adequacy_line(found) -> str:
     """One warning naming the num_tasks values the strategies cannot represent ("" if none)."""
-    flagged = str(tree.attrs.get("inadequate_num_tasks", ""))
-    if not flagged:
+    worst = found.inadequate
+    if worst.empty:
         return ""
-    summary = tree.constant_data.family_distance_summary
-    worst = summary.sel(num_tasks=[int(d) for d in flagged.split(",")]).max("split")
-    values = ", ".join(
-        f"{int(d)} ({float(v):.2f})"
-        for d, v in zip(worst.num_tasks.values, worst.values, strict=True)
-    )
+    flagged = ",".join(str(d) for d in worst.index)
+    values = ", ".join(f"{d} ({v:.2f})" for d, v in worst.items())
     return (
         f"warning: at num_tasks {flagged} no mixture of the strategies comes within "
-        f"{tree.attrs['family_distance_threshold']:g} of the memorizing-generalizing distance "
+        f"{found.family_distance_threshold:g} of the memorizing-generalizing distance "
         f"of the transformer (median over the later half of training: {values}): the "
         "observed weight there is partly what no strategy explains (another strategy, or a "
         "misfit as large as the difference the weight measures), and so is alpha fitted to "
-        "it (docs/science.md, Adequacy)"
+        "it (docs/science.md, Adequacy)\n"
     )
 
 
-def alpha_verdict_lines(fits) -> str:
+def alpha_verdict_lines(verdict) -> str:
     """Whether to believe alpha (fits/verdict.py) and what would test the untested criteria."""
-    from rational_icl.fits.verdict import alpha_verdict, how_to_test, verdict_line
+    from rational_icl.fits.verdict import how_to_test, verdict_line
 
-    verdict = alpha_verdict(fits)
+    if verdict is None:
+        return ""
     lines = [f"verdict: {verdict_line(verdict)}"]
     lines += [f"  to test {hint}" for hint in how_to_test(verdict)]
     return "\n".join(lines) + "\n"
 
 
-def transition_lines(tree, level=None) -> str:
+def transition_lines(found) -> str:
     """A forecast:F fit's transition step forecast (fits/transition.py): the score line and
     one line per run that crosses after the forecast origin ("" for other designs)."""
-    from rational_icl.fits.transition import transition_forecast
-
-    if not str(tree.attrs.get("held_out_design", "")).startswith("forecast:"):
+    if found is None:
         return ""
-    found = transition_forecast(tree, level)
     a = found.attrs
     origin = int(found.forecast_origin.max())
     text = (
@@ -481,76 +550,13 @@ def transition_lines(tree, level=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _report(tree, transition_level=None) -> None:
-    """Summary table, fit quality, dropped checkpoints, diagnostics and LOO, on stdout."""
-    from rational_icl.fits.diagnostics import (
-        diagnostic_warnings,
-        loo,
-        loo_problem,
-        run_offsets_line,
-        summary,
-    )
-    from rational_icl.fits.metrics import (
-        LAW_ALONE,
-        SPLIT_SCORES,
-        authors_score_the_law,
-        split_scores,
-    )
-    from rational_icl.fits.tree import observed_description
-
-    print(
-        f"rational model {tree.attrs.get('model', 'paper')} (strategies "
-        f"{tree.attrs.get('strategies', 'memorizing,generalizing')}), observed "
-        f"{observed_description(tree.attrs)} in splits {tree.attrs['fitted_splits']}, "
-        f"ablation {tree.attrs['ablation']}, pooling {tree.attrs['pooling']}, method "
-        f"{tree.attrs['inference_method']}"
-    )
-    print(summary(tree).to_string())
-    print(run_offsets_line(tree), end="")
-    print(population_lines(tree), end="")
-    print(skill_table(tree), end="")
-    scores = split_scores(tree)
-    for split in scores.split.values:
-        s = {name: float(scores[name].sel(split=split)) for name in SPLIT_SCORES}
-        print(
-            f"{split}: Pearson r predicted vs observed weight on memorizing: "
-            f"held out {s['heldout_correlation']:.3f}, fitted {s['fitted_correlation']:.3f}; "
-            f"held-out Spearman {s['heldout_spearman']:.3f}, TVD {s['heldout_tvd']:.3f}, R^2 "
-            f"{s['heldout_r2']:.3f}; oracle (sees held-out cells: each num_tasks' held-out "
-            f"mean) r {s['oracle_heldout_correlation']:.3f}"
-        )
-    if "authors_correlation" in tree.attrs:
-        a = tree.attrs
-        law = f"; {LAW_ALONE}" if authors_score_the_law(tree) else ""
-        print(
-            f"authors' evaluation (id split, checkpoints from step {a['authors_threshold']:.0f} "
-            f"on, all num_tasks pooled, fitted cells included{law}): Pearson r "
-            f"{a['authors_correlation']:.3f}, TVD {a['authors_tvd']:.3f}, R^2 "
-            f"{a['authors_r2']:.3f}; oracle (each num_tasks' mean over the same cells) r "
-            f"{a['authors_oracle_correlation']:.3f}, TVD {a['authors_oracle_tvd']:.3f}, "
-            f"R^2 {a['authors_oracle_r2']:.3f}"
-        )
-    if "dropped" in tree.constant_data:
-        dropped = tree.constant_data.dropped
-        dropped = dropped.any([d for d in dropped.dims if d not in ("num_tasks", "checkpoint")])
-        for num_tasks in dropped.num_tasks.values:
-            steps = dropped.checkpoint.values[dropped.sel(num_tasks=num_tasks).values]
-            if steps.size:
-                print(f"num_tasks {num_tasks}: early checkpoints not fitted {steps.tolist()}")
-    for problem in diagnostic_warnings(tree):
-        print(problem.line)
-    line = adequacy_line(tree)
-    if line:
-        print(line)
-    print(transition_lines(tree, transition_level), end="")
-    print(alpha_verdict_lines([tree]), end="")
-    if "log_likelihood" in tree.children:
-        result = loo(tree)
-        problem = loo_problem(tree, result)
-        if problem is not None:
-            print(f"warning: {problem}")
-            return
-        print(f"PSIS-LOO: elpd_loo {result.elpd:.1f} (se {result.se:.1f}), p_loo {result.p:.1f}")
-        bad = int((~(result.pareto_k <= result.good_k)).sum())
-        if bad:
-            print(f"warning: {bad} cell(s) with Pareto k > {result.good_k:.2f}")
+def loo_lines(found) -> str:
+    """PSIS-LOO's ELPD, or the one warning that says why it is not reported."""
+    if found.loo_problem is not None:
+        return f"warning: {found.loo_problem}\n"
+    result = found.loo
+    if result is None:
+        return ""
+    text = f"PSIS-LOO: elpd_loo {result.elpd:.1f} (se {result.se:.1f}), p_loo {result.p:.1f}\n"
+    bad = int((~(result.pareto_k <= result.good_k)).sum())
+    return text + (f"warning: {bad} cell(s) with Pareto k > {result.good_k:.2f}\n" if bad else "")

@@ -2,10 +2,11 @@
 
 Each stage writes its files into the output folder and a rerun skips the stages whose
 output is already there and newer than its inputs (training resumes from its last
-checkpoint). Each stage is a function of ``rational_icl.pipeline`` and the one behind its
-own command (``write_data``, ``train_specs``, ``fit_runs``, ``report``), and ``ricl run``
-prints that command as it goes:
-what it does can be repeated, or redone with other options, one command at a time.
+checkpoint). The stages run in ``rational_icl.pipeline.run_specs``, each the function
+behind its own command (``write_data``, ``train_specs``, ``fit_runs``, ``report``), and each
+announced as that command: what it does can be repeated, or redone with other options, one
+command at a time. This module parses and checks the options before the first stage, and
+prints each fit's summary (cli/fit.py) and the report's path.
 
 Layout of ``DIR`` (one spec; a preset bundling several specs gets one such folder per
 spec, ``DIR/<spec name>/``)::
@@ -21,15 +22,12 @@ spec, ``DIR/<spec name>/``)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import os
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from rational_icl.cli.checks import (
-    IGNORE_MEMORY,
     add_memory_option,
     add_threads_option,
     check_device,
@@ -39,12 +37,10 @@ from rational_icl.cli.checks import (
     check_transition_level,
     check_writable_folder,
 )
-from rational_icl.cli.fit import add_fit_options, model_or_default
+from rational_icl.cli.fit import add_fit_options, model_or_default, print_summary
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
-from rational_icl.io import folder_lock
-from rational_icl.pipeline import configure_jax
-from rational_icl.vocabulary import PAPER_MODEL
+from rational_icl.pipeline import configure_jax, run_specs
 
 DEFAULT_PRESET = "tiny-categorical"
 # The designs besides --held-out that test the verdict on alpha (fits/verdict.py).
@@ -110,11 +106,18 @@ def run(args) -> int:
 
         return print_plan(specs, args)
     configure_jax(max(args.chains, os.cpu_count() or 1), args.threads)  # before JAX starts
-    pages = []
-    with folder_lock(args.out, "ricl run"):  # one writer per folder
-        for spec in specs:
-            folder = args.out / spec.name if len(specs) > 1 else args.out
-            pages.append(run_spec(spec, folder, args))
+    pages = run_specs(
+        specs,
+        args.out,
+        _fit_settings(args),
+        verdict_designs=verdict_designs(args),
+        device=args.device,
+        threads=args.threads,
+        force=args.force,
+        transition_level=args.transition_level,
+        ignore_memory=getattr(args, "ignore_memory_check", False),
+        on_fit=functools.partial(print_summary, transition_level=args.transition_level),
+    )
     for page in pages:
         print(f"report: {page}")
     return 0
@@ -153,162 +156,11 @@ def _check_outputs(args) -> None:
         check_device(args.device)
 
 
-def run_spec(spec, folder: Path, args) -> Path:
-    """Every stage for one spec into ``folder``; returns the report's index.html."""
-    from rational_icl.pipeline import report, train_specs, write_data
-
-    runs_dir, behaviour_file = folder / "runs", folder / "behaviour.nc"
-    fit_file, report_dir = folder / "fit.nc", folder / "report"
-    spec_file = folder / "spec.toml"
-    folder.mkdir(parents=True, exist_ok=True)
-    run_files = [runs_dir / f"{r.name}.nc" for r in spec.runs()]
-    _check_same_experiment(spec_file, runs_dir, run_files)
-    if not spec_file.exists() or spec_file.read_text() != spec.to_toml():
-        spec_file.write_text(spec.to_toml())  # the commands printed below read it from here
-
-    if args.force or not all(p.exists() for p in run_files):
-        with _stage(["data", str(spec_file), "--out", str(runs_dir), *_force(args)]):
-            write_data([spec], runs_dir, force=args.force)  # on the CPU, as `ricl data`
-    else:
-        _skip("data", runs_dir)
-    if args.force or not _trained(spec, runs_dir):
-        options = ["--device", args.device] if args.device else []
-        options += ["--threads", str(args.threads)] if args.threads is not None else []
-        with _stage(["train", str(spec_file), "--out", str(runs_dir), *options, *_force(args)]):
-            device = check_device(args.device)
-            train_specs([spec], runs_dir, device=device, force=args.force, threads=args.threads)
-    else:
-        _skip("train", runs_dir)
-    _report_convergence(spec, runs_dir)
-    if args.force or not _newer(behaviour_file, run_files):
-        _behaviour(runs_dir, behaviour_file)
-    else:
-        _skip("behaviour", behaviour_file)
-    fits = [(fit_file, args.model, args.held_out)]
-    if args.model != PAPER_MODEL:  # the authors' form, always reported beside the default
-        fits.append((folder / f"fit_{PAPER_MODEL}.nc", PAPER_MODEL, args.held_out))
-    for design in verdict_designs(args):  # what the verdict on alpha needs
-        fits.append((folder / f"fit_{design.replace(':', '-')}.nc", args.model, design))
-    fit_files = [path for path, _, _ in fits]
-    for path, model, design in fits:
-        inputs = [*run_files, behaviour_file]
-        _fit_stage(runs_dir, path, behaviour_file, inputs, model, design, args)
-    page = report_dir / "index.html"
-    if args.force or not _newer(page, [*fit_files, behaviour_file]):
-        sources = [behaviour_file, *fit_files]
-        level = args.transition_level
-        options = ["--transition-level", f"{level:g}"] if level is not None else []
-        with _stage(["report", *map(str, sources), "-o", str(report_dir), *options]):
-            report(sources, report_dir, transition_level=level)
-    else:
-        _skip("report", page)
-    return page
-
-
 def verdict_designs(args) -> list[str]:
     """``--verdict-designs`` as a list, without ``--held-out``'s design (fitted anyway)."""
     text = str(args.verdict_designs).strip()
     designs = [] if text == "none" else [d.strip() for d in text.split(",") if d.strip()]
     return [d for d in dict.fromkeys(designs) if d != args.held_out]
-
-
-def _fit_stage(runs_dir, fit_file, behaviour_file, inputs, model, design, args) -> None:
-    """Fit ``model`` with held-out ``design`` into ``fit_file`` unless a fit with these
-    options is newer than its inputs."""
-    from rational_icl.cli.fit import fit_and_summarise
-
-    args = argparse.Namespace(**{**vars(args), "model": model, "held_out": design})
-    settings = _fit_settings(args)
-    changed = _changed_fit_options(fit_file, fit_options(args), settings)
-    if changed:
-        print(f"== fit: options differ from {fit_file}'s ({changed}); fitting again")
-    if args.force or changed or not _newer(fit_file, inputs):
-        with _stage(_fit_command(runs_dir, fit_file, behaviour_file, args)):
-            fit_and_summarise(
-                runs_dir,
-                fit_file,
-                settings,
-                behaviour_file=behaviour_file,
-                transition_level=args.transition_level,
-            )
-    else:
-        _skip("fit", fit_file)
-
-
-def _check_same_experiment(spec_file: Path, runs_dir: Path, run_files: list[Path]) -> None:
-    """Refuse a spec whose runs would join those another spec wrote to this folder: the fit
-    and the report would mix both while spec.toml names one (issue 24, item 2)."""
-    if not spec_file.exists() or not runs_dir.is_dir():
-        return
-    expected = {p.name for p in run_files}
-    others = sorted(p.name for p in runs_dir.glob("*.nc") if p.name not in expected)
-    if others:
-        raise RiclError(
-            f"{str(runs_dir)!r} holds runs of the spec in {str(spec_file)!r} (e.g. {others[0]!r}) "
-            "that this spec does not make; give another -o, or move those runs away"
-        )
-
-
-def fit_options(args) -> dict:
-    """The fit's root attributes (fits/tree.py) these options set, by attribute; None: not
-    compared (``auto`` is resolved from the data). Options that join the fit join here."""
-    return {
-        "inference_method": args.method,
-        "measure": None if args.measure == "auto" else args.measure,
-        "fitted_splits": None if args.splits == "all" else args.splits,
-        "drop_early": int(bool(args.drop_early)),
-        "held_out_design": args.held_out,
-        "model": args.model,
-    }
-
-
-def _recorded_fit_options(fit_file: Path) -> dict:
-    """``fit_options``' attributes as ``fit_file`` records them (drop_early: whether it has
-    the dropped cells); {} when there is no readable fit."""
-    from rational_icl.fits.tree import read_fit
-
-    if not fit_file.is_file():
-        return {}
-    try:
-        tree = read_fit(fit_file)
-    except RiclError:
-        return {}  # an unreadable fit is refitted anyway (it is older than nothing)
-    recorded = dict(tree.attrs)
-    recorded["drop_early"] = int("dropped" in tree["constant_data"].data_vars)
-    return recorded
-
-
-def _changed_fit_options(fit_file: Path, options: dict, settings) -> str:
-    """'name recorded -> wanted' for each option the existing fit was made with otherwise:
-    every FitSettings field where the fit records them (``fit_settings``), else the
-    ``options`` its attributes show (fits of earlier versions)."""
-    import json
-
-    from rational_icl.fits.inputs import FIT_SETTINGS
-
-    recorded = _recorded_fit_options(fit_file)
-    if not recorded:
-        return ""
-    if FIT_SETTINGS in recorded:
-        before, wanted = json.loads(str(recorded[FIT_SETTINGS])), json.loads(settings.recorded())
-        return ", ".join(
-            f"{name} {_setting_text(before.get(name))} -> {_setting_text(value)}"
-            for name, value in wanted.items()
-            if before.get(name) != value
-        )
-    changed = [
-        f"{name} {recorded.get(name)!s} -> {wanted}"
-        for name, wanted in options.items()
-        if wanted is not None and str(recorded.get(name)) != str(wanted)
-    ]
-    return ", ".join(changed)
-
-
-def _setting_text(value) -> str:
-    """A recorded FitSettings value as the options spell it (None: the default)."""
-    if value is None:
-        return "default"
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _fit_settings(args):
@@ -317,79 +169,3 @@ def _fit_settings(args):
     from rational_icl.fits.inputs import FitSettings
 
     return FitSettings(**shared_fit_settings(args))
-
-
-def _fit_command(runs_dir: Path, fit_file: Path, behaviour_file: Path, args) -> list[str]:
-    """The ``ricl fit`` command line that repeats this stage."""
-    argv = ["fit", str(runs_dir), "-o", str(fit_file), "--force", "--method", args.method]
-    argv += ["--chains", str(args.chains), "--draws", str(args.draws)]
-    argv += ["--warmup", str(args.warmup)]
-    argv += ["--drop-early" if args.drop_early else "--no-drop-early"]
-    argv += [] if args.law_free else ["--no-law-free"]
-    argv += ["--measure", args.measure, "--behaviour", str(behaviour_file)]
-    argv += ["--held-out", args.held_out] if args.held_out != "authors" else []
-    argv += ["--model", args.model]
-    return argv + (["--splits", args.splits] if args.splits != "all" else [])
-
-
-def _force(args) -> list[str]:
-    force = ["--force"] if args.force else []
-    return force + ([IGNORE_MEMORY] if getattr(args, "ignore_memory_check", False) else [])
-
-
-def _trained(spec, runs_dir: Path) -> bool:
-    from rational_icl.training.loop import is_finished  # torch loads only here
-
-    return all(is_finished(r, runs_dir) for r in spec.runs())
-
-
-def _report_convergence(spec, runs_dir: Path) -> None:
-    """Print each scalar spec's last-checkpoint loss ratios; warn (stderr) where a
-    transformer did not reach its strategies, since the fit would then read an untrained
-    model."""
-    import sys
-
-    from rational_icl.data import Run
-    from rational_icl.training.convergence import convergence, summary_line, warning_line
-
-    scalars = spec.expand()
-    for scalar in scalars:
-        runs = [Run(scalar, d) for d in dict.fromkeys(scalar.num_tasks)]
-        report = convergence(runs_dir / f"{run.name}.nc" for run in runs)
-        # a grid names each configuration by its run-file stem, num_tasks left out
-        stem = runs[0].name.replace(f"_D{runs[0].num_tasks}_", "_")
-        name = spec.name or scalar.setting
-        name = f"{name} [{stem}]" if len(scalars) > 1 else name
-        print(summary_line(report, name), flush=True)
-        warning = warning_line(report, name)
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
-
-
-def _newer(output: Path, inputs: list[Path]) -> bool:
-    """Whether ``output`` exists and is at least as new as every input."""
-    if not output.exists():
-        return False
-    return all(output.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.exists())
-
-
-def _skip(stage: str, output: Path) -> None:
-    print(f"== {stage}: done, kept {output} (rerun with --force to redo)")
-
-
-@contextmanager
-def _stage(argv: list[str]):
-    """Announce a stage as the ``ricl`` command that repeats it, then time it."""
-    print(f"== ricl {' '.join(argv)}", flush=True)
-    start = time.perf_counter()
-    yield
-    print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
-
-
-def _behaviour(runs_dir: Path, out: Path) -> None:
-    from rational_icl.pipeline import measure_behaviour
-
-    print(f"== behaviour: {runs_dir} -> {out}", flush=True)
-    start = time.perf_counter()
-    measure_behaviour(runs_dir, out)
-    print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
