@@ -19,6 +19,7 @@ import xarray as xr
 
 from rational_icl.fits.diagnostics import diagnostic_warnings, population_summary
 from rational_icl.fits.metrics import split_scores
+from rational_icl.vocabulary import VERDICT_DESIGNS
 
 # The predictive criteria: the held-out designs whose skill α's law must earn, in order.
 DESIGN_CRITERIA = ("forecast", "num-tasks", "authors")
@@ -27,8 +28,9 @@ PASSED, FAILED, UNTESTED = "pass", "fail", "untested"
 # A 90% predictive interval is calibrated when it covers this share of the held-out cells:
 # below, the model is overconfident; above, it is too vague to be tested by the cells.
 COVERAGE_RANGE = (0.80, 0.97)
-# The designs `ricl fit --held-out` takes to test each design criterion.
-DESIGN_TO_FIT = {"forecast": "forecast:0.3", "num-tasks": "num-tasks", "authors": "authors"}
+# The designs `ricl fit --held-out` takes to test each design criterion: those `ricl run`
+# fits for the verdict, and the authors' own.
+DESIGN_TO_FIT = {"authors": "authors"} | {d.split(":")[0]: d for d in VERDICT_DESIGNS}
 
 
 def alpha_verdict(fits: Sequence[xr.DataTree]) -> xr.Dataset:

@@ -45,6 +45,9 @@ DEFAULT_MODEL = "anchored-offsets-drift"
 # the outputs observation model reads the predictions themselves: no drift of weights there
 OUTPUTS_DEFAULT_MODEL = "anchored-offsets"
 PAPER_MODEL = "paper"
+# The held-out designs `ricl run` fits besides its main one, so that its report can decide
+# the verdict on alpha (fits/verdict.py): the forecast along training and the unseen num_tasks.
+VERDICT_DESIGNS = ("forecast:0.3", "num-tasks")
 # The option that starts `ricl run` and `ricl train` past their memory check (cli/checks.py);
 # the pipeline repeats it in the commands it announces.
 IGNORE_MEMORY = "--ignore-memory-check"

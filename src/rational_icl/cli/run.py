@@ -41,10 +41,9 @@ from rational_icl.cli.fit import add_fit_options, model_or_default, print_summar
 from rational_icl.data import load_specs
 from rational_icl.errors import RiclError
 from rational_icl.pipeline import configure_jax, run_specs
+from rational_icl.vocabulary import VERDICT_DESIGNS
 
 DEFAULT_PRESET = "tiny-categorical"
-# The designs besides --held-out that test the verdict on alpha (fits/verdict.py).
-VERDICT_DESIGNS = ("forecast:0.3", "num-tasks")
 
 
 def add_parser(subparsers) -> None:
