@@ -37,29 +37,25 @@ def summary(tree: xr.DataTree):
     return azs.summary(tree, var_names=names, kind=kind, ci_prob=SUMMARY_INTERVAL, ci_kind="eti")
 
 
-def run_offsets_line(tree: xr.DataTree) -> str:
-    """The offset models' per-run shifts in one line: their fitted spread and the runs
-    furthest from the law (posterior means, largest three by size); empty without them."""
+def run_offsets(tree: xr.DataTree) -> xr.Dataset | None:
+    """The offset models' per-run shifts; None for a model without them.
+
+    Returns
+    -------
+    xr.Dataset
+        ``run_offset``: each run's posterior mean offset, in log odds against generalizing
+        (dims: the configuration dims, ``num_tasks`` and, with three strategies,
+        ``offset_strategy``); ``offset_scale``: their fitted spread's 5%, 50% and 95%
+        posterior quantiles (dim ``quantile``).
+    """
     posterior = tree.posterior
     if "run_offset" not in posterior:
-        return ""
-    mean = posterior["run_offset"].mean(("chain", "draw"))
+        return None
+    mean = posterior["run_offset"].mean(SAMPLE_DIMS)
     if mean.sizes["offset_strategy"] == 1:  # memorizing (or contextual) against G only
         mean = mean.isel(offset_strategy=0, drop=True)
-    flat = mean.to_series()
-    largest = flat.reindex(flat.abs().sort_values(ascending=False).index)[:3]
-    keys = [key if isinstance(key, tuple) else (key,) for key in largest.index]
-    named = ", ".join(
-        " ".join(f"{dim}={value}" for dim, value in zip(flat.index.names, key, strict=True))
-        + f" {offset:+.2f}"
-        for key, offset in zip(keys, largest.values, strict=True)
-    )
-    scale = posterior["offset_scale"]
-    return (
-        f"run offsets (log odds against generalizing): spread offset_scale "
-        f"{float(scale.median()):.2f} [{float(scale.quantile(0.05)):.2f}, "
-        f"{float(scale.quantile(0.95)):.2f}]; furthest from the law: {named}\n"
-    )
+    scale = posterior["offset_scale"].quantile([0.05, 0.5, 0.95])
+    return xr.Dataset({"run_offset": mean, "offset_scale": scale})
 
 
 def diagnostics(tree: xr.DataTree) -> xr.Dataset:

@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -76,8 +77,9 @@ class FitSummary:
         scores the law alone, without the drift); None where the fit has none.
     dropped : dict of int to list of int
         The early checkpoints not fitted, per num_tasks (empty: every checkpoint fitted).
-    run_offsets : str
-        The offset models' per-run shifts in one line ("" without them).
+    run_offsets : xr.Dataset or None
+        The offset models' per-run shifts and their spread (``fits.diagnostics.run_offsets``;
+        None without them).
     population : xr.Dataset or None
         A partially pooled fit's ``fits.diagnostics.population_summary``.
     inadequate : pd.Series
@@ -90,8 +92,13 @@ class FitSummary:
         A ``forecast:F`` fit's ``fits.transition.transition_forecast``.
     loo : object or None
         PSIS-LOO of the fitted cells (``fits.diagnostics.loo``) where it can be reported.
+        Computed on first reading (a pass of PSIS over every draw of every fitted cell),
+        since the report ranks fits with its own LOO and never reads this one.
     loo_problem : str or None
-        Why PSIS-LOO is not reported (too few draws, unreliable importance weights).
+        Why PSIS-LOO is not reported (too few draws, unreliable importance weights); read
+        on first use as ``loo``.
+    tree : xr.DataTree
+        The fit summarised, which ``loo`` reads.
     """
 
     about: dict
@@ -104,14 +111,25 @@ class FitSummary:
     law_free_seconds: float
     authors: dict | None
     dropped: dict
-    run_offsets: str
+    run_offsets: xr.Dataset | None
     population: xr.Dataset | None
     inadequate: pd.Series
     family_distance_threshold: float
     verdict: xr.Dataset | None
     transition: xr.Dataset | None
-    loo: object | None
-    loo_problem: str | None
+    tree: xr.DataTree = field(repr=False, compare=False)
+
+    @cached_property  # a frozen dataclass still caches: it writes the instance's __dict__
+    def _psis(self) -> tuple[object | None, str | None]:
+        return _loo(self.tree)
+
+    @property
+    def loo(self) -> object | None:
+        return self._psis[0]
+
+    @property
+    def loo_problem(self) -> str | None:
+        return self._psis[1]
 
 
 def fit_summary(
@@ -137,10 +155,9 @@ def fit_summary(
     -------
     FitSummary
     """
-    from rational_icl.fits.diagnostics import population_summary, run_offsets_line, summary
+    from rational_icl.fits.diagnostics import population_summary, run_offsets, summary
 
     parameters = summary(tree)  # arviz-stats' digits when printed, every digit in its values
-    loo, loo_problem = _loo(tree)
     partial = tree.attrs.get("pooling") == "partial"
     return FitSummary(
         about=about(tree),
@@ -153,14 +170,13 @@ def fit_summary(
         law_free_seconds=_law_free_seconds(tree),
         authors=_authors(tree),
         dropped=_dropped(tree),
-        run_offsets=run_offsets_line(tree),
+        run_offsets=run_offsets(tree),
         population=population_summary(tree) if partial else None,
         inadequate=_inadequate(tree),
         family_distance_threshold=float(tree.attrs.get("family_distance_threshold", np.nan)),
         verdict=_verdict(tree, verdict_fits),
         transition=_transition(tree, transition_level),
-        loo=loo,
-        loo_problem=loo_problem,
+        tree=tree,
     )
 
 

@@ -83,7 +83,7 @@ def test_summary_prints_90_percent_intervals(map_fit):
     assert float(table.loc["alpha", "eti90_lb"]) == pytest.approx(low, abs=2e-3)
 
 
-def test_run_offsets_line_names_the_spread_and_the_runs_furthest_from_the_law():
+def test_run_offsets_are_each_runs_posterior_mean_and_the_spreads_quantiles():
     import xarray as xr
 
     rng = np.random.default_rng(0)
@@ -100,13 +100,13 @@ def test_run_offsets_line_names_the_spread_and_the_runs_furthest_from_the_law():
         },
         coords={"num_tasks": [2, 8, 32, 128], "offset_strategy": ["memorizing"]},
     )
-    tree = xr.DataTree.from_dict({"posterior": posterior})
-    line = diagnostics.run_offsets_line(tree)
-    median, low, high = np.median(scale), np.quantile(scale, 0.05), np.quantile(scale, 0.95)
-    assert f"offset_scale {median:.2f} [{low:.2f}, {high:.2f}]" in line
-    assert line.endswith("num_tasks=8 -2.00, num_tasks=128 +1.50, num_tasks=32 +0.50\n")
+    found = diagnostics.run_offsets(xr.DataTree.from_dict({"posterior": posterior}))
+    assert found["run_offset"].dims == ("num_tasks",)  # one offset strategy: dim dropped
+    np.testing.assert_allclose(found["run_offset"].values, draws.mean((0, 1)), rtol=1e-12)
+    expected = np.quantile(scale, [0.05, 0.5, 0.95])
+    np.testing.assert_allclose(found["offset_scale"].values, expected, rtol=1e-12)
     without = xr.Dataset({"alpha": (("chain", "draw"), scale)})
-    assert diagnostics.run_offsets_line(xr.DataTree.from_dict({"posterior": without})) == ""
+    assert diagnostics.run_offsets(xr.DataTree.from_dict({"posterior": without})) is None
 
 
 def test_loo_of_too_few_draws_is_one_clear_line(map_fit):

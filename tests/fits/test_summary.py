@@ -100,3 +100,18 @@ def test_the_verdict_reads_the_fits_given_beside(law_free_map_fit):
     beside = fit_summary(law_free_map_fit, verdict_fits=[other]).verdict
     assert alone.status.sel(criterion="num-tasks").item() == "untested"
     assert beside.status.sel(criterion="num-tasks").item() != "untested"
+
+
+def test_loo_is_computed_once_and_only_when_read(law_free_map_fit, monkeypatch):
+    from rational_icl.fits import diagnostics
+
+    calls = []
+    real = diagnostics.loo
+    monkeypatch.setattr(diagnostics, "loo", lambda tree: calls.append(1) or real(tree))
+    summary = fit_summary(law_free_map_fit)
+    assert calls == []  # the report never reads it: no PSIS pass
+    first = (summary.loo, summary.loo_problem)
+    assert (summary.loo, summary.loo_problem) == first and calls == [1]
+    expected = real(law_free_map_fit)
+    if summary.loo is not None:
+        assert summary.loo.elpd == pytest.approx(expected.elpd, rel=1e-12)

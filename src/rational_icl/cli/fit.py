@@ -344,7 +344,7 @@ def summary_text(found) -> str:
     parts = [
         header_line(found.about),
         found.parameters.to_string() + "\n",  # arviz-stats' digits
-        found.run_offsets,
+        run_offsets_line(found.run_offsets),
         population_lines(found.population),
         skill_lines(found),
         split_lines(found.splits),
@@ -453,6 +453,25 @@ def dropped_lines(dropped: dict) -> str:
     return "".join(
         f"num_tasks {num_tasks}: early checkpoints not fitted {steps}\n"
         for num_tasks, steps in dropped.items()
+    )
+
+
+def run_offsets_line(offsets) -> str:
+    """The run offsets' spread and the three runs furthest from the law, in one line."""
+    if offsets is None:
+        return ""
+    flat = offsets["run_offset"].to_series()
+    largest = flat.reindex(flat.abs().sort_values(ascending=False).index)[:3]
+    keys = [key if isinstance(key, tuple) else (key,) for key in largest.index]
+    named = ", ".join(
+        " ".join(f"{dim}={value}" for dim, value in zip(flat.index.names, key, strict=True))
+        + f" {offset:+.2f}"
+        for key, offset in zip(keys, largest.values, strict=True)
+    )
+    low, median, high = offsets["offset_scale"].values
+    return (
+        f"run offsets (log odds against generalizing): spread offset_scale "
+        f"{median:.2f} [{low:.2f}, {high:.2f}]; furthest from the law: {named}\n"
     )
 
 
