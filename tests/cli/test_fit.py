@@ -15,6 +15,9 @@ from rational_icl.fits.simulate import simulate_runs
 from rational_icl.fits.tree import read_fit
 
 NUM_TASKS = [2, 4, 8, 16, 32, 64, 128, 256]
+# The cheapest fit, for the tests whose subject is a check or a warning, not the model: the
+# default model's drift and its law-free reference are fitted and tested elsewhere.
+CHEAP_FIT = ["--model", "paper", "--no-law-free"]
 
 
 def _data_file(num_tasks: int, rng) -> xr.Dataset:
@@ -335,7 +338,7 @@ def test_fit_warns_about_a_diverged_run(folders, tmp_path, capsys):
         ds.to_netcdf(copied / path.name)
         if i == 3:
             diverged, bound = copied / path.name, constant
-    argv = ["--method", "map", "--chains", "1", "--draws", "50"]
+    argv = ["--method", "map", "--chains", "1", "--draws", "50", *CHEAP_FIT]
     code, out, err = _ricl(capsys, "fit", copied, "-o", tmp_path / "fit.nc", *argv)
     assert code == 0, err
     (line,) = [line for line in err.splitlines() if "diverged" in line]  # warnings: stderr
@@ -363,6 +366,7 @@ def test_too_few_draws_for_loo_still_write_the_fit(folders, tmp_path, capsys):
     # item 4: --draws 2 / --pointwise-draws 3 crashed in PSIS-LOO after sampling, losing it
     out_file = tmp_path / "fit.nc"
     argv = ["--chains", "1", "--warmup", "20", "--draws", "2", "--pointwise-draws", "3"]
+    argv += CHEAP_FIT
     code, out, err = _ricl(capsys, "fit", folders[1], "-o", out_file, *argv)
     assert code == 0, err
     assert "Traceback" not in err and "Mean of empty slice" not in err  # item 12
@@ -400,9 +404,8 @@ def test_unfinished_runs_are_warned_about_and_recorded(folders, tmp_path, capsys
             ds = ds.load()
         ds.isel(checkpoint=slice(0, -3)).to_netcdf(runs / path.name)  # a killed ensemble
     out_file = tmp_path / "fit.nc"
-    code, out, err = _ricl(
-        capsys, "fit", runs, "-o", out_file, "--method", "map", "--chains", "1", "--draws", "50"
-    )
+    argv = ["--method", "map", "--chains", "1", "--draws", "50", *CHEAP_FIT]
+    code, out, err = _ricl(capsys, "fit", runs, "-o", out_file, *argv)
     assert code == 0, err
     warned = [line for line in err.splitlines() if line.startswith("warning: unfinished run")]
     assert len(warned) == 1 and f"{paths[0].name} (step 2912 of 4000)" in warned[0]
@@ -420,7 +423,7 @@ def test_files_of_other_runs_are_refused_in_fit_compare_and_report(folders, tmp_
     for path in sorted(folders[1].glob("*.nc")):
         with xr.open_dataset(path) as ds:
             ds.load().assign_attrs(seed=2).to_netcdf(other / path.name)
-    common = ["--method", "map", "--chains", "1", "--draws", "50"]
+    common = ["--method", "map", "--chains", "1", "--draws", "50", *CHEAP_FIT]
     fits = [tmp_path / "a.nc", tmp_path / "b.nc"]
     for runs, out_file in zip((folders[1], other), fits, strict=True):
         code, _, err = _ricl(capsys, "fit", runs, "-o", out_file, *common)
@@ -503,3 +506,17 @@ def test_every_door_fits_the_same_default(monkeypatch):
     assert (fit_door.model, fit_door.drop_early, fit_door.splits) == (DEFAULT_MODEL, True, None)
     outputs = parser.parse_args(["fit", "runs", "-o", "fit.nc", "--observation", "outputs"])
     assert fit_command.fit_settings(outputs) == inputs.FitSettings(observation="outputs")
+
+
+def test_run_offsets_line_names_the_spread_and_the_runs_furthest_from_the_law():
+    offsets = xr.Dataset(
+        {
+            "run_offset": ("num_tasks", [0.1, -2.0, 0.5, 1.5]),
+            "offset_scale": ("quantile", [0.55, 1.0, 1.45]),
+        },
+        coords={"num_tasks": [2, 8, 32, 128], "quantile": [0.05, 0.5, 0.95]},
+    )
+    line = fit_command.run_offsets_line(offsets)
+    assert "offset_scale 1.00 [0.55, 1.45]" in line
+    assert line.endswith("num_tasks=8 -2.00, num_tasks=128 +1.50, num_tasks=32 +0.50\n")
+    assert fit_command.run_offsets_line(None) == ""

@@ -20,6 +20,9 @@ pytestmark = pytest.mark.slow
 
 FIT = ["--method", "map", "--chains", "2", "--draws", "50"]
 ONE_DESIGN = [*FIT, "--verdict-designs", "none"]  # the tests of other stages fit less
+# One fit, the cheapest, for the tests whose subject is not the fit (the default model, its
+# law-free reference and the paper's beside it run in the first test)
+CHEAP = [*ONE_DESIGN, "--model", "paper", "--no-law-free"]
 
 
 def test_run_skips_finished_stages_and_prints_the_report(tmp_path, capsys):
@@ -96,7 +99,7 @@ def test_run_prints_convergence_and_warns_for_an_untrained_spec(tmp_path, capsys
     setting = 'setting = "linear-regression"\nnum_dims = 4\ncontext_length = 8\n'
     spec.write_text(setting + SMALL_SWEEP.replace("max_steps = 1000", "max_steps = 25"))
     job = tmp_path / "job"
-    assert main(["run", str(spec), "-o", str(job), "--threads", "1", *ONE_DESIGN]) == 0
+    assert main(["run", str(spec), "-o", str(job), "--threads", "1", *CHEAP]) == 0
     captured = capsys.readouterr()
     (line,) = [s for s in captured.out.splitlines() if s.startswith("convergence untrained")]
     assert (
@@ -120,8 +123,7 @@ def test_run_with_seeds_pools_them_and_can_hold_one_out(tmp_path, capsys):
     simulate_runs(tmp_path / "data", job / "runs", seed=2)
     capsys.readouterr()
 
-    argv = ["run", str(spec), "-o", str(job), "--seeds", "2", "--held-out", "seed:2", *ONE_DESIGN]
-    argv += ["--model", "paper"]  # one fit: the paper's, nothing to report beside it
+    argv = ["run", str(spec), "-o", str(job), "--seeds", "2", "--held-out", "seed:2", *CHEAP]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "== train: done" in out  # both seeds' runs were found: nothing trained
@@ -170,11 +172,11 @@ def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys)
     job = tmp_path / "job"
     assert main(["data", str(spec), "--out", str(tmp_path / "data")]) == 0
     simulate_runs(tmp_path / "data", job / "runs", seed=2)
-    assert main(["run", str(spec), "-o", str(job), *ONE_DESIGN]) == 0
+    assert main(["run", str(spec), "-o", str(job), *CHEAP]) == 0
     capsys.readouterr()
 
     before = (job / "fit.nc").stat().st_mtime_ns
-    changed = [*ONE_DESIGN, "--measure", "relative-distance", "--splits", "id"]
+    changed = [*CHEAP, "--measure", "relative-distance", "--splits", "id"]
     assert main(["run", str(spec), "-o", str(job), *changed]) == 0
     out = capsys.readouterr().out
     assert "== fit: options differ" in out and "measure auto -> relative-distance" in out
@@ -190,7 +192,7 @@ def test_changed_fit_options_refit_and_another_spec_is_refused(tmp_path, capsys)
     other = tmp_path / "other.toml"
     other.write_text(SPEC.replace("num_tasks = [2, 8, 32, 128]", "num_tasks = [2, 16]"))
     listing = sorted(p.name for p in job.rglob("*"))
-    assert main(["run", str(other), "-o", str(job), *ONE_DESIGN]) != 0
+    assert main(["run", str(other), "-o", str(job), *CHEAP]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds runs of the spec in" in err[0] and "spec.toml" in err[0]
     assert sorted(p.name for p in job.rglob("*")) == listing  # nothing written
