@@ -540,11 +540,16 @@ def transition_forecast(found: xr.Dataset, config=None) -> Figure:
     (``fits.transition.transition_forecast``): posterior median and 90% interval, the
     finished run's step and each run's line in log N, against num_tasks."""
     found = _select(found, config)
+    origin = float(found.forecast_origin.max())
+    if not found.forecast.any():
+        raise FigureUnavailable(
+            f"no run's weight crosses the level after the forecast origin (step {origin:.0f}):"
+            " nothing to forecast"
+        )
     splits = _splits(found)
     fig, axes = plt.subplots(
         1, len(splits), figsize=(5 * len(splits), 4), squeeze=False, layout="constrained"
     )
-    origin = float(found.forecast_origin.max())
     ceiling = float(found.attrs.get("last_checkpoint", origin)) * 2
     for ax, split in zip(axes[0], splits, strict=True):
         at = found.sel(split=split)
@@ -574,6 +579,8 @@ def transition_forecast(found: xr.Dataset, config=None) -> Figure:
         )
         ax.axhline(origin, color="gray", lw=0.8, ls=":", label="forecast origin")
         _log2_axis(ax)
+        # every num_tasks on the axis, whether or not its run has a point in this split
+        ax.set_xlim(num_tasks.min() / 1.5, num_tasks.max() * 1.5)
         ax.set_yscale("log")
         ax.set_ylim(top=ceiling)
         ax.set_xlabel(_TASKS_LABEL)

@@ -243,6 +243,43 @@ def test_transition_steps_draws_when_no_num_tasks_crosses(behaviour, tmp_path):
         assert ax.get_xlim()[0] > 0 and ax.get_ylim()[0] > 0
 
 
+def _transition(forecast: np.ndarray) -> xr.Dataset:
+    """A transition forecast (fits.transition) of four runs, two splits: every run crosses at
+    step 2000, forecast from step 1000 where ``forecast`` (num_tasks, split) says so."""
+    dims, shape = ("num_tasks", "split"), forecast.shape
+    step = np.full(shape, 2000.0)
+    return xr.Dataset(
+        {
+            "forecast": (dims, forecast),
+            "scored": (dims, forecast),
+            "predicted_median": (dims, step),
+            "predicted_low": (dims, step / 1.5),
+            "predicted_high": (dims, step * 1.5),
+            "observed_step": (dims, step),
+            "baseline_step": (dims, step * 2),
+            "forecast_origin": (dims, np.full(shape, 1000.0)),
+        },
+        coords={"num_tasks": [2, 8, 32, 128], "split": ["id", "ood"]},
+        attrs={"last_checkpoint": 4000.0},
+    )
+
+
+def test_transition_forecast_draws_a_split_with_no_forecast_run(tmp_path):
+    # ricl run tiny-categorical crashed drawing a panel with no point on its log2 axis
+    forecast = np.zeros((4, 2), bool)
+    forecast[1, 0] = True  # D = 8 in id; nothing in ood
+    figure = figures.transition_forecast(_transition(forecast))
+    figure.savefig(tmp_path / "forecast.png")
+    for ax in figure.axes:
+        low, high = ax.get_xlim()
+        assert 0 < low < 2 and high > 128  # every num_tasks on the axis
+
+
+def test_transition_forecast_of_no_forecast_run_is_unavailable_with_why():
+    with pytest.raises(figures.FigureUnavailable, match="after the forecast origin .step 1000"):
+        figures.transition_forecast(_transition(np.zeros((4, 2), bool)))
+
+
 @pytest.mark.parametrize("draw", PER_CELL, ids=lambda f: f.__name__)
 def test_panel_titles_fit_their_panels(draw, behaviour, fit):
     """Titles never overrun their neighbours: each is no wider than its panel and row."""
