@@ -27,6 +27,8 @@ BFMI_MIN = 0.3
 
 
 SUMMARY_INTERVAL = 0.9  # the report's intervals (ArviZ's default is 0.89)
+# Its ends and the median, as the summaries' ``statistic`` low, median, high (``_quantiles``)
+INTERVAL_QUANTILES = (0.05, 0.5, 0.95)
 
 
 def summary(tree: xr.DataTree):
@@ -46,7 +48,7 @@ def run_offsets(tree: xr.DataTree) -> xr.Dataset | None:
         ``run_offset``: each run's posterior mean offset, in log odds against generalizing
         (dims: the configuration dims, ``num_tasks`` and, with three strategies,
         ``offset_strategy``); ``offset_scale``: their fitted spread's 5%, 50% and 95%
-        posterior quantiles (dim ``quantile``).
+        posterior quantiles (dim ``statistic``: ``low``, ``median``, ``high``).
     """
     posterior = tree.posterior
     if "run_offset" not in posterior:
@@ -54,7 +56,8 @@ def run_offsets(tree: xr.DataTree) -> xr.Dataset | None:
     mean = posterior["run_offset"].mean(SAMPLE_DIMS)
     if mean.sizes["offset_strategy"] == 1:  # memorizing (or contextual) against G only
         mean = mean.isel(offset_strategy=0, drop=True)
-    scale = posterior["offset_scale"].quantile([0.05, 0.5, 0.95])
+    scale = posterior["offset_scale"]
+    scale = _quantiles(scale, INTERVAL_QUANTILES, scale.dims)
     return xr.Dataset({"run_offset": mean, "offset_scale": scale})
 
 
@@ -284,11 +287,11 @@ def population_summary(tree: xr.DataTree) -> xr.Dataset:
         inverse = scipy.special.expit if link == "logit" else np.exp
         loc, scale = posterior[f"{name}_loc"], posterior[f"{name}_scale"]
         rows = {
-            "population": _quantiles(inverse(loc), (0.05, 0.5, 0.95), SAMPLE_DIMS),
+            "population": _quantiles(inverse(loc), INTERVAL_QUANTILES, SAMPLE_DIMS),
             "new_configuration": _quantiles(
                 inverse(loc + scale * nodes), (0.025, 0.5, 0.975), (*SAMPLE_DIMS, "node")
             ),
-            "configuration": _quantiles(posterior[name], (0.05, 0.5, 0.95), SAMPLE_DIMS),
+            "configuration": _quantiles(posterior[name], INTERVAL_QUANTILES, SAMPLE_DIMS),
         }
         out[name] = xr.concat(
             [v.broadcast_like(rows["configuration"]) for v in rows.values()], dim="quantity"

@@ -512,9 +512,9 @@ def test_run_offsets_line_names_the_spread_and_the_runs_furthest_from_the_law():
     offsets = xr.Dataset(
         {
             "run_offset": ("num_tasks", [0.1, -2.0, 0.5, 1.5]),
-            "offset_scale": ("quantile", [0.55, 1.0, 1.45]),
+            "offset_scale": ("statistic", [1.45, 0.55, 1.0]),  # in no particular order
         },
-        coords={"num_tasks": [2, 8, 32, 128], "quantile": [0.05, 0.5, 0.95]},
+        coords={"num_tasks": [2, 8, 32, 128], "statistic": ["high", "low", "median"]},
     )
     line = fit_command.run_offsets_line(offsets)
     assert "offset_scale 1.00 [0.55, 1.45]" in line

@@ -104,6 +104,7 @@ def test_run_offsets_are_each_runs_posterior_mean_and_the_spreads_quantiles():
     assert found["run_offset"].dims == ("num_tasks",)  # one offset strategy: dim dropped
     np.testing.assert_allclose(found["run_offset"].values, draws.mean((0, 1)), rtol=1e-12)
     expected = np.quantile(scale, [0.05, 0.5, 0.95])
+    assert list(found["offset_scale"].statistic.values) == ["low", "median", "high"]
     np.testing.assert_allclose(found["offset_scale"].values, expected, rtol=1e-12)
     without = xr.Dataset({"alpha": (("chain", "draw"), scale)})
     assert diagnostics.run_offsets(xr.DataTree.from_dict({"posterior": without})) is None

@@ -468,7 +468,8 @@ def run_offsets_line(offsets) -> str:
         + f" {offset:+.2f}"
         for key, offset in zip(keys, largest.values, strict=True)
     )
-    low, median, high = offsets["offset_scale"].values
+    scale = offsets["offset_scale"]
+    low, median, high = (float(scale.sel(statistic=s)) for s in ("low", "median", "high"))
     return (
         f"run offsets (log odds against generalizing): spread offset_scale "
         f"{median:.2f} [{low:.2f}, {high:.2f}]; furthest from the law: {named}\n"
